@@ -1,0 +1,27 @@
+# matex pipeline. Run: snakemake --profile workflow/profiles/local   (see README)
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+DS = f"{config['results_dir']}/{config['dataset']}"
+MD = f"{DS}/{config['model']['name']}"
+STEP = "workflow/scripts/step.py"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
+
+
+rule all:
+    input:
+        f"{DS}/pairs.parquet",
+        f"{DS}/alignment_report.json",
+        model_artifacts(),
+    default_target: True

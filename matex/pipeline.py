@@ -1,0 +1,109 @@
+"""Entry points of the Snakemake rules: one function per rule, called by ``workflow/scripts/step.py``.
+
+Rules stay thin (inputs, outputs, params); every computation happens here or deeper in the package.
+Each step logs to the rule's ``log:`` file and writes its artifacts atomically.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import section_hash, validate_config
+
+log = logging.getLogger("matex")
+STEPS: dict[str, Callable[..., None]] = {}
+
+
+def step(fn: Callable[..., None]) -> Callable[..., None]:
+    STEPS[fn.__name__] = fn
+    return fn
+
+
+@contextlib.contextmanager
+def logged(log_path: str | None):
+    """Send logging and stderr (tqdm progress) of the step to its log file as well as the console."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    root = logging.getLogger()
+    old = list(root.handlers)
+    root.handlers = []
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.close()
+        root.handlers = old
+
+
+def run_step(smk: Any) -> None:
+    """Dispatch a Snakemake ``script:`` call to the step named like its rule."""
+    name = smk.rule
+    fn = STEPS.get(name)
+    if fn is None:
+        raise KeyError(f"no matex pipeline step for rule {name!r}; known: {sorted(STEPS)}")
+    cfg = dict(smk.config)
+    with logged(smk.log[0] if len(smk.log) else None):
+        t0 = time.perf_counter()
+        log.info("step %s started", name)
+        fn(cfg, smk.input, smk.output, smk.params, smk.wildcards, smk.threads)
+        log.info("step %s finished in %.1f s", name, time.perf_counter() - t0)
+
+
+def geometry(cfg: dict):
+    from .data.transforms import InputGeometry
+
+    return InputGeometry(size=int(cfg["input"]["size"]), mode=cfg["input"]["mode"])
+
+
+def base_meta(cfg: dict, *sections: str) -> dict:
+    from . import __version__
+
+    return {"config_hash": section_hash(cfg, *sections), "seed": cfg["seed"], "matex_version": __version__}
+
+
+# ----------------------------------------------------------------------------------------- data
+@step
+def make_synthetic(cfg, input, output, params, wildcards, threads):
+    from .data.synthetic import generate_synthetic
+
+    syn = cfg["data"].get("synthetic", {})
+    out_dir = Path(output.csv).parent
+    generate_synthetic(out_dir, seed=cfg["seed"], **{k: (tuple(v) if isinstance(v, list) else v)
+                                                      for k, v in syn.items()})
+
+
+@step
+def download_mscxr(cfg, input, output, params, wildcards, threads):
+    from .data.download import download_mscxr as fetch
+
+    m = cfg["data"]["mscxr"]
+    dl = dict(m.get("download", {}))
+    fetch(Path(output.csv).parent, csv_name=Path(output.csv).name, **dl)
+
+
+@step
+def prepare(cfg, input, output, params, wildcards, threads):
+    from .data.mscxr import prepare_dataset
+
+    prepare_dataset(input.csv, params.image_root, geometry(cfg), cfg["data"]["val_fraction"], cfg["seed"],
+                    cfg["data"]["on_bad_row"], output.pairs, output.report, output.images,
+                    meta=base_meta(cfg, "data", "input"))
+
+
+# ---------------------------------------------------------------------------------------- model
+@step
+def train_demo_model(cfg, input, output, params, wildcards, threads):
+    from .models.train import train_demo
+
+    train_demo(input.pairs, input.images, cfg, output.checkpoint, output.log_json)

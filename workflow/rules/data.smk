@@ -1,0 +1,63 @@
+from pathlib import Path
+
+
+rule make_synthetic:
+    """Generate the embedded synthetic MS-CXR stand-in (JPGs + MS-CXR-format CSV)."""
+    output:
+        csv=f"{DS}/raw/MS_CXR_Local_Alignment_v1.0.0.csv",
+        truth=f"{DS}/raw/synthetic_truth.parquet",
+        images=directory(f"{DS}/raw/files"),
+    log:
+        f"{DS}/logs/make_synthetic.log",
+    benchmark:
+        f"{DS}/benchmarks/make_synthetic.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule download_mscxr:
+    """Fetch the MS-CXR CSV and only the MIMIC-CXR-JPG images it references (PhysioNet credentials)."""
+    output:
+        csv=f"{config['data']['mscxr']['root']}/{config['data']['mscxr']['csv']}",
+    log:
+        f"{DS}/logs/download_mscxr.log",
+    benchmark:
+        f"{DS}/benchmarks/download_mscxr.tsv"
+    threads: 4
+    resources:
+        mem_mb=2000,
+        runtime=600,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule prepare:
+    """Group boxes per (image, phrase), align boxes to the model input, split by patient, decode images once."""
+    input:
+        csv=raw_csv(),
+    output:
+        pairs=f"{DS}/pairs.parquet",
+        report=f"{DS}/alignment_report.json",
+        images=f"{DS}/images.npy",
+    params:
+        image_root=lambda wildcards, input: str(Path(input.csv).parent),
+    log:
+        f"{DS}/logs/prepare.log",
+    benchmark:
+        f"{DS}/benchmarks/prepare.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
