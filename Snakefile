@@ -11,12 +11,17 @@ validate(config, "config/schema.yaml")
 
 DS = f"{config['results_dir']}/{config['dataset']}"
 MD = f"{DS}/{config['model']['name']}"
-STEP = "workflow/scripts/step.py"
+
+
+wildcard_constraints:
+    method=r"[A-Za-z0-9_]+",
+    shard=r"\d+",
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/attribution.smk"
 
 
 rule all:
@@ -24,4 +29,5 @@ rule all:
         f"{DS}/pairs.parquet",
         f"{DS}/alignment_report.json",
         model_artifacts(),
+        attribution_maps(),
     default_target: True

@@ -107,3 +107,48 @@ def train_demo_model(cfg, input, output, params, wildcards, threads):
     from .models.train import train_demo
 
     train_demo(input.pairs, input.images, cfg, output.checkpoint, output.log_json)
+
+
+# ---------------------------------------------------------------------------------- attribution
+def load_configured_model(cfg: dict, checkpoint: str | None, device_pref: str = "cpu"):
+    from .models.loading import load_model_from_config, resolve_device
+
+    return load_model_from_config(cfg, checkpoint=checkpoint or None, device=resolve_device(device_pref))
+
+
+def method_params(cfg: dict, method: str) -> dict:
+    return dict((cfg["attribution"].get("params") or {}).get(method) or {})
+
+
+@step
+def attribute(cfg, input, output, params, wildcards, threads):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from .attribution.cache import attribute_rows, select_pairs, shard_rows, write_attribution
+    from .io import config_hash
+
+    torch.set_num_threads(max(1, int(threads)))
+    att = cfg["attribution"]
+    method, shard, n_shards = wildcards.method, int(wildcards.shard), int(att["shards"])
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    rows = shard_rows(select_pairs(pairs, att.get("split", "val"), att.get("max_pairs")), shard, n_shards)
+    model = load_configured_model(cfg, getattr(input, "checkpoint", None), att["device"])
+    mparams = method_params(cfg, method)
+    maps, table = attribute_rows(model, method, mparams, pairs, images, rows, int(att["batch_size"]),
+                                 att.get("store_dtype", "float16"))
+    meta = base_meta(cfg, "data", "input", "model")
+    meta.update(method=method, params=mparams, shard=f"{shard}/{n_shards}",
+                config_hash=config_hash(meta["config_hash"], method, mparams, att.get("split"),
+                                        att.get("max_pairs"), att.get("store_dtype")),
+                model=model.meta)
+    write_attribution(maps, table, meta, output.npz, output.parquet)
+
+
+@step
+def merge_attribution(cfg, input, output, params, wildcards, threads):
+    from .attribution.cache import merge_shards
+
+    merge_shards(input.npz, input.parquet, output.npz, output.parquet)

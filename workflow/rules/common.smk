@@ -1,4 +1,4 @@
-# Paths shared by the rules; decided from the config, never computed in rules.
+# Paths shared across the workflow, decided from the config.
 
 
 def raw_csv():
@@ -20,3 +20,13 @@ def checkpoint_path():
     if config["model"]["source"] == "demo":
         return f"{MD}/model.pt"
     return config["model"].get("checkpoint") or []
+
+
+def model_input(wildcards):
+    """The checkpoint to load, if any (demo model: trained by the pipeline; checkpoint source: the user file)."""
+    ckpt = checkpoint_path()
+    return {"checkpoint": ckpt} if ckpt else {}
+
+
+def attribution_maps():
+    return expand(f"{MD}/maps/{{method}}.{{ext}}", method=config["attribution"]["methods"], ext=["npz", "parquet"])

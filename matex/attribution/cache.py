@@ -1,0 +1,104 @@
+"""Compute attribution maps for a dataset and cache them: ``{method}.npz`` (maps keyed by pair id,
+float16 at the model input size) and ``{method}.parquet`` (per pair: runtime, map statistics,
+config hash). Shards split a method's pairs so a cluster runs them in parallel; merging the shards
+gives exactly the unsharded artifacts."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..errors import MapError
+from ..io import read_npz, read_parquet_meta, write_npz, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+def select_pairs(pairs: pd.DataFrame, split: str, max_pairs: int | None) -> np.ndarray:
+    """Row indices (into pairs.parquet / images.npy) of the pairs to explain, in pair order."""
+    rows = np.arange(len(pairs)) if split == "all" else np.flatnonzero(pairs["split"].to_numpy() == split)
+    return rows[:max_pairs] if max_pairs else rows
+
+
+def shard_rows(rows: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
+    """Contiguous, near-equal chunks: shard i of n (0-based)."""
+    return np.array_split(rows, n_shards)[shard]
+
+
+def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame,
+                   images_u8: np.ndarray, rows: Sequence[int], batch_size: int,
+                   store_dtype: str = "float16", progress: bool = True
+                   ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Explain the given rows in batches; return ``{pair_id: map}`` (plus ``text/<pair_id>`` token
+    maps where the method has a text side) and a per-pair statistics table."""
+    import torch
+
+    from . import explain
+
+    maps: dict[str, np.ndarray] = {}
+    records: list[dict[str, Any]] = []
+    rows = np.asarray(rows, dtype=np.int64)
+    for start in tqdm(range(0, len(rows), batch_size), desc=f"attribute {method}", disable=not progress,
+                      unit="batch"):
+        idx = rows[start:start + batch_size]
+        batch = pairs.iloc[idx]
+        images = model.preprocess(np.ascontiguousarray(images_u8[idx]))
+        texts = batch["phrase"].tolist()
+        t0 = time.perf_counter()
+        out = explain(model, images, texts, method=method, **dict(params))
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        per_pair = (time.perf_counter() - t0) / len(idx)
+        image_maps = out.image.detach().float().cpu().numpy()
+        for j, pair_id in enumerate(batch["pair_id"]):
+            m = image_maps[j]
+            if not np.isfinite(m).all():
+                raise MapError(f"method {method} produced a non-finite map for pair {pair_id} "
+                               f"(row {int(idx[j])})")
+            maps[pair_id] = m.astype(store_dtype)
+            if out.text is not None:
+                maps[f"text/{pair_id}"] = np.asarray(out.text[j], dtype=np.float32)
+            records.append({"pair_id": pair_id, "row": int(idx[j]), "method": method,
+                            "category": batch["category"].iloc[j], "runtime_s": per_pair,
+                            "map_min": float(m.min()), "map_max": float(m.max()),
+                            "map_mean": float(m.mean()), "map_std": float(m.std())})
+    return maps, pd.DataFrame.from_records(records)
+
+
+def write_attribution(maps: Mapping[str, np.ndarray], table: pd.DataFrame, meta: Mapping[str, Any],
+                      out_npz: str | Path, out_parquet: str | Path) -> None:
+    table = table.assign(config_hash=meta.get("config_hash", ""))
+    write_npz(out_npz, maps, meta)
+    write_parquet(out_parquet, table, meta)
+
+
+def merge_shards(npz_paths: Sequence[str | Path], parquet_paths: Sequence[str | Path],
+                 out_npz: str | Path, out_parquet: str | Path) -> None:
+    """Concatenate shard artifacts (in shard order) into the method's artifacts."""
+    maps: dict[str, np.ndarray] = {}
+    metas = []
+    for p in npz_paths:
+        arrays, meta = read_npz(p)
+        maps.update(arrays)
+        metas.append({k: v for k, v in meta.items() if k != "shard"})
+    if any(m != metas[0] for m in metas):
+        raise MapError(f"shards were made with different settings: {list(map(str, npz_paths))}")
+    table = pd.concat([pd.read_parquet(p) for p in parquet_paths], ignore_index=True)
+    meta = dict(metas[0])
+    write_npz(out_npz, maps, meta)
+    write_parquet(out_parquet, table, meta)
+
+
+def load_maps(npz_path: str | Path, pair_ids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], dict]:
+    """Image maps stacked as float32 (B, H, W) in the order of ``pair_ids`` (default: file order)."""
+    arrays, meta = read_npz(npz_path)
+    ids = list(pair_ids) if pair_ids is not None else [k for k in arrays if not k.startswith("text/")]
+    missing = [p for p in ids if p not in arrays]
+    if missing:
+        raise MapError(f"{npz_path} has no map for pairs {missing[:5]}")
+    return np.stack([arrays[p].astype(np.float32) for p in ids]), ids, meta
