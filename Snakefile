@@ -22,6 +22,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/attribution.smk"
+include: "workflow/rules/evaluation.smk"
 
 
 rule all:
@@ -30,4 +31,5 @@ rule all:
         f"{DS}/alignment_report.json",
         model_artifacts(),
         attribution_maps(),
+        f"{MD}/tables/results.md",
     default_target: True

@@ -152,3 +152,54 @@ def merge_attribution(cfg, input, output, params, wildcards, threads):
     from .attribution.cache import merge_shards
 
     merge_shards(input.npz, input.parquet, output.npz, output.parquet)
+
+
+# ----------------------------------------------------------------------------------- evaluation
+@step
+def evaluate(cfg, input, output, params, wildcards, threads):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from .io import write_parquet
+    from .metrics.evaluate import evaluate_maps
+
+    torch.set_num_threads(max(1, int(threads)))
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
+    df = evaluate_maps(model, wildcards.method, pairs, images, input.npz, cfg)
+    runtime = pd.read_parquet(input.runtime)[["pair_id", "runtime_s"]]
+    df = df.merge(runtime, on="pair_id", how="left")
+    df["runtime_ms"] = df.pop("runtime_s") * 1000.0
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
+    meta["method"] = wildcards.method
+    write_parquet(output.metrics, df, meta)
+
+
+@step
+def aggregate(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from .io import write_parquet, write_text
+    from .metrics.aggregate import summarise_tidy, tidy_metrics, to_latex, to_markdown, wide_table
+
+    tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
+    boot = cfg["evaluation"].get("bootstrap", {})
+    n, ci = int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95))
+    overall = summarise_tidy(tidy, ["method"], n, ci, cfg["seed"])
+    per_cat = summarise_tidy(tidy, ["category", "method"], n, ci, cfg["seed"])
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
+    write_parquet(output.tidy, tidy, meta)
+    write_parquet(output.summary, pd.concat([overall.assign(category="all"), per_cat], ignore_index=True), meta)
+    order = cfg["attribution"]["methods"]
+    pct = f"{round(ci * 100)} %"
+    md = [f"# Results: {cfg['dataset']} / {cfg['model']['name']}\n",
+          f"Mean [{pct} bootstrap interval, {n} resamples] over pairs; confidence metrics and localisation x100.\n",
+          to_markdown(wide_table(overall, order), "All findings")]
+    tex = [to_latex(wide_table(overall, order), f"{cfg['dataset']}: all findings")]
+    for cat, grp in per_cat.groupby("category"):
+        md.append(to_markdown(wide_table(grp, order), cat))
+        tex.append(to_latex(wide_table(grp, order), f"{cfg['dataset']}: {cat}"))
+    write_text(output.markdown, "\n".join(md))
+    write_text(output.latex, "\n".join(tex))

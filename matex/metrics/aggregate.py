@@ -1,0 +1,79 @@
+"""Aggregate per-pair metrics of every method into one tidy table and summary tables with
+bootstrap intervals, overall and per finding category (Markdown and LaTeX)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+# (column, label, scale): confidence metrics are reported x100 as in M2IB and MATEX.
+METRICS: list[tuple[str, str, float]] = [
+    ("img_conf_drop", "Img conf. drop ↓", 100.0),
+    ("img_conf_increase", "Img conf. incr. ↑", 100.0),
+    ("txt_conf_drop", "Txt conf. drop ↓", 100.0),
+    ("txt_conf_increase", "Txt conf. incr. ↑", 100.0),
+    ("roar_plus", "ROAR+ ↑", 1.0),
+    ("pointing_game", "Pointing ↑", 100.0),
+    ("energy_in_box", "Energy in box ↑", 100.0),
+    ("iou_top5", "IoU@5% ↑", 100.0),
+    ("auroc", "AUROC ↑", 100.0),
+    ("sanity_spearman", "Sanity ρ ↓", 1.0),
+    ("runtime_ms", "ms / pair", 1.0),
+]
+
+
+def tidy_metrics(per_method: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Long format: pair_id, method, category, metric, value."""
+    wide = pd.concat(per_method, ignore_index=True)
+    value_cols = [c for c, _, _ in METRICS if c in wide.columns]
+    return wide.melt(id_vars=["pair_id", "method", "category"], value_vars=value_cols,
+                     var_name="metric", value_name="value")
+
+
+def summarise_tidy(tidy: pd.DataFrame, by: Sequence[str], n_resamples: int, ci: float, seed: int) -> pd.DataFrame:
+    """mean, bootstrap interval and n per (by..., metric), scaled for reporting."""
+    from .stats import bootstrap_ci
+
+    scale = {c: s for c, _, s in METRICS}
+    rows = []
+    for key, grp in tidy.groupby(list(by) + ["metric"], sort=True):
+        vals = grp["value"].to_numpy(dtype=float)
+        vals = vals[np.isfinite(vals)]
+        est, lo, hi = bootstrap_ci(vals, n_resamples=n_resamples, ci=ci, seed=seed) if len(vals) else (np.nan,) * 3
+        k = scale.get(key[-1], 1.0)
+        rows.append(dict(zip(list(by) + ["metric"], key), mean=est * k, ci_low=lo * k, ci_high=hi * k, n=len(vals)))
+    return pd.DataFrame(rows)
+
+
+def _cell(r) -> str:
+    if not np.isfinite(r["mean"]):
+        return "–"
+    return f"{r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+
+
+def wide_table(summary: pd.DataFrame, method_order: Sequence[str]) -> pd.DataFrame:
+    """Methods (rows) x metrics (columns), cells 'mean [low, high]', paper's column order."""
+    labels = {c: l for c, l, _ in METRICS}
+    present = [c for c, _, _ in METRICS if c in set(summary["metric"])]
+    table = summary.assign(cell=summary.apply(_cell, axis=1)).pivot(index="method", columns="metric", values="cell")
+    order = [m for m in method_order if m in table.index] + [m for m in table.index if m not in method_order]
+    return table.loc[order, present].rename(columns=labels).fillna("–")
+
+
+def to_markdown(table: pd.DataFrame, title: str) -> str:
+    cols = ["method"] + list(table.columns)
+    lines = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for method, row in table.iterrows():
+        lines.append("| " + " | ".join([str(method)] + [str(v) for v in row]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: pd.DataFrame, caption: str) -> str:
+    esc = lambda s: str(s).replace("%", r"\%").replace("_", r"\_").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
+    cols = ["Method"] + [esc(c) for c in table.columns]
+    body = [" & ".join([esc(m)] + [esc(v) for v in row]) + r" \\" for m, row in table.iterrows()]
+    return "\n".join([r"\begin{table}[t]", r"\centering\small", f"\\caption{{{esc(caption)}}}",
+                      r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\toprule",
+                      " & ".join(cols) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
+                      r"\end{table}"]) + "\n"

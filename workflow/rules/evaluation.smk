@@ -1,0 +1,46 @@
+rule evaluate:
+    """Per-pair metrics of one method: localisation against the aligned boxes, image/text confidence drop and increase."""
+    input:
+        unpack(model_input),
+        pairs=f"{DS}/pairs.parquet",
+        images=f"{DS}/images.npy",
+        npz=f"{MD}/maps/{{method}}.npz",
+        runtime=f"{MD}/maps/{{method}}.parquet",
+    output:
+        metrics=f"{MD}/metrics/{{method}}.parquet",
+    log:
+        f"{MD}/logs/evaluate/{{method}}.log",
+    benchmark:
+        f"{MD}/benchmarks/evaluate/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule aggregate:
+    """One tidy table of every per-pair metric; method x metric tables with bootstrap intervals, overall and per finding."""
+    input:
+        metrics=expand(f"{MD}/metrics/{{method}}.parquet", method=config["attribution"]["methods"]),
+    output:
+        tidy=f"{MD}/tables/metrics_tidy.parquet",
+        summary=f"{MD}/tables/summary.parquet",
+        markdown=f"{MD}/tables/results.md",
+        latex=f"{MD}/tables/results.tex",
+    log:
+        f"{MD}/logs/aggregate.log",
+    benchmark:
+        f"{MD}/benchmarks/aggregate.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
