@@ -4,11 +4,13 @@ from pathlib import Path
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from matex.config import deep_update, load_config
+from matex.io import read_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -16,6 +18,21 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def _run(args, cwd=ROOT, timeout=1200):
     return subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _execute_notebook(path: Path, results: Path) -> None:
+    """Run an audit notebook against a finished run (it only reads artifacts)."""
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    os.environ["MATEX_RESULTS"] = str(results)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        os.environ.pop("MATEX_RESULTS", None)
 
 
 def tiny_config(tmp_path: Path) -> Path:
@@ -60,7 +77,19 @@ def test_end_to_end_tiny(tmp_path):
     pairs = pd.read_parquet(ds / "pairs.parquet")
     assert len(pairs) >= 48 and set(pairs["split"]) == {"train", "val"}
     assert (ds / "alignment_report.json").exists()
-    assert (ds / "demo" / "model.pt").exists() and (ds / "demo" / "train_log.json").exists()
+    md = ds / "demo"
+    assert (md / "model.pt").exists() and (md / "train_log.json").exists()
+    cfg = yaml.safe_load(cfg_path.read_text())
+    for method in cfg["attribution"]["methods"]:
+        maps, meta = read_npz(md / "maps" / f"{method}.npz")
+        image_maps = {k: v for k, v in maps.items() if not k.startswith("text/")}
+        assert len(image_maps) == 6 and meta["method"] == method and meta["config_hash"]
+        assert all(v.shape == (224, 224) and np.isfinite(v).all() for v in image_maps.values())
+        metrics = pd.read_parquet(md / "metrics" / f"{method}.parquet")
+        assert len(metrics) == 6
+    table = (md / "tables" / "results.md").read_text()
+    assert all(m in table for m in cfg["attribution"]["methods"])
+    _execute_notebook(ROOT / "notebooks" / "audit_pair.ipynb", md)
     # a rerun with unchanged inputs has nothing to do
     again = _run(["--configfile", str(cfg_path), "--cores", "1", "-n"])
     assert "Nothing to be done" in again.stdout + again.stderr
