@@ -23,6 +23,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/roar.smk"
 
 
 rule all:

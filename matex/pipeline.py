@@ -193,13 +193,105 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     write_parquet(output.tidy, tidy, meta)
     write_parquet(output.summary, pd.concat([overall.assign(category="all"), per_cat], ignore_index=True), meta)
     order = cfg["attribution"]["methods"]
+    roar = pd.read_parquet(input.roar).set_index("method")
+    write_parquet(output.roar, roar.reset_index(), meta)
     pct = f"{round(ci * 100)} %"
     md = [f"# Results: {cfg['dataset']} / {cfg['model']['name']}\n",
           f"Mean [{pct} bootstrap interval, {n} resamples] over pairs; confidence metrics and localisation x100.\n",
-          to_markdown(wide_table(overall, order), "All findings")]
-    tex = [to_latex(wide_table(overall, order), f"{cfg['dataset']}: all findings")]
+          f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
+          "'random' is the random-removal control.\n",
+          to_markdown(with_roar(wide_table(overall, order), roar), "All findings")]
+    tex = [to_latex(with_roar(wide_table(overall, order), roar), f"{cfg['dataset']}: all findings")]
     for cat, grp in per_cat.groupby("category"):
         md.append(to_markdown(wide_table(grp, order), cat))
         tex.append(to_latex(wide_table(grp, order), f"{cfg['dataset']}: {cat}"))
     write_text(output.markdown, "\n".join(md))
     write_text(output.latex, "\n".join(tex))
+
+
+def with_roar(table, roar):
+    """Insert the ROAR+ column (mean ± sd over seeds) after the confidence columns, paper order."""
+    import numpy as np
+
+    col = [f"{roar.at[m, 'roar_plus_mean']:.2f} ± {roar.at[m, 'roar_plus_sd']:.2f}"
+           if m in roar.index and np.isfinite(roar.at[m, "roar_plus_sd"])
+           else (f"{roar.at[m, 'roar_plus_mean']:.2f}" if m in roar.index else "–") for m in table.index]
+    pos = sum(1 for c in table.columns if "conf." in c)
+    table = table.copy()
+    table.insert(pos, "ROAR+ ↑", col)
+    return table
+
+
+# ------------------------------------------------------------------------------------------ ROAR+
+def roar_train_rows(cfg: dict, pairs) -> "np.ndarray":
+    from .attribution.cache import select_pairs
+
+    return select_pairs(pairs, "train", cfg["roar"].get("train_pairs"))
+
+
+@step
+def attribute_roar_train(cfg, input, output, params, wildcards, threads):
+    """Maps of the ROAR+ training pairs (the images that will be degraded)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from .attribution.cache import attribute_rows, write_attribution
+    from .io import config_hash
+
+    torch.set_num_threads(max(1, int(threads)))
+    att = cfg["attribution"]
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    model = load_configured_model(cfg, getattr(input, "checkpoint", None), att["device"])
+    mparams = method_params(cfg, wildcards.method)
+    maps, table = attribute_rows(model, wildcards.method, mparams, pairs, images, roar_train_rows(cfg, pairs),
+                                 int(att["batch_size"]), att.get("store_dtype", "float16"))
+    meta = base_meta(cfg, "data", "input", "model")
+    meta.update(method=wildcards.method, params=mparams, model=model.meta,
+                config_hash=config_hash(meta["config_hash"], wildcards.method, mparams, cfg["roar"].get("train_pairs")))
+    write_attribution(maps, table, meta, output.npz, output.parquet)
+
+
+@step
+def roar_finetune(cfg, input, output, params, wildcards, threads):
+    import numpy as np
+    import pandas as pd
+
+    from .attribution.cache import load_maps, select_pairs
+    from .io import write_json
+
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    train_rows = roar_train_rows(cfg, pairs)
+    val_rows = select_pairs(pairs, "val", None)
+    maps = None
+    if hasattr(input, "npz"):
+        maps, _, _ = load_maps(input.npz, pairs["pair_id"].iloc[train_rows].tolist())
+    model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
+    result = roar_run(model, pairs, images, train_rows, val_rows, wildcards.variant, maps, cfg["roar"],
+                      int(wildcards.seed), threads=int(threads))
+    result.update(base_meta(cfg, "data", "input", "model", "attribution", "roar"))
+    write_json(output.json, result)
+
+
+def roar_run(*args, **kwargs):
+    from .roar.finetune import roar_run as run
+
+    return run(*args, **kwargs)
+
+
+@step
+def roar_summary(cfg, input, output, params, wildcards, threads):
+    import json
+
+    import pandas as pd
+
+    from .io import write_parquet
+    from .roar.finetune import summarise_roar
+
+    runs = pd.DataFrame([{k: v for k, v in json.load(open(p)).items() if k != "history"} for p in input.runs])
+    summary = summarise_roar(runs)
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
+    write_parquet(output.runs, runs, meta)
+    write_parquet(output.summary, summary, meta)

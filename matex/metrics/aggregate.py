@@ -13,7 +13,6 @@ METRICS: list[tuple[str, str, float]] = [
     ("img_conf_increase", "Img conf. incr. ↑", 100.0),
     ("txt_conf_drop", "Txt conf. drop ↓", 100.0),
     ("txt_conf_increase", "Txt conf. incr. ↑", 100.0),
-    ("roar_plus", "ROAR+ ↑", 1.0),
     ("pointing_game", "Pointing ↑", 100.0),
     ("energy_in_box", "Energy in box ↑", 100.0),
     ("iou_top5", "IoU@5% ↑", 100.0),

@@ -27,11 +27,13 @@ rule aggregate:
     """One tidy table of every per-pair metric; method x metric tables with bootstrap intervals, overall and per finding."""
     input:
         metrics=expand(f"{MD}/metrics/{{method}}.parquet", method=config["attribution"]["methods"]),
+        roar=f"{MD}/roar/roar_summary.parquet",
     output:
         tidy=f"{MD}/tables/metrics_tidy.parquet",
         summary=f"{MD}/tables/summary.parquet",
         markdown=f"{MD}/tables/results.md",
         latex=f"{MD}/tables/results.tex",
+        roar=f"{MD}/tables/roar_plus.parquet",
     log:
         f"{MD}/logs/aggregate.log",
     benchmark:

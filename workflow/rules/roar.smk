@@ -1,0 +1,80 @@
+ROAR_METHODS = config["roar"]["methods"]
+# "random" is the random-removal control (no maps needed), whether or not it is listed as a method.
+ROAR_VARIANTS = list(dict.fromkeys(ROAR_METHODS + ["clean", "random"]))
+
+
+rule attribute_roar_train:
+    """Maps of the ROAR+ training pairs for one method (the pixels that will be removed)."""
+    input:
+        unpack(model_input),
+        pairs=f"{DS}/pairs.parquet",
+        images=f"{DS}/images.npy",
+    output:
+        npz=f"{MD}/roar/maps/{{method}}.npz",
+        parquet=f"{MD}/roar/maps/{{method}}.parquet",
+    log:
+        f"{MD}/logs/attribute_roar_train/{{method}}.log",
+    benchmark:
+        f"{MD}/benchmarks/attribute_roar_train/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+def roar_inputs(wildcards):
+    """A method's run needs its training-pair maps; the clean and random controls need none."""
+    inputs = {"pairs": f"{DS}/pairs.parquet", "images": f"{DS}/images.npy", **model_input(wildcards)}
+    if wildcards.variant not in ("clean", "random"):
+        inputs["npz"] = f"{MD}/roar/maps/{wildcards.variant}.npz"
+    return inputs
+
+
+rule roar_finetune:
+    """Fine-tune the CLIP on degraded (or clean) training pairs; validation contrastive loss on untouched pairs."""
+    input:
+        unpack(roar_inputs),
+    output:
+        json=f"{MD}/roar/runs/{{variant}}.seed{{seed}}.json",
+    wildcard_constraints:
+        variant=r"[A-Za-z0-9_]+",
+        seed=r"\d+",
+    log:
+        f"{MD}/logs/roar_finetune/{{variant}}.seed{{seed}}.log",
+    benchmark:
+        f"{MD}/benchmarks/roar_finetune/{{variant}}.seed{{seed}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule roar_summary:
+    """ROAR+ = 100 (L_deg - L_clean) / L_clean per method, mean and sd over seeds."""
+    input:
+        runs=expand(f"{MD}/roar/runs/{{variant}}.seed{{seed}}.json", variant=ROAR_VARIANTS, seed=config["roar"]["seeds"]),
+    output:
+        runs=f"{MD}/roar/roar_runs.parquet",
+        summary=f"{MD}/roar/roar_summary.parquet",
+    log:
+        f"{MD}/logs/roar_summary.log",
+    benchmark:
+        f"{MD}/benchmarks/roar_summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
