@@ -30,3 +30,11 @@ def model_input(wildcards):
 
 def attribution_maps():
     return expand(f"{MD}/maps/{{method}}.{{ext}}", method=config["attribution"]["methods"], ext=["npz", "parquet"])
+
+
+def roar_inputs(wildcards):
+    """A method's run needs its training-pair maps; the clean and random controls need none."""
+    inputs = {"pairs": f"{DS}/pairs.parquet", "images": f"{DS}/images.npy", **model_input(wildcards)}
+    if wildcards.variant not in ("clean", "random"):
+        inputs["npz"] = f"{MD}/roar/maps/{wildcards.variant}.npz"
+    return inputs

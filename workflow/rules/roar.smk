@@ -27,14 +27,6 @@ rule attribute_roar_train:
         "../scripts/step.py"
 
 
-def roar_inputs(wildcards):
-    """A method's run needs its training-pair maps; the clean and random controls need none."""
-    inputs = {"pairs": f"{DS}/pairs.parquet", "images": f"{DS}/images.npy", **model_input(wildcards)}
-    if wildcards.variant not in ("clean", "random"):
-        inputs["npz"] = f"{MD}/roar/maps/{wildcards.variant}.npz"
-    return inputs
-
-
 rule roar_finetune:
     """Fine-tune the CLIP on degraded (or clean) training pairs; validation contrastive loss on untouched pairs."""
     input:
