@@ -7,6 +7,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 validate(config, "config/schema.yaml")
 
 DS = f"{config['results_dir']}/{config['dataset']}"
@@ -24,6 +27,7 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/roar.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
@@ -33,4 +37,5 @@ rule all:
         model_artifacts(),
         attribution_maps(),
         f"{MD}/tables/results.md",
+        *[figure_outputs(f) for f in ("qualitative", "metrics", "ablation_weights", "ablation_prior_strength", "sanity", "runtime")],
     default_target: True

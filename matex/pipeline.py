@@ -185,6 +185,11 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     from .metrics.aggregate import summarise_tidy, tidy_metrics, to_latex, to_markdown, wide_table
 
     tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
+    # sanity column: Spearman rho with every block randomised (lower = the map depends on the model)
+    san = pd.concat([pd.read_parquet(p) for p in input.sanity], ignore_index=True)
+    full = san[san["blocks_randomized"] == san.groupby("method")["blocks_randomized"].transform("max")]
+    tidy = pd.concat([tidy, full.assign(metric="sanity_spearman", value=full["spearman"])[
+        ["pair_id", "method", "category", "metric", "value"]]], ignore_index=True)
     boot = cfg["evaluation"].get("bootstrap", {})
     n, ci = int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95))
     overall = summarise_tidy(tidy, ["method"], n, ci, cfg["seed"])
@@ -295,3 +300,118 @@ def roar_summary(cfg, input, output, params, wildcards, threads):
     meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
     write_parquet(output.runs, runs, meta)
     write_parquet(output.summary, summary, meta)
+
+
+# ------------------------------------------------------------------------------ sanity, ablation
+def _eval_rows(cfg: dict, pairs, cap: int | None):
+    from .attribution.cache import select_pairs
+
+    att = cfg["attribution"]
+    rows = select_pairs(pairs, att.get("split", "val"), att.get("max_pairs"))
+    return rows[:cap] if cap else rows
+
+
+@step
+def sanity(cfg, input, output, params, wildcards, threads):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from .io import write_parquet
+    from .metrics.studies import sanity_curve
+
+    torch.set_num_threads(max(1, int(threads)))
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
+    rows = _eval_rows(cfg, pairs, cfg["evaluation"]["sanity"].get("max_pairs"))
+    df = sanity_curve(model, wildcards.method, method_params(cfg, wildcards.method), pairs, images, rows,
+                      int(cfg["attribution"]["batch_size"]), cfg["seed"])
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
+    write_parquet(output.table, df, meta)
+
+
+@step
+def ablation(cfg, input, output, params, wildcards, threads):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from .io import write_parquet
+    from .metrics.studies import ablation_study
+
+    torch.set_num_threads(max(1, int(threads)))
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
+    rows = _eval_rows(cfg, pairs, cfg["figures"].get("ablation_pairs"))
+    df = ablation_study(model, method_params(cfg, "matex"), pairs, images, rows, cfg,
+                        int(cfg["attribution"]["batch_size"]))
+    write_parquet(output.table, df, base_meta(cfg, "data", "input", "model", "attribution", "evaluation", "figures"))
+
+
+# ---------------------------------------------------------------------------------------- figures
+@step
+def figure_qualitative(cfg, input, output, params, wildcards, threads):
+    import numpy as np
+    import pandas as pd
+
+    from .figures.plots import pick_qualitative_pairs, qualitative_grid, save
+    from .io import read_npz
+
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    maps = {Path(p).stem: read_npz(p)[0] for p in input.maps}
+    first = next(iter(maps.values()))
+    explained = [k for k in first if not k.startswith("text/")]
+    fig_cfg = cfg["figures"]
+    ids = pick_qualitative_pairs(pairs, explained, int(fig_cfg["qualitative_per_category"]),
+                                 fig_cfg.get("qualitative_pairs"))
+    save(qualitative_grid(pairs, images, maps, ids, show_images=bool(cfg["report"]["embed_images"])), output)
+
+
+@step
+def figure_metrics(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from .figures.plots import metric_bars, save
+
+    save(metric_bars(pd.read_parquet(input.summary), cfg["attribution"]["methods"]), output)
+
+
+@step
+def figure_ablation(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from .figures.plots import curves, save
+
+    df = pd.read_parquet(input.table)
+    long = df.melt(id_vars=["parameter", "value"], var_name="metric", value_name="score")
+    weights = long[long["parameter"] != "prior_strength"]
+    save(curves(weights, "value", "score", "parameter", "MATEX fusion-weight ablation (one weight varied at a time)",
+                "weight value", "score", col="metric"), output.weights)
+    lam = long[long["parameter"] == "prior_strength"]
+    save(curves(lam, "value", "score", "metric", "MATEX prior strength sweep", "λ_s", "score"), output.prior)
+
+
+@step
+def figure_sanity(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from .figures.plots import curves, save
+
+    df = pd.concat([pd.read_parquet(p) for p in input.tables], ignore_index=True)
+    save(curves(df, "blocks_randomized", "spearman", "method",
+                "Cascading randomisation: similarity of maps to the trained model's",
+                "top blocks randomised", "Spearman ρ"), output)
+
+
+@step
+def figure_runtime(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from .figures.plots import runtime_bars, save
+
+    df = pd.concat([pd.read_parquet(p) for p in input.tables], ignore_index=True)
+    df["runtime_ms"] = df["runtime_s"] * 1000.0
+    save(runtime_bars(df, cfg["attribution"]["methods"]), output)

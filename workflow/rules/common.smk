@@ -38,3 +38,11 @@ def roar_inputs(wildcards):
     if wildcards.variant not in ("clean", "random"):
         inputs["npz"] = f"{MD}/roar/maps/{wildcards.variant}.npz"
     return inputs
+
+
+def sanity_methods():
+    return config["evaluation"]["sanity"].get("methods") or config["attribution"]["methods"]
+
+
+def figure_outputs(name):
+    return expand(f"{MD}/figures/{name}.{{ext}}", ext=config["figures"]["formats"])

@@ -28,6 +28,7 @@ rule aggregate:
     input:
         metrics=expand(f"{MD}/metrics/{{method}}.parquet", method=config["attribution"]["methods"]),
         roar=f"{MD}/roar/roar_summary.parquet",
+        sanity=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
     output:
         tidy=f"{MD}/tables/metrics_tidy.parquet",
         summary=f"{MD}/tables/summary.parquet",
@@ -42,6 +43,52 @@ rule aggregate:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule sanity:
+    """Cascading model-parameter randomisation (top block down): Spearman rho of each map with the trained model's."""
+    input:
+        unpack(model_input),
+        pairs=f"{DS}/pairs.parquet",
+        images=f"{DS}/images.npy",
+    output:
+        table=f"{MD}/sanity/{{method}}.parquet",
+    log:
+        f"{MD}/logs/sanity/{{method}}.log",
+    benchmark:
+        f"{MD}/benchmarks/sanity/{{method}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule ablation:
+    """MATEX fusion weights varied one at a time, and the prior-strength sweep, on a fixed set of pairs."""
+    input:
+        unpack(model_input),
+        pairs=f"{DS}/pairs.parquet",
+        images=f"{DS}/images.npy",
+    output:
+        table=f"{MD}/ablation/ablation.parquet",
+    log:
+        f"{MD}/logs/ablation.log",
+    benchmark:
+        f"{MD}/benchmarks/ablation.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
     conda:
         "../../environment.yml"
     script:

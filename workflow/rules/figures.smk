@@ -1,0 +1,104 @@
+# Each figure is one rule: rebuild one alone with e.g. `snakemake results/synthetic/demo/figures/qualitative.png`.
+
+
+rule figure_qualitative:
+    """Image with the radiologist box, and every method's map overlaid, for fixed pairs per finding."""
+    input:
+        pairs=f"{DS}/pairs.parquet",
+        images=f"{DS}/images.npy",
+        maps=expand(f"{MD}/maps/{{method}}.npz", method=config["attribution"]["methods"]),
+    output:
+        report(figure_outputs("qualitative"), category="Figures", caption="../report/qualitative.rst"),
+    log:
+        f"{MD}/logs/figure_qualitative.log",
+    benchmark:
+        f"{MD}/benchmarks/figure_qualitative.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule figure_metrics:
+    """Bar charts of every metric with bootstrap intervals."""
+    input:
+        summary=f"{MD}/tables/summary.parquet",
+    output:
+        report(figure_outputs("metrics"), category="Figures", caption="../report/metrics.rst"),
+    log:
+        f"{MD}/logs/figure_metrics.log",
+    benchmark:
+        f"{MD}/benchmarks/figure_metrics.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule figure_ablation:
+    """Fusion-weight ablation curves and the prior-strength sweep."""
+    input:
+        table=f"{MD}/ablation/ablation.parquet",
+    output:
+        weights=report(figure_outputs("ablation_weights"), category="Figures", caption="../report/ablation.rst"),
+        prior=report(figure_outputs("ablation_prior_strength"), category="Figures", caption="../report/ablation.rst"),
+    log:
+        f"{MD}/logs/figure_ablation.log",
+    benchmark:
+        f"{MD}/benchmarks/figure_ablation.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule figure_sanity:
+    """Sanity-check curves: map similarity as blocks are randomised from the top."""
+    input:
+        tables=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
+    output:
+        report(figure_outputs("sanity"), category="Figures", caption="../report/sanity.rst"),
+    log:
+        f"{MD}/logs/figure_sanity.log",
+    benchmark:
+        f"{MD}/benchmarks/figure_sanity.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule figure_runtime:
+    """Attribution runtime per pair and method."""
+    input:
+        tables=expand(f"{MD}/maps/{{method}}.parquet", method=config["attribution"]["methods"]),
+    output:
+        report(figure_outputs("runtime"), category="Figures", caption="../report/runtime.rst"),
+    log:
+        f"{MD}/logs/figure_runtime.log",
+    benchmark:
+        f"{MD}/benchmarks/figure_runtime.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
