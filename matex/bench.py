@@ -1,0 +1,139 @@
+"""Benchmark every attribution method: pairs per second, ratio to MATEX, and peak memory, at several
+batch sizes, on the demo model and on a randomly initialised ViT-B-32.
+
+Usage: ``python -m matex.bench [--models demo vitb32] [--batch-sizes 1 8 32] [--methods ...]``.
+Each (model, method, batch size) runs in a fresh process so its peak memory is its own: on CPU the
+growth of the process's peak RSS over the loaded model, on CUDA ``torch.cuda.max_memory_allocated``.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import platform
+import resource
+import time
+from typing import Any
+
+DEMO = {"embed_dim": 128, "vision": {"layers": 6, "width": 192, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
+        "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32}}
+PHRASES = ["left lower lobe consolidation", "small right pleural effusion", "right apical pneumothorax",
+           "cardiomegaly", "bibasilar atelectasis", "patchy opacity in the right mid lung"]
+
+
+def _build(model_name: str, device: str):
+    import open_clip
+    import torch
+
+    from .data.transforms import InputGeometry
+    from .models.base import MatexModel
+
+    torch.manual_seed(0)
+    if model_name == "demo":
+        from .models.loading import load_model
+
+        return load_model("demo", demo=DEMO, device=device)
+    clip = open_clip.create_model("ViT-B-32", pretrained=None)
+    return MatexModel(clip.eval().to(device), open_clip.get_tokenizer("ViT-B-32"), InputGeometry(224), name="ViT-B-32")
+
+
+def _measure(q, model_name: str, method: str, batch: int, repeats: int, device: str, threads: int,
+             params: dict) -> None:
+    import torch
+
+    from .attribution import explain
+
+    torch.set_num_threads(threads)
+    model = _build(model_name, device)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, 224, 224, generator=gen).to(device)
+    texts = [PHRASES[i % len(PHRASES)] for i in range(batch)]
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    explain(model, images, texts, method=method, **params)  # warm-up (counted in the peak)
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        explain(model, images, texts, method=method, **params)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    peak_mb = ((torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda"
+               else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
+    q.put({"seconds": min(times), "peak_mb": peak_mb})
+
+
+def run_benchmark(models: list[str], methods: list[str], batch_sizes: list[int], repeats: int, device: str,
+                  threads: int, params: dict[str, dict[str, Any]]) -> "pd.DataFrame":
+    import pandas as pd
+
+    ctx = mp.get_context("spawn")
+    rows = []
+    for model_name in models:
+        for batch in batch_sizes:
+            for method in methods:
+                q = ctx.Queue()
+                p = ctx.Process(target=_measure, args=(q, model_name, method, batch, repeats, device, threads,
+                                                       params.get(method, {})))
+                p.start()
+                res = q.get()
+                p.join()
+                rows.append({"model": model_name, "method": method, "batch": batch,
+                             "pairs_per_s": batch / res["seconds"], "ms_per_pair": 1000 * res["seconds"] / batch,
+                             "peak_mb": res["peak_mb"]})
+                print(f"{model_name:8s} b={batch:<3d} {method:14s} {rows[-1]['pairs_per_s']:9.2f} pairs/s "
+                      f"peak {res['peak_mb']:8.1f} MB", flush=True)
+    df = pd.DataFrame(rows)
+    ref = df[df["method"] == "matex"].set_index(["model", "batch"])["ms_per_pair"]
+    df["time_vs_matex"] = [r.ms_per_pair / ref.get((r.model, r.batch), float("nan")) for r in df.itertuples()]
+    return df
+
+
+def machine_description(device: str, threads: int) -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if device == "cuda" else ""
+    return f"{cpu}, {threads} thread(s){gpu}; torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def to_markdown(df) -> str:
+    lines = ["| model | batch | method | pairs/s | ms/pair | time ÷ MATEX | peak MB |", "|---|---|---|---|---|---|---|"]
+    for r in df.itertuples():
+        lines.append(f"| {r.model} | {r.batch} | {r.method} | {r.pairs_per_s:.2f} | {r.ms_per_pair:.1f} | "
+                     f"{r.time_vs_matex:.2f} | {r.peak_mb:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["demo", "vitb32"], choices=["demo", "vitb32"])
+    ap.add_argument("--methods", nargs="+", default=["matex", "raw_attention", "rollout", "gradcam", "chefer",
+                                                     "saliency", "grad_input", "rise", "m2ib"])
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rise-masks", type=int, default=500)
+    ap.add_argument("--out", default=None, help="also write the table as Markdown here")
+    args = ap.parse_args(argv)
+    params = {"rise": {"n_masks": args.rise_masks}}
+    df = run_benchmark(args.models, args.methods, args.batch_sizes, args.repeats, args.device, args.threads, params)
+    text = f"Machine: {machine_description(args.device, args.threads)}\n\n{to_markdown(df)}\n"
+    print("\n" + text)
+    if args.out:
+        from .io import write_text
+
+        write_text(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
