@@ -1,0 +1,48 @@
+"""``matex`` command line: small conveniences around the package (the pipeline itself runs with Snakemake).
+
+  matex check-config config/config.yaml     validate a config, naming any bad key
+  matex download DEST [--csv-name NAME]     fetch MS-CXR + referenced MIMIC-CXR-JPG images (PhysioNet credentials)
+  matex bench [...]                         the attribution benchmark (same as python -m matex.bench)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import MatexError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        bench_main(argv[1:])
+        return 0
+    ap = argparse.ArgumentParser(prog="matex", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check-config", help="validate a config file against the schema")
+    c.add_argument("path")
+    d = sub.add_parser("download", help="download MS-CXR and the MIMIC-CXR-JPG images it references")
+    d.add_argument("dest")
+    d.add_argument("--csv-name", default="MS_CXR_Local_Alignment_v1.0.0.csv")
+    sub.add_parser("bench", help="attribution benchmark (see python -m matex.bench --help)")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "check-config":
+            from .config import load_config
+
+            cfg = load_config(args.path)
+            print(f"{args.path}: valid (dataset {cfg['dataset']}, model {cfg['model']['name']})")
+        elif args.cmd == "download":
+            from .data.download import download_mscxr
+
+            print(download_mscxr(args.dest, csv_name=args.csv_name))
+    except MatexError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
