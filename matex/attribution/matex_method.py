@@ -1,0 +1,157 @@
+"""MATEX (DESIGN 3): multi-scale rollout (Eq. 1) + layer consistency (Eq. 2) + similarity gradient
++ text-guided spatial prior (Eqs. 3-5), fused. One forward and one backward pass give every term.
+
+Resolution choice: rollout, consistency and gradient are computed on the patch grid and upsampled
+bilinearly to the input size (H, W); the prior is computed directly at (H, W) (it is an analytic
+soft box mask, so it keeps its sharp-but-soft edges) and multiplies the *upsampled* gradient.
+Returned components, all (B, H, W): ``rollout`` = M_roll, ``consistency`` = C (in (0, 1]),
+``gradient`` = norm(G), ``prior`` = norm(P), ``grad_prior`` = norm(G⊙P),
+``grad_consistency`` = norm(G⊙C); the map is norm(α·grad_prior + β·rollout + γ·grad_consistency
++ δ·prior).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .common import identity_like, masked_minmax, minmax_norm, resolve_block, rownorm, upsample, tokens_to_grid
+from .registry import ExplainOutput, register
+from .wrapper import ForwardContext
+
+DEFAULTS = {"alpha": 0.5, "beta": 0.2, "gamma": 0.35, "delta": 0.2, "tau": 0.5, "rollout_layers": None,
+            "gradient_layers": 4, "consistency_eps": 1.0e-6, "prior_sigma": 0.1, "prior_strength": 2.5}
+
+
+def layer_set(spec: int | Sequence[int] | None, n_blocks: int, key: str, last_k: bool = False) -> list[int]:
+    """0-based sorted block indices: None = all; an int k with ``last_k`` = the last k blocks;
+    otherwise a list of (possibly negative) indices."""
+    if spec is None:
+        return list(range(n_blocks))
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if not last_k:
+            return [resolve_block(int(spec), n_blocks, key)]
+        if int(spec) < 1:
+            raise ConfigError(f"{key}={spec} must be at least 1")
+        return list(range(max(0, n_blocks - int(spec)), n_blocks))
+    out = sorted({resolve_block(int(i), n_blocks, key) for i in spec})
+    if not out:
+        raise ConfigError(f"{key} is an empty list")
+    return out
+
+
+def rollout_matrices(mean_attention: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: Ā_l = rownorm(½·A_l + ½·I) and R_l = Ā_l···Ā_1 for every depth; (L, B, T, T) -> (L, B, T, T)."""
+    a_bar = rownorm(0.5 * mean_attention + 0.5 * identity_like(mean_attention))
+    out, r = [], None
+    for a in a_bar:
+        r = a if r is None else a @ r
+        out.append(r)
+    return torch.stack(out)
+
+
+def layer_weights(layers: Sequence[int], n_blocks: int, tau: float, device=None) -> torch.Tensor:
+    """w_l = softmax over l∈𝓛 of l/(τ·L), l 1-based: deeper layers weigh more for τ > 0."""
+    if tau <= 0:
+        raise ConfigError(f"attribution.params.matex.tau={tau} must be > 0")
+    depth = torch.tensor([i + 1 for i in layers], dtype=torch.float32, device=device)
+    return torch.softmax(depth / (tau * n_blocks), dim=0)
+
+
+def query_rows(mats: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Row ``query[b]`` of each (…, B, T, T) matrix -> (…, B, T)."""
+    idx = query.view(*([1] * (mats.ndim - 3)), -1, 1, 1).expand(*mats.shape[:-2], 1, mats.shape[-1])
+    return mats.gather(-2, idx).squeeze(-2)
+
+
+def token_components(attention: list[torch.Tensor], tokens: list[torch.Tensor], token_grads: list[torch.Tensor],
+                     query: torch.Tensor, key_mask: torch.Tensor, rollout_layers: list[int],
+                     gradient_layers: list[int], tau: float, eps: float) -> dict[str, torch.Tensor]:
+    """Rollout, consistency and gradient scores (B, T) over the tokens selected by ``key_mask``,
+    read from the attention row of token ``query`` (CLS for images, EOT for text)."""
+    n_blocks = len(attention)
+    mean_att = torch.stack([a.float().mean(1) for a in attention])           # (L, B, T, T)
+    mask = key_mask.unsqueeze(0)
+    # Eq. 1: multi-scale rollout
+    r = query_rows(rollout_matrices(mean_att)[rollout_layers], query)        # (|𝓛|, B, T)
+    w = layer_weights(rollout_layers, n_blocks, tau, r.device).view(-1, 1, 1)
+    m_roll = (w * masked_minmax(r, mask.expand_as(r))).sum(0)
+    # Eq. 2: layer consistency of the raw (head-mean) attention row
+    a = masked_minmax(query_rows(mean_att[rollout_layers], query), mask.expand(len(rollout_layers), -1, -1))
+    var = a.var(0, unbiased=False)
+    mean_var = (var * key_mask).sum(-1, keepdim=True) / key_mask.sum(-1, keepdim=True).clamp_min(1)
+    consistency = 1.0 / (1.0 + var / (mean_var + eps))
+    # similarity gradient x block-input tokens
+    grad = torch.stack([(token_grads[i].float() * tokens[i].float()).sum(-1).relu() for i in gradient_layers])
+    return {"rollout": m_roll, "consistency": consistency, "gradient": grad.mean(0)}
+
+
+@lru_cache(maxsize=4096)
+def _prior_cached(text: str, size: tuple[int, int], sigma: float, strength: float) -> np.ndarray:
+    from matex.priors import spatial_prior
+
+    p = np.asarray(spatial_prior(text, size, sigma=sigma, strength=strength), dtype=np.float32)
+    if p.shape != tuple(size):
+        raise ConfigError(f"spatial_prior returned shape {p.shape} for size {size}")
+    p.setflags(write=False)
+    return p
+
+
+def spatial_priors(texts: Sequence[str], size: tuple[int, int], sigma: float, strength: float,
+                   device=None) -> torch.Tensor:
+    """Stack the text-guided priors P (Eqs. 3-5) of ``texts`` at ``size`` -> (B, H, W)."""
+    arrays = [_prior_cached(t, tuple(size), float(sigma), float(strength)) for t in texts]
+    return torch.from_numpy(np.stack(arrays)).to(device)
+
+
+@register("matex", defaults=DEFAULTS)
+def matex(ctx: ForwardContext, *, alpha: float, beta: float, gamma: float, delta: float, tau: float,
+          rollout_layers, gradient_layers, consistency_eps: float, prior_sigma: float,
+          prior_strength: float) -> ExplainOutput:
+    """The fused MATEX map, its components, and per-token text scores."""
+    use_text = ctx.has_text_tower
+    tr = ctx.trace(text=use_text, token_grads=True)
+    n_blocks = len(tr.vision.attention)
+    roll_layers = layer_set(rollout_layers, n_blocks, "attribution.params.matex.rollout_layers")
+    grad_layers = layer_set(gradient_layers, n_blocks, "attribution.params.matex.gradient_layers", last_k=True)
+    b, t = tr.vision.tokens[0].shape[:2]
+    device = tr.vision.tokens[0].device
+    patches = torch.ones(b, t, dtype=torch.bool, device=device)
+    patches[:, 0] = False
+    cls = torch.zeros(b, dtype=torch.long, device=device)
+    comp = token_components(tr.vision.attention, tr.vision.tokens, tr.vision.token_grads, cls, patches,
+                            roll_layers, grad_layers, tau, consistency_eps)
+    size = ctx.size
+    rollout = upsample(tokens_to_grid(comp["rollout"][:, 1:]), size)
+    consistency = upsample(tokens_to_grid(comp["consistency"][:, 1:]), size)
+    gradient = upsample(tokens_to_grid(comp["gradient"][:, 1:]), size)
+    prior = spatial_priors(ctx.texts, size, prior_sigma, prior_strength, device)
+    components = {"rollout": rollout, "consistency": consistency, "gradient": minmax_norm(gradient),
+                  "prior": minmax_norm(prior), "grad_prior": minmax_norm(gradient * prior),
+                  "grad_consistency": minmax_norm(gradient * consistency)}
+    fused = minmax_norm(alpha * components["grad_prior"] + beta * rollout
+                        + gamma * components["grad_consistency"] + delta * components["prior"])
+
+    text_scores = None
+    if use_text and tr.text is not None:
+        eot = tr.eot.to(device)
+        n_text = len(tr.text.attention)
+        real = torch.arange(tr.text.tokens[0].shape[1], device=device).unsqueeze(0) <= eot.unsqueeze(1)
+        tcomp = token_components(tr.text.attention, tr.text.tokens, tr.text.token_grads, eot, real,
+                                 list(range(n_text)), [0], tau, consistency_eps)
+        g = masked_minmax(tcomp["gradient"], real)
+        scores = masked_minmax(alpha * g + beta * tcomp["rollout"]
+                               + gamma * masked_minmax(tcomp["gradient"] * tcomp["consistency"], real), real)
+        scores = scores.cpu().numpy().astype(np.float32)
+        text_scores = [scores[i, :int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
+
+    present = [bool((p != 1).any()) for p in prior]
+    return ExplainOutput(image=fused, text=text_scores, components=components,
+                         meta={"options": {"rollout_layers": roll_layers, "gradient_layers": grad_layers,
+                                           "layer_weights": layer_weights(roll_layers, n_blocks, tau).tolist(),
+                                           "prior_present": present,
+                                           "text_side": "rollout(EOT row) + gradient x token embedding"
+                                           if text_scores is not None else None}})

@@ -1,0 +1,16 @@
+"""Prior only (DESIGN 4): the text-guided spatial prior P alone, normalised: how much of a map
+comes from the phrase rather than the model. A phrase with no location gives a flat prior, i.e. an
+all-zero map."""
+from __future__ import annotations
+
+from .common import minmax_norm
+from .matex_method import spatial_priors
+from .registry import ExplainOutput, register
+from .wrapper import ForwardContext
+
+
+@register("prior_only", defaults={"prior_sigma": 0.1, "prior_strength": 2.5})
+def prior_only(ctx: ForwardContext, *, prior_sigma: float, prior_strength: float) -> ExplainOutput:
+    prior = spatial_priors(ctx.texts, ctx.size, prior_sigma, prior_strength, ctx.images.device)
+    return ExplainOutput(image=minmax_norm(prior),
+                         meta={"options": {"prior_present": [bool((p != 1).any()) for p in prior]}})

@@ -1,0 +1,115 @@
+"""The method registry and the single public entry point ``explain``.
+
+A method is a function ``fn(ctx: ForwardContext, **params) -> ExplainOutput`` in its own module,
+registered with ``@register("name", defaults={...})``. The package imports every module in this
+folder, so adding a method means adding one file and nothing else."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, MapError
+from .common import check_finite
+
+
+@dataclass
+class ExplainOutput:
+    """What every method returns.
+
+    image: (B, H, W) float32 in [0, 1] on CPU, H, W the model input size.
+    text: per-token scores, one array per text (real tokens incl. SOT/EOT), or None.
+    components: named (B, H, W) maps the method fused (MATEX: its six terms).
+    meta: method name, the params used (defaults filled in) and method options."""
+    image: torch.Tensor
+    text: list[np.ndarray] | None = None
+    components: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    fn: Callable[..., ExplainOutput]
+    defaults: Mapping[str, Any]
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(name: str, defaults: Mapping[str, Any] | None = None) -> Callable:
+    """Decorator: register ``fn`` as attribution method ``name`` with its default params."""
+    def deco(fn: Callable[..., ExplainOutput]) -> Callable[..., ExplainOutput]:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ConfigError(f"attribution method {name!r} is registered twice "
+                              f"({_REGISTRY[name].fn.__module__} and {fn.__module__})")
+        _REGISTRY[name] = MethodSpec(name, fn, dict(defaults or {}))
+        return fn
+    return deco
+
+
+def get_method(name: str) -> MethodSpec:
+    _load_methods()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown attribution method {name!r}; available: {available_methods()}") from None
+
+
+def available_methods() -> list[str]:
+    _load_methods()
+    return sorted(_REGISTRY)
+
+
+def _load_methods() -> None:
+    """Import every module of this package so their @register decorators run."""
+    import importlib
+    import pkgutil
+
+    from . import __path__ as pkg_path, __name__ as pkg_name
+    for info in pkgutil.iter_modules(pkg_path):
+        if info.name not in {"registry", "wrapper", "common", "cache"}:
+            importlib.import_module(f"{pkg_name}.{info.name}")
+
+
+def resolve_params(spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults overridden by ``params``; an unknown key is a ConfigError naming the config path."""
+    unknown = sorted(set(params) - set(spec.defaults))
+    if unknown:
+        raise ConfigError(f"attribution.params.{spec.name}: unknown key(s) {unknown}; "
+                          f"known: {sorted(spec.defaults)}")
+    return {**spec.defaults, **dict(params)}
+
+
+def explain(model, images, texts: Sequence[str], method: str = "matex", **params: Any) -> ExplainOutput:
+    """Explain each (image, text) pair with ``method``.
+
+    images: normalised (B, 3, H, W) tensor, (B, H, W) uint8 array or list of PIL images.
+    texts: one phrase per image. Returns maps (B, H, W) float32 in [0, 1] on CPU."""
+    from .wrapper import ForwardContext
+
+    spec = get_method(method)
+    used = resolve_params(spec, params)
+    texts = [str(t) for t in texts]
+    x = model.preprocess(images)
+    if x.ndim != 4 or x.shape[0] != len(texts):
+        raise MapError(f"method {method!r}: {x.shape[0] if x.ndim == 4 else '?'} images but {len(texts)} texts")
+    was_training = model.clip.training
+    model.clip.eval()  # dropout off: maps must be deterministic
+    try:
+        ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts)
+        out = spec.fn(ctx, **used)
+    finally:
+        model.clip.train(was_training)
+    image = out.image.detach().to("cpu", torch.float32)
+    expected = (x.shape[0], x.shape[2], x.shape[3])
+    if tuple(image.shape) != expected:
+        raise MapError(f"method {method!r} returned maps of shape {tuple(image.shape)}, expected {expected}")
+    check_finite(image, method)
+    out.image = image.clamp(0.0, 1.0)
+    out.components = {k: check_finite(v.detach().to("cpu", torch.float32), method, f"component {k!r}")
+                      for k, v in out.components.items()}
+    out.meta = {"method": method, "params": used, "options": dict(out.meta.get("options", {}))}
+    return out

@@ -1,0 +1,253 @@
+"""One forward and one backward pass that expose everything the methods read (DESIGN 3, 7).
+
+For every block l of the vision (and optionally text) transformer we record the attention
+probabilities A_l (B, heads, T, T) and the block INPUT tokens h_l (B, T, D), plus their gradients
+with respect to the per-pair similarity S_i = cos(f_I(x_i), f_T(t_i)). The backward pass
+differentiates sum_i S_i: pairs never interact inside the model (eval mode, per-token norms), so
+each pair's gradient is exactly its own.
+
+open_clip is not edited: ``record_tower`` temporarily replaces each ``ResidualAttentionBlock``'s
+``attention`` method on the instance with an explicit softmax(qk^T/sqrt(d) + mask)·v that keeps
+the probabilities in the graph, and records block inputs with forward pre-hooks. Block inputs,
+not outputs, carry the gradient: CLIP pools the CLS token, so the last block's output patch
+tokens get zero gradient (DESIGN 7).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import MatexError
+
+_MISSING = object()
+
+
+@dataclass
+class TowerRecord:
+    """What one transformer recorded during the forward pass (tensors still in the graph)."""
+    batch_first: bool
+    attention: list[torch.Tensor] = field(default_factory=list)   # per block (B, heads, T, T)
+    inputs: list[torch.Tensor] = field(default_factory=list)      # per block, as the block saw it
+
+    def tokens(self, i: int) -> torch.Tensor:
+        """Block i's input as (B, T, D) whatever the transformer's layout."""
+        x = self.inputs[i]
+        return x if self.batch_first else x.transpose(0, 1)
+
+
+@dataclass
+class TowerTrace:
+    """Detached per-block tensors of one tower and, when requested, their gradients w.r.t. S."""
+    attention: list[torch.Tensor]                  # (B, heads, T, T)
+    tokens: list[torch.Tensor]                     # block inputs (B, T, D)
+    attention_grads: list[torch.Tensor] | None = None
+    token_grads: list[torch.Tensor] | None = None
+
+
+@dataclass
+class Trace:
+    similarity: torch.Tensor                       # (B,) S per pair
+    vision: TowerTrace
+    text: TowerTrace | None = None
+    input_grad: torch.Tensor | None = None         # (B, 3, H, W) dS/dx
+    eot: torch.Tensor | None = None                # (B,) index of the EOT token (argmax of ids)
+
+
+def blocks_of(transformer: nn.Module) -> nn.ModuleList:
+    blocks = getattr(transformer, "resblocks", None)
+    if blocks is None:
+        raise MatexError(f"{type(transformer).__name__} has no .resblocks: not an open_clip transformer")
+    for i, blk in enumerate(blocks):
+        attn = getattr(blk, "attn", None)
+        if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
+            raise MatexError(f"block {i} ({type(blk).__name__}) has no packed nn.MultiheadAttention at .attn; "
+                             "only open_clip ResidualAttentionBlock ViTs are supported")
+    return blocks
+
+
+def _recording_attention(attn: nn.MultiheadAttention, store: list[torch.Tensor]):
+    """An explicit self-attention equal to ``attn``'s, that appends its probabilities to ``store``."""
+    def attention(q_x: torch.Tensor, k_x: torch.Tensor | None = None, v_x: torch.Tensor | None = None,
+                  attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if k_x is not None or v_x is not None:
+            raise MatexError("cross-attention blocks are not supported by the attribution wrapper")
+        x = q_x if attn.batch_first else q_x.transpose(0, 1)
+        b, t, d = x.shape
+        heads = attn.num_heads
+        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, heads, d // heads) \
+            .permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-2, -1)) * (d // heads) ** -0.5
+        if attn_mask is not None:
+            mask = attn_mask if attn_mask.ndim == 2 else attn_mask.view(b, heads, t, t)
+            scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool \
+                else scores + mask.to(scores.dtype)
+        probs = scores.softmax(-1)
+        store.append(probs)
+        out = attn.out_proj((probs @ v).transpose(1, 2).reshape(b, t, d))
+        return out if attn.batch_first else out.transpose(0, 1)
+    return attention
+
+
+@contextlib.contextmanager
+def record_tower(transformer: nn.Module, leaf_input: bool = True) -> Iterator[TowerRecord]:
+    """Patch every block's ``attention`` and hook its input for the duration of the block.
+
+    leaf_input: when the first block's input does not require grad (frozen embeddings), replace it
+    by a detached copy that does, so gradients w.r.t. block inputs always exist."""
+    blocks = blocks_of(transformer)
+    rec = TowerRecord(batch_first=bool(getattr(transformer, "batch_first", True)))
+    saved, handles = [], []
+
+    def pre_hook(module, args, kwargs):
+        x = args[0]
+        if leaf_input and not rec.inputs and torch.is_grad_enabled() and not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+            args = (x,) + tuple(args[1:])
+        rec.inputs.append(x)
+        return args, kwargs
+
+    try:
+        for blk in blocks:
+            saved.append(blk.__dict__.get("attention", _MISSING))
+            blk.attention = _recording_attention(blk.attn, rec.attention)
+            handles.append(blk.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        yield rec
+    finally:
+        for h in handles:
+            h.remove()
+        for blk, old in zip(blocks, saved):
+            if old is _MISSING:
+                blk.__dict__.pop("attention", None)
+            else:
+                blk.attention = old
+
+
+def eot_index(tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's argmax pooling: the EOT token has the largest id."""
+    return tokens.argmax(dim=-1)
+
+
+def _detach_all(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [t.detach() for t in ts]
+
+
+@dataclass
+class ForwardContext:
+    """The inputs of one ``explain`` call plus the passes methods can ask for."""
+    model: object                   # matex.models.base.MatexModel
+    images: torch.Tensor            # normalised (B, 3, H, W) on the model's device
+    tokens: torch.Tensor            # (B, context_length)
+    texts: list[str]
+    _text_features: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def clip(self) -> nn.Module:
+        return self.model.clip
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    @property
+    def batch(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def vision_blocks(self) -> nn.ModuleList:
+        return blocks_of(self.clip.visual.transformer)
+
+    @property
+    def has_text_tower(self) -> bool:
+        return hasattr(self.clip, "transformer") and hasattr(self.clip.transformer, "resblocks")
+
+    @torch.no_grad()
+    def text_features(self) -> torch.Tensor:
+        """Normalised text embeddings (B, D), computed once, no graph."""
+        if self._text_features is None:
+            self._text_features = F.normalize(self.clip.encode_text(self.tokens).float(), dim=-1)
+        return self._text_features
+
+    def image_similarity(self, image_features: torch.Tensor, repeat: int = 1) -> torch.Tensor:
+        """cos(f_I, f_T) for image features laid out as ``repeat`` copies of the batch."""
+        ft = self.text_features().repeat(repeat, 1)
+        return (F.normalize(image_features.float(), dim=-1) * ft).sum(-1)
+
+    def trace(self, *, text: bool = False, attention_grads: bool = False, token_grads: bool = False,
+              input_grad: bool = False) -> Trace:
+        """One forward pass (recording every block) and, if any gradient is asked for, one
+        ``torch.autograd.grad`` call that serves all requested layers at once."""
+        backward = attention_grads or token_grads or input_grad
+        clip = self.clip
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.set_grad_enabled(backward))
+            vrec = stack.enter_context(record_tower(clip.visual.transformer))
+            trec = stack.enter_context(record_tower(clip.transformer)) if text else None
+            x = self.images.detach().clone().requires_grad_(input_grad)
+            fi = F.normalize(clip.encode_image(x).float(), dim=-1)
+            ft = F.normalize(clip.encode_text(self.tokens).float(), dim=-1) if text else self.text_features()
+            sim = (fi * ft).sum(-1)
+            n_blocks = len(vrec.attention)
+            if len(vrec.inputs) != n_blocks:
+                raise MatexError(f"recorded {len(vrec.inputs)} block inputs but {n_blocks} attention maps")
+            vision = TowerTrace(_detach_all(vrec.attention), [vrec.tokens(i).detach() for i in range(n_blocks)])
+            text_trace = None
+            if trec is not None:
+                text_trace = TowerTrace(_detach_all(trec.attention),
+                                        [trec.tokens(i).detach() for i in range(len(trec.inputs))])
+            input_g = None
+            if backward:
+                wanted: list[tuple[str, int, torch.Tensor]] = []
+                for rec, name in ((vrec, "vision"), (trec, "text")):
+                    if rec is None:
+                        continue
+                    if attention_grads:
+                        wanted += [(name + ".attention", i, a) for i, a in enumerate(rec.attention)]
+                    if token_grads:
+                        wanted += [(name + ".tokens", i, h) for i, h in enumerate(rec.inputs)]
+                if input_grad:
+                    wanted.append(("input", 0, x))
+                grads = torch.autograd.grad(sim.sum(), [w[2] for w in wanted], allow_unused=True)
+                grads = [torch.zeros_like(w[2]) if g is None else g for w, g in zip(wanted, grads)]
+                for (name, i, _), g in zip(wanted, grads):
+                    tower, _, kind = name.partition(".")
+                    target = vision if tower == "vision" else text_trace
+                    if name == "input":
+                        input_g = g.detach()
+                        continue
+                    rec = vrec if tower == "vision" else trec
+                    if kind == "tokens" and not rec.batch_first:
+                        g = g.transpose(0, 1)
+                    lst = "attention_grads" if kind == "attention" else "token_grads"
+                    if getattr(target, lst) is None:
+                        setattr(target, lst, [])
+                    getattr(target, lst).append(g.detach())
+        return Trace(similarity=sim.detach(), vision=vision, text=text_trace, input_grad=input_g,
+                     eot=eot_index(self.tokens))
+
+    # -- partial passes for methods that intervene on the tokens (M2IB) -----------------------------
+    def vision_tokens_after(self, block: int) -> torch.Tensor:
+        """Tokens (B, T, D) after vision block ``block`` (0-based), no graph."""
+        visual = self.clip.visual
+        with torch.no_grad():
+            x = visual._embeds(self.images)
+            x = self._run_blocks(x, self.vision_blocks[:block + 1])
+        return x
+
+    def vision_features_from(self, tokens: torch.Tensor, start_block: int) -> torch.Tensor:
+        """Image features (B', embed_dim) from tokens (B', T, D) entering block ``start_block``."""
+        visual = self.clip.visual
+        x = self._run_blocks(tokens, self.vision_blocks[start_block:])
+        pooled, _ = visual._pool(x)
+        return pooled @ visual.proj if visual.proj is not None else pooled
+
+    def _run_blocks(self, x: torch.Tensor, blocks) -> torch.Tensor:
+        batch_first = bool(getattr(self.clip.visual.transformer, "batch_first", True))
+        x = x if batch_first else x.transpose(0, 1)
+        for blk in blocks:
+            x = blk(x)
+        return x if batch_first else x.transpose(0, 1)
