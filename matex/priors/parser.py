@@ -143,7 +143,8 @@ _NEGATION = re.compile(
 _FINDINGS: tuple[tuple[str, str], ...] = (
     ("atelectasis", r"atelectas[ie]s|atelectatic|collapse"),
     ("cardiomegaly", r"cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac silhouette)|"
-                     r"enlargement of the (?:heart|cardiac silhouette)"),
+                     r"enlargement of the (?:heart|cardiac silhouette)|"
+                     r"(?:heart|cardiac silhouette)(?: size)? (?:is |remains |appears )?(?:\w+ )?enlarged"),
     ("consolidation", r"consolidations?|consolidative|airspace disease"),
     ("edema", r"o?edema|vascular congestion|pulmonary congestion|congestion"),
     ("lung opacity", r"opacit(?:y|ies)|opacification|opacified|infiltrates?|densit(?:y|ies)|"
@@ -319,8 +320,10 @@ def _resolve(clause: _Clause, sides: frozenset[str]) -> list[str]:
         if "{side}" not in item:
             names.append(item)
         elif item == "{side}_middle_lobe":
-            # only the right lung has a middle lobe; its left counterpart is the lingula
-            names.extend("right_middle_lobe" if s == "right" else "lingula" for s in use)
+            # only the right lung has a middle lobe (no side named: the right one); a named left
+            # side can only mean its counterpart, the lingula
+            names.extend("right_middle_lobe" if s == "right" else "lingula"
+                         for s in _SIDE_ORDER if s in (sides or {"right"}))
         else:
             names.extend(item.format(side=s) for s in use)
     if not clause.anatomy and sides:
