@@ -26,7 +26,7 @@ def rise_masks(n_masks: int, cells: int, p: float, size: tuple[int, int], genera
     dx = torch.randint(0, cw, (n_masks,), generator=generator)
     rows = (dy[:, None] + torch.arange(h))[:, :, None]
     cols = (dx[:, None] + torch.arange(w))[:, None, :]
-    return up[torch.arange(n_masks)[:, None, None], rows, cols]
+    return up[torch.arange(n_masks)[:, None, None], rows, cols].clamp_(0.0, 1.0)  # bilinear rounding
 
 
 @register("rise", defaults={"n_masks": 500, "cells": 8, "p": 0.1, "batch": 100, "seed": 0})
