@@ -1,0 +1,305 @@
+"""The MS-CXR loader: one row per box in the CSV becomes one image-phrase *pair* with its boxes
+aligned to the model's input (DESIGN.md sections 1 and 5).
+
+Steps (``build_pairs``): read the CSV (MS-CXR's exact columns, the synthetic generator writes the
+same), check every row (image present and decodable at the size the CSV states, box inside the
+image, phrase not empty), group rows by ``(dicom_id, phrase)``, map every box through the same
+affine map as the image (``InputGeometry.map_box``), and split by *patient* so no patient's images
+leak from training into validation (ROAR+ fine-tunes on the train split, section 5).
+
+Bad rows either stop the run with an error naming the CSV file, the row and the image
+(``on_bad_row="error"``) or are dropped and recorded in the alignment report (``"skip"``).
+A box only partly outside the image is clipped, recorded, and kept.
+
+``prepare_dataset`` writes the three artifacts of the ``prepare`` rule: the pairs table, the
+alignment report and the model-input images (decoded once per image, even when pairs share it).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..errors import DataError
+from ..io import atomic_path, write_json, write_parquet
+from .transforms import InputGeometry
+
+REQUIRED_COLUMNS = ["dicom_id", "category_name", "label_text", "path", "x", "y", "w", "h",
+                    "image_width", "image_height"]
+PAIR_COLUMNS = ["pair_id", "dicom_id", "patient_id", "study_id", "category", "phrase", "image_path",
+                "image_width", "image_height", "boxes_orig", "boxes", "box_status", "split"]
+BAD_ROW_POLICIES = ("error", "skip")
+
+_PATIENT_RE = re.compile(r"(?<![0-9A-Za-z])(p\d{8})(?!\d)")
+_STUDY_RE = re.compile(r"(?<![0-9A-Za-z])(s\d{8})(?!\d)")
+
+
+# ------------------------------------------------------------------------------------ reading
+def read_mscxr_csv(path: str | Path) -> pd.DataFrame:
+    """Read an MS-CXR-format CSV with every column as text (numbers are parsed later, per row, so a
+    bad value becomes a bad row rather than a crash). Adds ``_line``: the 1-based line on which
+    each data row starts (the header is line 1), so errors can point at the file line."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"cannot read the MS-CXR CSV: {type(e).__name__}: {e}", file=str(path)) from e
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"the MS-CXR CSV lacks required column(s) {missing}; it has {list(df.columns)}",
+                        file=str(path))
+    lines = _record_start_lines(path)
+    df["_line"] = lines[: len(df)] if len(lines) >= len(df) else np.arange(len(df)) + 2
+    return df.reset_index(drop=True)
+
+
+def _record_start_lines(path: Path) -> list[int]:
+    """Start line of every non-blank data record (quoted fields may span lines)."""
+    starts, prev_end = [], 1
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        prev_end = reader.line_num
+        for record in reader:
+            if record and not (len(record) == 1 and not record[0].strip()):
+                starts.append(prev_end + 1)
+            prev_end = reader.line_num
+    return starts
+
+
+# --------------------------------------------------------------------------------------- pairs
+def pair_id_for(dicom_id: str, phrase: str) -> str:
+    """Deterministic, readable pair id: the image id plus 8 hex digits of the phrase's sha1."""
+    return f"{dicom_id}-{hashlib.sha1(phrase.encode('utf-8')).hexdigest()[:8]}"
+
+
+def split_patients(patients: list[str], val_fraction: float, seed: int) -> set[str]:
+    """The validation patients: rank patients by ``sha1(f"{seed}:{patient}")`` and take the first
+    ``round(val_fraction * n)`` (at least one and at most n - 1 when 0 < val_fraction < 1 and n >= 2),
+    so the split depends only on the seed and the patient ids, not on row order."""
+    if not 0.0 <= val_fraction <= 1.0:
+        raise DataError(f"val_fraction must lie in [0, 1], got {val_fraction}")
+    unique = sorted(set(patients))
+    ranked = sorted(unique, key=lambda p: hashlib.sha1(f"{seed}:{p}".encode()).hexdigest())
+    n_val = int(round(val_fraction * len(ranked)))
+    if 0.0 < val_fraction < 1.0 and len(ranked) >= 2:
+        n_val = min(max(n_val, 1), len(ranked) - 1)
+    return set(ranked[:n_val])
+
+
+class _BadRows:
+    """Applies the bad-row policy: raise naming file, row, line and image, or record and go on."""
+
+    def __init__(self, csv_path: Path, policy: str):
+        if policy not in BAD_ROW_POLICIES:
+            raise DataError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {policy!r}", file=str(csv_path))
+        self.csv_path, self.policy, self.skipped = csv_path, policy, []
+
+    def __call__(self, row: int, line: int, dicom_id: str, image_path: str, reason: str) -> None:
+        if self.policy == "error":
+            raise DataError(f"bad MS-CXR row {row} (CSV line {line}, image {image_path}): {reason}; "
+                            f"set data.on_bad_row: skip to drop such rows and record them in the report",
+                            file=str(self.csv_path), row=row)
+        self.skipped.append({"row": int(row), "line": int(line), "dicom_id": dicom_id,
+                             "path": image_path, "reason": reason})
+
+
+def _check_image(file: Path, width: int, height: int,
+                 on_image: Callable[[Image.Image], None] | None) -> str | None:
+    """Decode the image fully; return the reason it is unusable, or None."""
+    if not file.is_file():
+        return f"image file not found: {file}"
+    try:
+        with Image.open(file) as img:
+            img.load()
+            if img.size != (width, height):
+                return (f"image is {img.size[0]}x{img.size[1]} pixels but the CSV says "
+                        f"image_width={width}, image_height={height}")
+            if on_image is not None:
+                on_image(img)
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+        return f"image cannot be decoded ({type(e).__name__}: {e})"
+    return None
+
+
+def _positive_int(value: str) -> int | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if np.isfinite(f) and f > 0 and f == int(f) else None
+
+
+def _float(value: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def build_pairs(csv_path: str | Path, image_root: str | Path, geometry: InputGeometry, val_fraction: float,
+                seed: int, on_bad_row: str = "error", *,
+                on_image: Callable[[str, Image.Image], None] | None = None,
+                progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Group the CSV's box rows into image-phrase pairs with boxes aligned to the model input.
+
+    Returns ``(pairs, report)``: ``pairs`` has ``PAIR_COLUMNS`` sorted by ``pair_id``; ``report`` is
+    JSON-able (counts, clipped/dropped boxes, skipped rows, per split and per category counts).
+    ``on_image(dicom_id, img)`` is called once per usable image while it is decoded for the check,
+    so a caller can keep what it needs without decoding twice.
+    """
+    csv_path, image_root = Path(csv_path), Path(image_root)
+    bad = _BadRows(csv_path, on_bad_row)
+    df = read_mscxr_csv(csv_path)
+
+    # images: decode each distinct (path, size) once
+    image_reason: dict[tuple[str, int, int], str | None] = {}
+    rows_iter = range(len(df))
+    if progress:
+        from tqdm import tqdm
+        rows_iter = tqdm(rows_iter, desc="checking MS-CXR rows", unit="row")
+
+    kept: list[dict[str, Any]] = []
+    n_clipped = n_dropped = 0
+    for i in rows_iter:
+        r = df.iloc[i]
+        line, dicom_id, rel = int(r["_line"]), str(r["dicom_id"]).strip(), str(r["path"]).strip()
+        phrase = " ".join(str(r["label_text"]).split())
+        if not dicom_id:
+            bad(i, line, dicom_id, rel, "empty dicom_id")
+            continue
+        if not phrase:
+            bad(i, line, dicom_id, rel, "empty phrase (label_text)")
+            continue
+        patient, study = _PATIENT_RE.search(rel), _STUDY_RE.search(rel)
+        if patient is None or study is None:
+            bad(i, line, dicom_id, rel, "path has no patient id (p + 8 digits) or study id (s + 8 digits)")
+            continue
+        width, height = _positive_int(r["image_width"]), _positive_int(r["image_height"])
+        if width is None or height is None:
+            bad(i, line, dicom_id, rel, f"image_width/image_height are not positive integers "
+                                        f"({r['image_width']!r}, {r['image_height']!r})")
+            continue
+        key = (rel, width, height)
+        if key not in image_reason:
+            callback = (lambda img, d=dicom_id: on_image(d, img)) if on_image is not None else None
+            image_reason[key] = _check_image(image_root / rel, width, height, callback)
+        if image_reason[key] is not None:
+            bad(i, line, dicom_id, rel, image_reason[key])
+            continue
+        x, y, w, h = (_float(r[c]) for c in ("x", "y", "w", "h"))
+        box, status = geometry.map_box(x, y, w, h, width, height)
+        row = {"row": i, "line": line, "dicom_id": dicom_id, "phrase": phrase, "category": str(r["category_name"]).strip(),
+               "image_path": rel, "patient_id": patient.group(1), "study_id": study.group(1),
+               "image_width": width, "image_height": height, "box_orig": [x, y, w, h],
+               "box": None if box is None else [float(v) for v in box], "status": status}
+        if status == "dropped":
+            bad(i, line, dicom_id, rel, _drop_reason(x, y, w, h, width, height, geometry))
+            n_dropped += 1
+        elif status == "clipped":
+            n_clipped += 1
+        kept.append(row)
+
+    pairs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in kept:
+        pairs.setdefault((row["dicom_id"], row["phrase"]), []).append(row)
+
+    records = []
+    for (dicom_id, phrase), rows in pairs.items():
+        first = rows[0]
+        boxes = [row["box"] for row in rows if row["box"] is not None]
+        if not boxes:  # only reachable with on_bad_row="skip": every box of the pair was dropped
+            bad(first["row"], first["line"], dicom_id, first["image_path"],
+                f"pair left with no box (rows {[row['row'] for row in rows]})")
+            continue
+        records.append({
+            "pair_id": pair_id_for(dicom_id, phrase), "dicom_id": dicom_id, "patient_id": first["patient_id"],
+            "study_id": first["study_id"], "category": first["category"], "phrase": phrase,
+            "image_path": first["image_path"], "image_width": first["image_width"],
+            "image_height": first["image_height"], "boxes_orig": [row["box_orig"] for row in rows],
+            "boxes": boxes, "box_status": [row["status"] for row in rows]})
+
+    val_patients = split_patients([rec["patient_id"] for rec in records], val_fraction, seed)
+    for rec in records:
+        rec["split"] = "val" if rec["patient_id"] in val_patients else "train"
+    out = pd.DataFrame.from_records(records, columns=PAIR_COLUMNS)
+    out = out.sort_values("pair_id", kind="stable").reset_index(drop=True)
+    if out["pair_id"].duplicated().any():  # a sha1 prefix collision within one image: never silently merge
+        dup = out.loc[out["pair_id"].duplicated(), "pair_id"].iloc[0]
+        raise DataError(f"two phrases of one image share pair id {dup}", file=str(csv_path))
+    return out, _report(df, out, bad.skipped, n_clipped, n_dropped, geometry)
+
+
+def _drop_reason(x: float, y: float, w: float, h: float, width: int, height: int, geometry: InputGeometry) -> str:
+    box = f"box x={x}, y={y}, w={w}, h={h}"
+    if not all(np.isfinite([x, y, w, h])):
+        return f"{box} has a missing or non-numeric coordinate"
+    if not (w > 0 and h > 0):
+        return f"{box} has zero or negative area"
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return f"{box} lies entirely outside the {width}x{height} image"
+    return f"{box} lies entirely outside the model input ({geometry.mode} to {geometry.size} px)"
+
+
+def _report(df: pd.DataFrame, pairs: pd.DataFrame, skipped: list[dict], n_clipped: int, n_dropped: int,
+            geometry: InputGeometry) -> dict[str, Any]:
+    per_split = {}
+    for split in ("train", "val"):
+        sub = pairs[pairs["split"] == split]
+        per_split[split] = {"pairs": int(len(sub)), "patients": int(sub["patient_id"].nunique())}
+    per_category = {}
+    for cat, sub in pairs.groupby("category", sort=True):
+        per_category[str(cat)] = {"pairs": int(len(sub)), "boxes": int(sum(len(b) for b in sub["boxes"]))}
+    status_counts = Counter(s for statuses in pairs["box_status"] for s in statuses)
+    return {
+        "n_rows": int(len(df)),
+        "n_pairs": int(len(pairs)),
+        "n_images": int(pairs["dicom_id"].nunique()),
+        "n_patients": int(pairs["patient_id"].nunique()),
+        "n_boxes": int(sum(len(b) for b in pairs["boxes"])),
+        "n_boxes_clipped": int(n_clipped),
+        "n_boxes_clipped_in_pairs": int(status_counts.get("clipped", 0)),
+        "n_boxes_dropped": int(n_dropped),
+        "skipped": skipped,
+        "per_split": per_split,
+        "per_category": per_category,
+        "geometry": {"size": int(geometry.size), "mode": geometry.mode},
+    }
+
+
+# ------------------------------------------------------------------------------------- prepare
+def prepare_dataset(csv_path: str | Path, image_root: str | Path, geometry: InputGeometry, val_fraction: float,
+                    seed: int, on_bad_row: str, out_pairs: str | Path, out_report: str | Path,
+                    out_images: str | Path, meta: Mapping[str, Any] | None = None,
+                    progress: bool = True) -> pd.DataFrame:
+    """Build the pairs and write ``out_pairs`` (Parquet), ``out_report`` (JSON) and ``out_images``
+    (uint8 ``.npy`` of shape (n_pairs, S, S), the model inputs in pairs row order). Each image is
+    decoded once, however many pairs share it. All three files appear together or not at all."""
+    inputs: dict[str, np.ndarray] = {}
+
+    def keep_input(dicom_id: str, img: Image.Image) -> None:
+        inputs[dicom_id] = geometry.image_to_input(img)
+
+    pairs, report = build_pairs(csv_path, image_root, geometry, val_fraction, seed, on_bad_row,
+                                on_image=keep_input, progress=progress)
+    size = geometry.size
+    images = np.zeros((len(pairs), size, size), dtype=np.uint8)
+    for k, dicom_id in enumerate(pairs["dicom_id"]):
+        images[k] = inputs[dicom_id]
+    full_meta = {**dict(meta or {}), "geometry": report["geometry"], "n_pairs": report["n_pairs"]}
+    with contextlib.ExitStack() as stack:
+        tmp_pairs = stack.enter_context(atomic_path(out_pairs, suffix=".parquet"))
+        tmp_report = stack.enter_context(atomic_path(out_report, suffix=".json"))
+        tmp_images = stack.enter_context(atomic_path(out_images, suffix=".npy"))
+        write_parquet(tmp_pairs, pairs, full_meta)
+        write_json(tmp_report, report)
+        np.save(tmp_images, images)
+    return pairs
