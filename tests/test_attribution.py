@@ -90,6 +90,16 @@ def test_masked_minmax_ignores_padding():
     assert torch.allclose(out, torch.tensor([[0.0, 1.0, 0.0]]))
 
 
+def test_discard_lowest_zeroes_the_smallest_but_keeps_cls_to_cls():
+    from matex.attribution.rollout import discard_lowest
+
+    a = torch.arange(1.0, 17.0).view(1, 4, 4)      # CLS->CLS (1.0) is the smallest entry
+    out = discard_lowest(a, 0.25)                    # the 4 smallest are chosen, CLS->CLS survives
+    assert out[0, 0, 0] == 1.0 and int((out == 0).sum()) == 3
+    assert torch.equal(out.flatten()[4:], a.flatten()[4:])
+    assert torch.equal(discard_lowest(a, 0.0), a)
+
+
 def test_rise_masks_keep_about_p_and_lie_in_unit_range():
     m = rise_masks(400, 8, 0.25, (SIZE, SIZE), torch.Generator().manual_seed(0))
     assert m.shape == (400, SIZE, SIZE) and m.min() >= 0 and m.max() <= 1
@@ -331,3 +341,23 @@ def test_sobel_of_constant_image_is_zero_and_edges_are_found(model):
     step[:, :, SIZE // 2:] = 200
     m = explain(model, step, TEXTS[:1], "sobel").image[0]
     assert float(m[:, SIZE // 2 - 1:SIZE // 2 + 1].min()) == 1.0 and float(m[:, :10].max()) == 0.0
+
+
+@pytest.mark.slow
+def test_vit_b32_architecture_patched_forward_and_matex():
+    """The real ViT-B/32 layout (random weights, no download): patched forward equals the original
+    and MATEX's gradient term is non-zero at 224 px."""
+    torch.manual_seed(0)
+    clip = open_clip.create_model("ViT-B-32").eval()
+    m = MatexModel(clip, open_clip.get_tokenizer("ViT-B-32"), InputGeometry(224))
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    tokens = m.tokenize(TEXTS[:1])
+    with torch.no_grad():
+        ref = clip.encode_image(x), clip.encode_text(tokens)
+        with record_tower(clip.visual.transformer) as vrec, record_tower(clip.transformer):
+            got = clip.encode_image(x), clip.encode_text(tokens)
+    assert len(vrec.attention) == 12 and vrec.attention[0].shape == (1, 12, 50, 50)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4)
+    out = explain(m, x, TEXTS[:1], "matex")
+    assert out.image.shape == (1, 224, 224) and float(out.components["gradient"].max()) > 0
