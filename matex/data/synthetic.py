@@ -268,10 +268,11 @@ def _location_words(side: str, zone: str) -> tuple[list[str], list[str]]:
 def _phrase(rng: np.random.Generator, category: str, side: str, zone: str, named: bool, size: str) -> str:
     """An MS-CXR-style phrase: the finding, and its location when ``named``."""
     if category == "Cardiomegaly":
+        degree = {"small": "mild", "moderate": "moderate", "large": "marked"}[size]   # drawn heart growth
         text = _pick(rng, ["enlarged cardiac silhouette", "enlargement of the cardiac silhouette",
                            "cardiac silhouette is enlarged", "heart size is enlarged", "the heart is enlarged",
-                           f"{size} enlargement of the cardiac silhouette"]) if named else \
-            _pick(rng, ["cardiomegaly", "mild cardiomegaly", "moderate cardiomegaly", "severe cardiomegaly"])
+                           f"{degree} enlargement of the cardiac silhouette"]) if named else \
+            _pick(rng, ["cardiomegaly", "cardiomegaly", f"{degree} cardiomegaly"])
     elif category == "Pleural Effusion":
         if not named:
             text = _pick(rng, ["pleural effusion", f"{size} pleural effusion", "effusion"])
@@ -313,14 +314,17 @@ def _phrase(rng: np.random.Generator, category: str, side: str, zone: str, named
             if rng.random() < 0.5:
                 parts = finding.split(" ")
                 # keep a leading modifier first: "patchy right basilar opacity"
-                if len(parts) > 1 and parts[0] in ("hazy", "patchy", "airspace", "focal", "linear",
+                if len(parts) > 1 and parts[0] in ("hazy", "patchy", "focal", "linear",
                                                   "plate-like", "subsegmental", "increased"):
                     text = f"{parts[0]} {_pick(rng, adj)} {' '.join(parts[1:])}"
                 else:
                     text = f"{_pick(rng, adj)} {finding}"
             else:
                 head, _, tail = finding.partition(",")
-                text = f"{head} {_pick(rng, pp)}" + (f",{tail}" if tail else "")
+                if head.startswith("opacity "):      # "opacity at the right base concerning for pneumonia"
+                    text = f"opacity {_pick(rng, pp)} {head[len('opacity '):]}"
+                else:
+                    text = f"{head} {_pick(rng, pp)}" + (f",{tail}" if tail else "")
                 if category == "Pneumonia" and head == "pneumonia" and rng.random() < 0.3:
                     text = f"{_pick(rng, adj)} opacity concerning for pneumonia"
     return _cap(rng, text)
@@ -524,7 +528,7 @@ def _render(an: Anatomy, findings: list[Finding], anatomy_rng: np.random.Generat
             air = np.maximum(air, rim)
             pleural_line = np.maximum(pleural_line, line)
             finding_weights[k] = [np.maximum(rim, 0.5 * line) * (lung_field > 0.05)]
-    lung_img = lung_level * (1 - 0.4 * air) + markings * (1 - air) + 0.12 * pleural_line * (1 - air)
+    lung_img = lung_level * (1 - 0.6 * air) + markings * (1 - air) + 0.2 * pleural_line * (1 - air)
     img = img * (1 - lung_field) + lung_img * lung_field
 
     # ---- findings that add density (blend towards fluid)
