@@ -1,0 +1,26 @@
+"""Evaluation metrics (DESIGN.md section 5): localisation against boxes, confidence drop/increase,
+model-randomisation sanity and bootstrap intervals.
+
+The public functions are re-exported lazily, so importing ``matex.metrics.aggregate`` (used by the
+figures) does not pull in torch and scipy.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "pointing_game": "localisation", "energy_in_box": "localisation", "iou_top_fraction": "localisation",
+    "top_fraction_masks": "localisation", "auroc": "localisation",
+    "masked_input": "faithfulness", "confidence_scores": "faithfulness", "image_confidence": "faithfulness",
+    "text_keep_tokens": "faithfulness", "text_confidence": "faithfulness", "DROP_LABELS": "faithfulness",
+    "randomize_cascading": "sanity", "spearman_maps": "sanity",
+    "bootstrap_ci": "stats", "summarise": "stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
