@@ -9,7 +9,8 @@ leak from training into validation (ROAR+ fine-tunes on the train split, section
 
 Bad rows either stop the run with an error naming the CSV file, the row and the image
 (``on_bad_row="error"``) or are dropped and recorded in the alignment report (``"skip"``).
-A box only partly outside the image is clipped, recorded, and kept.
+A box only partly outside the image is clipped, recorded, and kept. Phrases are whitespace-normalised
+(runs of spaces/newlines become one space) before grouping, so the same phrase typed twice is one pair.
 
 ``prepare_dataset`` writes the three artifacts of the ``prepare`` rule: the pairs table, the
 alignment report and the model-input images (decoded once per image, even when pairs share it).
