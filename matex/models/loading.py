@@ -1,0 +1,264 @@
+"""Build a :class:`MatexModel` from one of three sources, and save the demo model's checkpoints.
+
+Sources (config key ``model.source``):
+
+* ``demo``: a small open_clip ``CLIP`` from ``model.demo`` (same 7x7 patch grid as ViT-B/32), random
+  weights from ``seed`` or the weights of a checkpoint our training wrote.
+* ``hub``: ``open_clip.create_model_and_transforms(arch, pretrained=...)``; ``pretrained`` is a tag,
+  ``hf-hub:...`` or a local file.
+* ``checkpoint``: a file written by :func:`save_checkpoint` (format ``matex-clip-v1``), or an open_clip
+  checkpoint / raw state dict for the open_clip architecture ``arch``.
+
+Loading failures (missing file, unknown architecture, mismatched keys or shapes) raise
+:class:`ConfigError` naming the file or config key, never a deep torch traceback.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..data.transforms import CLIP_MEAN, CLIP_STD, InputGeometry
+from ..errors import ConfigError
+from ..io import atomic_path, file_sha256
+from .base import MatexModel
+
+CHECKPOINT_FORMAT = "matex-clip-v1"
+VOCAB_SIZE = 49408          # open_clip's SimpleTokenizer (bundled BPE vocabulary)
+VIT_B32_GRID = 7            # ViT-B/32 at 224 px: 7x7 patches
+SOURCES = ("demo", "hub", "checkpoint")
+
+
+def resolve_device(pref: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cpu``/``cuda`` pass through."""
+    if pref == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if pref not in ("cpu", "cuda") and not str(pref).startswith("cuda:"):
+        raise ConfigError(f"config key attribution.device: unknown device {pref!r} (expected auto, cpu or cuda)")
+    if str(pref).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {pref!r} requested but CUDA is not available")
+    return pref
+
+
+def demo_model_cfg(demo: Mapping[str, Any], input_size: int) -> dict:
+    """open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) from ``model.demo``.
+
+    The vision grid must be 7x7 like ViT-B/32 (``input_size / patch_size == 7``), so every map the
+    attribution methods compute has the paper's geometry."""
+    try:
+        vision, text = demo["vision"], demo["text"]
+        patch = int(vision["patch_size"])
+        if patch <= 0 or input_size % patch or input_size // patch != VIT_B32_GRID:
+            raise ConfigError(
+                f"config key model.demo.vision.patch_size: input.size {input_size} / patch_size {patch} "
+                f"must be exactly {VIT_B32_GRID} (a {VIT_B32_GRID}x{VIT_B32_GRID} grid like ViT-B/32); "
+                f"use patch_size {input_size / VIT_B32_GRID:g} or input.size {VIT_B32_GRID * patch}")
+        return {
+            "embed_dim": int(demo["embed_dim"]),
+            "vision_cfg": {"image_size": int(input_size), "layers": int(vision["layers"]),
+                           "width": int(vision["width"]), "head_width": int(vision["width"]) // int(vision["heads"]),
+                           "patch_size": patch, "mlp_ratio": float(vision.get("mlp_ratio", 4.0))},
+            "text_cfg": {"context_length": int(text["context_length"]), "vocab_size": VOCAB_SIZE,
+                         "width": int(text["width"]), "heads": int(text["heads"]), "layers": int(text["layers"])},
+        }
+    except KeyError as e:
+        raise ConfigError(f"config key model.demo: missing key {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config key model.demo: bad value ({e})") from None
+
+
+def _build_clip(model_cfg: Mapping[str, Any]) -> torch.nn.Module:
+    """An open_clip CLIP (or CustomTextCLIP for HF/custom text towers) from a model config dict."""
+    import open_clip
+
+    kwargs = copy.deepcopy(dict(model_cfg))
+    custom_text = kwargs.pop("custom_text", False) or "hf_model_name" in kwargs.get("text_cfg", {})
+    kwargs.pop("multimodal_cfg", None)
+    cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model config cannot build an open_clip model: {e}") from None
+
+
+def _simple_tokenizer(context_length: int):
+    import open_clip
+
+    return open_clip.tokenizer.SimpleTokenizer(context_length=int(context_length))
+
+
+def _read_checkpoint(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ConfigError(f"checkpoint file {path} could not be read as a torch/safetensors checkpoint: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def _extract_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A plain state dict from a raw dict, ``{"state_dict": ...}`` or a DataParallel (``module.``) one."""
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConfigError(f"checkpoint file {path} holds no state dict of tensors")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def _load_weights(clip: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Strictly load ``state`` into ``clip``; mismatches are reported by key, first few of each kind."""
+    expected = clip.state_dict()
+    state = dict(state)
+    for key in ("logit_scale", "logit_bias"):  # scalar vs 1-d parameter, as open_clip tolerates
+        if key in state and key in expected and state[key].shape != expected[key].shape \
+                and state[key].numel() == expected[key].numel():
+            state[key] = state[key].reshape(expected[key].shape)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+                   if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("shape mismatches (file != model)", wrong_shape)):
+            if keys:
+                more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
+                parts.append(f"{len(keys)} {label}: {', '.join(keys[:5])}{more}")
+        raise ConfigError(f"checkpoint file {path} does not match the model: " + "; ".join(parts))
+    clip.load_state_dict(state, strict=True)
+
+
+def _preprocess_mean_std(clip: torch.nn.Module) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    pp = getattr(getattr(clip, "visual", None), "preprocess_cfg", None) or {}
+    mean, std = pp.get("mean"), pp.get("std")
+    return (tuple(float(m) for m in mean) if mean else None, tuple(float(s) for s in std) if std else None)
+
+
+def _check_image_size(clip: torch.nn.Module, geometry: InputGeometry, what: str) -> None:
+    size = getattr(getattr(clip, "visual", None), "image_size", None)
+    if size is None:
+        return
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    if size != (geometry.size, geometry.size):
+        raise ConfigError(f"config key input.size: {what} expects {size[0]}x{size[1]} inputs, "
+                          f"input.size is {geometry.size}")
+
+
+def load_model(source: str = "demo", *, arch: str | None = None, pretrained: str | None = None,
+               checkpoint: str | None = None, demo: Mapping[str, Any] | None = None,
+               geometry: InputGeometry | None = None, device: str = "cpu", name: str | None = None,
+               seed: int = 0, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None) -> MatexModel:
+    """Build the model handle for ``source`` (``demo`` | ``hub`` | ``checkpoint``), in eval mode on ``device``.
+
+    ``mean``/``std`` override the normalisation; otherwise a hub/arch model's preprocess config
+    gives them, else OpenAI CLIP's. ``meta`` records source, arch/model_cfg, pretrained tag and
+    checkpoint path + sha256."""
+    import open_clip
+
+    if source not in SOURCES:
+        raise ConfigError(f"config key model.source: unknown source {source!r} (expected one of {', '.join(SOURCES)})")
+    meta: dict[str, Any] = {"source": source, "arch": arch, "pretrained": pretrained, "checkpoint": None,
+                            "checkpoint_sha256": None, "model_cfg": None}
+    pp_mean = pp_std = None
+    if source == "demo":
+        if demo is None:
+            raise ConfigError("config key model.demo: required when model.source is demo")
+        geometry = geometry or InputGeometry(224)
+        model_cfg = demo_model_cfg(demo, geometry.size)
+        torch.manual_seed(seed)
+        clip = _build_clip(model_cfg)
+        meta.update(arch=None, model_cfg=model_cfg, seed=seed)
+        if checkpoint is not None:
+            obj = _read_checkpoint(checkpoint)
+            if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT and obj.get("model_cfg") != model_cfg:
+                raise ConfigError(f"checkpoint file {checkpoint} was trained with a different model.demo/input.size "
+                                  f"config: {obj.get('model_cfg')} != {model_cfg}")
+            _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
+            if isinstance(obj, Mapping) and isinstance(obj.get("meta"), Mapping):
+                meta["trained"] = {k: v for k, v in obj["meta"].items() if k != "history"}
+        tokenizer = _simple_tokenizer(model_cfg["text_cfg"]["context_length"])
+    elif source == "hub":
+        if not arch:
+            raise ConfigError("config key model.arch: required when model.source is hub")
+        try:
+            clip, _, _ = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device="cpu")
+        except RuntimeError as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            key = "model.arch" if "not found in built-ins" in msg or "Unknown model" in msg else "model.pretrained"
+            raise ConfigError(f"config key {key}: cannot load open_clip model {arch!r} "
+                              f"(pretrained={pretrained!r}): {msg[:500]}") from None
+        tokenizer = open_clip.get_tokenizer(arch)
+        pp_mean, pp_std = _preprocess_mean_std(clip)
+        meta["model_cfg"] = open_clip.get_model_config(arch)
+        if pretrained and os.path.isfile(pretrained):
+            meta.update(checkpoint=str(pretrained), checkpoint_sha256=file_sha256(pretrained))
+    else:  # checkpoint
+        if not checkpoint:
+            raise ConfigError("config key model.checkpoint: required when model.source is checkpoint")
+        obj = _read_checkpoint(checkpoint)
+        if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+            model_cfg = obj["model_cfg"]
+            clip = _build_clip(model_cfg)
+            file_meta = dict(obj.get("meta") or {})
+            arch = arch or file_meta.get("arch")
+            meta.update(model_cfg=model_cfg, arch=arch,
+                        trained={k: v for k, v in file_meta.items() if k != "history"})
+            tokenizer = (open_clip.get_tokenizer(arch) if arch and open_clip.get_model_config(arch)
+                         else _simple_tokenizer(model_cfg["text_cfg"].get("context_length", 77)))
+            if file_meta.get("mean") and file_meta.get("std"):
+                pp_mean, pp_std = tuple(file_meta["mean"]), tuple(file_meta["std"])
+        else:
+            if not arch:
+                raise ConfigError(f"config key model.arch: checkpoint file {checkpoint} is not a matex checkpoint, "
+                                  "so the open_clip architecture must be named")
+            if open_clip.get_model_config(arch) is None:
+                raise ConfigError(f"config key model.arch: unknown open_clip architecture {arch!r}")
+            clip = open_clip.create_model(arch, pretrained=None)
+            meta["model_cfg"] = open_clip.get_model_config(arch)
+            tokenizer = open_clip.get_tokenizer(arch)
+            pp_mean, pp_std = _preprocess_mean_std(clip)
+        _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
+    if checkpoint is not None:
+        meta.update(checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(checkpoint))
+    if geometry is None:
+        size = getattr(clip.visual, "image_size", 224)
+        geometry = InputGeometry(int(size[0] if isinstance(size, (tuple, list)) else size))
+    _check_image_size(clip, geometry, f"model {arch or 'demo'}")
+    mean = tuple(mean) if mean is not None else (pp_mean or CLIP_MEAN)
+    std = tuple(std) if std is not None else (pp_std or CLIP_STD)
+    meta.update(mean=list(mean), std=list(std), input_size=geometry.size, input_mode=geometry.mode)
+    clip = clip.to(device).eval()
+    return MatexModel(clip=clip, tokenizer=tokenizer, geometry=geometry, mean=mean, std=std,
+                      name=name or arch or source, meta=meta)
+
+
+def load_model_from_config(cfg: Mapping[str, Any], checkpoint: str | None = None, device: str = "cpu") -> MatexModel:
+    """The model ``cfg["model"]`` names, with geometry and normalisation from ``cfg["input"]``.
+
+    ``checkpoint`` (e.g. the demo model the pipeline trained) overrides ``model.checkpoint``."""
+    m, inp = cfg["model"], cfg["input"]
+    geometry = InputGeometry(int(inp["size"]), inp.get("mode", "center_crop"))
+    return load_model(m.get("source", "demo"), arch=m.get("arch"), pretrained=m.get("pretrained"),
+                      checkpoint=checkpoint or m.get("checkpoint"), demo=m.get("demo"), geometry=geometry,
+                      device=device, name=m.get("name"), seed=int(cfg.get("seed", 0)),
+                      mean=inp.get("mean"), std=inp.get("std"))
+
+
+def save_checkpoint(model: MatexModel, path: str | os.PathLike, model_cfg: Mapping[str, Any],
+                    meta: Mapping[str, Any]) -> None:
+    """Write ``{"format": "matex-clip-v1", "model_cfg", "state_dict", "meta"}`` atomically (CPU tensors)."""
+    state = {k: v.detach().to("cpu").clone() for k, v in model.clip.state_dict().items()}
+    payload = {"format": CHECKPOINT_FORMAT, "model_cfg": copy.deepcopy(dict(model_cfg)), "state_dict": state,
+               "meta": {"mean": list(model.mean), "std": list(model.std), **copy.deepcopy(dict(meta))}}
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
