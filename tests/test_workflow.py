@@ -40,7 +40,7 @@ def tiny_config(tmp_path: Path) -> Path:
     cfg = deep_update(cfg, {
         "results_dir": str(tmp_path / "results"),
         "data": {"synthetic": {"n_images": 48}},
-        "model": {"demo": {"vision": {"layers": 2, "width": 32, "heads": 2},
+        "model": {"demo": {"vision": {"layers": 3, "width": 32, "heads": 2},
                            "text": {"layers": 1, "width": 32, "heads": 2},
                            "embed_dim": 32, "epochs": 1, "batch_size": 16, "warmup_steps": 1,
                            "threads": 1}},
