@@ -116,6 +116,19 @@ def load_configured_model(cfg: dict, checkpoint: str | None, device_pref: str = 
     return load_model_from_config(cfg, checkpoint=checkpoint or None, device=resolve_device(device_pref))
 
 
+def load_step_inputs(cfg: dict, input, threads: int):
+    """The pairs table, the decoded images (memory-mapped) and the configured model of a step."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
+    return pairs, images, model
+
+
 def method_params(cfg: dict, method: str) -> dict:
     return dict((cfg["attribution"].get("params") or {}).get(method) or {})
 
@@ -129,13 +142,10 @@ def attribute(cfg, input, output, params, wildcards, threads):
     from .attribution.cache import attribute_rows, select_pairs, shard_rows, write_attribution
     from .io import config_hash
 
-    torch.set_num_threads(max(1, int(threads)))
     att = cfg["attribution"]
     method, shard, n_shards = wildcards.method, int(wildcards.shard), int(att["shards"])
-    pairs = pd.read_parquet(input.pairs)
-    images = np.load(input.images, mmap_mode="r")
+    pairs, images, model = load_step_inputs(cfg, input, threads)
     rows = shard_rows(select_pairs(pairs, att.get("split", "val"), att.get("max_pairs")), shard, n_shards)
-    model = load_configured_model(cfg, getattr(input, "checkpoint", None), att["device"])
     mparams = method_params(cfg, method)
     maps, table = attribute_rows(model, method, mparams, pairs, images, rows, int(att["batch_size"]),
                                  att.get("store_dtype", "float16"))
@@ -164,10 +174,7 @@ def evaluate(cfg, input, output, params, wildcards, threads):
     from .io import write_parquet
     from .metrics.evaluate import evaluate_maps
 
-    torch.set_num_threads(max(1, int(threads)))
-    pairs = pd.read_parquet(input.pairs)
-    images = np.load(input.images, mmap_mode="r")
-    model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
+    pairs, images, model = load_step_inputs(cfg, input, threads)
     df = evaluate_maps(model, wildcards.method, pairs, images, input.npz, cfg)
     runtime = pd.read_parquet(input.runtime)[["pair_id", "runtime_s"]]
     df = df.merge(runtime, on="pair_id", how="left")
@@ -244,11 +251,8 @@ def attribute_roar_train(cfg, input, output, params, wildcards, threads):
     from .attribution.cache import attribute_rows, write_attribution
     from .io import config_hash
 
-    torch.set_num_threads(max(1, int(threads)))
     att = cfg["attribution"]
-    pairs = pd.read_parquet(input.pairs)
-    images = np.load(input.images, mmap_mode="r")
-    model = load_configured_model(cfg, getattr(input, "checkpoint", None), att["device"])
+    pairs, images, model = load_step_inputs(cfg, input, threads)
     mparams = method_params(cfg, wildcards.method)
     maps, table = attribute_rows(model, wildcards.method, mparams, pairs, images, roar_train_rows(cfg, pairs),
                                  int(att["batch_size"]), att.get("store_dtype", "float16"))
@@ -320,10 +324,7 @@ def sanity(cfg, input, output, params, wildcards, threads):
     from .io import write_parquet
     from .metrics.studies import sanity_curve
 
-    torch.set_num_threads(max(1, int(threads)))
-    pairs = pd.read_parquet(input.pairs)
-    images = np.load(input.images, mmap_mode="r")
-    model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
+    pairs, images, model = load_step_inputs(cfg, input, threads)
     rows = _eval_rows(cfg, pairs, cfg["evaluation"]["sanity"].get("max_pairs"))
     df = sanity_curve(model, wildcards.method, method_params(cfg, wildcards.method), pairs, images, rows,
                       int(cfg["attribution"]["batch_size"]), cfg["seed"])
@@ -340,10 +341,7 @@ def ablation(cfg, input, output, params, wildcards, threads):
     from .io import write_parquet
     from .metrics.studies import ablation_study
 
-    torch.set_num_threads(max(1, int(threads)))
-    pairs = pd.read_parquet(input.pairs)
-    images = np.load(input.images, mmap_mode="r")
-    model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
+    pairs, images, model = load_step_inputs(cfg, input, threads)
     rows = _eval_rows(cfg, pairs, cfg["figures"].get("ablation_pairs"))
     df = ablation_study(model, method_params(cfg, "matex"), pairs, images, rows, cfg,
                         int(cfg["attribution"]["batch_size"]))
