@@ -148,7 +148,7 @@ def attribute(cfg, input, output, params, wildcards, threads):
     rows = shard_rows(select_pairs(pairs, att.get("split", "val"), att.get("max_pairs")), shard, n_shards)
     mparams = method_params(cfg, method)
     maps, table = attribute_rows(model, method, mparams, pairs, images, rows, int(att["batch_size"]),
-                                 att.get("store_dtype", "float16"))
+                                 att.get("store_dtype", "float32"))
     meta = base_meta(cfg, "data", "input", "model")
     meta.update(method=method, params=mparams, shard=f"{shard}/{n_shards}",
                 config_hash=config_hash(meta["config_hash"], method, mparams, att.get("split"),
@@ -255,7 +255,7 @@ def attribute_roar_train(cfg, input, output, params, wildcards, threads):
     pairs, images, model = load_step_inputs(cfg, input, threads)
     mparams = method_params(cfg, wildcards.method)
     maps, table = attribute_rows(model, wildcards.method, mparams, pairs, images, roar_train_rows(cfg, pairs),
-                                 int(att["batch_size"]), att.get("store_dtype", "float16"))
+                                 int(att["batch_size"]), att.get("store_dtype", "float32"))
     meta = base_meta(cfg, "data", "input", "model")
     meta.update(method=wildcards.method, params=mparams, model=model.meta,
                 config_hash=config_hash(meta["config_hash"], wildcards.method, mparams, cfg["roar"].get("train_pairs")))
@@ -269,6 +269,7 @@ def roar_finetune(cfg, input, output, params, wildcards, threads):
 
     from .attribution.cache import load_maps, select_pairs
     from .io import write_json
+    from .roar.finetune import roar_run
 
     pairs = pd.read_parquet(input.pairs)
     images = np.load(input.images, mmap_mode="r")
@@ -282,12 +283,6 @@ def roar_finetune(cfg, input, output, params, wildcards, threads):
                       int(wildcards.seed), threads=int(threads))
     result.update(base_meta(cfg, "data", "input", "model", "attribution", "roar"))
     write_json(output.json, result)
-
-
-def roar_run(*args, **kwargs):
-    from .roar.finetune import roar_run as run
-
-    return run(*args, **kwargs)
 
 
 @step

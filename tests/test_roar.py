@@ -4,13 +4,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from matex.roar.degrade import degrade_images, random_maps, roar_plus, top_fraction_mask
+from matex.metrics.localisation import top_fraction_masks
+from matex.roar.degrade import degrade_images, random_maps, roar_plus
 from matex.roar.finetune import summarise_roar
 
 
 def test_top_fraction_removes_exactly_k_pixels_even_with_ties():
     maps = np.zeros((2, 10, 10), dtype=np.float32)  # all tied
-    mask = top_fraction_mask(maps, 0.1)
+    mask = top_fraction_masks(maps, 0.1)
     assert mask.sum(axis=(1, 2)).tolist() == [10, 10]
     # ties broken by the lower flat index: the first row of each map
     assert mask[:, 0, :].all()

@@ -3,21 +3,10 @@ from the training images and fine-tune; a method whose maps point at what the mo
 the retrained model worse on untouched validation images."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-
-def top_fraction_mask(maps: np.ndarray, fraction: float) -> np.ndarray:
-    """(B, H, W) bool: exactly ceil(fraction*H*W) highest pixels per map; ties broken by the lower
-    flat index (stable sort), so the result is deterministic."""
-    b, h, w = maps.shape
-    k = math.ceil(fraction * h * w)
-    flat = maps.reshape(b, -1).astype(np.float64)
-    order = np.argsort(-flat, axis=1, kind="stable")[:, :k]
-    mask = np.zeros_like(flat, dtype=bool)
-    np.put_along_axis(mask, order, True, axis=1)
-    return mask.reshape(b, h, w)
+# One definition of "the top k % pixels" (exact count, stable tie-breaking) for ROAR+ and IoU@k.
+from ..metrics.localisation import top_fraction_masks
 
 
 def degrade_images(images_u8: np.ndarray, maps: np.ndarray, fraction: float, fill_value: float) -> np.ndarray:
@@ -26,7 +15,7 @@ def degrade_images(images_u8: np.ndarray, maps: np.ndarray, fraction: float, fil
     if images_u8.shape != maps.shape:
         raise ValueError(f"images {images_u8.shape} and maps {maps.shape} differ in shape")
     out = np.array(images_u8, copy=True)
-    out[top_fraction_mask(maps, fraction)] = np.uint8(round(fill_value))
+    out[top_fraction_masks(maps, fraction)] = np.uint8(round(fill_value))
     return out
 
 
