@@ -28,14 +28,11 @@ include: "workflow/rules/attribution.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/roar.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/provenance.smk"
 
 
 rule all:
     input:
-        f"{DS}/pairs.parquet",
-        f"{DS}/alignment_report.json",
-        model_artifacts(),
-        attribution_maps(),
-        f"{MD}/tables/results.md",
-        *[figure_outputs(f) for f in ("qualitative", "metrics", "ablation_weights", "ablation_prior_strength", "sanity", "runtime")],
+        final_targets(),
+        f"{MD}/tables/pipeline_runtime.md",
     default_target: True

@@ -3,6 +3,7 @@
   matex check-config config/config.yaml     validate a config, naming any bad key
   matex download DEST [--csv-name NAME]     fetch MS-CXR + referenced MIMIC-CXR-JPG images (PhysioNet credentials)
   matex bench [...]                         the attribution benchmark (same as python -m matex.bench)
+  matex compare-runs RUN_A RUN_B            check that two result folders hold the same artifacts
 """
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("dest")
     d.add_argument("--csv-name", default="MS_CXR_Local_Alignment_v1.0.0.csv")
     sub.add_parser("bench", help="attribution benchmark (see python -m matex.bench --help)")
+    r = sub.add_parser("compare-runs", help="compare the maps, tables and records of two result folders "
+                                            "(wall-clock columns excepted); exit 1 when they differ")
+    r.add_argument("run_a")
+    r.add_argument("run_b")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "check-config":
@@ -38,6 +43,20 @@ def main(argv: list[str] | None = None) -> int:
             from .data.download import download_mscxr
 
             print(download_mscxr(args.dest, csv_name=args.csv_name))
+        elif args.cmd == "compare-runs":
+            from .provenance import compare_runs
+
+            res = compare_runs(args.run_a, args.run_b)
+            print(f"{res['compared']} artifacts compared, {res['identical_bytes']} byte-identical, the others equal "
+                  "apart from wall-clock columns" if not (res["differences"] or res["only_in_a"] or res["only_in_b"])
+                  else f"{res['compared']} artifacts compared")
+            for path, reason in res["differences"]:
+                print(f"DIFFERENT {path}: {reason}")
+            for path in res["only_in_a"]:
+                print(f"ONLY IN {args.run_a}: {path}")
+            for path in res["only_in_b"]:
+                print(f"ONLY IN {args.run_b}: {path}")
+            return 1 if (res["differences"] or res["only_in_a"] or res["only_in_b"]) else 0
     except MatexError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -37,11 +37,19 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*"):
+        stale.unlink(missing_ok=True)  # left by a killed writer of the same artifact (one writer per output)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp",
                                dir=path.parent)
     os.close(fd)
@@ -99,9 +107,20 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
 
 
 def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "__meta__"}
-        meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+    """Arrays and metadata of an NPZ artifact; a missing or damaged file is a MapError naming it."""
+    import zipfile
+
+    from .errors import MapError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k != "__meta__"}
+            meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+    except FileNotFoundError:
+        raise MapError(f"map file not found: {path}") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, json.JSONDecodeError) as e:
+        raise MapError(f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the "
+                       "step that makes it") from None
     return arrays, meta
 
 

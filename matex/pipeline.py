@@ -67,9 +67,16 @@ def geometry(cfg: dict):
 
 
 def base_meta(cfg: dict, *sections: str) -> dict:
+    """What every artifact carries: the hash of the config sections that made it, the seed, the
+    package version and, once a model is involved, the model's checkpoint sha256."""
     from . import __version__
 
-    return {"config_hash": section_hash(cfg, *sections), "seed": cfg["seed"], "matex_version": __version__}
+    meta = {"config_hash": section_hash(cfg, *sections), "seed": cfg["seed"], "matex_version": __version__}
+    if "model" in sections:
+        from .provenance import model_fingerprint
+
+        meta["model_checkpoint_sha256"] = model_fingerprint(cfg)["checkpoint_sha256"]
+    return meta
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -143,7 +150,7 @@ def attribute(cfg, input, output, params, wildcards, threads):
     from .io import config_hash
 
     att = cfg["attribution"]
-    method, shard, n_shards = wildcards.method, int(wildcards.shard), int(att["shards"])
+    method, shard, n_shards = wildcards.method, int(getattr(wildcards, "shard", 0)), int(att["shards"])
     pairs, images, model = load_step_inputs(cfg, input, threads)
     rows = shard_rows(select_pairs(pairs, att.get("split", "val"), att.get("max_pairs")), shard, n_shards)
     mparams = method_params(cfg, method)
@@ -189,7 +196,7 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     import pandas as pd
 
     from .io import write_parquet, write_text
-    from .metrics.aggregate import summarise_tidy, tidy_metrics, to_latex, to_markdown, wide_table
+    from .metrics.aggregate import summarise_tidy, tidy_metrics, to_html, to_latex, to_markdown, wide_table
 
     tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
     # sanity column: Spearman rho with every block randomised (lower = the map depends on the model)
@@ -208,16 +215,16 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     roar = pd.read_parquet(input.roar).set_index("method")
     write_parquet(output.roar, roar.reset_index(), meta)
     pct = f"{round(ci * 100)} %"
-    md = [f"# Results: {cfg['dataset']} / {cfg['model']['name']}\n",
-          f"Mean [{pct} bootstrap interval, {n} resamples] over pairs; confidence metrics and localisation x100.\n",
-          f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
-          "'random' is the random-removal control.\n",
-          to_markdown(with_roar(wide_table(overall, order), roar), "All findings")]
-    tex = [to_latex(with_roar(wide_table(overall, order), roar), f"{cfg['dataset']}: all findings")]
-    for cat, grp in per_cat.groupby("category"):
-        md.append(to_markdown(wide_table(grp, order), cat))
-        tex.append(to_latex(wide_table(grp, order), f"{cfg['dataset']}: {cat}"))
+    notes = [f"Mean [{pct} bootstrap interval, {n} resamples] over pairs; confidence metrics and localisation x100.",
+             f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
+             "'random' is the random-removal control."]
+    tables = [("All findings", with_roar(wide_table(overall, order), roar))]
+    tables += [(cat, wide_table(grp, order)) for cat, grp in per_cat.groupby("category")]
+    title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
+    md = [f"# {title}\n", *[f"{line}\n" for line in notes], *[to_markdown(t, name) for name, t in tables]]
+    tex = [to_latex(t, f"{cfg['dataset']}: {name.lower() if name == 'All findings' else name}") for name, t in tables]
     write_text(output.markdown, "\n".join(md))
+    write_text(output.html, to_html(tables, title, notes))
     write_text(output.latex, "\n".join(tex))
 
 
@@ -341,6 +348,27 @@ def ablation(cfg, input, output, params, wildcards, threads):
     df = ablation_study(model, method_params(cfg, "matex"), pairs, images, rows, cfg,
                         int(cfg["attribution"]["batch_size"]))
     write_parquet(output.table, df, base_meta(cfg, "data", "input", "model", "attribution", "evaluation", "figures"))
+
+
+# ------------------------------------------------------------------------------------ provenance
+@step
+def provenance(cfg, input, output, params, wildcards, threads):
+    from .io import write_json
+    from .provenance import provenance_record
+
+    write_json(output.json, provenance_record(cfg, {k: v for k, v in input.items()}))
+
+
+@step
+def pipeline_runtime(cfg, input, output, params, wildcards, threads):
+    from .figures.plots import pipeline_runtime_bars, save
+    from .io import write_parquet, write_text
+    from .metrics.runtime import collect_benchmarks, runtime_markdown
+
+    df = collect_benchmarks(params.benchmark_dirs)
+    write_parquet(output.table, df, base_meta(cfg, "data", "input", "model", "attribution", "evaluation", "roar"))
+    write_text(output.markdown, runtime_markdown(df))
+    save(pipeline_runtime_bars(df), output.figure)
 
 
 # ---------------------------------------------------------------------------------------- figures

@@ -15,7 +15,7 @@ from matex.attribution import available_methods, explain, get_method, record_tow
 from matex.attribution.common import masked_minmax, minmax_norm, upsample
 from matex.attribution.rise import rise_masks
 from matex.data.transforms import InputGeometry
-from matex.errors import ConfigError, MapError
+from matex.errors import ConfigError, DataError, MapError
 from matex.models.base import MatexModel
 
 SIZE = 56
@@ -338,7 +338,7 @@ def test_unknown_method_and_param_are_config_errors(model, images):
 
 
 def test_mismatched_batch_is_an_error(model, images):
-    with pytest.raises(MapError, match="3 images but 2 texts"):
+    with pytest.raises(DataError, match="3 images but 2 texts"):
         explain(model, images, TEXTS[:2], "sobel")
 
 

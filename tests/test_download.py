@@ -254,3 +254,36 @@ def test_missing_credentials_explain_how_to_provide_them(server, tmp_path):
 def test_parse_sha256sums_format():
     text = f"{'a' * 64} files/p10/x.jpg\n{'B' * 64}  README\n\nnot a line\n"
     assert parse_sha256sums(text) == {"files/p10/x.jpg": "a" * 64, "README": "b" * 64}
+
+
+def test_pipeline_download_never_writes_the_password(server, tmp_path, monkeypatch):
+    """The download and prepare rules run by Snakemake against the local server, credentials from the
+    environment: no file the run leaves (data, results, logs, benchmarks, Snakemake's metadata)
+    contains the password, in clear or base64 (as in an Authorization header)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((root / "config" / "mscxr.yaml").read_text())
+    cfg["data"]["mscxr"]["root"] = str(tmp_path / "data" / "mscxr")
+    cfg["data"]["mscxr"]["download"].update(base_url=server.base_url, workers=2)
+    cfg["results_dir"] = str(tmp_path / "results")
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("PHYSIONET_USERNAME", USER)
+    monkeypatch.setenv("PHYSIONET_PASSWORD", PASSWORD)
+    pairs = tmp_path / "results" / cfg["dataset"] / "pairs.parquet"
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", str(cfg_path), "--cores", "1",
+                          "-d", str(tmp_path), str(pairs)], cwd=root, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert pairs.exists() and (tmp_path / "data" / "mscxr" / IMAGES[0]).exists()
+    encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    files = [f for f in tmp_path.rglob("*") if f.is_file() and f != cfg_path]
+    assert any(".snakemake" in f.parts for f in files) and any(f.suffix == ".log" for f in files)
+    for f in files:
+        data = f.read_bytes()
+        assert PASSWORD.encode() not in data and encoded.encode() not in data, f
+    for text in (res.stdout, res.stderr):
+        assert PASSWORD not in text and encoded not in text

@@ -41,3 +41,13 @@ def test_parquet_meta_roundtrip_and_byte_identical(tmp_path):
 def test_config_hash_depends_on_content_not_key_order():
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "maps.npz"
+    stale = tmp_path / ".maps.npz.abc123.npz"   # what a SIGKILLed write leaves behind
+    stale.write_bytes(b"half")
+    other = tmp_path / ".other.npz.xyz.npz"     # another artifact's temp file is not touched
+    other.write_bytes(b"x")
+    write_npz(target, {"a": np.ones(2)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.npz.xyz.npz", "maps.npz"]

@@ -1,5 +1,6 @@
 """The Snakemake DAG: dry runs of both shipped configs, the linter, and one real end-to-end run of the
 implemented rules on a tiny synthetic config."""
+import json
 from pathlib import Path
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def tiny_config(tmp_path: Path) -> Path:
                            "text": {"layers": 1, "width": 32, "heads": 2},
                            "embed_dim": 32, "epochs": 1, "batch_size": 16, "warmup_steps": 1,
                            "threads": 1}},
-        "attribution": {"max_pairs": 6, "batch_size": 4,
+        "attribution": {"max_pairs": 6, "batch_size": 4, "shards": 2,
                         "params": {"rise": {"n_masks": 16, "batch": 8}, "m2ib": {"steps": 2, "n_noise": 2}}},
         "roar": {"train_pairs": 16, "seeds": [0], "epochs": 1, "batch_size": 8},
         "evaluation": {"sanity": {"max_pairs": 4}, "bootstrap": {"n_resamples": 50}},
@@ -61,6 +62,61 @@ def test_dry_run(configfile):
     assert res.returncode == 0, res.stderr[-3000:]
 
 
+def test_sharded_dry_run_has_a_job_per_shard_and_a_merge_per_method(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["attribution"]["shards"] = 3
+    path = tmp_path / "sharded.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = _run(["-n", "--configfile", str(path), "--cores", "1", "-d", str(tmp_path)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = dict(_job_counts(res.stdout))
+    n = len(cfg["attribution"]["methods"])
+    assert counts["attribute"] == 3 * n and counts["merge_attribution"] == n
+
+
+def _job_counts(dry_run_output: str) -> list[tuple[str, int]]:
+    import re
+
+    return [(m.group(1), int(m.group(2))) for m in re.finditer(r"^(\w+)\s+(\d+)$", dry_run_output, re.M)]
+
+
+def _jobs_and_resources(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of every job listed by a dry run."""
+    import re
+
+    jobs, rule = [], None
+    for line in dry_run_output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line)
+        if m:
+            rule = m.group(1)
+        elif line.strip().startswith("resources:") and rule:
+            res = dict(kv.split("=", 1) for kv in line.split("resources:", 1)[1].strip().split(", "))
+            jobs.append((rule, res))
+            rule = None
+    return jobs
+
+
+def test_slurm_profile_dry_run_places_gpu_and_cpu_jobs(tmp_path):
+    """The SLURM profile (snakemake-executor-plugin-slurm): every job of the paper run gets memory and a
+    time limit; the jobs that run the model ask for one GPU on the GPU partition, the rest go to the CPU
+    partition."""
+    res = _run(["-n", "--profile", "workflow/profiles/slurm", "--configfile", "config/mscxr.yaml",
+                "-d", str(tmp_path)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = _jobs_and_resources(res.stdout + res.stderr)
+    gpu_rules = {"attribute", "evaluate", "sanity", "ablation", "attribute_roar_train", "roar_finetune"}
+    assert {r for r, _ in jobs} >= gpu_rules | {"prepare", "download_mscxr", "aggregate", "figure_metrics"}
+    assert len(jobs) > 100
+    for rule, resources in jobs:
+        if rule == "all":
+            continue
+        assert int(resources["mem_mb"]) > 0 and int(resources["runtime"]) > 0, (rule, resources)
+        if rule in gpu_rules:
+            assert resources.get("gpu") == "1" and resources["slurm_partition"] == "gpu", (rule, resources)
+        else:
+            assert "gpu" not in resources and resources["slurm_partition"] == "cpu", (rule, resources)
+
+
 def test_lint_clean():
     res = _run(["--lint"])
     out = res.stdout + res.stderr
@@ -68,10 +124,49 @@ def test_lint_clean():
     assert "Congratulations, your workflow is in a good condition!" in out, out[-3000:]
 
 
+def _pipeline(cfg_path: Path, workdir: Path) -> list[str]:
+    return SNAKEMAKE + ["--configfile", str(cfg_path), "--cores", "2", "--resources", "gpu=1",
+                        "-d", str(workdir), "--rerun-incomplete"]
+
+
+def _kill_during(cmd: list[str], logs: Path, rule: str, timeout: float = 900) -> bool:
+    """Start the pipeline and SIGKILL its whole process group while a ``rule`` job is running
+    (its log says the step started). True if it was killed, False if the run ended first."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            started = [f for f in (logs / rule).glob("*.log") if f"step {rule} started" in f.read_text(errors="ignore")
+                       and f"step {rule} finished" not in f.read_text(errors="ignore")]
+            if started:
+                time.sleep(1.0)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True
+            time.sleep(0.1)
+        return False
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @pytest.mark.slow
 def test_end_to_end_tiny(tmp_path):
+    """The whole DAG on a tiny config (two attribution shards per method), twice: the second run is
+    SIGKILLed in the middle of the attribution and again in the middle of a ROAR+ fine-tuning, then
+    resumed; every map, table and record must equal the first, uninterrupted run."""
+    import shutil
+
+    from matex.provenance import compare_runs
+
     cfg_path = tiny_config(tmp_path)
-    res = _run(["--configfile", str(cfg_path), "--cores", "2", "--resources", "gpu=1"])
+    res = subprocess.run(_pipeline(cfg_path, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     ds = tmp_path / "results" / "synthetic"
     pairs = pd.read_parquet(ds / "pairs.parquet")
@@ -84,12 +179,33 @@ def test_end_to_end_tiny(tmp_path):
         maps, meta = read_npz(md / "maps" / f"{method}.npz")
         image_maps = {k: v for k, v in maps.items() if not k.startswith("text/")}
         assert len(image_maps) == 6 and meta["method"] == method and meta["config_hash"]
+        assert meta["seed"] == 0 and meta["model_checkpoint_sha256"] and meta["matex_version"]
         assert all(v.shape == (224, 224) and np.isfinite(v).all() for v in image_maps.values())
         metrics = pd.read_parquet(md / "metrics" / f"{method}.parquet")
         assert len(metrics) == 6
+    assert not (md / "maps" / "shards").exists() or not list((md / "maps" / "shards").glob("*.npz"))  # temp()
     table = (md / "tables" / "results.md").read_text()
     assert all(m in table for m in cfg["attribution"]["methods"])
+    assert "<table" in (md / "tables" / "results.html").read_text()
+    runtime = pd.read_parquet(md / "tables" / "pipeline_runtime.parquet")
+    assert {"train_demo_model", "attribute", "evaluate", "roar_finetune"} <= set(runtime["rule"])
+    prov = json.loads((md / "provenance.json").read_text())
+    assert prov["seed"] == 0 and prov["model"]["checkpoint_sha256"] == meta["model_checkpoint_sha256"]
     _execute_notebook(ROOT / "notebooks" / "audit_pair.ipynb", md)
     # a rerun with unchanged inputs has nothing to do
-    again = _run(["--configfile", str(cfg_path), "--cores", "1", "-n"])
+    again = _run(["--configfile", str(cfg_path), "--cores", "1", "-n", "-d", str(tmp_path)])
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # second run from scratch, killed twice, resumed
+    first = tmp_path / "first_run"
+    shutil.move(tmp_path / "results", first)
+    cmd = _pipeline(cfg_path, tmp_path)
+    assert _kill_during(cmd, md / "logs", "attribute"), "the run ended before an attribution job started"
+    assert _kill_during(cmd, md / "logs", "roar_finetune"), "the run ended before a ROAR+ job started"
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    leftovers = [p for p in (tmp_path / "results").rglob(".*") if p.is_file()]
+    assert leftovers == [], leftovers   # no temporary file of an interrupted write survives
+    diff = compare_runs(first, tmp_path / "results")
+    assert diff["compared"] > 60 and diff["identical_bytes"] > 40
+    assert diff["differences"] == [] and diff["only_in_a"] == [] and diff["only_in_b"] == [], diff

@@ -90,12 +90,19 @@ def explain(model, images, texts: Sequence[str], method: str = "matex", **params
     texts: one phrase per image. Returns maps (B, H, W) float32 in [0, 1] on CPU."""
     from .wrapper import ForwardContext
 
+    from ..errors import DataError
+
     spec = get_method(method)
     used = resolve_params(spec, params)
-    texts = [str(t) for t in texts]
+    if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
+        raise DataError("texts must be a list of strings, one phrase per image")
+    texts = list(texts)
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise DataError(f"texts {empty} are empty: a phrase is needed to explain an image-text match")
     x = model.preprocess(images)
     if x.ndim != 4 or x.shape[0] != len(texts):
-        raise MapError(f"method {method!r}: {x.shape[0] if x.ndim == 4 else '?'} images but {len(texts)} texts")
+        raise DataError(f"method {method!r}: {x.shape[0] if x.ndim == 4 else '?'} images but {len(texts)} texts")
     was_training = model.clip.training
     model.clip.eval()  # dropout off: maps must be deterministic
     try:

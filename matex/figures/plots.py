@@ -113,3 +113,19 @@ def runtime_bars(runtime: pd.DataFrame, method_order: Sequence[str]):
     ax.set_title("Attribution runtime per pair")
     fig.tight_layout()
     return fig
+
+
+def pipeline_runtime_bars(jobs: pd.DataFrame):
+    """Summed wall time per Snakemake rule (horizontal bars, slowest on top)."""
+    from ..metrics.runtime import per_rule
+
+    table = per_rule(jobs).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(table) + 1.2))
+    ax.barh(table.index, table["total_s"], color=sns.color_palette(PALETTE, 1)[0])
+    for y, (total, n) in enumerate(zip(table["total_s"], table["jobs"])):
+        ax.text(total, y, f" {total:.0f} s ({n} job{'s' if n > 1 else ''})", va="center", fontsize=7)
+    ax.set_xlabel("summed job wall time (s)")
+    ax.set_title("Pipeline wall time per rule")
+    ax.margins(x=0.25)
+    fig.tight_layout()
+    return fig

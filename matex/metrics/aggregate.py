@@ -76,3 +76,19 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
                       r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\toprule",
                       " & ".join(cols) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
                       r"\end{table}"]) + "\n"
+
+
+def to_html(tables: Sequence[tuple[str, pd.DataFrame]], title: str, notes: Sequence[str] = ()) -> str:
+    """A standalone HTML page of the given (title, table) pairs, for the Snakemake report."""
+    import html
+
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse;margin-bottom:1.5em}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th:first-child,td:first-child"
+             "{text-align:left}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts += [f"<p>{html.escape(n)}</p>" for n in notes]
+    for name, table in tables:
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts.append(table.rename_axis("method").to_html(escape=True, border=0))
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

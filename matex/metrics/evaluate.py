@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.transforms import box_mask
+from ..errors import MapError
 from ..io import read_npz
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,18 @@ def box_masks(pairs: pd.DataFrame, size: int) -> np.ndarray:
     return np.stack([box_mask([tuple(b) for b in boxes], size) for boxes in pairs["boxes"]])
 
 
+def check_cached_maps(arrays: Mapping[str, np.ndarray], ids, npz_path, shape: tuple[int, int]) -> None:
+    """Every cached map has the model's input shape and finite values; else name the file and pair."""
+    for p in ids:
+        m = arrays[p]
+        if m.shape != shape:
+            raise MapError(f"{npz_path}: map of pair {p} has shape {m.shape}, expected {shape}")
+        if not np.isfinite(m).all():
+            n = int((~np.isfinite(m)).sum())
+            raise MapError(f"{npz_path}: map of pair {p} has {n} NaN/Inf values; delete the file and rerun "
+                           "the attribution")
+
+
 def evaluate_maps(model, method: str, pairs: pd.DataFrame, images_u8: np.ndarray, npz_path,
                   cfg: Mapping[str, Any], batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
     """One row per explained pair with every per-pair metric of ``method``."""
@@ -29,7 +42,12 @@ def evaluate_maps(model, method: str, pairs: pd.DataFrame, images_u8: np.ndarray
 
     arrays, _ = read_npz(npz_path)
     ids = [k for k in arrays if not k.startswith("text/")]
+    check_cached_maps(arrays, ids, npz_path, (model.geometry.size,) * 2)
     row_of = pd.Series(np.arange(len(pairs)), index=pairs["pair_id"])
+    unknown = [p for p in ids if p not in row_of.index]
+    if unknown:
+        raise MapError(f"{npz_path} holds maps of pairs that are not in the pairs table: {unknown[:5]} "
+                       "(made from another dataset? rerun the attribution)")
     rows = row_of.loc[ids].to_numpy()
     ev = cfg.get("evaluation", {})
     conf = ev.get("confidence", {})

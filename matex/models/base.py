@@ -33,14 +33,36 @@ class MatexModel:
         return self.tokenizer(list(texts)).to(self.device)
 
     def preprocess(self, images) -> torch.Tensor:
-        """PIL images, a (B, H, W) uint8 grey array, or an already-normalised (B, 3, H, W) float
-        tensor -> normalised (B, 3, S, S) float tensor on the model's device."""
-        if isinstance(images, torch.Tensor) and images.ndim == 4:
-            return images.to(self.device, torch.float32)
-        if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 3:
-            return normalize_batch(images, self.mean, self.std).to(self.device)
-        arrays = np.stack([self.geometry.image_to_input(im) for im in images])
-        return normalize_batch(arrays, self.mean, self.std).to(self.device)
+        """PIL images or image file paths, a (B, H, W) uint8 grey array, or an already-normalised
+        (B, 3, S, S) float tensor -> normalised (B, 3, S, S) float tensor on the model's device.
+
+        Bad input is a :class:`~matex.errors.DataError` naming the image (index or file): an
+        unreadable file, a tensor of the wrong size, NaN/Inf pixels, an empty batch."""
+        from ..errors import DataError
+
+        s = self.geometry.size
+        if isinstance(images, torch.Tensor):
+            if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (s, s):
+                raise DataError(f"image tensor must be (B, 3, {s}, {s}) for this model (input.size {s}), "
+                                f"got {tuple(images.shape)}")
+            x = images.to(self.device, torch.float32)
+        elif isinstance(images, np.ndarray):
+            if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (s, s):
+                raise DataError(f"image array must be uint8 (B, {s}, {s}) grey input images, got "
+                                f"{images.dtype} {images.shape}; pass PIL images or file paths to resize")
+            x = normalize_batch(images, self.mean, self.std).to(self.device)
+        else:
+            images = list(images)
+            arrays = [self.geometry.image_to_input(_open_image(im, i)) for i, im in enumerate(images)]
+            if not arrays:
+                raise DataError("no images given")
+            x = normalize_batch(np.stack(arrays), self.mean, self.std).to(self.device)
+        if x.shape[0] == 0:
+            raise DataError("no images given")
+        bad = (~torch.isfinite(x)).flatten(1).any(1)
+        if bool(bad.any()):
+            raise DataError(f"images {bad.nonzero().flatten().tolist()} contain NaN or Inf values")
+        return x
 
     @torch.no_grad()
     def similarity(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -48,3 +70,26 @@ class MatexModel:
         fi = torch.nn.functional.normalize(self.clip.encode_image(images), dim=-1)
         ft = torch.nn.functional.normalize(self.clip.encode_text(tokens), dim=-1)
         return (fi * ft).sum(-1)
+
+
+def _open_image(im, index: int):
+    """A PIL image as given, or the image at a file path (errors name the file)."""
+    import os
+
+    from PIL import Image, UnidentifiedImageError
+
+    from ..errors import DataError
+
+    if isinstance(im, Image.Image):
+        return im
+    if isinstance(im, (str, os.PathLike)):
+        try:
+            with Image.open(im) as img:
+                img.load()
+                return img.copy()
+        except FileNotFoundError:
+            raise DataError(f"image {index}: file not found", file=str(im)) from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise DataError(f"image {index}: cannot be decoded ({type(e).__name__}: {e})", file=str(im)) from None
+    raise DataError(f"image {index} is a {type(im).__name__}; expected a PIL image, a file path, a (B, H, W) "
+                    "uint8 array or a (B, 3, H, W) tensor")

@@ -1,19 +1,25 @@
-SHARDS = range(int(config["attribution"]["shards"]))
+N_SHARDS = int(config["attribution"]["shards"])
+SHARDS = range(N_SHARDS)
+# One shard: the attribute job writes the method's artifacts itself. Several: each shard job writes a
+# temporary part and merge_attribution joins them (identical to the one-shard artifacts).
+ATTRIBUTE_OUT = f"{MD}/maps/shards/{{method}}.{{shard}}" if N_SHARDS > 1 else f"{MD}/maps/{{method}}"
+ATTRIBUTE_JOB = "{method}.{shard}" if N_SHARDS > 1 else "{method}"
 
 
 rule attribute:
-    """Attribution maps of one method for one shard of the evaluation pairs (one model forward/backward per batch)."""
+    """Attribution maps of one method (for one shard of the evaluation pairs when sharded); one model
+    forward/backward per batch."""
     input:
         unpack(model_input),
         pairs=f"{DS}/pairs.parquet",
         images=f"{DS}/images.npy",
     output:
-        npz=temp(f"{MD}/maps/shards/{{method}}.{{shard}}.npz"),
-        parquet=temp(f"{MD}/maps/shards/{{method}}.{{shard}}.parquet"),
+        npz=temp(f"{ATTRIBUTE_OUT}.npz") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.npz",
+        parquet=temp(f"{ATTRIBUTE_OUT}.parquet") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.parquet",
     log:
-        f"{MD}/logs/attribute/{{method}}.{{shard}}.log",
+        f"{MD}/logs/attribute/{ATTRIBUTE_JOB}.log",
     benchmark:
-        f"{MD}/benchmarks/attribute/{{method}}.{{shard}}.tsv"
+        f"{MD}/benchmarks/attribute/{ATTRIBUTE_JOB}.tsv"
     threads: 2
     resources:
         mem_mb=8000,
@@ -25,23 +31,25 @@ rule attribute:
         "../scripts/step.py"
 
 
-rule merge_attribution:
-    """Join a method's shards into maps/{method}.npz and maps/{method}.parquet (identical to an unsharded run)."""
-    input:
-        npz=expand(f"{MD}/maps/shards/{{{{method}}}}.{{shard}}.npz", shard=SHARDS),
-        parquet=expand(f"{MD}/maps/shards/{{{{method}}}}.{{shard}}.parquet", shard=SHARDS),
-    output:
-        npz=f"{MD}/maps/{{method}}.npz",
-        parquet=f"{MD}/maps/{{method}}.parquet",
-    log:
-        f"{MD}/logs/merge_attribution/{{method}}.log",
-    benchmark:
-        f"{MD}/benchmarks/merge_attribution/{{method}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../../environment.yml"
-    script:
-        "../scripts/step.py"
+if N_SHARDS > 1:
+
+    rule merge_attribution:
+        """Join a method's shards into maps/{method}.npz and maps/{method}.parquet (identical to an unsharded run)."""
+        input:
+            npz=expand(f"{MD}/maps/shards/{{{{method}}}}.{{shard}}.npz", shard=SHARDS),
+            parquet=expand(f"{MD}/maps/shards/{{{{method}}}}.{{shard}}.parquet", shard=SHARDS),
+        output:
+            npz=f"{MD}/maps/{{method}}.npz",
+            parquet=f"{MD}/maps/{{method}}.parquet",
+        log:
+            f"{MD}/logs/merge_attribution/{{method}}.log",
+        benchmark:
+            f"{MD}/benchmarks/merge_attribution/{{method}}.tsv"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        conda:
+            "../../environment.yml"
+        script:
+            "../scripts/step.py"

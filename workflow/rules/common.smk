@@ -46,3 +46,17 @@ def sanity_methods():
 
 def figure_outputs(name):
     return expand(f"{MD}/figures/{name}.{{ext}}", ext=config["figures"]["formats"])
+
+
+def final_targets():
+    """Every artifact of a run except the pipeline-runtime summary (which is made from their benchmarks)."""
+    return [
+        f"{DS}/pairs.parquet",
+        f"{DS}/alignment_report.json",
+        *model_artifacts(),
+        *attribution_maps(),
+        f"{MD}/tables/results.md",
+        f"{MD}/provenance.json",
+        *[out for f in ("qualitative", "metrics", "ablation_weights", "ablation_prior_strength", "sanity", "runtime")
+          for out in figure_outputs(f)],
+    ]

@@ -33,6 +33,7 @@ rule aggregate:
         tidy=f"{MD}/tables/metrics_tidy.parquet",
         summary=f"{MD}/tables/summary.parquet",
         markdown=f"{MD}/tables/results.md",
+        html=report(f"{MD}/tables/results.html", category="Tables", caption="../report/tables.rst"),
         latex=f"{MD}/tables/results.tex",
         roar=f"{MD}/tables/roar_plus.parquet",
     log:
