@@ -24,7 +24,11 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
     pipeline)
-        exec .venv/bin/snakemake --profile workflow/profiles/local "$@" ;;
+        gpu=()
+        if .venv/bin/python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+            gpu=(--resources gpu=1)   # one CUDA card: one model job at a time
+        fi
+        exec .venv/bin/snakemake --profile workflow/profiles/local "${gpu[@]}" "$@" ;;
     test)
         exec .venv/bin/python -m pytest "$@" ;;
     *)

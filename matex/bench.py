@@ -37,7 +37,7 @@ def _build(model_name: str, device: str):
 
 
 def _measure(q, model_name: str, method: str, batch: int, repeats: int, device: str, threads: int,
-             params: dict) -> None:
+             params: dict, warmup: bool = True) -> None:
     import torch
 
     from .attribution import explain
@@ -51,7 +51,8 @@ def _measure(q, model_name: str, method: str, batch: int, repeats: int, device: 
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    explain(model, images, texts, method=method, **params)  # warm-up (counted in the peak)
+    if warmup:
+        explain(model, images, texts, method=method, **params)  # warm-up (counted in the peak)
     times = []
     for _ in range(repeats):
         if device == "cuda":
@@ -66,8 +67,14 @@ def _measure(q, model_name: str, method: str, batch: int, repeats: int, device: 
     q.put({"seconds": min(times), "peak_mb": peak_mb})
 
 
+# Methods that run hundreds of forward passes per pair: on a CPU they are timed once, without a
+# warm-up, and only up to --iterative-max-batch (their cost is linear in the batch anyway).
+ITERATIVE = ("rise", "m2ib")
+
+
 def run_benchmark(models: list[str], methods: list[str], batch_sizes: list[int], repeats: int, device: str,
-                  threads: int, params: dict[str, dict[str, Any]]) -> "pd.DataFrame":
+                  threads: int, params: dict[str, dict[str, Any]],
+                  iterative_max_batch: int | None = None) -> "pd.DataFrame":
     import pandas as pd
 
     ctx = mp.get_context("spawn")
@@ -75,9 +82,12 @@ def run_benchmark(models: list[str], methods: list[str], batch_sizes: list[int],
     for model_name in models:
         for batch in batch_sizes:
             for method in methods:
+                slow = method in ITERATIVE and device == "cpu"
+                if slow and iterative_max_batch is not None and batch > iterative_max_batch:
+                    continue
                 q = ctx.Queue()
-                p = ctx.Process(target=_measure, args=(q, model_name, method, batch, repeats, device, threads,
-                                                       params.get(method, {})))
+                p = ctx.Process(target=_measure, args=(q, model_name, method, batch, 1 if slow else repeats, device,
+                                                       threads, params.get(method, {}), not slow))
                 p.start()
                 res = q.get()
                 p.join()
@@ -122,11 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rise-masks", type=int, default=500)
+    ap.add_argument("--rise-masks", type=int, default=None, help="RISE masks per pair (default: the method's)")
+    ap.add_argument("--iterative-max-batch", type=int, default=8,
+                    help="largest batch at which RISE and M2IB are timed on a CPU (they are linear in the batch)")
     ap.add_argument("--out", default=None, help="also write the table as Markdown here")
     args = ap.parse_args(argv)
-    params = {"rise": {"n_masks": args.rise_masks}}
-    df = run_benchmark(args.models, args.methods, args.batch_sizes, args.repeats, args.device, args.threads, params)
+    params = {"rise": {"n_masks": args.rise_masks}} if args.rise_masks else {}
+    df = run_benchmark(args.models, args.methods, args.batch_sizes, args.repeats, args.device, args.threads, params,
+                       args.iterative_max_batch)
     text = f"Machine: {machine_description(args.device, args.threads)}\n\n{to_markdown(df)}\n"
     print("\n" + text)
     if args.out:

@@ -125,7 +125,7 @@ def test_lint_clean():
 
 
 def _pipeline(cfg_path: Path, workdir: Path) -> list[str]:
-    return SNAKEMAKE + ["--configfile", str(cfg_path), "--cores", "2", "--resources", "gpu=1",
+    return SNAKEMAKE + ["--profile", "workflow/profiles/local", "--configfile", str(cfg_path), "--cores", "2",
                         "-d", str(workdir), "--rerun-incomplete"]
 
 

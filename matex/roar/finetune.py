@@ -30,12 +30,14 @@ def roar_run(model, pairs: pd.DataFrame, images_u8: np.ndarray, train_rows: np.n
     val_imgs = np.ascontiguousarray(images_u8[val_rows])
     val_texts = pairs["phrase"].iloc[val_rows].tolist()
     bs = int(roar_cfg["batch_size"])
-    loss_before = validation_loss(model, val_imgs, val_texts, batch_size=bs, seed=0)
+    # the explained model's own loss is the same for every variant and seed: measured once, with the clean run
+    loss_before = validation_loss(model, val_imgs, val_texts, batch_size=bs, seed=0) if variant == "clean" else None
     history = train_clip(model, degraded, train_texts, epochs=int(roar_cfg["epochs"]), batch_size=bs,
                          lr=float(roar_cfg["lr"]), weight_decay=0.0, warmup_steps=0, seed=seed,
                          threads=threads, progress=progress)
     loss_after = validation_loss(model, val_imgs, val_texts, batch_size=bs, seed=0)
-    return {"variant": variant, "seed": seed, "val_loss_before": float(loss_before),
+    return {"variant": variant, "seed": seed,
+            "val_loss_before": float(loss_before) if loss_before is not None else None,
             "val_loss": float(loss_after), "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
             "removed_fraction": 0.0 if variant == "clean" else float(roar_cfg["top_fraction"]),
             "history": history}
