@@ -39,7 +39,8 @@ def pick_qualitative_pairs(pairs: pd.DataFrame, explained: Sequence[str], per_ca
 def qualitative_grid(pairs: pd.DataFrame, images_u8: np.ndarray, maps: Mapping[str, Mapping[str, np.ndarray]],
                      pair_ids: Sequence[str], show_images: bool = True):
     """Rows: pairs; columns: the image with its radiologist box, then each method's map overlaid.
-    ``show_images=False`` draws maps without the radiograph (MIMIC licence)."""
+    ``show_images=False`` draws maps on a grey background and labels rows by finding category, so
+    neither the radiograph nor its report phrase ends up in the figure (MIMIC licence)."""
     methods = list(maps)
     row_of = {p: i for i, p in enumerate(pairs["pair_id"])}
     fig, axes = plt.subplots(len(pair_ids), len(methods) + 1, squeeze=False,
@@ -51,8 +52,9 @@ def qualitative_grid(pairs: pd.DataFrame, images_u8: np.ndarray, maps: Mapping[s
         background = img if show_images else np.full_like(img, 128)
         axes[r, 0].imshow(background, cmap="gray", vmin=0, vmax=255)
         axes[r, 0].contour(mask, levels=[0.5], colors="#56B4E9", linewidths=1.0)
-        phrase = row["phrase"] if len(row["phrase"]) < 34 else row["phrase"][:31] + "..."
-        axes[r, 0].set_title(phrase, fontsize=6)
+        # MIMIC's licence covers the report phrases too: without images, label rows by category only
+        label = str(row["phrase"]) if show_images else str(row["category"])
+        axes[r, 0].set_title(label if len(label) < 34 else label[:31] + "...", fontsize=6)
         for c, m in enumerate(methods, start=1):
             axes[r, c].imshow(background, cmap="gray", vmin=0, vmax=255)
             axes[r, c].imshow(maps[m][pid].astype(np.float32), cmap="viridis", alpha=0.55, vmin=0, vmax=1)
