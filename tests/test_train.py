@@ -72,6 +72,16 @@ def test_validation_loss_is_fixed_and_gradient_free():
     b = validation_loss(model, images, texts, batch_size=16, seed=0)
     assert a == b and np.isfinite(a)
     assert all(p.grad is None for p in model.clip.parameters())
+    # equals the training loss of the same seeded batches, computed directly on each batch
+    from matex.data.transforms import normalize_batch
+    from matex.models.train import _batches
+
+    tokens = model.tokenizer(texts)
+    with torch.no_grad():
+        direct = [(float(contrastive_loss(model, normalize_batch(images[idx.numpy()], model.mean, model.std),
+                                          tokens[idx])), len(idx))
+                  for idx in _batches(len(texts), 16, torch.Generator().manual_seed(0))]
+    assert a == pytest.approx(sum(l * n for l, n in direct) / sum(n for _, n in direct), rel=1e-5)
 
 
 def test_retrieval_chance_levels():

@@ -115,8 +115,10 @@ def train_clip(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str], *
             if val is not None:
                 v_images, v_texts = val[0], val[1]
                 v_categories = val[2] if len(val) > 2 else None
-                row["val_loss"] = validation_loss(model, v_images, v_texts, batch_size, seed=0)
-                row.update(evaluate_retrieval(model, v_images, v_texts, v_categories, batch_size=max(batch_size, 128)))
+                feats = (_encode_images(model, v_images, max(batch_size, 128)),
+                         _encode_texts(model, list(v_texts), max(batch_size, 128)))
+                row["val_loss"] = validation_loss(model, v_images, v_texts, batch_size, seed=0, features=feats)
+                row.update(evaluate_retrieval(model, v_images, v_texts, v_categories, features=feats))
             history.append(row)
             if log is not None:
                 log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
@@ -126,20 +128,31 @@ def train_clip(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str], *
         torch.set_num_threads(previous_threads)
 
 
+def _loss_from_features(fi: torch.Tensor, ft: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """The symmetric InfoNCE of :func:`contrastive_loss`, from unit-norm features."""
+    logits = logit_scale.exp() * fi @ ft.t()
+    targets = torch.arange(len(logits), device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+
+
 @torch.no_grad()
 def validation_loss(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str], batch_size: int,
-                    seed: int = 0) -> float:
+                    seed: int = 0, features: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
     """Mean contrastive loss (weighted by batch size) over fixed seeded batches, without gradients.
 
-    The batches depend only on ``seed`` and N, so the losses of two models are comparable (ROAR+)."""
+    The batches depend only on ``seed`` and N, so the losses of two models are comparable (ROAR+).
+    Each pair is encoded once (the encoders see one sample at a time in eval mode, so the features do
+    not depend on the batch); ``features`` reuses unit-norm (image, text) features already computed."""
     was_training = model.clip.training
     model.clip.eval()
     try:
-        tokens_all = model.tokenizer(list(texts))
+        if features is None:
+            features = (_encode_images(model, images_u8, batch_size), _encode_texts(model, list(texts), batch_size))
+        fi, ft = features
+        scale = model.clip.logit_scale.detach().cpu()
         total, count = 0.0, 0
         for idx in _batches(len(texts), batch_size, torch.Generator().manual_seed(seed)):
-            images = normalize_batch(images_u8[idx.numpy()], model.mean, model.std).to(model.device)
-            total += float(contrastive_loss(model, images, tokens_all[idx].to(model.device))) * len(idx)
+            total += float(_loss_from_features(fi[idx], ft[idx], scale)) * len(idx)
             count += len(idx)
         if count == 0:
             raise ValueError("validation_loss: need at least 2 pairs")
@@ -163,7 +176,8 @@ def _encode_texts(model: MatexModel, texts: Sequence[str], batch_size: int) -> t
 
 @torch.no_grad()
 def evaluate_retrieval(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str],
-                       categories: Sequence[str] | None, batch_size: int = 128) -> dict:
+                       categories: Sequence[str] | None, batch_size: int = 128,
+                       features: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Zero-shot category accuracy and image->text pair retrieval, each with its chance level.
 
     (a) prompts = the distinct category names, lower-cased; top-1 image->prompt accuracy, chance
@@ -175,7 +189,7 @@ def evaluate_retrieval(model: MatexModel, images_u8: np.ndarray, texts: Sequence
     model.clip.eval()
     try:
         texts = list(texts)
-        image_feats = _encode_images(model, images_u8, batch_size)
+        image_feats = features[0] if features is not None else _encode_images(model, images_u8, batch_size)
         out: dict[str, Any] = {"n_pairs": len(texts)}
         if categories is not None:
             names = sorted({str(c).lower() for c in categories})
@@ -184,7 +198,7 @@ def evaluate_retrieval(model: MatexModel, images_u8: np.ndarray, texts: Sequence
             truth = np.array([names.index(str(c).lower()) for c in categories])
             out.update(zero_shot_accuracy=float((predicted == truth).mean()), zero_shot_chance=1.0 / len(names),
                        n_categories=len(names))
-        text_feats = _encode_texts(model, texts, batch_size)
+        text_feats = features[1] if features is not None else _encode_texts(model, texts, batch_size)
         hits1, hits5, chance1, chance5 = [], [], [], []
         for start in range(0, len(texts), RETRIEVAL_CHUNK):
             rows = np.arange(start, min(start + RETRIEVAL_CHUNK, len(texts)))
