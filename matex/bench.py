@@ -123,6 +123,31 @@ def to_markdown(df) -> str:
     return "\n".join(lines)
 
 
+def target_summary(df) -> str:
+    """The performance issue's ratios, per model, each from this run's own measurements."""
+    lines = []
+    for model_name, g in df.groupby("model", sort=False):
+        t = g.set_index(["method", "batch"])
+
+        def get(method, batch, col="ms_per_pair"):
+            return t[col].get((method, batch), float("nan"))
+
+        for b in sorted(g["batch"].unique()):
+            if ("matex", b) not in t.index:
+                continue
+            m = get("matex", b)
+            parts = [f"MATEX/Chefer time {m / get('chefer', b):.2f} (target ≤ 1.25)",
+                     f"MATEX/Grad-CAM time {m / get('gradcam', b):.2f} (≤ 1.5)",
+                     f"M2IB/MATEX time {get('m2ib', b) / m:.1f} (≥ 20)",
+                     f"MATEX/Chefer peak memory {get('matex', b, 'peak_mb') / get('chefer', b, 'peak_mb'):.2f} (≤ 1.5)"]
+            lines.append(f"- {model_name}, batch {b}: " + "; ".join(p for p in parts if "nan" not in p))
+        bs = sorted(g.loc[g["method"] == "matex", "batch"])
+        if len(bs) > 1:
+            lines.append(f"- {model_name}: MATEX pairs/s at batch {bs[-1]} ÷ batch {bs[0]} = "
+                         f"{get('matex', bs[-1], 'pairs_per_s') / get('matex', bs[0], 'pairs_per_s'):.2f} (target ≥ 3)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["demo", "vitb32"], choices=["demo", "vitb32"])
@@ -140,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     params = {"rise": {"n_masks": args.rise_masks}} if args.rise_masks else {}
     df = run_benchmark(args.models, args.methods, args.batch_sizes, args.repeats, args.device, args.threads, params,
                        args.iterative_max_batch)
-    text = f"Machine: {machine_description(args.device, args.threads)}\n\n{to_markdown(df)}\n"
+    text = (f"Machine: {machine_description(args.device, args.threads)}\n\n{to_markdown(df)}\n\n"
+            f"{target_summary(df)}\n")
     print("\n" + text)
     if args.out:
         from .io import write_text

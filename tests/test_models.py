@@ -167,3 +167,12 @@ def test_resolve_device():
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError):
         resolve_device("tpu")
+
+
+def test_checkpoints_of_the_same_model_are_byte_identical(tmp_path):
+    """The checkpoint's sha256 goes into every artifact's metadata, so saving must be deterministic."""
+    model = load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY)
+    cfg = demo_model_cfg(TINY_DEMO, 56)
+    save_checkpoint(model, tmp_path / "a.pt", cfg, {"seed": 0})
+    save_checkpoint(model, tmp_path / "b.pt", cfg, {"seed": 0})
+    assert file_sha256(tmp_path / "a.pt") == file_sha256(tmp_path / "b.pt")

@@ -261,4 +261,7 @@ def save_checkpoint(model: MatexModel, path: str | os.PathLike, model_cfg: Mappi
     payload = {"format": CHECKPOINT_FORMAT, "model_cfg": copy.deepcopy(dict(model_cfg)), "state_dict": state,
                "meta": {"mean": list(model.mean), "std": list(model.std), **copy.deepcopy(dict(meta))}}
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+        # through a file object: torch.save names the zip's top folder after a path it is given (the
+        # random temporary name), which would make identical checkpoints differ byte-wise
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The attribution benchmark as reported in the README: every method on the demo model and on a
+# randomly initialised ViT-B-32, 2 CPU threads. RISE (500 masks) and M2IB (10 steps x 10 noise
+# draws) run hundreds of passes per pair, so on ViT-B-32 they are timed at batch 1 only.
+# Run on an otherwise idle machine; ~15 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+"$PY" -m matex.bench --models demo --batch-sizes 1 8 32 --repeats 3 --threads 2 \
+    --iterative-max-batch 8 --out benchmarks/results_cpu_demo.md
+"$PY" -m matex.bench --models vitb32 --batch-sizes 1 8 32 --repeats 2 --threads 2 \
+    --iterative-max-batch 1 --out benchmarks/results_cpu_vitb32.md
