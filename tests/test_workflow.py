@@ -195,6 +195,11 @@ def test_end_to_end_tiny(tmp_path):
     prov = json.loads((md / "provenance.json").read_text())
     assert prov["seed"] == 0 and prov["model"]["checkpoint_sha256"] == meta["model_checkpoint_sha256"]
     _execute_notebook(ROOT / "notebooks" / "audit_pair.ipynb", md)
+    report = tmp_path / "report.html"
+    rep = _run(["--configfile", str(cfg_path), "--cores", "1", "-d", str(tmp_path), "--report", str(report)])
+    assert rep.returncode == 0 and report.exists(), rep.stderr[-3000:]
+    html = report.read_text(errors="ignore")
+    assert "results.html" in html and "qualitative.png" in html and "pipeline_runtime.png" in html
     # a rerun with unchanged inputs has nothing to do
     again = _run(["--configfile", str(cfg_path), "--cores", "1", "-n", "-d", str(tmp_path)])
     assert "Nothing to be done" in again.stdout + again.stderr
