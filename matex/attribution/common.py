@@ -68,15 +68,20 @@ def grid_to_image(patch_scores: torch.Tensor, size: Sequence[int]) -> torch.Tens
     return minmax_norm(upsample(tokens_to_grid(patch_scores), size))
 
 
-def check_finite(maps: torch.Tensor, method: str, what: str = "map") -> torch.Tensor:
-    """Raise MapError naming the method when any value is NaN or infinite.
+def nonfinite_items(x: torch.Tensor) -> list[int]:
+    """Indices (along dim 0) of the batch items holding a NaN or Inf value.
 
-    Fast path: NaN/Inf propagate into the sum, so a finite sum means finite maps (an overflowing sum
-    of huge finite values falls through to the exact check)."""
-    if bool(torch.isfinite(maps.sum())):
-        return maps
-    if not torch.isfinite(maps).all():
-        bad = (~torch.isfinite(maps)).flatten(1).any(1).nonzero().flatten().tolist()
+    Fast path: NaN/Inf propagate into the sum, so a finite sum means a finite batch (an overflowing
+    sum of huge finite values falls through to the exact scan)."""
+    if bool(torch.isfinite(x.sum())):
+        return []
+    return (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten().tolist()
+
+
+def check_finite(maps: torch.Tensor, method: str, what: str = "map") -> torch.Tensor:
+    """Raise MapError naming the method when any value is NaN or infinite."""
+    bad = nonfinite_items(maps)
+    if bad:
         raise MapError(f"attribution method {method!r} produced a non-finite {what} for batch items {bad}")
     return maps
 

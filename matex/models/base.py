@@ -59,9 +59,11 @@ class MatexModel:
             x = normalize_batch(np.stack(arrays), self.mean, self.std).to(self.device)
         if x.shape[0] == 0:
             raise DataError("no images given")
-        bad = (~torch.isfinite(x)).flatten(1).any(1) if not bool(torch.isfinite(x.sum())) else None
-        if bad is not None and bool(bad.any()):
-            raise DataError(f"images {bad.nonzero().flatten().tolist()} contain NaN or Inf values")
+        from ..attribution.common import nonfinite_items
+
+        bad = nonfinite_items(x)
+        if bad:
+            raise DataError(f"images {bad} contain NaN or Inf values")
         return x
 
     @torch.no_grad()
