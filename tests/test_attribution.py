@@ -15,7 +15,7 @@ from matex.attribution import available_methods, explain, get_method, record_tow
 from matex.attribution.common import masked_minmax, minmax_norm, upsample
 from matex.attribution.rise import rise_masks
 from matex.data.transforms import InputGeometry
-from matex.errors import ConfigError, DataError, MapError
+from matex.errors import ConfigError, DataError, MapError, MatexError
 from matex.models.base import MatexModel
 
 SIZE = 56
@@ -82,6 +82,21 @@ def test_minmax_constant_map_is_zero_and_range_is_unit():
     out = minmax_norm(x)
     assert torch.equal(out[0], torch.zeros(4, 4))
     assert out[1].min() == 0 and out[1].max() == 1 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("grid,size", [((7, 7), (224, 224)), ((7, 7), (225, 100)), ((3, 5), (17, 16)), ((1, 1), (4, 4))])
+def test_upsample_equals_torch_bilinear(grid, size):
+    g = torch.rand(3, *grid, generator=torch.Generator().manual_seed(0))
+    reference = torch.nn.functional.interpolate(g.unsqueeze(1), size=size, mode="bilinear",
+                                                align_corners=False).squeeze(1)
+    torch.testing.assert_close(upsample(g, size), reference, atol=1e-6, rtol=0)
+
+
+def test_minmax_normalises_every_map_of_a_batch_on_its_own():
+    x = torch.stack([torch.rand(8, 8, generator=torch.Generator().manual_seed(i)) * (i + 1) - i for i in range(3)])
+    out = minmax_norm(x)
+    for xi, oi in zip(x, out):
+        torch.testing.assert_close(oi, (xi - xi.min()) / (xi.max() - xi.min()), atol=1e-6, rtol=0)
 
 
 def test_masked_minmax_ignores_padding():
@@ -226,6 +241,46 @@ def test_matex_gradient_term_alone(model, images):
     out = explain(model, images, TEXTS, "matex", beta=0.0, gamma=0.0, delta=0.0, prior_strength=1.0)
     torch.testing.assert_close(out.image, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(out.components["gradient"], expected, atol=1e-5, rtol=0)
+
+
+def test_requested_token_gradients_equal_the_full_backward(model, images):
+    """trace(token_grads={tower: blocks}) stops autograd at the lowest requested block; the gradients
+    it returns must equal those of the full backward pass, and the others are None."""
+    from matex.attribution.wrapper import ForwardContext
+
+    ctx = ForwardContext(model=model, images=model.preprocess(images), tokens=model.tokenize(TEXTS), texts=TEXTS)
+    full = ctx.trace(text=True, token_grads=True)
+    n = len(full.vision.attention)
+    part = ctx.trace(text=True, token_grads={"vision": [n - 1, n - 2], "text": [0]})
+    for i in range(n):
+        if i >= n - 2:
+            torch.testing.assert_close(part.vision.token_grads[i], full.vision.token_grads[i])
+        else:
+            assert part.vision.token_grads[i] is None
+    torch.testing.assert_close(part.text.token_grads[0], full.text.token_grads[0])
+    assert all(g is None for g in part.text.token_grads[1:])
+    with pytest.raises(MatexError, match="vision blocks"):
+        ctx.trace(token_grads={"vision": [n]})
+
+
+def test_text_features_from_the_prefix_equal_the_full_context(model):
+    from matex.attribution.wrapper import encode_text_prefix
+
+    texts = ["effusion", "small right pleural effusion and basal atelectasis", "cardiomegaly"]
+    tokens = model.tokenize(texts)
+    assert int(tokens.argmax(-1).max()) + 1 < tokens.shape[1], "test needs padding after the longest text"
+    with torch.no_grad():
+        torch.testing.assert_close(encode_text_prefix(model.clip, tokens), model.clip.encode_text(tokens),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_text_prefix_falls_back_without_argmax_pooling(model, monkeypatch):
+    from matex.attribution.wrapper import encode_text_prefix
+
+    monkeypatch.setattr(model.clip, "text_pool_type", "last")
+    tokens = model.tokenize(["cardiomegaly"])
+    with torch.no_grad():
+        torch.testing.assert_close(encode_text_prefix(model.clip, tokens), model.clip.encode_text(tokens))
 
 
 def test_gradient_maps_are_not_all_zero(model, images):

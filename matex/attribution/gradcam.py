@@ -19,7 +19,7 @@ def gradcam(ctx: ForwardContext, *, layer: int, weighting: str) -> ExplainOutput
                           "get zero gradient under CLS pooling; use -2 or earlier")
     if weighting not in ("channel", "elementwise"):
         raise ConfigError(f"attribution.params.gradcam.weighting={weighting!r}; expected channel or elementwise")
-    tr = ctx.trace(token_grads=True)
+    tr = ctx.trace(token_grads={"vision": [block + 1]})
     act = tr.vision.tokens[block + 1][:, 1:].float()
     grad = tr.vision.token_grads[block + 1][:, 1:].float()
     if weighting == "channel":

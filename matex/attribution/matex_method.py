@@ -11,6 +11,7 @@ Returned components, all (B, H, W): ``rollout`` = M_roll, ``consistency`` = C (i
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
@@ -89,22 +90,36 @@ def token_components(attention: list[torch.Tensor], tokens: list[torch.Tensor], 
     return {"rollout": m_roll, "consistency": consistency, "gradient": grad.mean(0)}
 
 
+@dataclass(frozen=True)
+class PriorMaps:
+    """The text-guided priors of a batch: P (Eqs. 3-5), norm(P), and whether each phrase named a
+    location (False: P is flat and norm(P) all zeros)."""
+    raw: torch.Tensor           # (B, H, W)
+    normalised: torch.Tensor    # (B, H, W)
+    present: list[bool]
+
+
 @lru_cache(maxsize=4096)
-def _prior_cached(text: str, size: tuple[int, int], sigma: float, strength: float) -> np.ndarray:
+def _prior_cached(text: str, size: tuple[int, int], sigma: float, strength: float) -> tuple[np.ndarray, np.ndarray, bool]:
+    """P, norm(P) and "a location was found" for one phrase; phrases repeat, so each is computed once."""
     from matex.priors import spatial_prior
 
     p = np.asarray(spatial_prior(text, size, sigma=sigma, strength=strength), dtype=np.float32)
     if p.shape != tuple(size):
         raise ConfigError(f"spatial_prior returned shape {p.shape} for size {size}")
-    p.setflags(write=False)
-    return p
+    normalised = minmax_norm(torch.from_numpy(p)).numpy()
+    for a in (p, normalised):
+        a.setflags(write=False)
+    return p, normalised, bool((p != 1).any())
 
 
 def spatial_priors(texts: Sequence[str], size: tuple[int, int], sigma: float, strength: float,
-                   device=None) -> torch.Tensor:
-    """Stack the text-guided priors P (Eqs. 3-5) of ``texts`` at ``size`` -> (B, H, W)."""
-    arrays = [_prior_cached(t, tuple(size), float(sigma), float(strength)) for t in texts]
-    return torch.from_numpy(np.stack(arrays)).to(device)
+                   device=None) -> PriorMaps:
+    """Stack the text-guided priors of ``texts`` at ``size`` (each phrase's prior is cached)."""
+    cached = [_prior_cached(t, tuple(size), float(sigma), float(strength)) for t in texts]
+    return PriorMaps(raw=torch.from_numpy(np.stack([c[0] for c in cached])).to(device),
+                     normalised=torch.from_numpy(np.stack([c[1] for c in cached])).to(device),
+                     present=[c[2] for c in cached])
 
 
 @register("matex", defaults=DEFAULTS)
@@ -113,10 +128,11 @@ def matex(ctx: ForwardContext, *, alpha: float, beta: float, gamma: float, delta
           prior_strength: float) -> ExplainOutput:
     """The fused MATEX map, its components, and per-token text scores."""
     use_text = ctx.has_text_tower
-    tr = ctx.trace(text=use_text, token_grads=True)
-    n_blocks = len(tr.vision.attention)
+    n_blocks = len(ctx.vision_blocks)
     roll_layers = layer_set(rollout_layers, n_blocks, "attribution.params.matex.rollout_layers")
     grad_layers = layer_set(gradient_layers, n_blocks, "attribution.params.matex.gradient_layers", last_k=True)
+    # gradients only where they are read: the last k vision blocks and the text tower's first block
+    tr = ctx.trace(text=use_text, token_grads={"vision": grad_layers, "text": [0]})
     b, t = tr.vision.tokens[0].shape[:2]
     device = tr.vision.tokens[0].device
     patches = torch.ones(b, t, dtype=torch.bool, device=device)
@@ -130,10 +146,11 @@ def matex(ctx: ForwardContext, *, alpha: float, beta: float, gamma: float, delta
     gradient = upsample(tokens_to_grid(comp["gradient"][:, 1:]), size)
     prior = spatial_priors(ctx.texts, size, prior_sigma, prior_strength, device)
     components = {"rollout": rollout, "consistency": consistency, "gradient": minmax_norm(gradient),
-                  "prior": minmax_norm(prior), "grad_prior": minmax_norm(gradient * prior),
+                  "prior": prior.normalised, "grad_prior": minmax_norm(gradient * prior.raw),
                   "grad_consistency": minmax_norm(gradient * consistency)}
-    fused = minmax_norm(alpha * components["grad_prior"] + beta * rollout
-                        + gamma * components["grad_consistency"] + delta * components["prior"])
+    # fusion (DESIGN 3.5), accumulated in place (full-size maps: every temporary costs a pass over B x H x W)
+    fused = components["grad_prior"].mul(alpha).add_(rollout, alpha=beta)
+    fused = minmax_norm(fused.add_(components["grad_consistency"], alpha=gamma).add_(prior.normalised, alpha=delta))
 
     text_scores = None
     if use_text and tr.text is not None:
@@ -148,7 +165,7 @@ def matex(ctx: ForwardContext, *, alpha: float, beta: float, gamma: float, delta
         scores = scores.cpu().numpy().astype(np.float32)
         text_scores = [scores[i, :int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
 
-    present = [bool((p != 1).any()) for p in prior]
+    present = prior.present
     return ExplainOutput(image=fused, text=text_scores, components=components,
                          meta={"options": {"rollout_layers": roll_layers, "gradient_layers": grad_layers,
                                            "layer_weights": layer_weights(roll_layers, n_blocks, tau).tolist(),

@@ -3,7 +3,6 @@ comes from the phrase rather than the model. A phrase with no location gives a f
 all-zero map."""
 from __future__ import annotations
 
-from .common import minmax_norm
 from .matex_method import spatial_priors
 from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
@@ -12,5 +11,4 @@ from .wrapper import ForwardContext
 @register("prior_only", defaults={"prior_sigma": 0.1, "prior_strength": 2.5})
 def prior_only(ctx: ForwardContext, *, prior_sigma: float, prior_strength: float) -> ExplainOutput:
     prior = spatial_priors(ctx.texts, ctx.size, prior_sigma, prior_strength, ctx.images.device)
-    return ExplainOutput(image=minmax_norm(prior),
-                         meta={"options": {"prior_present": [bool((p != 1).any()) for p in prior]}})
+    return ExplainOutput(image=prior.normalised.clone(), meta={"options": {"prior_present": prior.present}})

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ class TowerTrace:
     attention: list[torch.Tensor]                  # (B, heads, T, T)
     tokens: list[torch.Tensor]                     # block inputs (B, T, D)
     attention_grads: list[torch.Tensor] | None = None
-    token_grads: list[torch.Tensor] | None = None
+    token_grads: list[torch.Tensor | None] | None = None   # None for blocks not asked for
 
 
 @dataclass
@@ -132,6 +132,48 @@ def eot_index(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.argmax(dim=-1)
 
 
+def _grad_blocks(spec: bool | Mapping[str, Iterable[int]], tower: str, n_blocks: int) -> list[int]:
+    """The blocks of ``tower`` whose input-token gradients ``trace(token_grads=spec)`` asked for."""
+    if isinstance(spec, Mapping):
+        blocks = sorted({int(i) for i in spec.get(tower, ())})
+        bad = [i for i in blocks if not 0 <= i < n_blocks]
+        if bad:
+            raise MatexError(f"token gradients asked for {tower} blocks {bad}; the tower has {n_blocks} blocks")
+        return blocks
+    return list(range(n_blocks)) if spec else []
+
+
+def encode_text_prefix(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP text features (B, embed_dim), computed on the shortest prefix of the context that holds
+    every text's EOT token.
+
+    Exact for open_clip's CLIP text tower (causal attention mask, features pooled at the EOT =
+    argmax token): no position attends to a later one, so the padding after the last EOT cannot
+    change the EOT feature; phrases of ~10 tokens then cost ~10/77 of the full context on ViT-B-32.
+    Any other text tower (no causal mask, other pooling) falls back to ``clip.encode_text``."""
+    mask = getattr(clip, "attn_mask", None)
+    if getattr(clip, "text_pool_type", None) != "argmax" or not _is_causal_mask(mask):
+        return clip.encode_text(tokens)
+    n = int(tokens.argmax(dim=-1).max()) + 1
+    prefix = tokens[:, :n]
+    dtype = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(prefix).to(dtype) + clip.positional_embedding[:n].to(dtype)
+    x = clip.ln_final(clip.transformer(x, attn_mask=mask[:n, :n]))
+    pooled = x[torch.arange(x.shape[0], device=x.device), prefix.argmax(dim=-1)]
+    proj = clip.text_projection
+    if proj is None:
+        return pooled
+    return proj(pooled) if isinstance(proj, nn.Module) else pooled @ proj
+
+
+def _is_causal_mask(mask: torch.Tensor | None) -> bool:
+    """True for an additive (T, T) mask that is -inf strictly above the diagonal and 0 elsewhere."""
+    if mask is None or mask.ndim != 2 or mask.shape[0] != mask.shape[1] or mask.dtype == torch.bool:
+        return False
+    causal = torch.full_like(mask, float("-inf")).triu(1)
+    return bool(torch.equal(mask, causal))
+
+
 def _detach_all(ts: list[torch.Tensor]) -> list[torch.Tensor]:
     return [t.detach() for t in ts]
 
@@ -169,7 +211,7 @@ class ForwardContext:
     def text_features(self) -> torch.Tensor:
         """Normalised text embeddings (B, D), computed once, no graph."""
         if self._text_features is None:
-            self._text_features = F.normalize(self.clip.encode_text(self.tokens).float(), dim=-1)
+            self._text_features = F.normalize(encode_text_prefix(self.clip, self.tokens).float(), dim=-1)
         return self._text_features
 
     def image_similarity(self, image_features: torch.Tensor, repeat: int = 1) -> torch.Tensor:
@@ -177,19 +219,26 @@ class ForwardContext:
         ft = self.text_features().repeat(repeat, 1)
         return (F.normalize(image_features.float(), dim=-1) * ft).sum(-1)
 
-    def trace(self, *, text: bool = False, attention_grads: bool = False, token_grads: bool = False,
-              input_grad: bool = False) -> Trace:
+    def trace(self, *, text: bool = False, attention_grads: bool = False,
+              token_grads: bool | Mapping[str, Iterable[int]] = False, input_grad: bool = False) -> Trace:
         """One forward pass (recording every block) and, if any gradient is asked for, one
-        ``torch.autograd.grad`` call that serves all requested layers at once."""
-        backward = attention_grads or token_grads or input_grad
+        ``torch.autograd.grad`` call that serves all requested layers at once.
+
+        token_grads: True = the input-token gradients of every block of every traced tower, or
+        ``{"vision": blocks, "text": blocks}`` (0-based) for only those: autograd then stops at the
+        lowest requested block, so a method reading the last k blocks pays the backward pass of k
+        blocks, not of the whole tower. Blocks not requested get ``None`` in ``token_grads``."""
+        backward = attention_grads or bool(token_grads) or input_grad
         clip = self.clip
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.set_grad_enabled(backward))
             vrec = stack.enter_context(record_tower(clip.visual.transformer))
             trec = stack.enter_context(record_tower(clip.transformer)) if text else None
-            x = self.images.detach().clone().requires_grad_(input_grad)
+            x = self.images.detach()
+            if input_grad:
+                x = x.clone().requires_grad_(True)
             fi = F.normalize(clip.encode_image(x).float(), dim=-1)
-            ft = F.normalize(clip.encode_text(self.tokens).float(), dim=-1) if text else self.text_features()
+            ft = F.normalize(encode_text_prefix(clip, self.tokens).float(), dim=-1) if text else self.text_features()
             sim = (fi * ft).sum(-1)
             n_blocks = len(vrec.attention)
             if len(vrec.inputs) != n_blocks:
@@ -207,8 +256,8 @@ class ForwardContext:
                         continue
                     if attention_grads:
                         wanted += [(name + ".attention", i, a) for i, a in enumerate(rec.attention)]
-                    if token_grads:
-                        wanted += [(name + ".tokens", i, h) for i, h in enumerate(rec.inputs)]
+                    wanted += [(name + ".tokens", i, rec.inputs[i])
+                               for i in _grad_blocks(token_grads, name, len(rec.inputs))]
                 if input_grad:
                     wanted.append(("input", 0, x))
                 grads = torch.autograd.grad(sim.sum(), [w[2] for w in wanted], allow_unused=True)
@@ -224,8 +273,8 @@ class ForwardContext:
                         g = g.transpose(0, 1)
                     lst = "attention_grads" if kind == "attention" else "token_grads"
                     if getattr(target, lst) is None:
-                        setattr(target, lst, [])
-                    getattr(target, lst).append(g.detach())
+                        setattr(target, lst, [None] * len(target.attention))
+                    getattr(target, lst)[i] = g.detach()
         return Trace(similarity=sim.detach(), vision=vision, text=text_trace, input_grad=input_g,
                      eot=eot_index(self.tokens))
 
