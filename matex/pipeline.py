@@ -212,12 +212,13 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     write_parquet(output.tidy, tidy, meta)
     write_parquet(output.summary, pd.concat([overall.assign(category="all"), per_cat], ignore_index=True), meta)
     order = cfg["attribution"]["methods"]
-    roar = pd.read_parquet(input.roar).set_index("method")
-    write_parquet(output.roar, roar.reset_index(), meta)
+    roar = pd.read_parquet(input.roar)
+    write_parquet(output.roar, roar, meta)
     pct = f"{round(ci * 100)} %"
     notes = [f"Mean [{pct} bootstrap interval, {n} resamples] over pairs; confidence metrics and localisation x100.",
              f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
-             "'random' is the random-removal control."]
+             "image: top pixels of each map removed, text: top word tokens removed (both against the same "
+             "clean run); 'random' is the random-removal control."]
     tables = [("All findings", with_roar(wide_table(overall, order), roar))]
     tables += [(cat, wide_table(grp, order)) for cat, grp in per_cat.groupby("category")]
     title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
@@ -229,16 +230,28 @@ def aggregate(cfg, input, output, params, wildcards, threads):
 
 
 def with_roar(table, roar):
-    """Insert the ROAR+ column (mean ± sd over seeds) after the confidence columns, paper order."""
+    """Insert the image and text ROAR+ columns (mean ± sd over seeds), paper order: each after its
+    side's confidence columns (Img conf. drop, Img conf. incr., Img ROAR+, Txt conf. ..., Txt ROAR+).
+    A method without a run on a side shows "–"."""
+    table = table.copy()
+    pos = 0
+    for modality, prefix in (("image", "Img"), ("text", "Txt")):
+        side = roar[roar["modality"] == modality].set_index("method")
+        col = [_roar_cell(side.loc[m]) if m in side.index else "–" for m in table.index]
+        last = [i for i, c in enumerate(table.columns) if c.startswith(f"{prefix} conf.")]
+        pos = last[-1] + 1 if last else pos
+        table.insert(pos, f"{prefix} ROAR+ ↑", col)
+        pos += 1
+    return table
+
+
+def _roar_cell(r) -> str:
+    """'mean ± sd' over seeds; the mean alone when the sd is undefined (one seed)."""
     import numpy as np
 
-    col = [f"{roar.at[m, 'roar_plus_mean']:.2f} ± {roar.at[m, 'roar_plus_sd']:.2f}"
-           if m in roar.index and np.isfinite(roar.at[m, "roar_plus_sd"])
-           else (f"{roar.at[m, 'roar_plus_mean']:.2f}" if m in roar.index else "–") for m in table.index]
-    pos = sum(1 for c in table.columns if "conf." in c)
-    table = table.copy()
-    table.insert(pos, "ROAR+ ↑", col)
-    return table
+    if np.isfinite(r["roar_plus_sd"]):
+        return f"{r['roar_plus_mean']:.2f} ± {r['roar_plus_sd']:.2f}"
+    return f"{r['roar_plus_mean']:.2f}"
 
 
 # ------------------------------------------------------------------------------------------ ROAR+
@@ -271,10 +284,22 @@ def attribute_roar_train(cfg, input, output, params, wildcards, threads):
 
 @step
 def roar_finetune(cfg, input, output, params, wildcards, threads):
+    """Image ROAR+ run (or the clean run both sides share): top pixels removed from the training images."""
+    _roar_finetune(cfg, input, output, wildcards, threads, "image")
+
+
+@step
+def roar_finetune_text(cfg, input, output, params, wildcards, threads):
+    """Text ROAR+ run: top word tokens removed from the training texts, images untouched."""
+    _roar_finetune(cfg, input, output, wildcards, threads, "text")
+
+
+def _roar_finetune(cfg, input, output, wildcards, threads, modality: str) -> None:
     import numpy as np
     import pandas as pd
 
-    from .attribution.cache import load_maps, select_pairs
+    from .attribution.cache import load_maps, load_token_maps, select_pairs
+    from .errors import ConfigError
     from .io import write_json
     from .roar.finetune import roar_run
 
@@ -282,26 +307,36 @@ def roar_finetune(cfg, input, output, params, wildcards, threads):
     images = np.load(input.images, mmap_mode="r")
     train_rows = roar_train_rows(cfg, pairs)
     val_rows = select_pairs(pairs, "val", None)
+    train_ids = pairs["pair_id"].iloc[train_rows].tolist()
     maps = None
-    if hasattr(input, "npz"):
-        maps, _, _ = load_maps(input.npz, pairs["pair_id"].iloc[train_rows].tolist())
+    if hasattr(input, "npz") and modality == "image":
+        maps, _, _ = load_maps(input.npz, train_ids)
+    elif hasattr(input, "npz"):
+        maps = load_token_maps(input.npz, train_ids)
+        if maps is None:
+            raise ConfigError(f"config key roar.text_methods lists {wildcards.variant!r}, but method "
+                              f"{wildcards.variant!r} gave no text (token) maps with this model ({input.npz}); "
+                              "list only methods with a text side (matex)")
     model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
     result = roar_run(model, pairs, images, train_rows, val_rows, wildcards.variant, maps, cfg["roar"],
-                      int(wildcards.seed), threads=int(threads))
+                      int(wildcards.seed), threads=int(threads), modality=modality)
     result.update(base_meta(cfg, "data", "input", "model", "attribution", "roar"))
     write_json(output.json, result)
 
 
 @step
 def roar_summary(cfg, input, output, params, wildcards, threads):
+    """roar_runs.parquet (one row per run, image and text) and roar_summary.parquet (per modality, method)."""
     import json
 
     import pandas as pd
 
     from .io import write_parquet
-    from .roar.finetune import summarise_roar
+    from .roar.finetune import summarise_roar, with_modality
 
-    runs = pd.DataFrame([{k: v for k, v in json.load(open(p)).items() if k != "history"} for p in input.runs])
+    paths = [*input.runs, *getattr(input, "text_runs", [])]
+    runs = with_modality(pd.DataFrame([{k: v for k, v in json.load(open(p)).items() if k != "history"}
+                                       for p in paths]))
     summary = summarise_roar(runs)
     meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
     write_parquet(output.runs, runs, meta)

@@ -47,7 +47,7 @@ def tiny_config(tmp_path: Path) -> Path:
                            "threads": 1}},
         "attribution": {"max_pairs": 6, "batch_size": 4, "shards": 2,
                         "params": {"rise": {"n_masks": 16, "batch": 8}, "m2ib": {"steps": 2, "n_noise": 2}}},
-        "roar": {"train_pairs": 16, "seeds": [0], "epochs": 1, "batch_size": 8},
+        "roar": {"train_pairs": 16, "seeds": [0], "epochs": 1, "batch_size": 8, "text_methods": ["matex"]},
         "evaluation": {"sanity": {"max_pairs": 4}, "bootstrap": {"n_resamples": 50}},
         "figures": {"ablation_pairs": 4},
     })
@@ -96,6 +96,46 @@ def _jobs_and_resources(dry_run_output: str) -> list[tuple[str, dict[str, str]]]
     return jobs
 
 
+def _job_files(dry_run_output: str, rule: str) -> list[tuple[list[str], list[str]]]:
+    """(inputs, outputs) of every ``rule`` job listed by a dry run."""
+    jobs, current = [], None
+    for line in dry_run_output.splitlines():
+        if line.startswith("rule ") or line.startswith("localrule "):
+            current = ([], []) if line.split()[1] == f"{rule}:" else None
+            if current is not None:
+                jobs.append(current)
+        elif current is not None and line.strip().startswith(("input:", "output:")):
+            key, files = line.strip().split(":", 1)
+            current[0 if key == "input" else 1].extend(f.strip() for f in files.split(","))
+    return jobs
+
+
+def test_dry_run_has_text_roar_jobs_for_matex_and_random_per_seed(tmp_path):
+    """Text ROAR+: one job per (matex | random, seed) under roar/runs/text/, matex's reading the maps of
+    the ROAR+ training pairs, all feeding roar_summary; none when roar.text_methods is empty."""
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    assert cfg["roar"]["text_methods"] == ["matex"]
+    res = _run(["-n", "--configfile", "config/config.yaml", "--cores", "1", "-d", str(tmp_path)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    jobs = _job_files(out, "roar_finetune_text")
+    seeds = cfg["roar"]["seeds"]
+    names = {Path(o).name: (i, o) for i, outs in jobs for o in outs}
+    assert sorted(names) == sorted(f"{v}.seed{s}.json" for v in ("matex", "random") for s in seeds)
+    for name, (inputs, output) in names.items():
+        assert output.endswith(f"/roar/runs/text/{name}")
+        assert any(f.endswith("/roar/maps/matex.npz") for f in inputs) == name.startswith("matex")
+    summary_inputs = _job_files(out, "roar_summary")[0][0]
+    assert {o for _, o in names.values()} <= set(summary_inputs)
+    assert not any("/runs/text/clean" in f for f in summary_inputs)   # one clean run per seed, shared
+    cfg["roar"]["text_methods"] = []
+    path = tmp_path / "no_text.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = _run(["-n", "--configfile", str(path), "--cores", "1", "-d", str(tmp_path)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "roar_finetune_text" not in dict(_job_counts(res.stdout)) and "roar_finetune" in dict(_job_counts(res.stdout))
+
+
 def test_slurm_profile_dry_run_places_gpu_and_cpu_jobs(tmp_path):
     """The SLURM profile (snakemake-executor-plugin-slurm): every job of the paper run gets memory and a
     time limit; the jobs that run the model ask for one GPU on the GPU partition, the rest go to the CPU
@@ -104,7 +144,8 @@ def test_slurm_profile_dry_run_places_gpu_and_cpu_jobs(tmp_path):
                 "-d", str(tmp_path)])
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = _jobs_and_resources(res.stdout + res.stderr)
-    gpu_rules = {"attribute", "evaluate", "sanity", "ablation", "attribute_roar_train", "roar_finetune"}
+    gpu_rules = {"attribute", "evaluate", "sanity", "ablation", "attribute_roar_train", "roar_finetune",
+                 "roar_finetune_text"}
     assert {r for r, _ in jobs} >= gpu_rules | {"prepare", "download_mscxr", "aggregate", "figure_metrics"}
     assert len(jobs) > 100
     for rule, resources in jobs:
@@ -191,7 +232,10 @@ def test_end_to_end_tiny(tmp_path):
     assert all(m in table for m in cfg["attribution"]["methods"])
     assert "<table" in (md / "tables" / "results.html").read_text()
     runtime = pd.read_parquet(md / "tables" / "pipeline_runtime.parquet")
-    assert {"train_demo_model", "attribute", "evaluate", "roar_finetune"} <= set(runtime["rule"])
+    assert {"train_demo_model", "attribute", "evaluate", "roar_finetune", "roar_finetune_text"} <= set(runtime["rule"])
+    roar = pd.read_parquet(md / "roar" / "roar_summary.parquet")
+    assert {("text", "matex"), ("text", "random"), ("image", "matex")} <= set(zip(roar["modality"], roar["method"]))
+    assert "Img ROAR+" in table and "Txt ROAR+" in table
     prov = json.loads((md / "provenance.json").read_text())
     assert prov["seed"] == 0 and prov["model"]["checkpoint_sha256"] == meta["model_checkpoint_sha256"]
     _execute_notebook(ROOT / "notebooks" / "audit_pair.ipynb", md)

@@ -102,3 +102,15 @@ def load_maps(npz_path: str | Path, pair_ids: Sequence[str] | None = None) -> tu
     if missing:
         raise MapError(f"{npz_path} has no map for pairs {missing[:5]}")
     return np.stack([arrays[p].astype(np.float32) for p in ids]), ids, meta
+
+
+def load_token_maps(npz_path: str | Path, pair_ids: Sequence[str]) -> list[np.ndarray] | None:
+    """Token maps (keys ``text/<pair_id>``) as float32 arrays in the order of ``pair_ids``; None when
+    the file holds no token map at all (the method has no text side)."""
+    arrays, _ = read_npz(npz_path)
+    if not any(k.startswith("text/") for k in arrays):
+        return None
+    missing = [p for p in pair_ids if f"text/{p}" not in arrays]
+    if missing:
+        raise MapError(f"{npz_path} has no token map for pairs {missing[:5]}")
+    return [arrays[f"text/{p}"].astype(np.float32) for p in pair_ids]

@@ -18,6 +18,10 @@ from ..errors import MapError
 Broadcast = Literal["full", "first_row"]
 DropVariant = Literal["absolute", "relative"]
 
+# The id a removed token gets (open_clip's padding id): the text confidence metric and text ROAR+
+# replace tokens by it rather than deleting them.
+REMOVED_TOKEN_ID = 0
+
 # How each drop variant should be labelled in a table.
 DROP_LABELS = {
     "absolute": "confidence drop, max(0, s - s') (M2IB / pytorch-grad-cam)",
@@ -103,19 +107,28 @@ def text_keep_tokens(tokens: torch.Tensor, token_maps: Sequence[np.ndarray]) -> 
     eot = tokens.argmax(dim=-1).tolist()
     keep = torch.zeros_like(tokens, dtype=torch.bool)
     for i, (scores, e) in enumerate(zip(token_maps, eot)):
-        scores = np.asarray(scores, dtype=np.float64).ravel()
-        if len(scores) == tokens.shape[1]:
-            scores = scores[:e + 1]
-        if len(scores) != e + 1:
-            raise MapError(f"text map of text {i} has {len(scores)} scores, expected {e + 1} (SOT..EOT) "
-                           f"or {tokens.shape[1]} (context length)")
-        if not np.isfinite(scores).all():
-            raise MapError(f"text map of text {i} is not finite")
+        scores = real_token_scores(scores, e, tokens.shape[1], i)
         above = torch.from_numpy(scores > np.median(scores))
         keep[i, :e + 1] = above.to(tokens.device)
         keep[i, 0] = True
         keep[i, e] = True
-    return torch.where(keep, tokens, torch.zeros_like(tokens))
+    return torch.where(keep, tokens, torch.full_like(tokens, REMOVED_TOKEN_ID))
+
+
+def real_token_scores(scores, eot: int, context_length: int, index: int) -> np.ndarray:
+    """Text ``index``'s map as float64 scores of its real tokens SOT..EOT (``eot + 1`` values).
+
+    A map holds one score per real token, or one per context position (then cut to the real
+    tokens); anything else, or a non-finite score, is a MapError."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if len(scores) == context_length:
+        scores = scores[:eot + 1]
+    if len(scores) != eot + 1:
+        raise MapError(f"text map of text {index} has {len(scores)} scores, expected {eot + 1} (SOT..EOT) "
+                       f"or {context_length} (context length)")
+    if not np.isfinite(scores).all():
+        raise MapError(f"text map of text {index} is not finite")
+    return scores
 
 
 def text_confidence(model, images: torch.Tensor, tokens: torch.Tensor, token_maps: Sequence[np.ndarray],

@@ -59,13 +59,14 @@ def _param_groups(clip: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train_clip(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str], *, epochs: int, batch_size: int,
+def train_clip(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str] | torch.Tensor, *, epochs: int, batch_size: int,
                lr: float, weight_decay: float, warmup_steps: int, seed: int, threads: int | None = None,
                progress: bool = True, val: tuple | None = None,
                log: Callable[[str], Any] | None = None) -> list[dict]:
     """Train ``model`` in place with AdamW and warm-up + cosine learning rate; shuffling is seeded.
 
-    ``images_u8``: (N, S, S) uint8 model inputs; ``texts``: N phrases. ``val``: ``(images, texts)``
+    ``images_u8``: (N, S, S) uint8 model inputs; ``texts``: N phrases, or their (N, ctx) token ids
+    (text ROAR+ trains on degraded tokens, which no string reproduces). ``val``: ``(images, texts)``
     or ``(images, texts, categories)``, evaluated after every epoch. Returns one history row per epoch
     (epoch, train_loss, lr, and val_loss plus retrieval metrics when ``val`` is given). Deterministic
     on CPU for a fixed seed and thread count. The model is left in eval mode."""
@@ -83,7 +84,7 @@ def train_clip(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str], *
         device = model.device
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        tokens_all = model.tokenizer(list(texts))            # CPU, indexed per batch
+        tokens_all = texts.cpu() if isinstance(texts, torch.Tensor) else model.tokenizer(list(texts))  # CPU, per batch
         steps_per_epoch = len(_batches(len(texts), batch_size, None))
         total_steps = max(1, epochs * steps_per_epoch)
         optimizer = torch.optim.AdamW(_param_groups(clip, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)

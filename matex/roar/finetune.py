@@ -2,56 +2,86 @@
 contrastive loss on the untouched validation pairs."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .degrade import degrade_images, random_maps
+from .degrade import degrade_images, degrade_tokens, random_maps, random_token_maps
+
+MODALITIES = ("image", "text")
 
 
 def roar_run(model, pairs: pd.DataFrame, images_u8: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
-             variant: str, maps: np.ndarray | None, roar_cfg: Mapping[str, Any], seed: int,
-             threads: int | None = None, progress: bool = True) -> dict[str, Any]:
+             variant: str, maps: np.ndarray | Sequence[np.ndarray] | None, roar_cfg: Mapping[str, Any], seed: int,
+             threads: int | None = None, progress: bool = True, modality: str = "image") -> dict[str, Any]:
     """``variant``: a method name (``maps`` are its maps for ``train_rows``), ``clean`` (no removal)
-    or ``random`` (random removal). Returns losses before and after fine-tuning."""
+    or ``random`` (random removal). ``modality``: ``image`` removes the top pixels of the training
+    images (``maps``: (N, H, W)); ``text`` keeps the images and removes the top word tokens of the
+    training texts (``maps``: one token-score array per training pair). The clean run removes
+    nothing, so one clean run per seed serves both sides; it records modality ``both``. Returns
+    losses before and after fine-tuning."""
     from ..models.train import train_clip, validation_loss
 
+    if modality not in MODALITIES:
+        raise ValueError(f"ROAR+ modality must be one of {MODALITIES}, got {modality!r}")
     train_imgs = np.ascontiguousarray(images_u8[train_rows])
+    train_texts = pairs["phrase"].iloc[train_rows].tolist()
+    fraction = float(roar_cfg["top_fraction"])
     if variant == "clean":
-        degraded = train_imgs
-    else:
+        degraded, train_tokens = train_imgs, train_texts
+    elif modality == "image":
         if variant == "random":
             maps = random_maps(train_imgs.shape, seed)
         if maps is None or maps.shape != train_imgs.shape:
             raise ValueError(f"ROAR+ {variant}: need one map per training pair of shape {train_imgs.shape[1:]}")
-        degraded = degrade_images(train_imgs, maps, float(roar_cfg["top_fraction"]), float(train_imgs.mean()))
-    train_texts = pairs["phrase"].iloc[train_rows].tolist()
+        degraded, train_tokens = degrade_images(train_imgs, maps, fraction, float(train_imgs.mean())), train_texts
+    else:
+        tokens = model.tokenizer(train_texts)
+        if variant == "random":
+            maps = random_token_maps(tokens, seed)
+        if maps is None or len(maps) != len(train_texts):
+            raise ValueError(f"ROAR+ text {variant}: need one token map per training pair ({len(train_texts)}), "
+                             f"got {'none' if maps is None else len(maps)}")
+        degraded, train_tokens = train_imgs, degrade_tokens(tokens, maps, fraction)
     val_imgs = np.ascontiguousarray(images_u8[val_rows])
     val_texts = pairs["phrase"].iloc[val_rows].tolist()
     bs = int(roar_cfg["batch_size"])
     # the explained model's own loss is the same for every variant and seed: measured once, with the clean run
     loss_before = validation_loss(model, val_imgs, val_texts, batch_size=bs, seed=0) if variant == "clean" else None
-    history = train_clip(model, degraded, train_texts, epochs=int(roar_cfg["epochs"]), batch_size=bs,
+    history = train_clip(model, degraded, train_tokens, epochs=int(roar_cfg["epochs"]), batch_size=bs,
                          lr=float(roar_cfg["lr"]), weight_decay=0.0, warmup_steps=0, seed=seed,
                          threads=threads, progress=progress)
     loss_after = validation_loss(model, val_imgs, val_texts, batch_size=bs, seed=0)
-    return {"variant": variant, "seed": seed,
+    return {"variant": variant, "seed": seed, "modality": "both" if variant == "clean" else modality,
             "val_loss_before": float(loss_before) if loss_before is not None else None,
             "val_loss": float(loss_after), "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
-            "removed_fraction": 0.0 if variant == "clean" else float(roar_cfg["top_fraction"]),
+            "removed_fraction": 0.0 if variant == "clean" else fraction,
             "history": history}
 
 
+def with_modality(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a filled ``modality`` column: runs recorded before text ROAR+ existed have none
+    and are image runs (``both`` for the clean run)."""
+    default = runs["variant"].map(lambda v: "both" if v == "clean" else "image")
+    return runs.assign(modality=runs["modality"].fillna(default) if "modality" in runs else default)
+
+
 def summarise_roar(runs: pd.DataFrame) -> pd.DataFrame:
-    """ROAR+ per variant: mean and sd over seeds of 100 (L_deg - L_clean)/L_clean, seed-paired."""
+    """ROAR+ per (modality, variant): mean and sd over seeds of 100 (L_deg - L_clean)/L_clean,
+    seed-paired. Image and text runs are both compared with the one clean run of their seed."""
     from .degrade import roar_plus
 
+    runs = with_modality(runs)
     clean = runs[runs["variant"] == "clean"].set_index("seed")["val_loss"]
+    degraded = runs[runs["variant"] != "clean"]
+    unpaired = sorted(set(degraded["seed"]) - set(clean.index))
+    if unpaired:
+        raise ValueError(f"ROAR+: no clean run for seed(s) {unpaired}; every seed needs one")
     rows = []
-    for variant, grp in runs[runs["variant"] != "clean"].groupby("variant", sort=True):
+    for (modality, variant), grp in degraded.groupby(["modality", "variant"], sort=True):
         vals = np.array([roar_plus(r.val_loss, clean.loc[r.seed]) for r in grp.itertuples()])
-        rows.append({"method": variant, "roar_plus_mean": float(vals.mean()),
+        rows.append({"modality": modality, "method": variant, "roar_plus_mean": float(vals.mean()),
                      "roar_plus_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
                      "n_seeds": int(len(vals))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["modality", "method", "roar_plus_mean", "roar_plus_sd", "n_seeds"])

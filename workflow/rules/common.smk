@@ -33,7 +33,8 @@ def attribution_maps():
 
 
 def roar_inputs(wildcards):
-    """A method's run needs its training-pair maps; the clean and random controls need none."""
+    """A method's run (image or text side) needs its training-pair maps, whose NPZ also holds the token
+    maps; the clean and random controls need none."""
     inputs = {"pairs": f"{DS}/pairs.parquet", "images": f"{DS}/images.npy", **model_input(wildcards)}
     if wildcards.variant not in ("clean", "random"):
         inputs["npz"] = f"{MD}/roar/maps/{wildcards.variant}.npz"

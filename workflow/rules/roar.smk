@@ -1,6 +1,10 @@
 ROAR_METHODS = config["roar"]["methods"]
 # "random" is the random-removal control (no maps needed), whether or not it is listed as a method.
 ROAR_VARIANTS = list(dict.fromkeys(ROAR_METHODS + ["clean", "random"]))
+# Text ROAR+ (top word tokens removed): the listed methods plus the random-removal control, none when
+# the list is empty. Both sides are measured against the same clean run of each seed.
+ROAR_TEXT_METHODS = config["roar"].get("text_methods") or []
+ROAR_TEXT_VARIANTS = list(dict.fromkeys(ROAR_TEXT_METHODS + ["random"])) if ROAR_TEXT_METHODS else []
 
 
 rule attribute_roar_train:
@@ -51,10 +55,36 @@ rule roar_finetune:
         "../scripts/step.py"
 
 
+rule roar_finetune_text:
+    """Fine-tune the CLIP on training pairs whose texts lost their top word tokens (images untouched)."""
+    input:
+        unpack(roar_inputs),
+    output:
+        json=f"{MD}/roar/runs/text/{{variant}}.seed{{seed}}.json",
+    wildcard_constraints:
+        variant=r"[A-Za-z0-9_]+",
+        seed=r"\d+",
+    log:
+        f"{MD}/logs/roar_finetune_text/{{variant}}.seed{{seed}}.log",
+    benchmark:
+        f"{MD}/benchmarks/roar_finetune_text/{{variant}}.seed{{seed}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
 rule roar_summary:
-    """ROAR+ = 100 (L_deg - L_clean) / L_clean per method, mean and sd over seeds."""
+    """ROAR+ = 100 (L_deg - L_clean) / L_clean per modality (image, text) and method, mean and sd over seeds."""
     input:
         runs=expand(f"{MD}/roar/runs/{{variant}}.seed{{seed}}.json", variant=ROAR_VARIANTS, seed=config["roar"]["seeds"]),
+        text_runs=expand(f"{MD}/roar/runs/text/{{variant}}.seed{{seed}}.json", variant=ROAR_TEXT_VARIANTS,
+                         seed=config["roar"]["seeds"]),
     output:
         runs=f"{MD}/roar/roar_runs.parquet",
         summary=f"{MD}/roar/roar_summary.parquet",
