@@ -115,6 +115,25 @@ def machine_description(device: str, threads: int) -> str:
     return f"{cpu}, {threads} thread(s){gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def cpu_times() -> list[int] | None:
+    """The aggregate CPU time counters of /proc/stat (user nice system idle iowait irq softirq steal ...),
+    or None where there is no /proc (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_fraction(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests between two ``cpu_times()`` readings:
+    on a shared virtual machine this inflates every wall-clock number, so the benchmark reports it."""
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    total = sum(after[:8]) - sum(before[:8])
+    return (after[7] - before[7]) / total if total > 0 else None
+
+
 def to_markdown(df) -> str:
     lines = ["| model | batch | method | pairs/s | ms/pair | time ÷ MATEX | peak MB |", "|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
@@ -163,9 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="also write the table as Markdown here")
     args = ap.parse_args(argv)
     params = {"rise": {"n_masks": args.rise_masks}} if args.rise_masks else {}
+    before = cpu_times()
     df = run_benchmark(args.models, args.methods, args.batch_sizes, args.repeats, args.device, args.threads, params,
                        args.iterative_max_batch)
-    text = (f"Machine: {machine_description(args.device, args.threads)}\n\n{to_markdown(df)}\n\n"
+    steal = steal_fraction(before, cpu_times())
+    steal_note = f"; CPU steal by the hypervisor during the run: {100 * steal:.0f} %" if steal is not None else ""
+    text = (f"Machine: {machine_description(args.device, args.threads)}{steal_note}\n\n{to_markdown(df)}\n\n"
             f"{target_summary(df)}\n")
     print("\n" + text)
     if args.out:
