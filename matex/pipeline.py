@@ -320,8 +320,10 @@ def _roar_finetune(cfg, input, output, wildcards, threads, modality: str) -> Non
     model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
     result = roar_run(model, pairs, images, train_rows, val_rows, wildcards.variant, maps, cfg["roar"],
                       int(wildcards.seed), threads=int(threads), modality=modality)
-    result.update(base_meta(cfg, "data", "input", "model", "attribution", "roar"))
-    write_json(output.json, result)
+    # the run's own keys win: its "seed" is the fine-tuning seed that pairs it with the clean run of
+    # that seed; the config's seed (base_meta's "seed") is kept as "config_seed"
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
+    write_json(output.json, {**meta, "config_seed": meta["seed"], **result})
 
 
 @step

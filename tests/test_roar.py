@@ -257,3 +257,33 @@ def test_load_token_maps_in_pair_order_none_without_text_side(tmp_path):
         load_token_maps(tmp_path / "m.npz", ["a", "c"])
     write_npz(tmp_path / "image_only.npz", {"a": image}, {})
     assert load_token_maps(tmp_path / "image_only.npz", ["a"]) is None
+
+
+def test_roar_run_record_keeps_its_fine_tuning_seed(tmp_path, monkeypatch):
+    """The run JSON's "seed" pairs it with the clean run of that seed: the config's own seed (the
+    artifact metadata's "seed") must not overwrite it (it did once, which paired every run with
+    every clean run)."""
+    import json
+    from types import SimpleNamespace
+
+    import matex.pipeline as pipeline
+    import matex.roar.finetune as finetune
+
+    pairs = pd.DataFrame({"pair_id": ["a", "b", "c"], "phrase": ["x y", "y z", "z"], "split": ["train", "train", "val"]})
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    np.save(tmp_path / "images.npy", np.zeros((3, 8, 8), np.uint8))
+    monkeypatch.setattr(pipeline, "load_configured_model", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "base_meta", lambda cfg, *s: {"config_hash": "h", "seed": 0, "matex_version": "v"})
+    monkeypatch.setattr(finetune, "roar_run", lambda *a, **k: {"variant": "clean", "seed": a[8], "val_loss": 1.0})
+    out = tmp_path / "clean.seed3.json"
+    pipeline.roar_finetune({"seed": 0, "roar": {"train_pairs": None}, "attribution": {"device": "cpu"}},
+                           SimpleNamespace(pairs=str(tmp_path / "pairs.parquet"), images=str(tmp_path / "images.npy")),
+                           SimpleNamespace(json=str(out)), None, SimpleNamespace(variant="clean", seed="3"), 1)
+    record = json.loads(out.read_text())
+    assert record["seed"] == 3 and record["config_seed"] == 0 and record["config_hash"] == "h"
+
+
+def test_summarise_roar_refuses_runs_that_share_a_seed():
+    runs = pd.DataFrame({"variant": ["clean", "clean", "m", "m"], "seed": [0, 0, 0, 0], "val_loss": [1.0, 2.0, 1.5, 2.0]})
+    with pytest.raises(ValueError, match="more than one run per"):
+        summarise_roar(runs)

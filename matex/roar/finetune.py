@@ -73,6 +73,11 @@ def summarise_roar(runs: pd.DataFrame) -> pd.DataFrame:
     from .degrade import roar_plus
 
     runs = with_modality(runs)
+    repeated = runs[runs.duplicated(["modality", "variant", "seed"], keep=False)]
+    if len(repeated):
+        raise ValueError("ROAR+: more than one run per (modality, variant, seed): "
+                         f"{sorted(set(map(tuple, repeated[['modality', 'variant', 'seed']].astype(str).values)))}; "
+                         "each fine-tuning run must record its own seed")
     clean = runs[runs["variant"] == "clean"].set_index("seed")["val_loss"]
     degraded = runs[runs["variant"] != "clean"]
     unpaired = sorted(set(degraded["seed"]) - set(clean.index))
