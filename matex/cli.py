@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
                                             "(wall-clock columns excepted); exit 1 when they differ")
     r.add_argument("run_a")
     r.add_argument("run_b")
+    r.add_argument("--results-dirs", nargs=2, metavar=("DIR_A", "DIR_B"), default=None,
+                   help="the two runs' results_dir values, when they differ (e.g. results results_b): "
+                        "paths recorded in the artifacts are then compared with DIR_B read as DIR_A")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "check-config":
@@ -46,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "compare-runs":
             from .provenance import compare_runs
 
-            res = compare_runs(args.run_a, args.run_b)
+            res = compare_runs(args.run_a, args.run_b, tuple(args.results_dirs) if args.results_dirs else None)
+            excused = "wall-clock columns" + (" and the results folder in recorded paths" if args.results_dirs else "")
             print(f"{res['compared']} artifacts compared, {res['identical_bytes']} byte-identical, the others equal "
-                  "apart from wall-clock columns" if not (res["differences"] or res["only_in_a"] or res["only_in_b"])
+                  f"apart from {excused}" if not (res["differences"] or res["only_in_a"] or res["only_in_b"])
                   else f"{res['compared']} artifacts compared")
             for path, reason in res["differences"]:
                 print(f"DIFFERENT {path}: {reason}")

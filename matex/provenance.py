@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from .io import config_hash, file_sha256
 
 TIMING_COLUMNS = ("runtime_s", "runtime_ms")
@@ -109,18 +111,56 @@ def _strip_timing_frame(df):
     return df
 
 
-def compare_file(a: Path, b: Path) -> str | None:
+def _aliased(obj: Any, alias: tuple[str, str] | None) -> Any:
+    """``obj`` with every string that is run B's results folder, or a path under it, rewritten to
+    run A's (``alias`` = (results_dir of A, results_dir of B)): artifacts record the paths they were
+    made from, so two runs written under different ``results_dir`` differ only there."""
+    if alias is None:
+        return obj
+    a_dir, b_dir = (d.rstrip("/") for d in alias)
+    if isinstance(obj, str):
+        return a_dir + obj[len(b_dir):] if obj == b_dir or obj.startswith(b_dir + "/") else obj
+    if isinstance(obj, dict):
+        return {k: _aliased(v, alias) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_aliased(v, alias) for v in obj]
+    return obj
+
+
+def _parquet_meta(table, alias: tuple[str, str] | None) -> dict:
+    out = {}
+    for k, v in (table.schema.metadata or {}).items():
+        try:
+            out[k] = _aliased(json.loads(v), alias)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def compare_file(a: Path, b: Path, results_dirs: tuple[str, str] | None = None) -> str | None:
     """None when two artifacts whose bytes differ are still equal under the rules above (only
-    wall-clock values differ), else a one-line reason."""
+    wall-clock values differ, or, with ``results_dirs``, only the results folder in recorded paths),
+    else a one-line reason."""
     import pyarrow.parquet as pq
 
     if a.suffix == ".json":
-        ja, jb = json.loads(a.read_text()), json.loads(b.read_text())
+        ja, jb = json.loads(a.read_text()), _aliased(json.loads(b.read_text()), results_dirs)
         return None if _strip_timing_json(ja) == _strip_timing_json(jb) else "JSON content differs"
+    if a.suffix == ".npz":
+        from .io import read_npz
+
+        (arr_a, meta_a), (arr_b, meta_b) = read_npz(a), read_npz(b)
+        if meta_a != _aliased(meta_b, results_dirs):
+            return "NPZ metadata differs"
+        same = arr_a.keys() == arr_b.keys() and all(
+            arr_a[k].dtype == arr_b[k].dtype and np.array_equal(arr_a[k], arr_b[k]) for k in arr_a)
+        return None if same else "map arrays differ"
     if a.suffix == ".parquet":
         ta, tb = pq.read_table(a), pq.read_table(b)
-        if ta.schema.metadata != tb.schema.metadata:
+        if _parquet_meta(ta, None) != _parquet_meta(tb, results_dirs):
             return "Parquet metadata differs"
+        if ta.equals(tb):
+            return None
         da, db = _strip_timing_frame(ta.to_pandas()), _strip_timing_frame(tb.to_pandas())
         has_timing = any(c in ta.column_names for c in TIMING_COLUMNS) or (
             "metric" in ta.column_names and len(da) != ta.num_rows)
@@ -136,8 +176,11 @@ def compare_file(a: Path, b: Path) -> str | None:
     return "bytes differ"
 
 
-def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike) -> dict[str, Any]:
-    """Compare every NPZ, Parquet and JSON artifact under two result folders.
+def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike,
+                 results_dirs: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Compare every NPZ, Parquet and JSON artifact under two result folders. ``results_dirs``:
+    the two runs' ``results_dir`` config values when they differ (paths recorded in the artifacts
+    are then compared with run B's folder read as run A's).
 
     Returns ``{"compared": n, "identical_bytes": n, "differences": [(path, reason)], "only_in_a": [...],
     "only_in_b": [...]}``; the runs reproduce each other when the last three are empty."""
@@ -158,7 +201,7 @@ def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike) -> dict[str
         if (run_a / rel).read_bytes() == (run_b / rel).read_bytes():
             identical += 1
             continue
-        reason = compare_file(run_a / rel, run_b / rel)
+        reason = compare_file(run_a / rel, run_b / rel, results_dirs)
         if reason is not None:
             diffs.append((rel, reason))
     return {"compared": len(in_a & in_b), "identical_bytes": identical, "differences": diffs,

@@ -44,6 +44,26 @@ def test_a_changed_result_is_reported(tmp_path, change, culprit):
     assert culprit in [path for path, _ in res["differences"]]
 
 
+def test_runs_under_different_results_dirs_compare_equal_with_the_alias(tmp_path):
+    """Artifacts record the paths they came from (e.g. the checkpoint); two runs with different
+    results_dir values differ only there, which --results-dirs excuses and nothing else."""
+    def run(root, results_dir, value=1.0):
+        meta = {"model": {"checkpoint": f"{results_dir}/synthetic/demo/model.pt"}, "seed": 0}
+        write_npz(root / "demo/maps/m.npz", {"p0": np.full((4, 4), value, np.float32)}, meta)
+        write_parquet(root / "demo/metrics/m.parquet", pd.DataFrame({"auroc": [value]}), meta)
+        write_json(root / "demo/provenance.json", {"config": {"results_dir": results_dir}, **meta})
+
+    run(tmp_path / "a", "results")
+    run(tmp_path / "b", "results_b")
+    plain = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert sorted(p for p, _ in plain["differences"]) == ["demo/maps/m.npz", "demo/metrics/m.parquet",
+                                                          "demo/provenance.json"]
+    assert compare_runs(tmp_path / "a", tmp_path / "b", ("results", "results_b"))["differences"] == []
+    run(tmp_path / "c", "results_b", value=2.0)   # a real difference is still one
+    res = compare_runs(tmp_path / "a", tmp_path / "c", ("results", "results_b"))
+    assert sorted(p for p, _ in res["differences"]) == ["demo/maps/m.npz", "demo/metrics/m.parquet"]
+
+
 def test_missing_artifact_is_reported(tmp_path):
     _run(tmp_path / "a")
     _run(tmp_path / "b")
