@@ -10,8 +10,8 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("chefer", defaults={"start_layer": 0})
-def chefer(ctx: ForwardContext, *, start_layer: int) -> ExplainOutput:
+@register("chefer")
+def chefer(ctx: ForwardContext, *, start_layer: int = 0) -> ExplainOutput:
     tr = ctx.trace(attention_grads=True)
     n_blocks = len(tr.vision.attention)
     start = resolve_block(start_layer, n_blocks, "attribution.params.chefer.start_layer")

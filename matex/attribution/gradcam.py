@@ -10,8 +10,8 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("gradcam", defaults={"layer": -3, "weighting": "channel"})
-def gradcam(ctx: ForwardContext, *, layer: int, weighting: str) -> ExplainOutput:
+@register("gradcam")
+def gradcam(ctx: ForwardContext, *, layer: int = -3, weighting: str = 'channel') -> ExplainOutput:
     n_blocks = len(ctx.vision_blocks)
     block = resolve_block(layer, n_blocks, "attribution.params.gradcam.layer")
     if block == n_blocks - 1:

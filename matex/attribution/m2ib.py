@@ -25,10 +25,8 @@ def capacity(r_norm: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return 0.5 * (torch.exp(2 * log_sd) + mu ** 2 - 1.0) - log_sd
 
 
-@register("m2ib", defaults={"layer": -3, "beta": 0.1, "steps": 10, "lr": 1.0, "n_noise": 10, "init": 5.0,
-                            "seed": 0})
-def m2ib(ctx: ForwardContext, *, layer: int, beta: float, steps: int, lr: float, n_noise: int, init: float,
-         seed: int) -> ExplainOutput:
+@register("m2ib")
+def m2ib(ctx: ForwardContext, *, layer: int = -3, beta: float = 0.1, steps: int = 10, lr: float = 1.0, n_noise: int = 10, init: float = 5.0, seed: int = 0) -> ExplainOutput:
     if steps < 0 or n_noise < 1:
         raise ConfigError(f"attribution.params.m2ib: need steps>=0 and n_noise>=1 (got {steps}, {n_noise})")
     n_blocks = len(ctx.vision_blocks)

@@ -23,10 +23,6 @@ from .common import identity_like, masked_minmax, minmax_norm, resolve_block, ro
 from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
-DEFAULTS = {"alpha": 0.5, "beta": 0.2, "gamma": 0.35, "delta": 0.2, "tau": 0.5, "rollout_layers": None,
-            "gradient_layers": 4, "consistency_eps": 1.0e-6, "prior_sigma": 0.1, "prior_strength": 2.5}
-
-
 def layer_set(spec: int | Sequence[int] | None, n_blocks: int, key: str, last_k: bool = False) -> list[int]:
     """0-based sorted block indices: None = all; an int k with ``last_k`` = the last k blocks;
     otherwise a list of (possibly negative) indices."""
@@ -122,10 +118,8 @@ def spatial_priors(texts: Sequence[str], size: tuple[int, int], sigma: float, st
                      present=[c[2] for c in cached])
 
 
-@register("matex", defaults=DEFAULTS)
-def matex(ctx: ForwardContext, *, alpha: float, beta: float, gamma: float, delta: float, tau: float,
-          rollout_layers, gradient_layers, consistency_eps: float, prior_sigma: float,
-          prior_strength: float) -> ExplainOutput:
+@register("matex")
+def matex(ctx: ForwardContext, *, alpha: float = 0.5, beta: float = 0.2, gamma: float = 0.35, delta: float = 0.2, tau: float = 0.5, rollout_layers: int | list[int] | None = None, gradient_layers: int | list[int] = 4, consistency_eps: float = 1e-06, prior_sigma: float = 0.1, prior_strength: float = 2.5) -> ExplainOutput:
     """The fused MATEX map, its components, and per-token text scores."""
     use_text = ctx.has_text_tower
     n_blocks = len(ctx.vision_blocks)

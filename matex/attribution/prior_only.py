@@ -8,7 +8,7 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("prior_only", defaults={"prior_sigma": 0.1, "prior_strength": 2.5})
-def prior_only(ctx: ForwardContext, *, prior_sigma: float, prior_strength: float) -> ExplainOutput:
+@register("prior_only")
+def prior_only(ctx: ForwardContext, *, prior_sigma: float = 0.1, prior_strength: float = 2.5) -> ExplainOutput:
     prior = spatial_priors(ctx.texts, ctx.size, prior_sigma, prior_strength, ctx.images.device)
     return ExplainOutput(image=prior.normalised.clone(), meta={"options": {"prior_present": prior.present}})

@@ -9,8 +9,8 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("random", defaults={"seed": 0})
-def random_map(ctx: ForwardContext, *, seed: int) -> ExplainOutput:
+@register("random")
+def random_map(ctx: ForwardContext, *, seed: int = 0) -> ExplainOutput:
     h, w = ctx.size
     # one small draw per pair (no model pass): the per-pair seed is what makes it batch-independent
     maps = torch.stack([torch.rand(h, w, generator=torch.Generator().manual_seed(pair_seed(seed, img, txt)))

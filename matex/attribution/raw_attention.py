@@ -6,7 +6,7 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("raw_attention", defaults={})
+@register("raw_attention")
 def raw_attention(ctx: ForwardContext) -> ExplainOutput:
     tr = ctx.trace()
     cls_row = tr.vision.attention[-1].float().mean(1)[:, 0, 1:]

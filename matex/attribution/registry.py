@@ -1,10 +1,12 @@
 """The method registry and the single public entry point ``explain``.
 
 A method is a function ``fn(ctx: ForwardContext, **params) -> ExplainOutput`` in its own module,
-registered with ``@register("name", defaults={...})``. The package imports every module in this
+registered with ``@register("name")``; its parameters and their defaults are the function's
+keyword-only arguments (read with ``inspect.signature``). The package imports every module in this
 folder, so adding a method means adding one file and nothing else."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -31,21 +33,45 @@ class ExplainOutput:
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """A registered method: its function, and its parameters read from the function's signature
+    (keyword-only arguments after ``ctx``: name, default, annotation). The signature is the one
+    source of defaults; configs hold only overrides."""
     name: str
     fn: Callable[..., ExplainOutput]
     defaults: Mapping[str, Any]
+    annotations: Mapping[str, str]
+    reference: str = ""
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(name: str, defaults: Mapping[str, Any] | None = None) -> Callable:
-    """Decorator: register ``fn`` as attribution method ``name`` with its default params."""
+def _signature_params(name: str, fn: Callable) -> tuple[dict[str, Any], dict[str, str]]:
+    """Defaults and annotation strings of ``fn``'s keyword-only parameters; every one needs a default."""
+    sig = inspect.signature(fn)
+    defaults: dict[str, Any] = {}
+    annotations: dict[str, str] = {}
+    for p in list(sig.parameters.values())[1:]:
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise ConfigError(f"method {name!r}: parameter {p.name!r} must be keyword-only (after '*')")
+        if p.default is inspect.Parameter.empty:
+            raise ConfigError(f"method {name!r}: parameter {p.name!r} needs a default value")
+        defaults[p.name] = p.default
+        ann = p.annotation
+        annotations[p.name] = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+    return defaults, annotations
+
+
+def register(name: str, reference: str = "") -> Callable:
+    """Decorator: register ``fn(ctx, *, param: type = default, ...)`` as attribution method ``name``.
+
+    ``reference``: the paper the method comes from (shown by ``matex.methods()``)."""
     def deco(fn: Callable[..., ExplainOutput]) -> Callable[..., ExplainOutput]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ConfigError(f"attribution method {name!r} is registered twice "
                               f"({_REGISTRY[name].fn.__module__} and {fn.__module__})")
-        _REGISTRY[name] = MethodSpec(name, fn, dict(defaults or {}))
+        defaults, annotations = _signature_params(name, fn)
+        _REGISTRY[name] = MethodSpec(name, fn, defaults, annotations, reference)
         return fn
     return deco
 
@@ -74,12 +100,40 @@ def _load_methods() -> None:
             importlib.import_module(f"{pkg_name}.{info.name}")
 
 
+_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def check_param_type(method: str, key: str, value: Any, annotation: str) -> None:
+    """Raise a ConfigError naming ``attribution.params.<method>.<key>`` when ``value`` does not fit the
+    parameter's annotation (``int``, ``float``, ``str``, ``bool``, ``X | None``, ``list[X]`` and unions of
+    these); other annotations are not checked."""
+    def fits(v: Any, ann: str) -> bool | None:
+        ann = ann.strip()
+        if ann == "None":
+            return v is None
+        if ann in _SCALARS:
+            if isinstance(v, bool) and ann != "bool":
+                return False
+            return isinstance(v, _SCALARS[ann])
+        if ann.startswith("list[") and ann.endswith("]"):
+            return isinstance(v, (list, tuple)) and all(fits(x, ann[5:-1]) is not False for x in v)
+        return None  # unknown annotation: not checked
+    results = [fits(value, a) for a in annotation.split("|")]
+    if any(r is True for r in results) or all(r is None for r in results):
+        return
+    raise ConfigError(f"attribution.params.{method}.{key}: expected {annotation}, got {value!r} "
+                      f"({type(value).__name__})")
+
+
 def resolve_params(spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults overridden by ``params``; an unknown key is a ConfigError naming the config path."""
+    """Defaults overridden by ``params``; an unknown key or a value of the wrong type is a ConfigError
+    naming the config path ``attribution.params.<method>.<key>``."""
     unknown = sorted(set(params) - set(spec.defaults))
     if unknown:
         raise ConfigError(f"attribution.params.{spec.name}: unknown key(s) {unknown}; "
                           f"known: {sorted(spec.defaults)}")
+    for key, value in params.items():
+        check_param_type(spec.name, key, value, spec.annotations.get(key, ""))
     return {**spec.defaults, **dict(params)}
 
 

@@ -30,8 +30,8 @@ def discard_lowest(fused: torch.Tensor, ratio: float) -> torch.Tensor:
     return flat.view(b, t, t)
 
 
-@register("rollout", defaults={"discard_ratio": 0.0, "head_fusion": "mean"})
-def rollout(ctx: ForwardContext, *, discard_ratio: float, head_fusion: str) -> ExplainOutput:
+@register("rollout")
+def rollout(ctx: ForwardContext, *, discard_ratio: float = 0.0, head_fusion: str = 'mean') -> ExplainOutput:
     if head_fusion not in HEAD_FUSIONS:
         raise ConfigError(f"attribution.params.rollout.head_fusion={head_fusion!r}; expected one of "
                           f"{sorted(HEAD_FUSIONS)}")

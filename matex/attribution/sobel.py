@@ -10,7 +10,7 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("sobel", defaults={})
+@register("sobel")
 def sobel(ctx: ForwardContext) -> ExplainOutput:
     x = ctx.images.float()
     mean = torch.tensor(ctx.model.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
