@@ -143,6 +143,10 @@ def test_non_finite_cached_map_names_file_and_pair_and_writes_nothing(tmp_path, 
     with pytest.raises(MapError, match=r"matex\.npz: map of pair p1 has 1 NaN/Inf values"):
         _run_evaluate_step(tmp_path, ckpt, cfg, npz)
     assert not (tmp_path / "metrics").exists() or list((tmp_path / "metrics").iterdir()) == []
+    # the rule's own log (where Snakemake points) holds the error message and its traceback
+    logged = (tmp_path / "evaluate.log").read_text()
+    assert "step evaluate failed: MapError" in logged and "matex.npz: map of pair p1" in logged
+    assert "Traceback (most recent call last)" in logged
 
 
 def test_wrong_shape_cached_map_is_named(tmp_path, step_env):

@@ -162,7 +162,7 @@ def test_summarise_roar_per_modality_against_the_shared_clean_run():
 
 
 def test_roar_table_has_image_and_text_columns_in_paper_order():
-    from matex.pipeline import with_roar
+    from matex.metrics.aggregate import with_roar
 
     table = pd.DataFrame({"Img conf. drop ↓": ["1", "2"], "Img conf. incr. ↑": ["3", "4"],
                           "Txt conf. drop ↓": ["5", "–"], "Txt conf. incr. ↑": ["6", "–"], "Pointing ↑": ["7", "8"]},
@@ -231,7 +231,7 @@ def test_text_roar_step_names_a_method_without_token_maps(tmp_path):
     from types import SimpleNamespace
 
     from matex.io import write_npz
-    from matex.pipeline import roar_finetune_text
+    from matex.pipeline.roar import roar_finetune_text
 
     pairs = pd.DataFrame({"pair_id": ["a", "b", "c"], "phrase": ["x y", "y z", "z"], "split": ["train", "train", "val"]})
     pairs.to_parquet(tmp_path / "pairs.parquet")
@@ -266,7 +266,7 @@ def test_roar_run_record_keeps_its_fine_tuning_seed(tmp_path, monkeypatch):
     import json
     from types import SimpleNamespace
 
-    import matex.pipeline as pipeline
+    import matex.pipeline.roar as pipeline
     import matex.roar.finetune as finetune
 
     pairs = pd.DataFrame({"pair_id": ["a", "b", "c"], "phrase": ["x y", "y z", "z"], "split": ["train", "train", "val"]})

@@ -92,3 +92,28 @@ def to_html(tables: Sequence[tuple[str, pd.DataFrame]], title: str, notes: Seque
         parts.append(table.rename_axis("method").to_html(escape=True, border=0))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+def with_roar(table, roar):
+    """Insert the image and text ROAR+ columns (mean ± sd over seeds), paper order: each after its
+    side's confidence columns (Img conf. drop, Img conf. incr., Img ROAR+, Txt conf. ..., Txt ROAR+).
+    A method without a run on a side shows "–"."""
+    table = table.copy()
+    pos = 0
+    for modality, prefix in (("image", "Img"), ("text", "Txt")):
+        side = roar[roar["modality"] == modality].set_index("method")
+        col = [_roar_cell(side.loc[m]) if m in side.index else "–" for m in table.index]
+        last = [i for i, c in enumerate(table.columns) if c.startswith(f"{prefix} conf.")]
+        pos = last[-1] + 1 if last else pos
+        table.insert(pos, f"{prefix} ROAR+ ↑", col)
+        pos += 1
+    return table
+
+
+def _roar_cell(r) -> str:
+    """'mean ± sd' over seeds; the mean alone when the sd is undefined (one seed)."""
+    import numpy as np
+
+    if np.isfinite(r["roar_plus_sd"]):
+        return f"{r['roar_plus_mean']:.2f} ± {r['roar_plus_sd']:.2f}"
+    return f"{r['roar_plus_mean']:.2f}"
+
+

@@ -1,0 +1,39 @@
+"""Steps of workflow/rules/attribution.smk: attribution maps per method (and shard)."""
+
+from __future__ import annotations
+
+from .core import base_meta, load_step_inputs, method_params, step
+
+
+@step
+def attribute(cfg, input, output, params, wildcards, threads):
+
+    from ..attribution.cache import attribute_rows, select_pairs, shard_rows, write_attribution
+    from ..io import config_hash
+
+    att = cfg["attribution"]
+    method, shard, n_shards = wildcards.method, int(getattr(wildcards, "shard", 0)), int(att["shards"])
+    pairs, images, model = load_step_inputs(cfg, input, threads)
+    rows = shard_rows(select_pairs(pairs, att.get("split", "val"), att.get("max_pairs")), shard, n_shards)
+    mparams = method_params(cfg, method)
+    maps, table = attribute_rows(
+        model, method, mparams, pairs, images, rows, int(att["batch_size"]), att.get("store_dtype", "float32")
+    )
+    meta = base_meta(cfg, "data", "input", "model")
+    meta.update(
+        method=method,
+        params=mparams,
+        shard=f"{shard}/{n_shards}",
+        config_hash=config_hash(
+            meta["config_hash"], method, mparams, att.get("split"), att.get("max_pairs"), att.get("store_dtype")
+        ),
+        model=model.meta,
+    )
+    write_attribution(maps, table, meta, output.npz, output.parquet)
+
+
+@step
+def merge_attribution(cfg, input, output, params, wildcards, threads):
+    from ..attribution.cache import merge_shards
+
+    merge_shards(input.npz, input.parquet, output.npz, output.parquet)

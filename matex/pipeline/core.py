@@ -1,0 +1,104 @@
+"""The step registry, logging into the rule's log file, and the helpers every step shares."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import section_hash
+
+log = logging.getLogger("matex")
+STEPS: dict[str, Callable[..., None]] = {}
+
+
+def step(fn: Callable[..., None]) -> Callable[..., None]:
+    STEPS[fn.__name__] = fn
+    return fn
+
+
+@contextlib.contextmanager
+def logged(log_path: str | None):
+    """Send logging and stderr (tqdm progress) of the step to its log file as well as the console."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    root = logging.getLogger()
+    old = list(root.handlers)
+    root.handlers = []
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.close()
+        root.handlers = old
+
+
+def run_step(smk: Any) -> None:
+    """Dispatch a Snakemake ``script:`` call to the step named like its rule."""
+    name = smk.rule
+    fn = STEPS.get(name)
+    if fn is None:
+        raise KeyError(f"no matex pipeline step for rule {name!r}; known: {sorted(STEPS)}")
+    cfg = dict(smk.config)
+    with logged(smk.log[0] if len(smk.log) else None):
+        t0 = time.perf_counter()
+        log.info("step %s started", name)
+        try:
+            fn(cfg, smk.input, smk.output, smk.params, smk.wildcards, smk.threads)
+        except BaseException as exc:
+            # the error goes into the rule's own log (where Snakemake points a SLURM user), message first
+            log.error("step %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
+            raise
+        log.info("step %s finished in %.1f s", name, time.perf_counter() - t0)
+
+
+def geometry(cfg: dict):
+    from ..data.transforms import InputGeometry
+
+    return InputGeometry(size=int(cfg["input"]["size"]), mode=cfg["input"]["mode"])
+
+
+def base_meta(cfg: dict, *sections: str) -> dict:
+    """What every artifact carries: the hash of the config sections that made it, the seed, the
+    package version and, once a model is involved, the model's checkpoint sha256."""
+    from .. import __version__
+
+    meta = {"config_hash": section_hash(cfg, *sections), "seed": cfg["seed"], "matex_version": __version__}
+    if "model" in sections:
+        from ..provenance import model_fingerprint
+
+        meta["model_checkpoint_sha256"] = model_fingerprint(cfg)["checkpoint_sha256"]
+    return meta
+
+
+def load_configured_model(cfg: dict, checkpoint: str | None, device_pref: str = "cpu"):
+    from ..models.loading import load_model_from_config, resolve_device
+
+    return load_model_from_config(cfg, checkpoint=checkpoint or None, device=resolve_device(device_pref))
+
+
+def load_step_inputs(cfg: dict, input, threads: int):
+    """The pairs table, the decoded images (memory-mapped) and the configured model of a step."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
+    return pairs, images, model
+
+
+def method_params(cfg: dict, method: str) -> dict:
+    return dict((cfg["attribution"].get("params") or {}).get(method) or {})

@@ -1,0 +1,113 @@
+"""Steps of workflow/rules/evaluation.smk: per-pair metrics, aggregate tables, sanity and ablation studies."""
+
+from __future__ import annotations
+
+from .core import base_meta, load_step_inputs, method_params, step
+
+
+@step
+def evaluate(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from ..io import write_parquet
+    from ..metrics.evaluate import evaluate_maps
+
+    pairs, images, model = load_step_inputs(cfg, input, threads)
+    df = evaluate_maps(model, wildcards.method, pairs, images, input.npz, cfg)
+    runtime = pd.read_parquet(input.runtime)[["pair_id", "runtime_s"]]
+    df = df.merge(runtime, on="pair_id", how="left")
+    df["runtime_ms"] = df.pop("runtime_s") * 1000.0
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
+    meta["method"] = wildcards.method
+    write_parquet(output.metrics, df, meta)
+
+
+@step
+def aggregate(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from ..io import write_parquet, write_text
+    from ..metrics.aggregate import summarise_tidy, tidy_metrics, to_html, to_latex, to_markdown, wide_table, with_roar
+
+    tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
+    # sanity column: Spearman rho with every block randomised (lower = the map depends on the model)
+    san = pd.concat([pd.read_parquet(p) for p in input.sanity], ignore_index=True)
+    full = san[san["blocks_randomized"] == san.groupby("method")["blocks_randomized"].transform("max")]
+    tidy = pd.concat(
+        [
+            tidy,
+            full.assign(metric="sanity_spearman", value=full["spearman"])[
+                ["pair_id", "method", "category", "metric", "value"]
+            ],
+        ],
+        ignore_index=True,
+    )
+    boot = cfg["evaluation"].get("bootstrap", {})
+    n, ci = int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95))
+    overall = summarise_tidy(tidy, ["method"], n, ci, cfg["seed"])
+    per_cat = summarise_tidy(tidy, ["category", "method"], n, ci, cfg["seed"])
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
+    write_parquet(output.tidy, tidy, meta)
+    write_parquet(output.summary, pd.concat([overall.assign(category="all"), per_cat], ignore_index=True), meta)
+    order = cfg["attribution"]["methods"]
+    roar = pd.read_parquet(input.roar)
+    write_parquet(output.roar, roar, meta)
+    pct = f"{round(ci * 100)} %"
+    notes = [
+        f"Mean [{pct} bootstrap interval, {n} resamples] over pairs; confidence metrics and localisation x100.",
+        f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
+        "image: top pixels of each map removed, text: top word tokens removed (both against the same "
+        "clean run); 'random' is the random-removal control.",
+    ]
+    tables = [("All findings", with_roar(wide_table(overall, order), roar))]
+    tables += [(cat, wide_table(grp, order)) for cat, grp in per_cat.groupby("category")]
+    title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
+    md = [f"# {title}\n", *[f"{line}\n" for line in notes], *[to_markdown(t, name) for name, t in tables]]
+    tex = [to_latex(t, f"{cfg['dataset']}: {name.lower() if name == 'All findings' else name}") for name, t in tables]
+    write_text(output.markdown, "\n".join(md))
+    write_text(output.html, to_html(tables, title, notes))
+    write_text(output.latex, "\n".join(tex))
+
+
+def _eval_rows(cfg: dict, pairs, cap: int | None):
+    from ..attribution.cache import select_pairs
+
+    att = cfg["attribution"]
+    rows = select_pairs(pairs, att.get("split", "val"), att.get("max_pairs"))
+    return rows[:cap] if cap else rows
+
+
+@step
+def sanity(cfg, input, output, params, wildcards, threads):
+
+    from ..io import write_parquet
+    from ..metrics.studies import sanity_curve
+
+    pairs, images, model = load_step_inputs(cfg, input, threads)
+    rows = _eval_rows(cfg, pairs, cfg["evaluation"]["sanity"].get("max_pairs"))
+    df = sanity_curve(
+        model,
+        wildcards.method,
+        method_params(cfg, wildcards.method),
+        pairs,
+        images,
+        rows,
+        int(cfg["attribution"]["batch_size"]),
+        cfg["seed"],
+    )
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
+    write_parquet(output.table, df, meta)
+
+
+@step
+def ablation(cfg, input, output, params, wildcards, threads):
+
+    from ..io import write_parquet
+    from ..metrics.studies import ablation_study
+
+    pairs, images, model = load_step_inputs(cfg, input, threads)
+    rows = _eval_rows(cfg, pairs, cfg["figures"].get("ablation_pairs"))
+    df = ablation_study(
+        model, method_params(cfg, "matex"), pairs, images, rows, cfg, int(cfg["attribution"]["batch_size"])
+    )
+    write_parquet(output.table, df, base_meta(cfg, "data", "input", "model", "attribution", "evaluation", "figures"))

@@ -1,0 +1,94 @@
+"""Steps of workflow/rules/figures.smk: every figure of the paper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .core import step
+
+
+@step
+def figure_qualitative(cfg, input, output, params, wildcards, threads):
+    import numpy as np
+    import pandas as pd
+
+    from ..figures.plots import pick_qualitative_pairs, qualitative_grid, save
+    from ..io import read_npz
+
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    maps = {Path(p).stem: read_npz(p)[0] for p in input.maps}
+    first = next(iter(maps.values()))
+    explained = [k for k in first if not k.startswith("text/")]
+    fig_cfg = cfg["figures"]
+    ids = pick_qualitative_pairs(
+        pairs, explained, int(fig_cfg["qualitative_per_category"]), fig_cfg.get("qualitative_pairs")
+    )
+    save(qualitative_grid(pairs, images, maps, ids, show_images=bool(cfg["report"]["embed_images"])), output)
+
+
+@step
+def figure_metrics(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from ..figures.plots import metric_bars, save
+
+    save(metric_bars(pd.read_parquet(input.summary), cfg["attribution"]["methods"]), output)
+
+
+@step
+def figure_ablation(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from ..figures.plots import curves, save
+
+    df = pd.read_parquet(input.table)
+    long = df.melt(id_vars=["parameter", "value"], var_name="metric", value_name="score")
+    weights = long[long["parameter"] != "prior_strength"]
+    save(
+        curves(
+            weights,
+            "value",
+            "score",
+            "parameter",
+            "MATEX fusion-weight ablation (one weight varied at a time)",
+            "weight value",
+            "score",
+            col="metric",
+        ),
+        output.weights,
+    )
+    lam = long[long["parameter"] == "prior_strength"]
+    save(curves(lam, "value", "score", "metric", "MATEX prior strength sweep", "λ_s", "score"), output.prior)
+
+
+@step
+def figure_sanity(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from ..figures.plots import curves, save
+
+    df = pd.concat([pd.read_parquet(p) for p in input.tables], ignore_index=True)
+    save(
+        curves(
+            df,
+            "blocks_randomized",
+            "spearman",
+            "method",
+            "Cascading randomisation: similarity of maps to the trained model's",
+            "top blocks randomised",
+            "Spearman ρ",
+        ),
+        output,
+    )
+
+
+@step
+def figure_runtime(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from ..figures.plots import runtime_bars, save
+
+    df = pd.concat([pd.read_parquet(p) for p in input.tables], ignore_index=True)
+    df["runtime_ms"] = df["runtime_s"] * 1000.0
+    save(runtime_bars(df, cfg["attribution"]["methods"]), output)

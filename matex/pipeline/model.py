@@ -1,0 +1,12 @@
+"""Steps of workflow/rules/model.smk: train the demo model."""
+
+from __future__ import annotations
+
+from .core import step
+
+
+@step
+def train_demo_model(cfg, input, output, params, wildcards, threads):
+    from ..models.train import train_demo
+
+    train_demo(input.pairs, input.images, cfg, output.checkpoint, output.log_json)

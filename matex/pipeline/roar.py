@@ -1,0 +1,116 @@
+"""Steps of workflow/rules/roar.smk: ROAR+ training-pair maps, fine-tuning runs and their summary."""
+
+from __future__ import annotations
+
+from .core import base_meta, load_configured_model, load_step_inputs, method_params, step
+
+
+def roar_train_rows(cfg: dict, pairs):
+    from ..attribution.cache import select_pairs
+
+    return select_pairs(pairs, "train", cfg["roar"].get("train_pairs"))
+
+
+@step
+def attribute_roar_train(cfg, input, output, params, wildcards, threads):
+    """Maps of the ROAR+ training pairs (the images that will be degraded)."""
+
+    from ..attribution.cache import attribute_rows, write_attribution
+    from ..io import config_hash
+
+    att = cfg["attribution"]
+    pairs, images, model = load_step_inputs(cfg, input, threads)
+    mparams = method_params(cfg, wildcards.method)
+    maps, table = attribute_rows(
+        model,
+        wildcards.method,
+        mparams,
+        pairs,
+        images,
+        roar_train_rows(cfg, pairs),
+        int(att["batch_size"]),
+        att.get("store_dtype", "float32"),
+    )
+    meta = base_meta(cfg, "data", "input", "model")
+    meta.update(
+        method=wildcards.method,
+        params=mparams,
+        model=model.meta,
+        config_hash=config_hash(meta["config_hash"], wildcards.method, mparams, cfg["roar"].get("train_pairs")),
+    )
+    write_attribution(maps, table, meta, output.npz, output.parquet)
+
+
+@step
+def roar_finetune(cfg, input, output, params, wildcards, threads):
+    """Image ROAR+ run (or the clean run both sides share): top pixels removed from the training images."""
+    _roar_finetune(cfg, input, output, wildcards, threads, "image")
+
+
+@step
+def roar_finetune_text(cfg, input, output, params, wildcards, threads):
+    """Text ROAR+ run: top word tokens removed from the training texts, images untouched."""
+    _roar_finetune(cfg, input, output, wildcards, threads, "text")
+
+
+def _roar_finetune(cfg, input, output, wildcards, threads, modality: str) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from ..attribution.cache import load_maps, load_token_maps, select_pairs
+    from ..errors import ConfigError
+    from ..io import write_json
+    from ..roar.finetune import roar_run
+
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    train_rows = roar_train_rows(cfg, pairs)
+    val_rows = select_pairs(pairs, "val", None)
+    train_ids = pairs["pair_id"].iloc[train_rows].tolist()
+    maps = None
+    if hasattr(input, "npz") and modality == "image":
+        maps, _, _ = load_maps(input.npz, train_ids)
+    elif hasattr(input, "npz"):
+        maps = load_token_maps(input.npz, train_ids)
+        if maps is None:
+            raise ConfigError(
+                f"config key roar.text_methods lists {wildcards.variant!r}, but method "
+                f"{wildcards.variant!r} gave no text (token) maps with this model ({input.npz}); "
+                "list only methods with a text side (matex)"
+            )
+    model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
+    result = roar_run(
+        model,
+        pairs,
+        images,
+        train_rows,
+        val_rows,
+        wildcards.variant,
+        maps,
+        cfg["roar"],
+        int(wildcards.seed),
+        threads=int(threads),
+        modality=modality,
+    )
+    # the run's own keys win: its "seed" is the fine-tuning seed that pairs it with the clean run of
+    # that seed; the config's seed (base_meta's "seed") is kept as "config_seed"
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
+    write_json(output.json, {**meta, "config_seed": meta["seed"], **result})
+
+
+@step
+def roar_summary(cfg, input, output, params, wildcards, threads):
+    """roar_runs.parquet (one row per run, image and text) and roar_summary.parquet (per modality, method)."""
+    import json
+
+    import pandas as pd
+
+    from ..io import write_parquet
+    from ..roar.finetune import summarise_roar, with_modality
+
+    paths = [*input.runs, *getattr(input, "text_runs", [])]
+    runs = with_modality(pd.DataFrame([{k: v for k, v in json.load(open(p)).items() if k != "history"} for p in paths]))
+    summary = summarise_roar(runs)
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
+    write_parquet(output.runs, runs, meta)
+    write_parquet(output.summary, summary, meta)
