@@ -11,13 +11,16 @@ import pandas as pd
 METRICS: list[tuple[str, str, float]] = [
     ("img_conf_drop", "Img conf. drop ↓", 100.0),
     ("img_conf_increase", "Img conf. incr. ↑", 100.0),
+    ("deletion_auc", "Deletion AUC ↓", 100.0),
+    ("insertion_auc", "Insertion AUC ↑", 100.0),
     ("txt_conf_drop", "Txt conf. drop ↓", 100.0),
     ("txt_conf_increase", "Txt conf. incr. ↑", 100.0),
     ("pointing_game", "Pointing ↑", 100.0),
     ("energy_in_box", "Energy in box ↑", 100.0),
     ("iou_top5", "IoU@5% ↑", 100.0),
     ("auroc", "AUROC ↑", 100.0),
-    ("sanity_spearman", "Sanity ρ ↓", 1.0),
+    ("sanity_abs_spearman", "Sanity |ρ| ↓", 1.0),
+    ("sanity_ssim", "Sanity SSIM ↓", 1.0),
     ("runtime_ms", "ms / pair", 1.0),
 ]
 
