@@ -136,7 +136,7 @@ def test_all_ones_map_leaves_similarity_unchanged(model, batch):
     assert np.array_equal(s, s_prime)
     scores = confidence_scores(s, s_prime)
     assert scores["drop"].tolist() == [0.0, 0.0, 0.0] and scores["increase"].tolist() == [0.0, 0.0, 0.0]
-    # a zero map sends the image to the normalised zero (the CLIP mean): s' changes
+    # a zero map sends every pixel to the grey fill: s' changes
     _, s_zero = image_confidence(model, images, tokens, np.zeros((3, SIZE, SIZE), np.float32), batch_size=2)
     assert not np.allclose(s_zero, s)
     assert np.allclose(s, model.similarity(images, tokens).double().numpy())
