@@ -1,5 +1,6 @@
 """Studies that need the model, not just cached maps: the cascading-randomisation sanity check
-(Adebayo et al. 2018) and MATEX's fusion-weight ablation and prior-strength sweep."""
+(Adebayo et al. 2018; |Spearman rho| and SSIM per cascade step) and MATEX's fusion-weight
+ablation and prior-strength sweep."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -29,19 +30,25 @@ def n_vision_blocks(model) -> int:
 
 
 def sanity_curve(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
-                 rows: np.ndarray, batch_size: int, seed: int) -> pd.DataFrame:
-    """Spearman correlation between each pair's map on the trained model and on copies whose top
-    k blocks are re-initialised, k = 1..L (cascading, from the top block down)."""
-    from .sanity import randomize_cascading, spearman_maps
+                 rows: np.ndarray, batch_size: int, seed: int, steps: Sequence[int] | None = None) -> pd.DataFrame:
+    """Cascading randomisation (Adebayo et al. 2018): each pair's map on the trained model against
+    its map on copies randomised up to cascade step k (1 = heads and final norms, 1 + j = also the
+    top j vision blocks; ``steps`` = the steps to run, default all 1..L+1). Per pair and step:
+    signed Spearman rho (reference only), |rho| and SSIM (both lower = the map depends on the weights)."""
+    from .sanity import abs_spearman, cascade_labels, randomize_cascading, spearman_maps, ssim
 
+    labels = cascade_labels(model)
+    steps = list(range(1, len(labels) + 1)) if steps is None else sorted({int(k) for k in steps})
     reference = _explain_rows(model, method, params, pairs, images_u8, rows, batch_size)
     frames = []
-    for k in range(1, n_vision_blocks(model) + 1):
+    for k in steps:
         randomized = randomize_cascading(model, k, seed)
         maps = _explain_rows(randomized, method, params, pairs, images_u8, rows, batch_size)
         frames.append(pd.DataFrame({"pair_id": pairs["pair_id"].iloc[rows].to_numpy(), "method": method,
-                                    "category": pairs["category"].iloc[rows].to_numpy(),
-                                    "blocks_randomized": k, "spearman": spearman_maps(reference, maps)}))
+                                    "category": pairs["category"].iloc[rows].to_numpy(), "cascade_step": k,
+                                    "randomized": labels[k - 1], "blocks_randomized": k - 1,
+                                    "spearman": spearman_maps(reference, maps),
+                                    "abs_spearman": abs_spearman(reference, maps), "ssim": ssim(reference, maps)}))
         del randomized
     return pd.concat(frames, ignore_index=True)
 

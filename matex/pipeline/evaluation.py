@@ -30,18 +30,12 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     from ..metrics.aggregate import summarise_tidy, tidy_metrics, to_html, to_latex, to_markdown, wide_table, with_roar
 
     tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
-    # sanity column: Spearman rho with every block randomised (lower = the map depends on the model)
+    # sanity columns: |Spearman rho| and SSIM at the last cascade step run (lower = the map depends on the model)
     san = pd.concat([pd.read_parquet(p) for p in input.sanity], ignore_index=True)
-    full = san[san["blocks_randomized"] == san.groupby("method")["blocks_randomized"].transform("max")]
-    tidy = pd.concat(
-        [
-            tidy,
-            full.assign(metric="sanity_spearman", value=full["spearman"])[
-                ["pair_id", "method", "category", "metric", "value"]
-            ],
-        ],
-        ignore_index=True,
-    )
+    full = san[san["cascade_step"] == san.groupby("method")["cascade_step"].transform("max")]
+    keys = ["pair_id", "method", "category"]
+    sanity_long = full.melt(id_vars=keys, value_vars=["abs_spearman", "ssim"], var_name="metric", value_name="value")
+    tidy = pd.concat([tidy, sanity_long.assign(metric="sanity_" + sanity_long["metric"])], ignore_index=True)
     boot = cfg["evaluation"].get("bootstrap", {})
     n, ci = int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95))
     overall = summarise_tidy(tidy, ["method"], n, ci, cfg["seed"])
@@ -84,7 +78,8 @@ def sanity(cfg, input, output, params, wildcards, threads):
     from ..metrics.studies import sanity_curve
 
     pairs, images, model = load_step_inputs(cfg, input, threads)
-    rows = _eval_rows(cfg, pairs, cfg["evaluation"]["sanity"].get("max_pairs"))
+    sanity_cfg = cfg["evaluation"]["sanity"]
+    rows = _eval_rows(cfg, pairs, sanity_cfg.get("max_pairs"))
     df = sanity_curve(
         model,
         wildcards.method,
@@ -94,6 +89,7 @@ def sanity(cfg, input, output, params, wildcards, threads):
         rows,
         int(cfg["attribution"]["batch_size"]),
         cfg["seed"],
+        steps=sanity_cfg.get("cascade_steps"),
     )
     meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
     write_parquet(output.table, df, meta)
