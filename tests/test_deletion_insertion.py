@@ -7,8 +7,18 @@ import torch
 
 from matex.data.transforms import CLIP_MEAN, CLIP_STD
 from matex.errors import MapError
-from matex.metrics.faithfulness import (causal_curves, curve_auc, deletion_auc, fill_images, gaussian_blur,
-                                        grey_fill, image_confidence, insertion_auc, masked_input, removal_rank)
+from matex.metrics.faithfulness import (
+    causal_curves,
+    curve_auc,
+    deletion_auc,
+    fill_images,
+    gaussian_blur,
+    grey_fill,
+    image_confidence,
+    insertion_auc,
+    masked_input,
+    removal_rank,
+)
 
 SIZE = 32
 REGION = (slice(0, 8), slice(4, 20))  # top rows: a row-major tie order would remove it first

@@ -38,7 +38,14 @@ def check_cached_maps(arrays: Mapping[str, np.ndarray], ids, npz_path, shape: tu
 def evaluate_maps(model, method: str, pairs: pd.DataFrame, images_u8: np.ndarray, npz_path,
                   cfg: Mapping[str, Any], batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
     """One row per explained pair with every per-pair metric of ``method``."""
-    from .faithfulness import causal_curves, confidence_scores, curve_auc, image_confidence, pair_seed, text_confidence
+    from .faithfulness import (
+        causal_curves,
+        confidence_scores,
+        curve_auc,
+        image_confidence,
+        pair_seed,
+        text_confidence,
+    )
     from .localisation import auroc, energy_in_box, iou_top_fraction, pointing_game
 
     arrays, _ = read_npz(npz_path)

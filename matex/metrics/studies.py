@@ -35,7 +35,13 @@ def sanity_curve(model, method: str, params: Mapping[str, Any], pairs: pd.DataFr
     its map on copies randomised up to cascade step k (1 = heads and final norms, 1 + j = also the
     top j vision blocks; ``steps`` = the steps to run, default all 1..L+1). Per pair and step:
     signed Spearman rho (reference only), |rho| and SSIM (both lower = the map depends on the weights)."""
-    from .sanity import abs_spearman, cascade_labels, randomize_cascading, spearman_maps, ssim
+    from .sanity import (
+        abs_spearman,
+        cascade_labels,
+        randomize_cascading,
+        spearman_maps,
+        ssim,
+    )
 
     labels = cascade_labels(model)
     steps = list(range(1, len(labels) + 1)) if steps is None else sorted({int(k) for k in steps})
