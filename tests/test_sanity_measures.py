@@ -21,7 +21,7 @@ from matex.metrics.sanity import (
     spearman_maps,
     ssim,
 )
-from matex.metrics.studies import sanity_curve
+from matex.metrics.studies import cascade_points, sanity_curve
 from matex.models.base import MatexModel
 
 SIZE = 56
@@ -169,3 +169,12 @@ def test_sanity_figure_labels_steps_and_draws_matex_on_top():
     assert lines["matex"].get_zorder() > max(lines[m].get_zorder() for m in ("gradcam", "random"))
     assert lines["random"].get_linestyle() == "--" and lines["gradcam"].get_linestyle() == "-"
     assert np.allclose(lines["matex"].get_ydata(), [1.0, 0.5, 1 / 3])
+
+
+def test_cascade_points_keep_both_ends():
+    assert cascade_points(7, None) == [1, 2, 3, 4, 5, 6, 7]
+    assert cascade_points(7, 4) == [1, 3, 5, 7]
+    assert cascade_points(4, 4) == [1, 2, 3, 4] and cascade_points(4, 9) == [1, 2, 3, 4]
+    assert cascade_points(13, 2) == [1, 13]
+    with pytest.raises(ValueError, match="cascade_points"):
+        cascade_points(7, 1)

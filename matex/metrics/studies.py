@@ -29,12 +29,23 @@ def n_vision_blocks(model) -> int:
     return len(model.clip.visual.transformer.resblocks)
 
 
+def cascade_points(n_steps: int, points: int | None) -> list[int]:
+    """The cascade steps to run among 1..``n_steps``: all (``points`` None), else ``points`` steps
+    evenly spaced from 1 (heads) to ``n_steps`` (everything), both ends always included."""
+    if points is None or int(points) >= n_steps:
+        return list(range(1, n_steps + 1))
+    if int(points) < 2:
+        raise ValueError(f"evaluation.sanity.cascade_points must be >= 2 (first and last step), got {points}")
+    return sorted({int(round(v)) for v in np.linspace(1, n_steps, int(points))})
+
+
 def sanity_curve(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
                  rows: np.ndarray, batch_size: int, seed: int, steps: Sequence[int] | None = None) -> pd.DataFrame:
     """Cascading randomisation (Adebayo et al. 2018): each pair's map on the trained model against
     its map on copies randomised up to cascade step k (1 = heads and final norms, 1 + j = also the
-    top j vision blocks; ``steps`` = the steps to run, default all 1..L+1). Per pair and step:
-    signed Spearman rho (reference only), |rho| and SSIM (both lower = the map depends on the weights)."""
+    top j vision blocks; ``steps`` = the steps to run, default all 1..L+1, see ``cascade_points``).
+    Per pair and step: signed Spearman rho (reference only), |rho| and SSIM (both lower = the map
+    depends on the weights)."""
     from .sanity import (
         abs_spearman,
         cascade_labels,

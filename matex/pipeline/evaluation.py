@@ -75,7 +75,8 @@ def _eval_rows(cfg: dict, pairs, cap: int | None):
 def sanity(cfg, input, output, params, wildcards, threads):
 
     from ..io import write_parquet
-    from ..metrics.studies import sanity_curve
+    from ..metrics.sanity import cascade_labels
+    from ..metrics.studies import cascade_points, sanity_curve
 
     pairs, images, model = load_step_inputs(cfg, input, threads)
     sanity_cfg = cfg["evaluation"]["sanity"]
@@ -89,7 +90,7 @@ def sanity(cfg, input, output, params, wildcards, threads):
         rows,
         int(cfg["attribution"]["batch_size"]),
         cfg["seed"],
-        steps=sanity_cfg.get("cascade_steps"),
+        steps=cascade_points(len(cascade_labels(model)), sanity_cfg.get("cascade_points")),
     )
     meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
     write_parquet(output.table, df, meta)
