@@ -48,7 +48,8 @@ def tiny_config(tmp_path: Path) -> Path:
         "attribution": {"max_pairs": 6, "batch_size": 4, "shards": 2,
                         "params": {"rise": {"n_masks": 16, "batch": 8}, "m2ib": {"steps": 2, "n_noise": 2}}},
         "roar": {"train_pairs": 16, "seeds": [0], "epochs": 1, "batch_size": 8, "text_methods": ["matex"]},
-        "evaluation": {"sanity": {"max_pairs": 4}, "bootstrap": {"n_resamples": 50}},
+        "evaluation": {"sanity": {"max_pairs": 4, "cascade_points": 2}, "deletion": {"steps": 4},
+                       "bootstrap": {"n_resamples": 50}},
         "figures": {"ablation_pairs": 4},
     })
     path = tmp_path / "tiny.yaml"
