@@ -162,3 +162,43 @@ def test_gaussian_blur_keeps_constants_and_smooths_an_impulse():
     out = gaussian_blur(impulse, 1.0)
     assert out.sum().item() == pytest.approx(1.0, abs=1e-4) and out[0, 7, 7] < 0.2
     assert out[0, 7, 6] == pytest.approx(out[0, 6, 7]) and out[0, 7, 6] > out[0, 7, 5]
+
+
+def test_evaluate_maps_reports_deletion_and_insertion_auc(tmp_path):
+    """The per-pair table has both columns, equal to the AUCs of causal_curves with the configured
+    options and each pair's own tie seed; the grey fill defaults to the dataset's mean intensity."""
+    import open_clip
+    import pandas as pd
+
+    from matex.data.transforms import InputGeometry
+    from matex.io import write_npz
+    from matex.metrics.evaluate import deletion_options, evaluate_maps
+    from matex.metrics.faithfulness import pair_seed
+    from matex.models.base import MatexModel
+
+    size = 56
+    torch.manual_seed(0)
+    clip = open_clip.CLIP(embed_dim=32, vision_cfg={"image_size": size, "patch_size": 8, "width": 32, "layers": 2,
+                                                    "head_width": 16},
+                          text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
+                                    "layers": 1}).eval()
+    model = MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(size))
+    rng = np.random.default_rng(5)
+    images_u8 = rng.integers(0, 256, (3, size, size), dtype=np.uint8)
+    pairs = pd.DataFrame({"pair_id": ["a", "b", "c"], "category": ["x", "y", "x"],
+                          "phrase": ["left effusion", "cardiomegaly", "opacity"],
+                          "boxes": [[[2.0, 2.0, 20.0, 20.0]], [[10.0, 10.0, 40.0, 30.0]], [[0.0, 30.0, 56.0, 56.0]]]})
+    maps = {p: rng.random((size, size)).astype(np.float32) for p in ("a", "c")}
+    npz = tmp_path / "maps.npz"
+    write_npz(npz, maps, {})
+    cfg = {"seed": 3, "evaluation": {"deletion": {"steps": 4, "fill": "grey", "grey_level": None}}}
+    df = evaluate_maps(model, "m", pairs, images_u8, npz, cfg, batch_size=2, progress=False)
+    options = deletion_options(cfg["evaluation"]["deletion"], images_u8)
+    assert options["grey_level"] == pytest.approx(images_u8.mean() / 255.0)
+    x = model.preprocess(images_u8[[0, 2]])
+    tokens = model.tokenize(["left effusion", "opacity"])
+    curves = causal_curves(model, x, tokens, np.stack([maps["a"], maps["c"]]),
+                           [pair_seed(3, "a"), pair_seed(3, "c")], **options)
+    assert df["pair_id"].tolist() == ["a", "c"]
+    assert np.allclose(df["deletion_auc"], curve_auc(curves["deletion"]), atol=1e-6)
+    assert np.allclose(df["insertion_auc"], curve_auc(curves["insertion"]), atol=1e-6)
