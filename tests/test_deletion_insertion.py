@@ -202,3 +202,10 @@ def test_evaluate_maps_reports_deletion_and_insertion_auc(tmp_path):
     assert df["pair_id"].tolist() == ["a", "c"]
     assert np.allclose(df["deletion_auc"], curve_auc(curves["deletion"]), atol=1e-6)
     assert np.allclose(df["insertion_auc"], curve_auc(curves["insertion"]), atol=1e-6)
+    # the cached-text-feature scorer gives the same curves as the model's own similarity
+    from types import SimpleNamespace
+    plain = SimpleNamespace(mean=model.mean, std=model.std, device=model.device, similarity=model.similarity)
+    again = causal_curves(plain, x, tokens, np.stack([maps["a"], maps["c"]]),
+                          [pair_seed(3, "a"), pair_seed(3, "c")], **options)
+    assert np.allclose(again["deletion"], curves["deletion"], atol=1e-5)
+    assert np.allclose(again["insertion"], curves["insertion"], atol=1e-5)

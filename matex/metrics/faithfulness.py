@@ -263,15 +263,32 @@ def causal_curves(model, images: torch.Tensor, tokens: torch.Tensor, maps, seeds
     curves["insertion"][:, 0], curves["insertion"][:, -1] = s_fill, s_image
     # one job = (pair, mode, k) for the intermediate points; mode 0 = deletion, 1 = insertion
     jobs = [(i, m, k) for i in range(b) for m in (0, 1) for k in range(1, steps)]
+    score = _scorer(model, tokens)
     for start in range(0, len(jobs), batch_size):
         pair, mode, k = (torch.tensor(c, device=model.device) for c in zip(*jobs[start:start + batch_size]))
         removed = rank[pair] < counts[k][:, None]                        # (C, H*W)
         from_image = (removed ^ (mode == 0)[:, None]).view(-1, 1, h, w)  # deletion keeps the unremoved
         x = torch.where(from_image, images[pair], substrate[pair])
-        s = model.similarity(x, tokens[pair]).double().cpu().numpy()
+        s = score(x, pair).double().cpu().numpy()
         for (i, m, kk), value in zip(jobs[start:start + batch_size], s):
             curves["deletion" if m == 0 else "insertion"][i, kk] = value
     return curves
+
+
+def _scorer(model, tokens: torch.Tensor):
+    """score(x, pair) = s of images x with the texts of ``pair``; an open_clip model's text features
+    are computed once (the image tower is the cost), anything else goes through ``similarity``."""
+    clip = getattr(model, "clip", None)
+    if clip is None:
+        return lambda x, pair: model.similarity(x, tokens[pair])
+    with torch.no_grad():
+        text = torch.nn.functional.normalize(clip.encode_text(tokens), dim=-1)
+
+    @torch.no_grad()
+    def score(x: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+        return (torch.nn.functional.normalize(clip.encode_image(x), dim=-1) * text[pair]).sum(-1)
+
+    return score
 
 
 def curve_auc(curves: np.ndarray) -> np.ndarray:
