@@ -110,7 +110,7 @@ def test_cascade_randomises_heads_and_final_norms_first_then_blocks_from_the_top
     model = perturbed_model()
     before = {k: v.clone() for k, v in model.clip.state_dict().items()}
     n_blocks = len(model.clip.visual.transformer.resblocks)
-    assert cascade_labels(model) == [HEADS_LABEL, "+ block 3", "+ block 2", "+ block 1"]
+    assert cascade_labels(model) == [HEADS_LABEL, "+ block 3", "+ blocks 3–2", "+ blocks 3–1"]
     assert changed_keys(model, randomize_cascading(model, 0, seed=3)) == set()
     step1 = changed_keys(model, randomize_cascading(model, 1, seed=3))
     assert step1 and all(k.startswith(HEAD_KEYS) for k in step1)
@@ -152,7 +152,7 @@ def test_sanity_curve_flags_a_map_that_ignores_the_weights():
     assert sorted(grads["cascade_step"].unique()) == [1, 4]
     full = grads[grads["cascade_step"] == 4]
     assert (full["abs_spearman"] < 0.9).all() and (full["ssim"] < 0.9).all()
-    assert set(grads["randomized"]) == {HEADS_LABEL, "+ block 1"}
+    assert set(grads["randomized"]) == {HEADS_LABEL, "+ blocks 3–1"}
 
 
 def test_sanity_figure_labels_steps_and_draws_matex_on_top():

@@ -75,10 +75,10 @@ def _reinit_heads(clip: torch.nn.Module, generator: torch.Generator) -> None:
 
 
 def cascade_labels(model) -> list[str]:
-    """What cascade step k (1..L+1) has randomised, cumulatively: the heads, then block L, ..., block 1
-    (blocks numbered 1..L from the input)."""
+    """What cascade step k (1..L+1) has randomised, cumulatively: the heads, then "+ block L",
+    "+ blocks L–(L-1)", ..., "+ blocks L–1" (blocks numbered 1..L from the input)."""
     n = len(vision_blocks(model))
-    return [HEADS_LABEL] + [f"+ block {n - j}" for j in range(n)]
+    return [HEADS_LABEL] + [f"+ block {n}" if j == 1 else f"+ blocks {n}–{n - j + 1}" for j in range(1, n + 1)]
 
 
 def randomize_cascading(model, step: int, seed: int):
