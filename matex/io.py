@@ -119,6 +119,22 @@ def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
     return arrays, meta
 
 
+def read_npz_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Only the metadata of an NPZ artifact (the maps are not read)."""
+    import zipfile
+
+    from .errors import MapError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+    except FileNotFoundError:
+        raise MapError(f"map file not found: {path}") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, json.JSONDecodeError) as e:
+        raise MapError(f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the "
+                       "step that makes it") from None
+
+
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)

@@ -1,5 +1,6 @@
 """Compute attribution maps for a dataset and cache them: ``{method}.npz`` (maps keyed by pair id,
-float16 at the model input size) and ``{method}.parquet`` (per pair: runtime, map statistics,
+at the model input size, float32 by default: ``attribution.store_dtype``; float16 halves the size
+but creates ties at the maximum) and ``{method}.parquet`` (per pair: runtime, map statistics,
 config hash). Shards split a method's pairs so a cluster runs them in parallel; merging the shards
 gives exactly the unsharded artifacts."""
 from __future__ import annotations
@@ -32,7 +33,7 @@ def shard_rows(rows: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
 
 def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame,
                    images_u8: np.ndarray, rows: Sequence[int], batch_size: int,
-                   store_dtype: str = "float16", progress: bool = True
+                   store_dtype: str = "float32", progress: bool = True
                    ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Explain the given rows in batches; return ``{pair_id: map}`` (plus ``text/<pair_id>`` token
     maps where the method has a text side) and a per-pair statistics table."""

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MapError
+from ..methods_catalog import check_param_type  # noqa: F401  (torch-free, shared with config checks)
 from .common import check_finite
 
 
@@ -98,31 +99,6 @@ def _load_methods() -> None:
     for info in pkgutil.iter_modules(pkg_path):
         if info.name not in {"registry", "wrapper", "common", "cache"}:
             importlib.import_module(f"{pkg_name}.{info.name}")
-
-
-_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-
-
-def check_param_type(method: str, key: str, value: Any, annotation: str) -> None:
-    """Raise a ConfigError naming ``attribution.params.<method>.<key>`` when ``value`` does not fit the
-    parameter's annotation (``int``, ``float``, ``str``, ``bool``, ``X | None``, ``list[X]`` and unions of
-    these); other annotations are not checked."""
-    def fits(v: Any, ann: str) -> bool | None:
-        ann = ann.strip()
-        if ann == "None":
-            return v is None
-        if ann in _SCALARS:
-            if isinstance(v, bool) and ann != "bool":
-                return False
-            return isinstance(v, _SCALARS[ann])
-        if ann.startswith("list[") and ann.endswith("]"):
-            return isinstance(v, (list, tuple)) and all(fits(x, ann[5:-1]) is not False for x in v)
-        return None  # unknown annotation: not checked
-    results = [fits(value, a) for a in annotation.split("|")]
-    if any(r is True for r in results) or all(r is None for r in results):
-        return
-    raise ConfigError(f"attribution.params.{method}.{key}: expected {annotation}, got {value!r} "
-                      f"({type(value).__name__})")
 
 
 def resolve_params(spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any]:

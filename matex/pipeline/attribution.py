@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .core import base_meta, load_step_inputs, method_params, step
+from .core import base_meta, load_step_inputs, method_params, recorded_settings, step
 
 
 @step
@@ -28,6 +28,7 @@ def attribute(cfg, input, output, params, wildcards, threads):
             meta["config_hash"], method, mparams, att.get("split"), att.get("max_pairs"), att.get("store_dtype")
         ),
         model=model.meta,
+        settings=recorded_settings(cfg, "attribute", wildcards),
     )
     write_attribution(maps, table, meta, output.npz, output.parquet)
 

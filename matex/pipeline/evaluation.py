@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from .core import base_meta, load_step_inputs, method_params, step
+from .core import base_meta, load_step_inputs, method_params, require_settings, step
 
 
 @step
 def evaluate(cfg, input, output, params, wildcards, threads):
     import pandas as pd
 
-    from ..io import write_parquet
+    from ..io import read_npz_meta, write_parquet
     from ..metrics.evaluate import evaluate_maps
 
+    require_settings(input.npz, read_npz_meta(input.npz), cfg, "attribute", wildcards)
     pairs, images, model = load_step_inputs(cfg, input, threads)
     df = evaluate_maps(model, wildcards.method, pairs, images, input.npz, cfg)
     runtime = pd.read_parquet(input.runtime)[["pair_id", "runtime_s"]]

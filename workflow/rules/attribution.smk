@@ -16,6 +16,8 @@ rule attribute:
     output:
         npz=temp(f"{ATTRIBUTE_OUT}.npz") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.npz",
         parquet=temp(f"{ATTRIBUTE_OUT}.parquet") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.parquet",
+    params:
+        config=step_config("attribute"),
     log:
         f"{MD}/logs/attribute/{ATTRIBUTE_JOB}.log",
     benchmark:
@@ -26,7 +28,7 @@ rule attribute:
         runtime=240,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"
 
@@ -41,6 +43,8 @@ if N_SHARDS > 1:
         output:
             npz=f"{MD}/maps/{{method}}.npz",
             parquet=f"{MD}/maps/{{method}}.parquet",
+        params:
+            config=step_config("merge_attribution"),
         log:
             f"{MD}/logs/merge_attribution/{{method}}.log",
         benchmark:
@@ -50,6 +54,6 @@ if N_SHARDS > 1:
             mem_mb=4000,
             runtime=30,
         conda:
-            "../../environment.yml"
+            "../envs/report.yaml"
         script:
             "../scripts/step.py"

@@ -1,4 +1,12 @@
 # Paths shared across the workflow, decided from the config.
+from matex.pipeline.params import rule_config
+
+
+def step_config(rule):
+    """params: the settings a rule depends on (matex.pipeline.params): a change reruns exactly the jobs
+    that use it (Snakemake's params trigger), and the step reads only these."""
+    return lambda wildcards: rule_config(config, rule, wildcards)
+
 
 
 def raw_csv():

@@ -7,6 +7,8 @@ rule make_synthetic:
         csv=f"{DS}/raw/MS_CXR_Local_Alignment_v1.0.0.csv",
         truth=f"{DS}/raw/synthetic_truth.parquet",
         images=directory(f"{DS}/raw/files"),
+    params:
+        config=step_config("make_synthetic"),
     log:
         f"{DS}/logs/make_synthetic.log",
     benchmark:
@@ -16,7 +18,7 @@ rule make_synthetic:
         mem_mb=2000,
         runtime=20,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -25,6 +27,8 @@ rule download_mscxr:
     """Fetch the MS-CXR CSV and only the MIMIC-CXR-JPG images it references (PhysioNet credentials)."""
     output:
         csv=f"{config['data']['mscxr']['root']}/{config['data']['mscxr']['csv']}",
+    params:
+        config=step_config("download_mscxr"),
     log:
         f"{DS}/logs/download_mscxr.log",
     benchmark:
@@ -34,7 +38,7 @@ rule download_mscxr:
         mem_mb=2000,
         runtime=600,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -48,6 +52,7 @@ rule prepare:
         report=f"{DS}/alignment_report.json",
         images=f"{DS}/images.npy",
     params:
+        config=step_config("prepare"),
         image_root=lambda wildcards, input: str(Path(input.csv).parent),
     log:
         f"{DS}/logs/prepare.log",
@@ -58,6 +63,6 @@ rule prepare:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"

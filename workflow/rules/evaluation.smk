@@ -8,6 +8,8 @@ rule evaluate:
         runtime=f"{MD}/maps/{{method}}.parquet",
     output:
         metrics=f"{MD}/metrics/{{method}}.parquet",
+    params:
+        config=step_config("evaluate"),
     log:
         f"{MD}/logs/evaluate/{{method}}.log",
     benchmark:
@@ -18,7 +20,7 @@ rule evaluate:
         runtime=120,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"
 
@@ -36,6 +38,8 @@ rule aggregate:
         html=report(f"{MD}/tables/results.html", category="Tables", caption="../report/tables.rst"),
         latex=f"{MD}/tables/results.tex",
         roar=f"{MD}/tables/roar_plus.parquet",
+    params:
+        config=step_config("aggregate"),
     log:
         f"{MD}/logs/aggregate.log",
     benchmark:
@@ -45,7 +49,7 @@ rule aggregate:
         mem_mb=4000,
         runtime=30,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -58,6 +62,8 @@ rule sanity:
         images=f"{DS}/images.npy",
     output:
         table=f"{MD}/sanity/{{method}}.parquet",
+    params:
+        config=step_config("sanity"),
     log:
         f"{MD}/logs/sanity/{{method}}.log",
     benchmark:
@@ -68,7 +74,7 @@ rule sanity:
         runtime=240,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"
 
@@ -81,6 +87,8 @@ rule ablation:
         images=f"{DS}/images.npy",
     output:
         table=f"{MD}/ablation/ablation.parquet",
+    params:
+        config=step_config("ablation"),
     log:
         f"{MD}/logs/ablation.log",
     benchmark:
@@ -91,6 +99,6 @@ rule ablation:
         runtime=240,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"
