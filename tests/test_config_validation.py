@@ -62,3 +62,11 @@ def test_snakemake_dry_run_fails_at_dag_build(tmp_path, case):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0
     assert re.search(message, res.stdout + res.stderr), res.stderr[-2000:]
+
+
+def test_config_readme_is_current():
+    """config/README.md documents every key; regenerate it with python -m matex.config_doc."""
+    from matex.config_doc import render
+
+    assert (ROOT / "config" / "README.md").read_text() == render(ROOT), \
+        "config/README.md is out of date: run python -m matex.config_doc"
