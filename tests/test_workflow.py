@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from matex.config import deep_update, load_config
+from matex.config import load_config
 from matex.io import read_npz
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,26 +37,14 @@ def _execute_notebook(path: Path, results: Path) -> None:
 
 
 def tiny_config(tmp_path: Path) -> Path:
-    cfg = load_config(ROOT / "config" / "config.yaml")
-    cfg = deep_update(cfg, {
-        "results_dir": str(tmp_path / "results"),
-        "data": {"synthetic": {"n_images": 48}},
-        "model": {"demo": {"vision": {"layers": 3, "width": 32, "heads": 2},
-                           "text": {"layers": 1, "width": 32, "heads": 2},
-                           "embed_dim": 32, "epochs": 1, "batch_size": 16, "warmup_steps": 1,
-                           "threads": 1}},
-        "attribution": {"max_pairs": 6, "batch_size": 4, "shards": 2,
-                        "params": {"rise": {"n_masks": 16, "batch": 8}, "m2ib": {"steps": 2, "n_noise": 2}}},
-        "roar": {"train_pairs": 16, "seeds": [0], "epochs": 1, "batch_size": 8, "text_methods": ["matex"]},
-        "evaluation": {"sanity": {"max_pairs": 4}, "bootstrap": {"n_resamples": 50}},
-        "figures": {"ablation_pairs": 4},
-    })
+    """.test/config/config.yaml (an overlay) merged onto config/config.yaml, results under tmp_path."""
+    cfg = load_config(ROOT / ".test" / "config" / "config.yaml", {"results_dir": str(tmp_path / "results")})
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/mscxr.yaml"])
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/mscxr.yaml", ".test/config/config.yaml"])
 def test_dry_run(configfile):
     res = _run(["-n", "--configfile", configfile, "--cores", "1"])
     assert res.returncode == 0, res.stderr[-3000:]
