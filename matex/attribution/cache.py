@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..errors import MapError
-from ..io import read_npz, read_parquet_meta, write_npz, write_parquet
+from ..io import read_npz, read_npz_members, read_npz_meta, read_parquet_meta, write_npz, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +96,22 @@ def merge_shards(npz_paths: Sequence[str | Path], parquet_paths: Sequence[str | 
 
 
 def load_maps(npz_path: str | Path, pair_ids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], dict]:
-    """Image maps stacked as float32 (B, H, W) in the order of ``pair_ids`` (default: file order)."""
-    arrays, meta = read_npz(npz_path)
-    ids = list(pair_ids) if pair_ids is not None else [k for k in arrays if not k.startswith("text/")]
-    missing = [p for p in ids if p not in arrays]
-    if missing:
-        raise MapError(f"{npz_path} has no map for pairs {missing[:5]}")
+    """Image maps stacked as float32 (B, H, W) in the order of ``pair_ids`` (default: file order).
+    Only the requested maps are decompressed."""
+    meta = read_npz_meta(npz_path)
+    if pair_ids is None:
+        with np.load(npz_path, allow_pickle=False) as z:
+            pair_ids = [k for k in z.files if k != "__meta__" and not k.startswith("text/")]
+    ids = list(pair_ids)
+    arrays = read_npz_members(npz_path, ids)
     return np.stack([arrays[p].astype(np.float32) for p in ids]), ids, meta
 
 
 def load_token_maps(npz_path: str | Path, pair_ids: Sequence[str]) -> list[np.ndarray] | None:
     """Token maps (keys ``text/<pair_id>``) as float32 arrays in the order of ``pair_ids``; None when
-    the file holds no token map at all (the method has no text side)."""
-    arrays, _ = read_npz(npz_path)
-    if not any(k.startswith("text/") for k in arrays):
-        return None
-    missing = [p for p in pair_ids if f"text/{p}" not in arrays]
-    if missing:
-        raise MapError(f"{npz_path} has no token map for pairs {missing[:5]}")
+    the file holds no token map at all (the method has no text side). Only those maps are read."""
+    with np.load(npz_path, allow_pickle=False) as z:
+        if not any(k.startswith("text/") for k in z.files):
+            return None
+    arrays = read_npz_members(npz_path, [f"text/{p}" for p in pair_ids])
     return [arrays[f"text/{p}"].astype(np.float32) for p in pair_ids]
