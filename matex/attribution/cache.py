@@ -33,10 +33,15 @@ def shard_rows(rows: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
 
 def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame,
                    images_u8: np.ndarray, rows: Sequence[int], batch_size: int,
-                   store_dtype: str = "float32", progress: bool = True
+                   store_dtype: str = "float32", progress: bool = True,
+                   audit: dict[str, np.ndarray] | None = None
                    ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Explain the given rows in batches; return ``{pair_id: map}`` (plus ``text/<pair_id>`` token
-    maps where the method has a text side) and a per-pair statistics table."""
+    maps where the method has a text side) and a per-pair statistics table.
+
+    ``audit``: a dict to fill with what an auditor reads beside the maps: each component map the
+    method fused (``components/<name>/<pair_id>``, float16) and the token strings a text map scores
+    (``tokens/<pair_id>``)."""
     import torch
 
     from . import explain
@@ -64,23 +69,32 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
             maps[pair_id] = m.astype(store_dtype)
             if out.text is not None:
                 maps[f"text/{pair_id}"] = np.asarray(out.text[j], dtype=np.float32)
+            if audit is not None:
+                for name, comp in out.components.items():
+                    audit[f"components/{name}/{pair_id}"] = comp[j].detach().float().cpu().numpy().astype(np.float16)
             records.append({"pair_id": pair_id, "row": int(idx[j]), "method": method,
                             "category": batch["category"].iloc[j], "runtime_s": per_pair,
                             "map_min": float(m.min()), "map_max": float(m.max()),
                             "map_mean": float(m.mean()), "map_std": float(m.std())})
+        if audit is not None and out.text is not None:
+            from ..models.tokens import token_strings
+
+            for pair_id, toks in zip(batch["pair_id"], token_strings(model, texts, [len(t) for t in out.text])):
+                audit[f"tokens/{pair_id}"] = np.array(toks, dtype=str)
     return maps, pd.DataFrame.from_records(records)
 
 
 def write_attribution(maps: Mapping[str, np.ndarray], table: pd.DataFrame, meta: Mapping[str, Any],
-                      out_npz: str | Path, out_parquet: str | Path) -> None:
+                      out_npz: str | Path, out_parquet: str | Path,
+                      audit: Mapping[str, np.ndarray] | None = None, out_audit: str | Path | None = None) -> None:
     table = table.assign(config_hash=meta.get("config_hash", ""))
     write_npz(out_npz, maps, meta)
     write_parquet(out_parquet, table, meta)
+    if out_audit is not None:
+        write_npz(out_audit, dict(audit or {}), meta)
 
 
-def merge_shards(npz_paths: Sequence[str | Path], parquet_paths: Sequence[str | Path],
-                 out_npz: str | Path, out_parquet: str | Path) -> None:
-    """Concatenate shard artifacts (in shard order) into the method's artifacts."""
+def _merge_npz(npz_paths: Sequence[str | Path]) -> tuple[dict[str, np.ndarray], dict]:
     maps: dict[str, np.ndarray] = {}
     metas = []
     for p in npz_paths:
@@ -89,10 +103,20 @@ def merge_shards(npz_paths: Sequence[str | Path], parquet_paths: Sequence[str | 
         metas.append({k: v for k, v in meta.items() if k != "shard"})
     if any(m != metas[0] for m in metas):
         raise MapError(f"shards were made with different settings: {list(map(str, npz_paths))}")
+    return maps, dict(metas[0])
+
+
+def merge_shards(npz_paths: Sequence[str | Path], parquet_paths: Sequence[str | Path],
+                 out_npz: str | Path, out_parquet: str | Path,
+                 audit_paths: Sequence[str | Path] = (), out_audit: str | Path | None = None) -> None:
+    """Concatenate shard artifacts (in shard order) into the method's artifacts."""
+    maps, meta = _merge_npz(npz_paths)
     table = pd.concat([pd.read_parquet(p) for p in parquet_paths], ignore_index=True)
-    meta = dict(metas[0])
     write_npz(out_npz, maps, meta)
     write_parquet(out_parquet, table, meta)
+    if out_audit is not None:
+        audit, audit_meta = _merge_npz(audit_paths)
+        write_npz(out_audit, audit, audit_meta)
 
 
 def load_maps(npz_path: str | Path, pair_ids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], dict]:

@@ -20,7 +20,8 @@ ALWAYS = ("seed", "dataset", "results_dir", "model.name")
 
 # What a method's maps depend on: the data, the input geometry, the model and the method's settings.
 _MAPS = ("data", "input", "model", "attribution.split", "attribution.max_pairs", "attribution.batch_size",
-         "attribution.device", "attribution.store_dtype", "attribution.shards", "attribution.params")
+         "attribution.device", "attribution.store_dtype", "attribution.shards", "attribution.save_components",
+         "attribution.params")
 
 RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "make_synthetic": ("data.synthetic",),

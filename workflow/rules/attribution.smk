@@ -16,6 +16,7 @@ rule attribute:
     output:
         npz=temp(f"{ATTRIBUTE_OUT}.npz") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.npz",
         parquet=temp(f"{ATTRIBUTE_OUT}.parquet") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.parquet",
+        audit=temp(f"{ATTRIBUTE_OUT}.audit.npz") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.audit.npz",
     params:
         config=step_config("attribute"),
     log:
@@ -40,9 +41,11 @@ if N_SHARDS > 1:
         input:
             npz=expand(f"{MD}/maps/shards/{{{{method}}}}.{{shard}}.npz", shard=SHARDS),
             parquet=expand(f"{MD}/maps/shards/{{{{method}}}}.{{shard}}.parquet", shard=SHARDS),
+            audit=expand(f"{MD}/maps/shards/{{{{method}}}}.{{shard}}.audit.npz", shard=SHARDS),
         output:
             npz=f"{MD}/maps/{{method}}.npz",
             parquet=f"{MD}/maps/{{method}}.parquet",
+            audit=f"{MD}/maps/{{method}}.audit.npz",
         params:
             config=step_config("merge_attribution"),
         log:

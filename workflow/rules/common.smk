@@ -37,7 +37,7 @@ def model_input(wildcards):
 
 
 def attribution_maps():
-    return expand(f"{MD}/maps/{{method}}.{{ext}}", method=config["attribution"]["methods"], ext=["npz", "parquet"])
+    return expand(f"{MD}/maps/{{method}}.{{ext}}", method=config["attribution"]["methods"], ext=["npz", "parquet", "audit.npz"])
 
 
 def roar_inputs(wildcards):
