@@ -225,7 +225,7 @@ def to_markdown(table: pd.DataFrame, title: str, note: str = "") -> str:
 def to_latex(table: pd.DataFrame, caption: str) -> str:
     def esc(s) -> str:
         for old, tex in (("%", r"\%"), ("_", r"\_"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"),
-                         ("†", r"$^\dagger$"), ("Δ", r"$\Delta$"), ("ρ", r"$\rho$"), ("±", r"$\pm$")):
+                         ("†", r"$^\dagger$"), ("Δ", r"$\Delta$"), ("ρ", r"$\rho$"), ("±", r"$\pm$"), ("−", "$-$")):
             s = str(s).replace(old, tex)
         return s
 
