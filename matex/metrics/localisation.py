@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import hypergeom, rankdata
+from scipy.special import gammaln
+from scipy.stats import rankdata
 
 from ..errors import MapError
 
@@ -130,7 +131,18 @@ def _expected_iou(values: np.ndarray, inside: np.ndarray, k: int, tol: float) ->
     m, t, r = int(tied.sum()), int((tied & inside).sum()), k - int(above.sum())
     x = np.arange(max(0, r - (m - t)), min(r, t) + 1)
     inter = i0 + x
-    return float((hypergeom.pmf(x, m, t, r) * inter / (k + int(inside.sum()) - inter)).sum())
+    return float((_hypergeom_pmf(x, m, t, r) * inter / (k + int(inside.sum()) - inter)).sum())
+
+
+def _log_choose(n, k) -> np.ndarray:
+    return gammaln(np.asarray(n, dtype=np.float64) + 1) - gammaln(np.asarray(k, dtype=np.float64) + 1) \
+        - gammaln(np.asarray(n, dtype=np.float64) - k + 1)
+
+
+def _hypergeom_pmf(x: np.ndarray, m: int, t: int, r: int) -> np.ndarray:
+    """P(X = x) for X ~ hypergeometric (r draws from m items, t marked), via log-gamma
+    (scipy.stats.hypergeom.pmf is ~1 s per call at m = 224**2)."""
+    return np.exp(_log_choose(t, x) + _log_choose(m - t, r - x) - _log_choose(m, r))
 
 
 def iou_top_fraction(maps, masks, fraction: float = 0.05) -> np.ndarray:
