@@ -61,8 +61,8 @@ def pointing_game(maps, masks) -> np.ndarray:
     A unique maximum scores 1 (hit) or 0 (miss). A tied maximum (within :func:`tie_tolerance`)
     scores the expected hit when the tie is broken uniformly at random, |tied ∩ mask| / |tied|,
     so a constant or all-zero map scores the mask's area fraction (chance) and a plateau is
-    credited only for the part of it inside the box. An empty mask gives NaN (Quantus counts it
-    as a hit).
+    credited only for the part of it inside the box (Quantus's PointingGame, like our old rule,
+    credits a hit when any tied pixel is inside). An empty mask gives NaN and is excluded.
     """
     flat, inside = _check(maps, masks, "pointing_game")
     tied = flat >= flat.max(axis=1, keepdims=True) - tie_tolerance(flat)
