@@ -11,8 +11,14 @@ import torch
 
 from matex.data.transforms import InputGeometry
 from matex.io import write_npz
-from matex.metrics.localisation import (TIE_RTOL, auroc, energy_in_box, iou_top_fraction, pointing_game,
-                                        top_fraction_masks)
+from matex.metrics.localisation import (
+    TIE_RTOL,
+    auroc,
+    energy_in_box,
+    iou_top_fraction,
+    pointing_game,
+    top_fraction_masks,
+)
 from matex.models.base import MatexModel
 
 
@@ -115,8 +121,8 @@ SIZE = 56
 def _tiny_model() -> MatexModel:
     torch.manual_seed(0)
     clip = open_clip.CLIP(embed_dim=32,
-                          vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=2, head_width=16),
-                          text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=1)).eval()
+                          vision_cfg={"image_size": SIZE, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
+                          text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}).eval()
     return MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(SIZE))
 
 

@@ -5,8 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matex.metrics.aggregate import (DAGGER, MIN_CELL_PAIRS, localisation_by_phrase, pair_info, result_tables,
-                                     summarise_tidy, tidy_metrics, to_latex, to_markdown)
+from matex.metrics.aggregate import (
+    DAGGER,
+    MIN_CELL_PAIRS,
+    localisation_by_phrase,
+    pair_info,
+    result_tables,
+    summarise_tidy,
+    tidy_metrics,
+    to_latex,
+    to_markdown,
+)
 from matex.metrics.stats import PatientBootstrap, bootstrap_ci, paired_difference
 
 

@@ -9,7 +9,7 @@ against ``prior_only`` (localisation: what the model adds to the phrase's words)
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

@@ -3,7 +3,7 @@ DESIGN.md section 5): the plain pair bootstrap (``bootstrap_ci``) and the patien
 bootstrap the tables use, with paired differences taken on the same resamples."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd

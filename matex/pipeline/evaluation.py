@@ -27,8 +27,18 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     import pandas as pd
 
     from ..io import write_parquet, write_text
-    from ..metrics.aggregate import (SANITY_COLUMNS, attach_pair_info, localisation_by_phrase, pair_info,
-                                     result_tables, summarise_tidy, tidy_metrics, to_html, to_latex, to_markdown)
+    from ..metrics.aggregate import (
+        SANITY_COLUMNS,
+        attach_pair_info,
+        localisation_by_phrase,
+        pair_info,
+        result_tables,
+        summarise_tidy,
+        tidy_metrics,
+        to_html,
+        to_latex,
+        to_markdown,
+    )
 
     info = pair_info(pd.read_parquet(input.pairs))
     tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
@@ -52,12 +62,12 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     write_parquet(output.roar, roar, meta)
     pct = f"{round(ci * 100)} %"
     notes = [
-        f"Mean [{pct} interval] over pairs; confidence, deletion/insertion and localisation x100. Intervals: "
-        f"percentile bootstrap resampling patients ({n} resamples; {info['patient_id'].nunique()} patients, "
-        f"{len(info)} pairs), so pairs of one patient move together.",
-        f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
-        "image: top pixels of each map removed, text: top word tokens removed (both against the same "
-        "clean run); 'random' is the random-removal control.",
+        (f"Mean [{pct} interval] over pairs; confidence, deletion/insertion and localisation x100. Intervals: "
+         f"percentile bootstrap resampling patients ({n} resamples; {info['patient_id'].nunique()} patients, "
+         f"{len(info)} pairs), so pairs of one patient move together."),
+        (f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
+         "image: top pixels of each map removed, text: top word tokens removed (both against the same "
+         "clean run); 'random' is the random-removal control."),
     ]
     tables = result_tables(overall, per_cat, by_phrase, roar, order)
     title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
