@@ -138,3 +138,45 @@ def test_result_tables_mark_small_cells_and_explain_the_columns():
     md = to_markdown(small, "Cardiomegaly", out["Cardiomegaly"][1])
     assert DAGGER in md and "fewer than 20 pairs" in md
     assert r"$^\dagger$" in to_latex(small, "c") and r"$\Delta$" in to_latex(delta, "Δ vs MATEX")
+
+
+def test_aggregate_step_writes_every_table_from_the_pairs_table(tmp_path):
+    """The pipeline step: patients and phrase subsets come from pairs.parquet, sanity columns are
+    taken from the sanity tables, ROAR+ columns stay in the main table."""
+    import types
+    from pathlib import Path
+
+    from matex.config import load_config
+    from matex.pipeline.evaluation import aggregate
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    cfg["attribution"]["methods"] = ["matex", "prior_only", "random"]
+    cfg["evaluation"]["bootstrap"]["n_resamples"] = 100
+    tables, pairs = _metrics_tables(60, np.random.default_rng(6))
+    pairs.to_parquet(tmp_path / "pairs.parquet")
+    metrics, sanity = [], []
+    for t in tables:
+        method = t["method"].iloc[0]
+        t.to_parquet(tmp_path / f"{method}.parquet")
+        metrics.append(tmp_path / f"{method}.parquet")
+        san = t.iloc[:8][["pair_id", "method", "category"]].assign(blocks_randomized=2, spearman=0.5)
+        san.to_parquet(tmp_path / f"sanity_{method}.parquet")
+        sanity.append(tmp_path / f"sanity_{method}.parquet")
+    pd.DataFrame({"modality": ["image"], "method": ["matex"], "roar_plus_mean": [1.0], "roar_plus_sd": [0.5],
+                  "n_seeds": [2]}).to_parquet(tmp_path / "roar.parquet")
+    inp = types.SimpleNamespace(metrics=metrics, sanity=sanity, roar=tmp_path / "roar.parquet",
+                                pairs=tmp_path / "pairs.parquet")
+    out = types.SimpleNamespace(**{k: tmp_path / f"out_{k}.parquet" for k in ("tidy", "summary", "localisation", "roar")},
+                                markdown=tmp_path / "results.md", html=tmp_path / "results.html",
+                                latex=tmp_path / "results.tex")
+    aggregate(cfg, inp, out, None, None, 1)
+    md = out.markdown.read_text()
+    for title in ("All findings", "Δ vs MATEX (paired)", "Faithfulness relative to random (paired)",
+                  "Pointing ↑ by phrase", "Cardiomegaly"):
+        assert f"### {title}" in md
+    assert "Img ROAR+ ↑" in md and "30 patients, 60 pairs" in md and DAGGER in md
+    summary = pd.read_parquet(out.summary)
+    assert {"vs_matex", "vs_random", "vs_prior_only", "n_patients"} <= set(summary.columns)
+    assert "sanity_spearman" in set(summary["metric"])
+    assert set(pd.read_parquet(out.localisation)["subset"]) == {"all", "location", "no_location"}
+    assert "<table" in out.html.read_text() and r"\begin{table}" in out.latex.read_text()
