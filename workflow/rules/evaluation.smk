@@ -26,10 +26,12 @@ rule evaluate:
 
 
 rule aggregate:
-    """One tidy table of every per-pair metric; method x metric tables with bootstrap intervals, overall and per finding."""
+    """One tidy table of every per-pair metric; method x metric tables with patient-bootstrap intervals, paired
+    differences to MATEX, random and prior_only, localisation by phrase (location named or not), overall and per finding."""
     input:
         metrics=expand(f"{MD}/metrics/{{method}}.parquet", method=config["attribution"]["methods"]),
         roar=f"{MD}/roar/roar_summary.parquet",
+        pairs=f"{DS}/pairs.parquet",
         sanity=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
     output:
         tidy=f"{MD}/tables/metrics_tidy.parquet",
@@ -38,6 +40,7 @@ rule aggregate:
         html=report(f"{MD}/tables/results.html", category="Tables", caption="../report/tables.rst"),
         latex=f"{MD}/tables/results.tex",
         roar=f"{MD}/tables/roar_plus.parquet",
+        localisation=f"{MD}/tables/localisation_by_phrase.parquet",
     params:
         config=step_config("aggregate"),
     log:
