@@ -26,7 +26,8 @@ class Clause:
     anatomy: tuple[str, ...] = ()
     findings: tuple[tuple[str, str], ...] = ()
     mentions_lungs: bool = False          # "lungs", "pleura": anatomy without a box of its own
-    inherited: bool = field(default=False)
+    inherited: tuple[str, ...] = ()       # region names taken from a default-located clause before it
+    regions: dict[str, float] = field(default_factory=dict)   # weighted regions, once composed
 
     @property
     def has_content(self) -> bool:

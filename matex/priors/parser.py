@@ -103,6 +103,8 @@ def _clause_regions(clause: Clause) -> dict[str, float]:
     w = load_weights()
     if clause.anatomy:
         named = {n: 1.0 for n in resolve(clause.anatomy, clause.sides)}
+    elif clause.inherited:
+        named = {n: 1.0 for n in clause.inherited}
     else:
         named = _default_regions(clause) or {n: 1.0 for n in resolve((), clause.sides)}
     two_sided = {V.side_of_region(n) for n in named} >= {"right", "left"}
@@ -119,7 +121,9 @@ def _link(clause: Clause, previous: Clause | None) -> None:
             clause.sides = previous.sides          # "left upper" + "and lower lobe opacities"
     elif clause.findings and clause.joined_by in V.JOINING and previous.has_location \
             and not set(previous.anatomy) & V.NON_PULMONARY:
-        clause.anatomy, clause.sides, clause.inherited = previous.anatomy, previous.sides, True
+        clause.anatomy, clause.sides = previous.anatomy, previous.sides
+        if not previous.anatomy:   # "left effusion with adjacent atelectasis": the default's regions
+            clause.inherited = tuple(previous.regions)
 
 
 def _emphasise(weights: dict[str, float], clause: Clause, previous: Clause | None) -> None:
@@ -172,7 +176,8 @@ def parse_phrase(text: str) -> PhraseParse:
                 else:
                     positive_content = True
                     uncertain = uncertain or clause.uncertain
-                    for name, weight in _clause_regions(clause).items():
+                    clause.regions = _clause_regions(clause)
+                    for name, weight in clause.regions.items():
                         weights[name] = max(weights.get(name, 0.0), weight)
                 previous = clause
 

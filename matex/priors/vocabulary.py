@@ -97,7 +97,9 @@ ZONES: tuple[tuple[str, re.Pattern[str]], ...] = (
 SHARED_LOBE = re.compile(r"\b(upper|middle|mid|lower) (and|or) (upper|middle|mid|lower) lobes?\b")
 BOTH_SIDES = re.compile(r"\b(?:right and left|left and right|right or left|left or right|"
                         r"on both sides|both sides)\b")
-GENERIC_ANATOMY = re.compile(r"\b(?:lungs?|pulmonary|pleura|pleural|hemithora(?:x|ces)|chest)\b")
+# anatomy without a box of its own ("chest tube" is a device, not anatomy)
+GENERIC_ANATOMY = re.compile(
+    r"\b(?:lungs?|pulmonary|cardiopulmonary|pleura|pleural|hemithora(?:x|ces)|chest(?! tubes?\b))\b")
 
 SIDE_ORDER = ("right", "left")
 SIDE_OF = {"right": "right", "rt": "right", "r": "right", "left": "left", "lt": "left", "l": "left"}
