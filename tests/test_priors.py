@@ -45,10 +45,17 @@ def test_region_table_follows_radiological_convention_and_stated_proportions():
         cx, _ = box_centre(name)
         # patient's right = image left
         assert (cx < 0.5) if name.startswith("right_") else (cx > 0.5), name
-    assert regions["right_lung"].box == (0.12, 0.48, 0.12, 0.82)
-    assert regions["left_lung"].box == (0.52, 0.88, 0.12, 0.82)
+    assert regions["right_lung"].box == (0.12, 0.48, 0.12, 0.80)
+    assert regions["left_lung"].box == (0.52, 0.88, 0.12, 0.80)
     hx, hy = box_centre("heart")
-    assert 0.5 < hx < 0.6 and regions["heart"].box[2:] == (0.45, 0.78)
+    assert 0.5 < hx < 0.6 and regions["heart"].box[2:] == (0.45, 0.76)
+    # zones: thirds of the apex-to-dome height, the lower zone reaching into the lateral recess
+    assert regions["right_upper_zone"].box[2:] == (0.12, 0.31) and regions["right_mid_zone"].box[2:] == (0.31, 0.50)
+    assert regions["right_lower_zone"].box[2] == 0.50
+    # the hila lie in the mid zone; the lingula and the middle lobe beside the heart borders
+    assert 0.31 <= box_centre("right_hilum")[1] <= 0.50
+    lx0, lx1, ly0, ly1 = regions["lingula"].box
+    assert lx0 < regions["heart"].box[1] < lx1 and ly0 >= regions["heart"].box[2] - 0.02
     for needed in ["right_middle_lobe", "lingula", "left_lower_lobe", "right_hilum", "left_perihilar",
                    "retrocardiac", "right_costophrenic_angle", "left_hemidiaphragm", "mediastinum",
                    "right_apex", "right_upper_zone", "left_mid_zone", "right_lower_zone"]:

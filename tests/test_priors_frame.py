@@ -46,13 +46,15 @@ def test_prior_lies_where_the_films_boxes_land(film, mode):
 
 
 def test_centre_crop_of_a_portrait_film_moves_the_prior_down():
-    """Without the film size the prior would sit ~8 % too high on a cropped portrait film."""
+    """Without the film size the prior sits too high on a cropped portrait film."""
     text = "right lower zone opacity"
     naive = spatial_prior(text, (S, S), sigma=0.02)
     framed = spatial_prior(text, (S, S), sigma=0.02, image_size=PORTRAIT, input_mode="center_crop")
-    rows = lambda p: np.flatnonzero(p.max(axis=1) >= 2.5)
-    centre = lambda p: rows(p).mean()
-    assert centre(framed) > centre(naive) + 0.05 * S    # film y 0.70 -> input y 0.77 (crop 50 px of 400)
+    centre = lambda p: np.flatnonzero(p.max(axis=1) >= 2.5).mean() + 0.5
+    _, _, y0, y1 = load_regions()["right_lower_zone"].box
+    film_centre = (y0 + y1) / 2 * 400                      # film pixels; the crop cuts 50 px top and bottom
+    assert centre(framed) == pytest.approx((film_centre - 50) * S / 300, abs=1.0)
+    assert centre(naive) < centre(framed) - 3
     inside = mapped_box("right_lower_zone", PORTRAIT, "center_crop")
     assert np.allclose(framed[inside], 2.5) and not np.allclose(naive[inside], 2.5)
 
