@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from matex.errors import ConfigError
-from matex.priors import PhraseParse, load_regions, parse_phrase, region_mask, spatial_prior
+from matex.priors import (
+    PhraseParse,
+    load_regions,
+    parse_phrase,
+    region_mask,
+    spatial_prior,
+)
 
 SIZE = (120, 100)  # (H, W), deliberately not square
 
@@ -54,7 +60,7 @@ def test_region_table_follows_radiological_convention_and_stated_proportions():
     assert regions["right_lower_zone"].box[2] == 0.50
     # the hila lie in the mid zone; the lingula and the middle lobe beside the heart borders
     assert 0.31 <= box_centre("right_hilum")[1] <= 0.50
-    lx0, lx1, ly0, ly1 = regions["lingula"].box
+    lx0, lx1, ly0, _ = regions["lingula"].box
     assert lx0 < regions["heart"].box[1] < lx1 and ly0 >= regions["heart"].box[2] - 0.02
     for needed in ["right_middle_lobe", "lingula", "left_lower_lobe", "right_hilum", "left_perihilar",
                    "retrocardiac", "right_costophrenic_angle", "left_hemidiaphragm", "mediastinum",

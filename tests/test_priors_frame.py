@@ -36,7 +36,6 @@ def test_prior_lies_where_the_films_boxes_land(film, mode):
     assert inside.any()
     assert np.allclose(prior[inside], 2.5)            # the whole mapped box is at full strength
     # and the prior does not spill: beyond the box (plus sigma) it is flat
-    h, w = film
     grid = film_grid((S, S), film, mode)
     xs, ys = np.asarray(grid[0]), np.asarray(grid[1])
     x0, x1, y0, y1 = load_regions()["left_lower_lobe"].box
@@ -79,9 +78,10 @@ def test_a_square_film_or_no_size_is_the_input_itself():
 
 def _tiny_model() -> MatexModel:
     torch.manual_seed(0)
-    clip = open_clip.CLIP(embed_dim=16, vision_cfg=dict(image_size=S, patch_size=16, width=16, layers=1,
-                                                        head_width=8),
-                          text_cfg=dict(context_length=16, vocab_size=49408, width=16, heads=2, layers=1)).eval()
+    clip = open_clip.CLIP(embed_dim=16, vision_cfg={"image_size": S, "patch_size": 16, "width": 16, "layers": 1,
+                                                        "head_width": 8},
+                          text_cfg={"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2,
+                                    "layers": 1}).eval()
     return MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(S))
 
 

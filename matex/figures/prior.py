@@ -4,18 +4,18 @@ and their weights: the audit of what the phrase alone contributes to MATEX and p
 from __future__ import annotations
 
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from ..data.transforms import box_mask  # noqa: E402
-from ..priors import parse_phrase, spatial_prior  # noqa: E402
-from .style import method_color  # noqa: E402
+from ..data.transforms import box_mask
+from ..priors import parse_phrase, spatial_prior
+from .style import method_color
 
 
 def prior_grid(pairs: pd.DataFrame, images_u8: np.ndarray, pair_ids: Sequence[str], *, sigma: float = 0.1,

@@ -31,8 +31,22 @@ from typing import Any
 
 from matex.errors import DataError
 from matex.priors import vocabulary as V
-from matex.priors.clauses import Clause, read_clauses, resolve, split_clauses, split_sentences, to_ascii_lower
-from matex.priors.tables import REGIONS_FILE, Box, Region, load_finding_defaults, load_regions, load_weights
+from matex.priors.clauses import (
+    Clause,
+    read_clauses,
+    resolve,
+    split_clauses,
+    split_sentences,
+    to_ascii_lower,
+)
+from matex.priors.tables import (
+    REGIONS_FILE,
+    Box,
+    Region,
+    load_finding_defaults,
+    load_regions,
+    load_weights,
+)
 
 __all__ = ["Box", "FindingMention", "PhraseParse", "Region", "load_regions", "parse_phrase"]
 
@@ -134,9 +148,9 @@ def _emphasise(weights: dict[str, float], clause: Clause, previous: Clause | Non
         lifted = set(resolve(clause.anatomy, sides))
     else:
         lifted = {n for n in weights if V.side_of_region(n) in clause.sides}
-    for name in weights:
+    for name, weight in weights.items():
         if name not in lifted:
-            weights[name] = min(weights[name], w.deemphasised)
+            weights[name] = min(weight, w.deemphasised)
     for name in lifted:
         weights[name] = w.specific
 

@@ -41,14 +41,14 @@ SIDE_COMPARISON = re.compile(r"\b(right|left) (?:greater|more|worse|larger) than
 FINDINGS: tuple[tuple[str, str], ...] = (     # order matters: earlier words are consumed first
     ("pericardial effusion", r"pericardial effusions?"),
     ("atelectasis", r"atelectas[ie]s|atelectatic|collapse"),
-    ("cardiomegaly", r"cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac silhouette)|"
-                     r"enlargement of the (?:heart|cardiac silhouette)|"
-                     r"(?:heart|cardiac silhouette)(?: size)? (?:is |remains |appears )?(?:\w+ )?enlarged"),
+    ("cardiomegaly", (r"cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac silhouette)|"
+                      r"enlargement of the (?:heart|cardiac silhouette)|"
+                      r"(?:heart|cardiac silhouette)(?: size)? (?:is |remains |appears )?(?:\w+ )?enlarged")),
     ("consolidation", r"consolidations?|consolidative|airspace disease"),
-    ("edema", r"o?edema|vascular congestion|pulmonary congestion|congestion|interstitial markings|"
-              r"peribronchial cuffing|kerley b? ?lines"),
-    ("lung opacity", r"opacit(?:y|ies)|opacification|opacified|infiltrates?|densit(?:y|ies)|"
-                     r"haziness|hazy"),
+    ("edema", (r"o?edema|vascular congestion|pulmonary congestion|congestion|interstitial markings|"
+               r"peribronchial cuffing|kerley b? ?lines")),
+    ("lung opacity", (r"opacit(?:y|ies)|opacification|opacified|infiltrates?|densit(?:y|ies)|"
+                      r"haziness|hazy")),
     ("pleural effusion", r"effusions?|(?:pleural|subpulmonic) fluid|blunting"),
     ("pneumonia", r"pneumonias?|pneumonic|infection|infectious"),
     ("pneumothorax", r"pneumothora(?:x|ces)|ptx"),
