@@ -47,3 +47,26 @@ def test_prior_figure_draws_one_panel_per_pair(tmp_path):
     assert sum(ax.has_data() for ax in fig.axes) == 3
     save(fig, [tmp_path / "prior.png"])
     assert (tmp_path / "prior.png").stat().st_size > 0
+
+
+def test_synthetic_phrases_with_a_location_never_get_a_flat_prior_and_keep_their_side():
+    """On the synthetic default's phrases (issue 13): every phrase the generator says names a
+    location gets a prior, on the side the lesion was drawn."""
+    from matex.data.synthetic import sample_findings
+    from matex.priors import parse_phrase
+    from matex.priors.vocabulary import side_of_region
+
+    n = 0
+    for i in range(600):
+        for f in sample_findings(0, i):
+            if not f.location_named:
+                continue
+            n += 1
+            parse = parse_phrase(f.label_text)
+            assert parse.has_location, f.label_text
+            sides = {side_of_region(r) for r in parse.region_names} - {None}
+            if f.side in ("right", "left"):
+                assert sides == {f.side}, (f.label_text, parse.region_names)
+            elif f.side == "bilateral":
+                assert sides == {"right", "left"}, (f.label_text, parse.region_names)
+    assert n > 400
