@@ -56,7 +56,9 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
         images = model.preprocess(np.ascontiguousarray(images_u8[idx]))
         texts = batch["phrase"].tolist()
         t0 = time.perf_counter()
-        out = explain(model, images, texts, method=method, **dict(params))
+        sizes = (list(zip(batch["image_height"], batch["image_width"]))
+                 if {"image_height", "image_width"} <= set(batch.columns) else None)
+        out = explain(model, images, texts, method=method, image_sizes=sizes, **dict(params))
         if images.is_cuda:
             torch.cuda.synchronize()
         per_pair = (time.perf_counter() - t0) / len(idx)

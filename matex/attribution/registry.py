@@ -113,11 +113,30 @@ def resolve_params(spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any
     return {**spec.defaults, **dict(params)}
 
 
-def explain(model, images, texts: Sequence[str], method: str = "matex", **params: Any) -> ExplainOutput:
+def _film_sizes(images, image_sizes, n: int) -> list[tuple[int, int]] | None:
+    """Each film's (height, width): given, read off PIL images, or None (the input is the film)."""
+    from ..errors import DataError
+
+    if image_sizes is None:
+        from PIL import Image
+
+        if isinstance(images, (list, tuple)) and images and all(isinstance(i, Image.Image) for i in images):
+            return [(int(i.height), int(i.width)) for i in images]
+        return None
+    sizes = [(int(h), int(w)) for h, w in image_sizes]
+    if len(sizes) != n or any(h <= 0 or w <= 0 for h, w in sizes):
+        raise DataError(f"image_sizes needs one positive (height, width) per text, got {image_sizes!r:.120}")
+    return sizes
+
+
+def explain(model, images, texts: Sequence[str], method: str = "matex", *,
+            image_sizes: Sequence[tuple[int, int]] | None = None, **params: Any) -> ExplainOutput:
     """Explain each (image, text) pair with ``method``.
 
     images: normalised (B, 3, H, W) tensor, (B, H, W) uint8 array or list of PIL images.
-    texts: one phrase per image. Returns maps (B, H, W) float32 in [0, 1] on CPU."""
+    texts: one phrase per image. image_sizes: each original film's (height, width), so that the
+    text prior is laid on the input as the film was (taken from PIL images when not given; otherwise
+    the image is taken to be the input itself). Returns maps (B, H, W) float32 in [0, 1] on CPU."""
     from .wrapper import ForwardContext
 
     from ..errors import DataError
@@ -136,7 +155,8 @@ def explain(model, images, texts: Sequence[str], method: str = "matex", **params
     was_training = model.clip.training
     model.clip.eval()  # dropout off: maps must be deterministic
     try:
-        ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts)
+        ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts,
+                             image_sizes=_film_sizes(images, image_sizes, len(texts)))
         out = spec.fn(ctx, **used)
     finally:
         model.clip.train(was_training)

@@ -62,6 +62,8 @@ def final_targets():
     return [
         f"{DS}/pairs.parquet",
         f"{DS}/alignment_report.json",
+        f"{DS}/phrases_parsed.parquet",
+        *expand(f"{DS}/figures/prior.{{ext}}", ext=config["figures"]["formats"]),
         *model_artifacts(),
         *attribution_maps(),
         f"{MD}/tables/results.md",

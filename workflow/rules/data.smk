@@ -44,7 +44,7 @@ rule download_mscxr:
 
 
 rule prepare:
-    """Group boxes per (image, phrase), align boxes to the model input, split by patient, decode images once."""
+    """Group boxes per (image, phrase, category), align boxes to the model input, split by patient, decode images once."""
     input:
         csv=raw_csv(),
     output:
@@ -64,5 +64,46 @@ rule prepare:
         runtime=60,
     conda:
         "../envs/report.yaml"
+    script:
+        "../scripts/step.py"
+
+
+rule parse_phrases:
+    """The parse of every pair's phrase: regions, weights, negation, uncertainty, findings (audit)."""
+    input:
+        pairs=f"{DS}/pairs.parquet",
+    output:
+        table=f"{DS}/phrases_parsed.parquet",
+    log:
+        f"{DS}/logs/parse_phrases.log",
+    benchmark:
+        f"{DS}/benchmarks/parse_phrases.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule figure_prior:
+    """The text-guided prior of one phrase per category, laid on the input as the boxes are (audit)."""
+    input:
+        pairs=f"{DS}/pairs.parquet",
+        images=f"{DS}/images.npy",
+    output:
+        expand(f"{DS}/figures/prior.{{ext}}", ext=config["figures"]["formats"]),
+    log:
+        f"{DS}/logs/figure_prior.log",
+    benchmark:
+        f"{DS}/benchmarks/figure_prior.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/step.py"
