@@ -16,7 +16,7 @@ _EXPORTS = {
     "deletion_auc": "faithfulness", "insertion_auc": "faithfulness", "causal_curves": "faithfulness",
     "curve_auc": "faithfulness", "grey_fill": "faithfulness", "fill_images": "faithfulness",
     "randomize_cascading": "sanity", "spearman_maps": "sanity", "abs_spearman": "sanity", "ssim": "sanity",
-    "bootstrap_ci": "stats", "summarise": "stats",
+    "bootstrap_ci": "stats", "summarise": "stats", "PatientBootstrap": "stats", "paired_difference": "stats",
 }
 
 __all__ = sorted(_EXPORTS)
