@@ -3,7 +3,7 @@ method's maps on the trained model and on copies randomised from the top, per ca
 Lower = the map depends on the weights; MATEX drawn on top, controls grey and dashed."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 

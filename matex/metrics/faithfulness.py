@@ -12,7 +12,8 @@ happen in aggregation (``matex.metrics.aggregate``). Deletion / insertion: see `
 from __future__ import annotations
 
 import zlib
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
