@@ -39,10 +39,15 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
     import torch
 
     from . import explain
+    from .mean_box import TrainingBoxes
 
     maps: dict[str, np.ndarray] = {}
     records: list[dict[str, Any]] = []
     rows = np.asarray(rows, dtype=np.int64)
+    # the bias controls (mean_box, category_box) read the train split's aligned boxes; masks are
+    # only computed when a method asks for them
+    training_boxes = (TrainingBoxes.from_pairs(pairs, model.geometry.size)
+                      if {"split", "boxes", "category"} <= set(pairs.columns) else None)
     for start in tqdm(range(0, len(rows), batch_size), desc=f"attribute {method}", disable=not progress,
                       unit="batch"):
         idx = rows[start:start + batch_size]
@@ -50,7 +55,8 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
         images = model.preprocess(np.ascontiguousarray(images_u8[idx]))
         texts = batch["phrase"].tolist()
         t0 = time.perf_counter()
-        out = explain(model, images, texts, method=method, **dict(params))
+        out = explain(model, images, texts, method=method, training_boxes=training_boxes,
+                      categories=batch["category"].astype(str).tolist(), **dict(params))
         if images.is_cuda:
             torch.cuda.synchronize()
         per_pair = (time.perf_counter() - t0) / len(idx)

@@ -137,11 +137,14 @@ def resolve_params(spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any
     return {**spec.defaults, **dict(params)}
 
 
-def explain(model, images, texts: Sequence[str], method: str = "matex", **params: Any) -> ExplainOutput:
+def explain(model, images, texts: Sequence[str], method: str = "matex", *, training_boxes: Any = None,
+            categories: Sequence[str] | None = None, **params: Any) -> ExplainOutput:
     """Explain each (image, text) pair with ``method``.
 
     images: normalised (B, 3, H, W) tensor, (B, H, W) uint8 array or list of PIL images.
-    texts: one phrase per image. Returns maps (B, H, W) float32 in [0, 1] on CPU."""
+    texts: one phrase per image. Returns maps (B, H, W) float32 in [0, 1] on CPU.
+    training_boxes, categories: only the bias controls read them (``mean_box``: the training pairs'
+    boxes, a ``mean_box.TrainingBoxes``; ``category_box``: those and each pair's finding category)."""
     from .wrapper import ForwardContext
 
     from ..errors import DataError
@@ -160,7 +163,9 @@ def explain(model, images, texts: Sequence[str], method: str = "matex", **params
     was_training = model.clip.training
     model.clip.eval()  # dropout off: maps must be deterministic
     try:
-        ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts)
+        ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts,
+                             training_boxes=training_boxes,
+                             categories=None if categories is None else [str(c) for c in categories])
         out = spec.fn(ctx, **used)
     finally:
         model.clip.train(was_training)
