@@ -30,6 +30,16 @@ def shard_rows(rows: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
     return np.array_split(rows, n_shards)[shard]
 
 
+def training_boxes_of(pairs: pd.DataFrame, size: int):
+    """The train split's aligned boxes, which the bias controls (mean_box, category_box) read; None
+    when the table lacks the columns. Masks are only computed when a method asks for them."""
+    from .mean_box import TrainingBoxes
+
+    if not {"split", "boxes", "category"} <= set(pairs.columns):
+        return None
+    return TrainingBoxes.from_pairs(pairs, size)
+
+
 def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame,
                    images_u8: np.ndarray, rows: Sequence[int], batch_size: int,
                    store_dtype: str = "float16", progress: bool = True
@@ -39,15 +49,11 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
     import torch
 
     from . import explain
-    from .mean_box import TrainingBoxes
 
     maps: dict[str, np.ndarray] = {}
     records: list[dict[str, Any]] = []
     rows = np.asarray(rows, dtype=np.int64)
-    # the bias controls (mean_box, category_box) read the train split's aligned boxes; masks are
-    # only computed when a method asks for them
-    training_boxes = (TrainingBoxes.from_pairs(pairs, model.geometry.size)
-                      if {"split", "boxes", "category"} <= set(pairs.columns) else None)
+    training_boxes = training_boxes_of(pairs, model.geometry.size)
     for start in tqdm(range(0, len(rows), batch_size), desc=f"attribute {method}", disable=not progress,
                       unit="batch"):
         idx = rows[start:start + batch_size]
