@@ -16,7 +16,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MatexError
 from .common import grid_to_image, resolve_block
 from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
@@ -44,7 +44,7 @@ def target_activations(ctx: ForwardContext, block: int, point: str) -> tuple[tor
         fi = F.normalize(ctx.clip.encode_image(x).float(), dim=-1)
         sim = (fi * ctx.text_features()).sum(-1)
         if len(kept) != 1:
-            raise ConfigError(f"gradcam: expected one activation at block {block} {point}, got {len(kept)}")
+            raise MatexError(f"gradcam: expected one activation at block {block} {point}, got {len(kept)}")
         (grad,) = torch.autograd.grad(sim.sum(), kept)
     act, grad = kept[0].detach(), grad.detach()
     if not batch_first:
