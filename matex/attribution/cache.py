@@ -31,6 +31,16 @@ def shard_rows(rows: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
     return np.array_split(rows, n_shards)[shard]
 
 
+def training_boxes_of(pairs: pd.DataFrame, size: int):
+    """The train split's aligned boxes, which the bias controls (mean_box, category_box) read; None
+    when the table lacks the columns. Masks are only computed when a method asks for them."""
+    from .mean_box import TrainingBoxes
+
+    if not {"split", "boxes", "category"} <= set(pairs.columns):
+        return None
+    return TrainingBoxes.from_pairs(pairs, size)
+
+
 def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame,
                    images_u8: np.ndarray, rows: Sequence[int], batch_size: int,
                    store_dtype: str = "float32", progress: bool = True,
@@ -49,6 +59,7 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
     maps: dict[str, np.ndarray] = {}
     records: list[dict[str, Any]] = []
     rows = np.asarray(rows, dtype=np.int64)
+    training_boxes = training_boxes_of(pairs, model.geometry.size)
     for start in tqdm(range(0, len(rows), batch_size), desc=f"attribute {method}", disable=not progress,
                       unit="batch"):
         idx = rows[start:start + batch_size]
@@ -58,7 +69,8 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
         t0 = time.perf_counter()
         sizes = (list(zip(batch["image_height"], batch["image_width"]))
                  if {"image_height", "image_width"} <= set(batch.columns) else None)
-        out = explain(model, images, texts, method=method, image_sizes=sizes, **dict(params))
+        out = explain(model, images, texts, method=method, image_sizes=sizes, training_boxes=training_boxes,
+                      categories=batch["category"].astype(str).tolist(), **dict(params))
         if images.is_cuda:
             torch.cuda.synchronize()
         per_pair = (time.perf_counter() - t0) / len(idx)
