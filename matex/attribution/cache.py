@@ -137,10 +137,14 @@ def load_maps(npz_path: str | Path, pair_ids: Sequence[str] | None = None) -> tu
     """Image maps stacked as float32 (B, H, W) in the order of ``pair_ids`` (default: file order).
     Only the requested maps are decompressed."""
     meta = read_npz_meta(npz_path)
-    if pair_ids is None:
-        with np.load(npz_path, allow_pickle=False) as z:
+    with np.load(npz_path, allow_pickle=False) as z:
+        present = set(z.files)
+        if pair_ids is None:
             pair_ids = [k for k in z.files if k != "__meta__" and not k.startswith("text/")]
     ids = list(pair_ids)
+    missing = [p for p in ids if p not in present]
+    if missing:
+        raise MapError(f"{npz_path} has no map for pairs {missing[:5]}")
     arrays = read_npz_members(npz_path, ids)
     return np.stack([arrays[p].astype(np.float32) for p in ids]), ids, meta
 
@@ -151,5 +155,8 @@ def load_token_maps(npz_path: str | Path, pair_ids: Sequence[str]) -> list[np.nd
     with np.load(npz_path, allow_pickle=False) as z:
         if not any(k.startswith("text/") for k in z.files):
             return None
+        missing = [p for p in pair_ids if f"text/{p}" not in z.files]
+    if missing:
+        raise MapError(f"{npz_path} has no token map for pairs {missing[:5]}")
     arrays = read_npz_members(npz_path, [f"text/{p}" for p in pair_ids])
     return [arrays[f"text/{p}"].astype(np.float32) for p in pair_ids]
