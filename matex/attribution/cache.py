@@ -41,6 +41,19 @@ def training_boxes_of(pairs: pd.DataFrame, size: int):
     return TrainingBoxes.from_pairs(pairs, size)
 
 
+def explain_batch(model, method: str, params: Mapping[str, Any], batch: pd.DataFrame, images, training_boxes):
+    """Explain one batch of pairs as every step does: the phrases, each film's original size (so the
+    prior is laid through the same geometry as the boxes), the training boxes and categories (read by
+    the bias controls)."""
+    from . import explain
+
+    sizes = (list(zip(batch["image_height"], batch["image_width"]))
+             if {"image_height", "image_width"} <= set(batch.columns) else None)
+    categories = batch["category"].astype(str).tolist() if "category" in batch.columns else None
+    return explain(model, images, batch["phrase"].tolist(), method=method, image_sizes=sizes,
+                   training_boxes=training_boxes, categories=categories, **dict(params))
+
+
 def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame,
                    images_u8: np.ndarray, rows: Sequence[int], batch_size: int,
                    store_dtype: str = "float32", progress: bool = True,
@@ -54,8 +67,6 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
     (``tokens/<pair_id>``)."""
     import torch
 
-    from . import explain
-
     maps: dict[str, np.ndarray] = {}
     records: list[dict[str, Any]] = []
     rows = np.asarray(rows, dtype=np.int64)
@@ -67,10 +78,7 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
         images = model.preprocess(np.ascontiguousarray(images_u8[idx]))
         texts = batch["phrase"].tolist()
         t0 = time.perf_counter()
-        sizes = (list(zip(batch["image_height"], batch["image_width"]))
-                 if {"image_height", "image_width"} <= set(batch.columns) else None)
-        out = explain(model, images, texts, method=method, image_sizes=sizes, training_boxes=training_boxes,
-                      categories=batch["category"].astype(str).tolist(), **dict(params))
+        out = explain_batch(model, method, params, batch, images, training_boxes)
         if images.is_cuda:
             torch.cuda.synchronize()
         per_pair = (time.perf_counter() - t0) / len(idx)

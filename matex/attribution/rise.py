@@ -1,6 +1,7 @@
 """RISE (Petsiuk et al. 2018; DESIGN 4): random binary ``cells``×``cells`` grids, kept with
 probability ``p``, upsampled bilinearly with a random sub-cell shift; the map is
-Σ_m S(x⊙m)·m / (N·p). Masks multiply the normalised input (0 = the dataset mean colour). The same
+Σ_m S(x⊙m)·m / (N·p). Masked-out pixels become the dataset's mean grey (the same value in every
+channel, as the faithfulness metrics fill removed pixels: no colour cast). The same
 seeded masks serve every pair, so a pair's map does not depend on the batch it is in. ``batch`` is
 the number of masked images per forward pass."""
 from __future__ import annotations
@@ -36,16 +37,20 @@ def rise(ctx: ForwardContext, *, n_masks: int = 500, cells: int = 8, p: float = 
                           f"(got n_masks={n_masks}, cells={cells}, p={p}, batch={batch})")
     gen = torch.Generator().manual_seed(int(seed))
     masks = rise_masks(int(n_masks), int(cells), float(p), ctx.size, gen).to(ctx.images.device)
+    from ..metrics.faithfulness import grey_fill
+
     x = ctx.images
+    grey = grey_fill(ctx.model).to(x.device)[0]                                  # (3, 1, 1)
     b = ctx.batch
     per_pass = max(1, int(batch) // b)
     sal = torch.zeros(b, *ctx.size, dtype=torch.float64, device=x.device)
     with torch.no_grad():
         for start in range(0, masks.shape[0], per_pass):
             m = masks[start:start + per_pass]                                   # (M, H, W)
-            masked = (m[:, None, None] * x[None]).reshape(-1, *x.shape[1:])     # (M·B, 3, H, W)
+            keep = m[:, None, None]                                              # (M, 1, 1, H, W)
+            masked = (keep * x[None] + (1 - keep) * grey).reshape(-1, *x.shape[1:])   # (M·B, 3, H, W)
             s = ctx.image_similarity(ctx.clip.encode_image(masked), repeat=m.shape[0]).view(m.shape[0], b)
             sal += torch.einsum("mb,mhw->bhw", s.double(), m.double())
     sal /= n_masks * p
     return ExplainOutput(image=minmax_norm(sal.float()),
-                         meta={"options": {"masked_input": "normalised image x mask", "seed": int(seed)}})
+                         meta={"options": {"masked_input": "image x mask + grey x (1 - mask)", "seed": int(seed)}})
