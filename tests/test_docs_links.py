@@ -134,3 +134,21 @@ def test_results_page_is_generated_from_the_artifacts(tmp_path):
     assert "| matex | 30.0 |" in text and "| matex | 34.5 |" in text
     assert "commit: abc1234" in text and "test machine" in text and "`h1`" in text
     assert "| matex | pointing_game | 30.00 | 34.50 | 4.50 |" in text     # the per-finding row is not mixed in
+
+
+def test_prior_notebook_executes_without_a_run(tmp_path):
+    """05_prior needs no run (it parses phrases); executing it here keeps one notebook run outside the
+    slow end-to-end test, which executes all of them on its tiny run."""
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / "05_prior.ipynb", as_version=4)
+    os.environ["MATEX_RESULTS"] = str(tmp_path / "none" / "demo")
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        os.environ.pop("MATEX_RESULTS", None)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "prior_has_location" in text and "no run at" in text
