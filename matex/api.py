@@ -213,8 +213,9 @@ def explain(model, images, texts: str | Sequence[str], method: str = "matex", **
     texts = _as_texts(texts)
     x = model.preprocess(_as_image_list(images, model.geometry.size))
     if x.ndim != 4 or x.shape[0] != len(texts):
-        raise DataError(f"texts must be a list of strings, one phrase per image: got {len(texts)} "
-                        f"phrase(s) for {x.shape[0] if x.ndim == 4 else '?'} image(s) (method {method!r})")
+        n_images = x.shape[0] if x.ndim == 4 else "?"
+        raise DataError(f"method {method!r}: {n_images} images but {len(texts)} texts; texts must be a list of "
+                        "strings, one phrase per image")
     was_training = model.clip.training
     model.clip.eval()  # dropout off: maps must be deterministic
     try:
