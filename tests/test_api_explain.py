@@ -142,3 +142,21 @@ def test_docstring_examples_run(module, tmp_path, monkeypatch):
     mod = importlib.import_module(module)
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert res.attempted > 0 and res.failed == 0, res
+
+
+@pytest.mark.parametrize("module", ["matex", "matex.api"])
+def test_docstring_examples_run_with_the_default_demo_architecture(module, tmp_path, monkeypatch):
+    """The same examples with ``load_model("demo")`` read as the default config's (random) demo model,
+    so that they are checked even where ``load_model`` does not accept a bare "demo" yet."""
+    import importlib
+
+    from matex.config import load_config
+
+    demo = load_config(ROOT / "config" / "config.yaml")["model"]["demo"]
+    monkeypatch.setattr(matex, "load_model", lambda source="demo", **kw: load_model(source, demo=demo, **kw))
+    (tmp_path / "docs" / "img").mkdir(parents=True)
+    shutil.copy(EXAMPLE, tmp_path / "docs" / "img" / EXAMPLE.name)
+    monkeypatch.chdir(tmp_path)
+    res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0 and res.failed == 0, res
+    assert (tmp_path / "map.png").exists() or module == "matex.api"
