@@ -20,9 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .attribution.common import check_finite
-from .attribution.registry import ExplainOutput, available_methods, get_method, resolve_params
-from .errors import DataError, MapError
+from .attribution.registry import ExplainOutput, available_methods, get_method
+from .errors import DataError
 
 __all__ = ["Explanation", "explain", "methods", "overlay_image"]
 
@@ -139,7 +138,7 @@ def _as_image_list(images: Any, size: int) -> Any:
     from PIL import Image
 
     if isinstance(images, (str, os.PathLike, Image.Image)):
-        return [images]
+        return [_as_pil(images, 0)]
     if isinstance(images, torch.Tensor):
         return images
     if isinstance(images, np.ndarray):
@@ -148,13 +147,22 @@ def _as_image_list(images: Any, size: int) -> Any:
         if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (3, 4)):
             return [_array_to_pil(images, 0)]                  # one image, any size
         return images                                          # preprocess names what is wrong
-    if isinstance(images, (list, tuple)):
-        return [_array_to_pil(im, k) if isinstance(im, np.ndarray) else im for k, im in enumerate(images)]
-    try:
-        return list(images)
-    except TypeError:
-        raise DataError(f"images is a {type(images).__name__}; expected a file path, a PIL image, a numpy "
-                        "array, a tensor, or a list of these") from None
+    if not isinstance(images, (list, tuple)):
+        try:
+            images = list(images)
+        except TypeError:
+            raise DataError(f"images is a {type(images).__name__}; expected a file path, a PIL image, a numpy "
+                            "array, a tensor, or a list of these") from None
+    return [_as_pil(im, k) for k, im in enumerate(images)]
+
+
+def _as_pil(im: Any, index: int):
+    """One image as a PIL image: opened from a path (errors name the file), converted from an array."""
+    from .models.base import _open_image
+
+    if isinstance(im, np.ndarray):
+        return _array_to_pil(im, index)
+    return _open_image(im, index)
 
 
 def _array_to_pil(a: np.ndarray, index: int):
@@ -199,6 +207,10 @@ def explain(model, images, texts: str | Sequence[str], method: str = "matex", **
     ``matex.attribution.get_method(name).defaults`` their parameters). Bad input raises
     :class:`matex.errors.DataError` naming the image or phrase.
 
+    The maps come from :func:`matex.attribution.explain` (the engine the pipeline calls, which takes
+    already-decoded images); this function only normalises the input forms and keeps the model
+    inputs so that the result can draw itself.
+
     >>> import matex
     >>> model = matex.load_model("demo")
     >>> out = matex.explain(model, ["docs/img/example_chest.jpg"] * 2, ["left lower lobe consolidation",
@@ -206,36 +218,25 @@ def explain(model, images, texts: str | Sequence[str], method: str = "matex", **
     >>> tuple(out.image.shape), float(out.image.min()) >= 0.0, float(out.image.max()) <= 1.0
     ((2, 224, 224), True, True)
     """
-    from .attribution.wrapper import ForwardContext
+    from .attribution.registry import explain as engine_explain
 
-    spec = get_method(method)
-    used = resolve_params(spec, params)
     texts = _as_texts(texts)
-    x = model.preprocess(_as_image_list(images, model.geometry.size))
-    if x.ndim != 4 or x.shape[0] != len(texts):
-        n_images = x.shape[0] if x.ndim == 4 else "?"
-        raise DataError(f"method {method!r}: {n_images} images but {len(texts)} texts; texts must be a list of "
-                        "strings, one phrase per image")
-    was_training = model.clip.training
-    model.clip.eval()  # dropout off: maps must be deterministic
-    try:
-        ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts)
-        out = spec.fn(ctx, **used)
-    finally:
-        model.clip.train(was_training)
-    image = out.image.detach().to("cpu", torch.float32)
-    expected = (x.shape[0], x.shape[2], x.shape[3])
-    if tuple(image.shape) != expected:
-        raise MapError(f"method {method!r} returned maps of shape {tuple(image.shape)}, expected {expected}")
-    check_finite(image, method)
-    components = {k: check_finite(v.detach().to("cpu", torch.float32), method, f"component {k!r}")
-                  for k, v in out.components.items()}
-    mean = torch.tensor(model.mean[0], dtype=torch.float32)
-    std = torch.tensor(model.std[0], dtype=torch.float32)
-    grey = (x[:, 0].detach().to("cpu", torch.float32) * std + mean).clamp(0, 1).mul(255).round()
-    return Explanation(image=image.clamp(0.0, 1.0), text=out.text, components=components,
-                       meta={"method": method, "params": used, "options": dict(out.meta.get("options", {}))},
-                       inputs=grey.to(torch.uint8).numpy(), texts=texts)
+    batch = _as_image_list(images, model.geometry.size)
+    out = engine_explain(model, batch, texts, method, **params)
+    return Explanation(image=out.image, text=out.text, components=out.components, meta=out.meta,
+                       inputs=_model_inputs(model, batch), texts=texts)
+
+
+def _model_inputs(model, batch: Any) -> np.ndarray:
+    """The grey (B, S, S) uint8 images the model saw, for drawing (not for computing maps)."""
+    if isinstance(batch, np.ndarray):
+        return batch
+    if isinstance(batch, torch.Tensor):
+        mean = torch.tensor(model.mean[0], dtype=torch.float32)
+        std = torch.tensor(model.std[0], dtype=torch.float32)
+        grey = (batch[:, 0].detach().to("cpu", torch.float32) * std + mean).clamp(0, 1).mul(255).round()
+        return grey.to(torch.uint8).numpy()
+    return np.stack([model.geometry.image_to_input(im) for im in batch])
 
 
 def methods() -> dict[str, str]:

@@ -13,7 +13,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MapError
+from .common import check_finite
 
 
 @dataclass
@@ -136,11 +137,40 @@ def resolve_params(spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any
     return {**spec.defaults, **dict(params)}
 
 
-def explain(model, images, texts: str | Sequence[str], method: str = "matex", **params: Any) -> ExplainOutput:
-    """Explain each (image, phrase) pair with ``method``: the same function as :func:`matex.explain`
-    (defined in :mod:`matex.api`, which documents the accepted inputs); kept here so that
-    ``from matex.attribution import explain`` keeps working. Returns a :class:`matex.api.Explanation`,
-    an :class:`ExplainOutput` that can also draw itself (``overlay``, ``save``)."""
-    from ..api import explain as api_explain
+def explain(model, images, texts: Sequence[str], method: str = "matex", **params: Any) -> ExplainOutput:
+    """Explain each (image, text) pair with ``method``.
 
-    return api_explain(model, images, texts, method, **params)
+    images: normalised (B, 3, H, W) tensor, (B, H, W) uint8 array or list of PIL images.
+    texts: one phrase per image. Returns maps (B, H, W) float32 in [0, 1] on CPU."""
+    from .wrapper import ForwardContext
+
+    from ..errors import DataError
+
+    spec = get_method(method)
+    used = resolve_params(spec, params)
+    if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
+        raise DataError("texts must be a list of strings, one phrase per image")
+    texts = list(texts)
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise DataError(f"texts {empty} are empty: a phrase is needed to explain an image-text match")
+    x = model.preprocess(images)
+    if x.ndim != 4 or x.shape[0] != len(texts):
+        raise DataError(f"method {method!r}: {x.shape[0] if x.ndim == 4 else '?'} images but {len(texts)} texts")
+    was_training = model.clip.training
+    model.clip.eval()  # dropout off: maps must be deterministic
+    try:
+        ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts)
+        out = spec.fn(ctx, **used)
+    finally:
+        model.clip.train(was_training)
+    image = out.image.detach().to("cpu", torch.float32)
+    expected = (x.shape[0], x.shape[2], x.shape[3])
+    if tuple(image.shape) != expected:
+        raise MapError(f"method {method!r} returned maps of shape {tuple(image.shape)}, expected {expected}")
+    check_finite(image, method)
+    out.image = image.clamp(0.0, 1.0)
+    out.components = {k: check_finite(v.detach().to("cpu", torch.float32), method, f"component {k!r}")
+                      for k, v in out.components.items()}
+    out.meta = {"method": method, "params": used, "options": dict(out.meta.get("options", {}))}
+    return out
