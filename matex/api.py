@@ -243,7 +243,7 @@ def methods() -> dict[str, str]:
     """The registered attribution methods, name -> paper reference (empty for controls without one).
 
     >>> import matex
-    >>> sorted(matex.methods())[:3]
-    ['chefer', 'grad_input', 'gradcam']
+    >>> {"matex", "gradcam", "chefer", "random"} <= set(matex.methods())
+    True
     """
     return {name: get_method(name).reference for name in available_methods()}
