@@ -128,22 +128,28 @@ def print_methods() -> None:
             print(f"{'':<15} parameters: {params}")
 
 
-def check_config(path: str, base: str | None) -> str:
-    """Validate ``path`` merged onto ``base`` (as ``snakemake --configfile path`` merges it onto the
-    Snakefile's config); returns the one-line verdict, raises ConfigError naming the bad key."""
-    from .config import load_config
-
+def _read_mapping(path: str | Path) -> dict:
     try:
-        override = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    if not isinstance(override, Mapping):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, not a {type(override).__name__}")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not a {type(data).__name__}")
+    return data
+
+
+def check_config(path: str, base: str | None) -> str:
+    """Validate ``path`` merged onto ``base`` (as ``snakemake --configfile path`` merges it onto the
+    Snakefile's config); returns the one-line verdict, raises ConfigError naming the bad key."""
+    from .config import deep_update, validate_config
+
+    override = _read_mapping(path)
     if base is None:
-        cfg, how = load_config(path), "checked alone"
+        cfg, how = override, "checked alone"
     else:
-        cfg, how = load_config(base, overrides=override), f"merged onto {base}"
+        cfg, how = deep_update(_read_mapping(base), override), f"merged onto {base}"
+    validate_config(cfg)
     return (f"{path}: valid ({how}; dataset {cfg['dataset']}, model {cfg['model']['name']}, "
             f"{len(cfg.get('attribution', {}).get('methods', []))} methods)")
