@@ -1,6 +1,8 @@
 """``matex`` command line: small conveniences around the package (the pipeline itself runs with Snakemake).
 
-  matex check-config config/config.yaml     validate a config, naming any bad key
+  matex explain IMAGE "PHRASE" [-o out.png]  draw one method's map over a radiograph (--model demo|NAME|PATH)
+  matex methods                             list the attribution methods, their references and parameters
+  matex check-config my.yaml                validate a config (an override file is merged onto config/config.yaml)
   matex download DEST [--csv-name NAME]     fetch MS-CXR + referenced MIMIC-CXR-JPG images (PhysioNet credentials)
   matex bench [...]                         the attribution benchmark (same as python -m matex.bench)
   matex compare-runs RUN_A RUN_B            check that two result folders hold the same artifacts
@@ -13,6 +15,16 @@ import sys
 from .errors import MatexError
 
 
+def default_config_path() -> str:
+    """``config/config.yaml`` of the working directory, else of the checkout matex is installed from."""
+    from pathlib import Path
+
+    here = Path("config/config.yaml")
+    if here.is_file():
+        return str(here)
+    return str(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
@@ -22,8 +34,37 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(prog="matex", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("check-config", help="validate a config file against the schema")
+    e = sub.add_parser("explain", help="explain one image-phrase pair and write the overlay picture",
+                       description="Explain one image with one phrase and write a PNG: the radiograph (as the "
+                                   "model sees it, cropped/letterboxed to its input) with the map on top.")
+    e.add_argument("image", help="image file (JPG/PNG, any size; grey or colour)")
+    e.add_argument("phrase", help="the phrase to explain, e.g. \"left lower lobe consolidation\"")
+    e.add_argument("--method", default="matex", help="attribution method (see: matex methods); default matex")
+    e.add_argument("--model", default="demo",
+                   help="demo (the checkpoint ./run.sh pipeline trained), an open_clip name (ViT-B-32, "
+                        "hf-hub:ORG/REPO) or a checkpoint file; default demo")
+    e.add_argument("--pretrained", default=None, help="open_clip pretrained tag or weights file (e.g. openai)")
+    e.add_argument("--arch", default=None, help="open_clip architecture of a non-matex checkpoint file")
+    e.add_argument("--config", default=None,
+                   help="pipeline config whose results the demo model is read from (default config/config.yaml)")
+    e.add_argument("-o", "--output", default=None, help="output PNG (default: IMAGE-STEM_METHOD.png here)")
+    e.add_argument("--npy", default=None, help="also save the map as a (H, W) float32 .npy file")
+    e.add_argument("--components", action="store_true",
+                   help="draw every component of the method (MATEX's terms) side by side with the map")
+    e.add_argument("--box", nargs=4, type=float, metavar=("X", "Y", "W", "H"), default=None,
+                   help="draw a box given in original image pixels (x, y top-left, width, height; MS-CXR style)")
+    e.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method parameter (YAML value), e.g. --param alpha=0.6; repeatable")
+    e.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    sub.add_parser("methods", help="list the attribution methods with their references and parameters")
+    c = sub.add_parser("check-config", help="validate a config file against the schema",
+                       description="Validate a config. As with snakemake --configfile, the file is merged onto "
+                                   "the default config (config/config.yaml) first, so an override file that "
+                                   "sets a few keys is checked as the run will see it.")
     c.add_argument("path")
+    c.add_argument("--base", default=None,
+                   help="the config the file is merged onto (default: config/config.yaml of this checkout)")
+    c.add_argument("--no-base", action="store_true", help="check the file alone, merged onto nothing")
     d = sub.add_parser("download", help="download MS-CXR and the MIMIC-CXR-JPG images it references")
     d.add_argument("dest")
     d.add_argument("--csv-name", default="MS_CXR_Local_Alignment_v1.0.0.csv")
@@ -37,11 +78,18 @@ def main(argv: list[str] | None = None) -> int:
                         "paths recorded in the artifacts are then compared with DIR_B read as DIR_A")
     args = ap.parse_args(argv)
     try:
-        if args.cmd == "check-config":
-            from .config import load_config
+        if args.cmd == "explain":
+            from .cli_explain import run_explain
 
-            cfg = load_config(args.path)
-            print(f"{args.path}: valid (dataset {cfg['dataset']}, model {cfg['model']['name']})")
+            run_explain(args)
+        elif args.cmd == "methods":
+            from .cli_explain import print_methods
+
+            print_methods()
+        elif args.cmd == "check-config":
+            from .cli_explain import check_config
+
+            print(check_config(args.path, base=None if args.no_base else (args.base or default_config_path())))
         elif args.cmd == "download":
             from .data.download import download_mscxr
 

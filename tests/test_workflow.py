@@ -277,7 +277,8 @@ def test_end_to_end_tiny(tmp_path):
     assert "Img ROAR+" in table and "Txt ROAR+" in table
     prov = json.loads((md / "provenance.json").read_text())
     assert prov["seed"] == 0 and prov["model"]["checkpoint_sha256"] == meta["model_checkpoint_sha256"]
-    _execute_notebook(ROOT / "notebooks" / "audit_pair.ipynb", md)
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):   # 01_alignment ... 05_prior, audit_pair
+        _execute_notebook(notebook, md)
     report = tmp_path / "report.html"
     rep = _run(["--configfile", str(cfg_path), "--cores", "1", "-d", str(tmp_path), "--report", str(report)])
     assert rep.returncode == 0 and report.exists(), rep.stderr[-3000:]
