@@ -17,13 +17,19 @@ from ..data.transforms import box_mask  # noqa: E402
 PALETTE = "colorblind"
 
 
-def save(fig, outputs: Sequence[str | Path]) -> None:
-    """Save one figure to each requested path (format from the suffix), atomically."""
+def save(fig, outputs: Sequence[str | Path], style: dict | None = None) -> None:
+    """Save one figure to each requested path (format from the suffix), atomically. With ``style``
+    (the ``figures.style`` config block) the figure is first scaled to the paper's column width."""
     from ..io import atomic_path
+    from .style import active, fit_to_column, style_settings
 
+    style = active() if style is None else style
+    if style is not None:
+        fit_to_column(fig, style)
+    dpi = style_settings(style)["dpi"] if style is not None else 150
     for out in outputs:
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=Path(out).suffix.lstrip("."))
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(out).suffix.lstrip("."))
     plt.close(fig)
 
 
@@ -76,12 +82,14 @@ def metric_bars(summary: pd.DataFrame, method_order: Sequence[str]):
     cols = 3
     rows = int(np.ceil(len(metrics) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
-    colours = dict(zip(method_order, sns.color_palette(PALETTE, len(method_order))))
+    from .style import is_control, method_color
+
     for ax, (metric, label) in zip(axes.ravel(), metrics):
         d = overall[overall["metric"] == metric].set_index("method").reindex(
             [m for m in method_order if m in set(overall["method"])])
         x = np.arange(len(d))
-        ax.bar(x, d["mean"], color=[colours[m] for m in d.index])
+        ax.bar(x, d["mean"], color=[method_color(m) for m in d.index],
+               hatch=["//" if is_control(m) else "" for m in d.index], edgecolor="white", linewidth=0.3)
         ax.errorbar(x, d["mean"], yerr=[d["mean"] - d["ci_low"], d["ci_high"] - d["mean"]], fmt="none",
                     ecolor="black", elinewidth=0.8, capsize=2)
         ax.set_xticks(x, d.index, rotation=60, ha="right", fontsize=7)
@@ -107,7 +115,9 @@ def runtime_bars(runtime: pd.DataFrame, method_order: Sequence[str]):
     stats = stats.reindex([m for m in method_order if m in stats.index])
     fig, ax = plt.subplots(figsize=(6, 3))
     x = np.arange(len(stats))
-    ax.bar(x, stats[0.5], color=sns.color_palette(PALETTE, len(stats)))
+    from .style import method_color
+
+    ax.bar(x, stats[0.5], color=[method_color(m) for m in stats.index])
     ax.errorbar(x, stats[0.5], yerr=[stats[0.5] - stats[0.25], stats[0.75] - stats[0.5]], fmt="none", ecolor="black")
     ax.set_yscale("log")
     ax.set_xticks(x, stats.index, rotation=60, ha="right", fontsize=8)

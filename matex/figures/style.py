@@ -69,3 +69,64 @@ def method_style(name: str) -> dict[str, Any]:
 def palette(names: list[str]) -> dict[str, str]:
     """``{name: colour}`` for seaborn's ``palette=`` argument."""
     return {n: method_color(n) for n in names}
+
+
+# ------------------------------------------------------------------------------ paper sizes
+# Text widths of a two-column paper (inches): a figure set at one of them prints at 100 %.
+COLUMN_WIDTH_IN = {"single": 3.5, "double": 7.16}
+
+
+def style_settings(style: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``figures.style`` config block with its defaults filled in: ``width`` (single | double column),
+    ``font_size`` (pt, as printed) and ``dpi`` of raster outputs."""
+    out = {"width": "double", "font_size": 8, "dpi": 300}
+    out.update({k: v for k, v in (style or {}).items() if v is not None})
+    if out["width"] not in COLUMN_WIDTH_IN:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"figures.style.width: expected one of {sorted(COLUMN_WIDTH_IN)}, got {out['width']!r}")
+    return out
+
+
+def rc_params(style: dict[str, Any] | None) -> dict[str, Any]:
+    """Matplotlib settings for figures printed at the configured size: fonts in points as printed,
+    thin spines, no top/right frame."""
+    s = style_settings(style)
+    fs = float(s["font_size"])
+    return {"font.size": fs, "axes.titlesize": fs + 1, "axes.labelsize": fs, "xtick.labelsize": fs - 1,
+            "ytick.labelsize": fs - 1, "legend.fontsize": fs - 1, "axes.linewidth": 0.6,
+            "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": int(s["dpi"])}
+
+
+def fit_to_column(fig, style: dict[str, Any] | None) -> None:
+    """Scale ``fig`` to the configured column width, keeping its aspect ratio (fonts keep their size
+    in points, so text reads the same in every figure)."""
+    s = style_settings(style)
+    w, h = fig.get_size_inches()
+    target = COLUMN_WIDTH_IN[s["width"]]
+    fig.set_size_inches(target, h * target / w)
+
+
+def integer_ticks(ax, axis: str = "x") -> None:
+    """Ticks only at whole numbers, for axes that count things (blocks, steps, pairs)."""
+    from matplotlib.ticker import MaxNLocator
+
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
+
+
+_ACTIVE: dict[str, Any] | None = None
+
+
+def use(style: dict[str, Any] | None) -> None:
+    """Apply the ``figures.style`` block to every figure made from now on in this process (the
+    pipeline calls it before each figure step; ``save`` then scales figures to the column width)."""
+    import matplotlib
+
+    global _ACTIVE
+    _ACTIVE = style_settings(style)
+    matplotlib.rcParams.update(rc_params(_ACTIVE))
+
+
+def active() -> dict[str, Any] | None:
+    """The style set by :func:`use`, or None (figures keep their own sizes)."""
+    return _ACTIVE

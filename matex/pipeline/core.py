@@ -54,6 +54,10 @@ def run_step(smk: Any) -> None:
     with logged(smk.log[0] if len(smk.log) else None):
         t0 = time.perf_counter()
         log.info("step %s started", name)
+        if name.startswith("figure_"):
+            from ..figures.style import use
+
+            use((cfg.get("figures") or {}).get("style"))
         try:
             fn(cfg, smk.input, smk.output, smk.params, smk.wildcards, smk.threads)
         except BaseException as exc:
