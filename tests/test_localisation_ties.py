@@ -1,4 +1,4 @@
-"""Tie rules of the localisation metrics (DESIGN.md sections 5 and 7): a tied maximum or a tied
+"""Tie rules of the localisation metrics (docs/evaluation.md): a tied maximum or a tied
 top-k threshold is scored by expectation under a random tie-break, a zero map scores the box's
 area fraction, and every method is scored on the same pairs."""
 import math

@@ -1,4 +1,4 @@
-"""Anatomical phrase parser and text-guided spatial prior (DESIGN.md 3.4, Eqs. 3-5).
+"""Anatomical phrase parser and text-guided spatial prior (docs/method.md, Eqs. 3-5).
 
 Phrases are written for these tests in the style of MS-CXR; none is taken from MIMIC.
 Remember the radiological convention: the patient's right is the IMAGE LEFT (x < 0.5).

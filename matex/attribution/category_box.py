@@ -1,4 +1,4 @@
-"""Category box (a bias control, DESIGN 4): the mean box mask of the training pairs of the same
+"""Category box (a bias control, docs/method.md): the mean box mask of the training pairs of the same
 finding category as the explained pair. It reads the pair's category label, never the image or the
 phrase's words: what it scores shows how much "where this finding usually is" explains. A category
 with no training pair falls back to the mean box of all training pairs (recorded in the meta)."""

@@ -1,4 +1,4 @@
-"""Gradient-weighted attention relevance (Chefer et al. 2021; DESIGN 7): R = I, then for every
+"""Gradient-weighted attention relevance (Chefer et al. 2021; docs/evaluation.md): R = I, then for every
 block l ≥ start_layer R += mean_h((∂S/∂A_l ⊙ A_l)^+)·R; the map is R[CLS, patches]. The target is
 each pair's own (diagonal) image-text similarity."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Helpers every attribution method shares: per-map min-max normalisation (DESIGN 3, ``norm``),
+"""Helpers every attribution method shares: per-map min-max normalisation (docs/method.md, ``norm``),
 bilinear upsampling from the patch grid to the input size, finiteness checks and small tensor
 utilities. All functions are batched over the leading dimension."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from ..errors import MapError
 
 # A map whose range is below this fraction of its magnitude is float32 rounding noise, not signal:
-# it normalises to all zeros like an exactly constant map (DESIGN 3: "a constant map normalises to
+# it normalises to all zeros like an exactly constant map (docs/method.md: "a constant map normalises to
 # all zeros, never NaN").
 _RELATIVE_FLAT = 4 * float(torch.finfo(torch.float32).eps)
 
@@ -47,7 +47,7 @@ def masked_minmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def upsample(grid_maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """(B, gh, gw) patch-grid maps -> (B, H, W), bilinear with align_corners=False (DESIGN 3).
+    """(B, gh, gw) patch-grid maps -> (B, H, W), bilinear with align_corners=False (docs/method.md).
 
     Computed as W_y · map · W_xᵀ with the interpolation matrices of ``F.interpolate``'s rule (equal
     to it up to float rounding, ~3x faster on CPU for 7x7 -> 224x224: two small matmuls instead of

@@ -1,4 +1,4 @@
-"""Gradient × input (DESIGN 4): |Σ_c x_c ⊙ ∂S/∂x_c| on the normalised input."""
+"""Gradient × input (docs/method.md): |Σ_c x_c ⊙ ∂S/∂x_c| on the normalised input."""
 from __future__ import annotations
 
 from .common import minmax_norm

@@ -1,4 +1,4 @@
-"""Grad-CAM on ViT tokens (Selvaraju et al., ICCV 2017; DESIGN 4, 7), with the target layer read as
+"""Grad-CAM on ViT tokens (Selvaraju et al., ICCV 2017; docs/method.md, 7), with the target layer read as
 pytorch-grad-cam reads ViTs: by default the output of the LAST block's first LayerNorm (``ln_1``),
 patch tokens (CLS dropped) reshaped to the grid. Those tokens still get gradient under CLS pooling:
 they are the keys and values of the last attention.

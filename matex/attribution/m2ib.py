@@ -1,4 +1,4 @@
-"""M2IB as published (Wang, Rudner, Wilson, NeurIPS 2023; DESIGN 4): an information bottleneck on
+"""M2IB as published (Wang, Rudner, Wilson, NeurIPS 2023; docs/method.md): an information bottleneck on
 the tokens h (T, D) after one block, on the image side and on the text side.
 
 One gate per token AND feature: λ = sigmoid(α), α of shape (T, D) started at ``init`` (5). The

@@ -1,4 +1,4 @@
-"""MATEX (DESIGN 3): multi-scale rollout (Eq. 1) + layer consistency (Eq. 2) + similarity gradient
+"""MATEX (docs/method.md): multi-scale rollout (Eq. 1) + layer consistency (Eq. 2) + similarity gradient
 + text-guided spatial prior (Eqs. 3-5), fused. One forward and one backward pass give every term.
 
 Resolution choice: rollout, consistency and gradient are computed on the patch grid and upsampled
@@ -150,7 +150,7 @@ def matex(ctx: ForwardContext, *, alpha: float = 0.5, beta: float = 0.2, gamma: 
     components = {"rollout": rollout, "consistency": consistency, "gradient": minmax_norm(gradient),
                   "prior": prior.normalised, "grad_prior": minmax_norm(gradient * prior.raw),
                   "grad_consistency": minmax_norm(gradient * consistency)}
-    # fusion (DESIGN 3.5), accumulated in place (full-size maps: every temporary costs a pass over B x H x W)
+    # fusion (docs/method.md), accumulated in place (full-size maps: every temporary costs a pass over B x H x W)
     fused = components["grad_prior"].mul(alpha).add_(rollout, alpha=beta)
     fused = minmax_norm(fused.add_(components["grad_consistency"], alpha=gamma).add_(prior.normalised, alpha=delta))
 

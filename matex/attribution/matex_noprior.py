@@ -1,4 +1,4 @@
-"""MATEX without its text prior (a control, DESIGN 4): δ = 0 and λ_s = 1, so P ≡ 1 and the fused
+"""MATEX without its text prior (a control, docs/method.md): δ = 0 and λ_s = 1, so P ≡ 1 and the fused
 map is norm(α'·norm(G) + β'·M_roll + γ'·norm(G⊙C)); α', β', γ' are MATEX's α, β, γ rescaled to keep
 MATEX's total weight α + β + γ + δ (with MATEX's default δ). The final min-max makes that rescaling
 leave the map unchanged; it only keeps the recorded weights comparable. Every other setting (layers,

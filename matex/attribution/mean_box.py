@@ -1,4 +1,4 @@
-"""Mean box (a bias control, DESIGN 4): the mean of the training pairs' box masks, laid on the model
+"""Mean box (a bias control, docs/method.md): the mean of the training pairs' box masks, laid on the model
 input. It looks at neither the image nor the phrase, so whatever it scores on localisation comes from
 where the dataset's findings usually are, not from the model. Pairs are explained with the mask
 min-max normalised like every other map.

@@ -1,4 +1,4 @@
-"""Prior only (DESIGN 4): the text-guided spatial prior P alone, normalised: how much of a map
+"""Prior only (docs/method.md): the text-guided spatial prior P alone, normalised: how much of a map
 comes from the phrase rather than the model. A phrase with no location gives a flat prior, i.e. an
 all-zero map."""
 from __future__ import annotations

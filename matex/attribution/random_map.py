@@ -1,4 +1,4 @@
-"""Random (DESIGN 4): uniform noise, the floor every method should beat. Each pair's draw is seeded
+"""Random (docs/method.md): uniform noise, the floor every method should beat. Each pair's draw is seeded
 by (seed, image bytes, text), so it is reproducible and independent of batching."""
 from __future__ import annotations
 

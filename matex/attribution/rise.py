@@ -1,4 +1,4 @@
-"""RISE (Petsiuk et al. 2018; DESIGN 4): random binary ``cells``×``cells`` grids, kept with
+"""RISE (Petsiuk et al. 2018; docs/method.md): random binary ``cells``×``cells`` grids, kept with
 probability ``p``, upsampled bilinearly with a random sub-cell shift; the map is
 Σ_m S(x⊙m)·m / (N·p). Masked-out pixels become the dataset's mean grey (the same value in every
 channel, as the faithfulness metrics fill removed pixels: no colour cast). The same

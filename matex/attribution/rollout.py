@@ -1,4 +1,4 @@
-"""Attention rollout (Abnar & Zuidema 2020; DESIGN 4, 7): R = Π_l rownorm(½·fuse_h(A_l) + ½·I),
+"""Attention rollout (Abnar & Zuidema 2020; docs/method.md, 7): R = Π_l rownorm(½·fuse_h(A_l) + ½·I),
 read R[CLS, patches]. Rows are normalised with keepdim (vit-explain's bug drops it); head fusion
 mean | max | min; ``discard_ratio`` zeroes that fraction of the smallest fused attention entries
 per block (never the CLS→CLS entry). The options are recorded in the output's metadata."""

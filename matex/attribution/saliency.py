@@ -1,4 +1,4 @@
-"""Saliency (DESIGN 4): |∂S/∂x|, max over colour channels."""
+"""Saliency (docs/method.md): |∂S/∂x|, max over colour channels."""
 from __future__ import annotations
 
 from .common import minmax_norm

@@ -1,4 +1,4 @@
-"""Sobel edges (DESIGN 7): the gradient magnitude of the (un-normalised, grey) input image. A
+"""Sobel edges (docs/evaluation.md): the gradient magnitude of the (un-normalised, grey) input image. A
 sanity baseline: a method that scores like this explains edges, not the model."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One forward and one backward pass that expose everything the methods read (DESIGN 3, 7).
+"""One forward and one backward pass that expose everything the methods read (docs/method.md, 7).
 
 For every block l of the vision (and optionally text) transformer we record the attention
 probabilities A_l (B, heads, T, T) and the block INPUT tokens h_l (B, T, D), plus their gradients
@@ -10,7 +10,7 @@ open_clip is not edited: ``record_tower`` temporarily replaces each ``ResidualAt
 ``attention`` method on the instance with an explicit softmax(qk^T/sqrt(d) + mask)·v that keeps
 the probabilities in the graph, and records block inputs with forward pre-hooks. Block inputs,
 not outputs, carry the gradient: CLIP pools the CLS token, so the last block's output patch
-tokens get zero gradient (DESIGN 7).
+tokens get zero gradient (docs/evaluation.md).
 """
 from __future__ import annotations
 

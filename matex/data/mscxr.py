@@ -1,5 +1,5 @@
 """The MS-CXR loader: one row per box in the CSV becomes one image-phrase *pair* with its boxes
-aligned to the model's input (DESIGN.md sections 1 and 5).
+aligned to the model's input (docs/evaluation.md).
 
 Steps (``build_pairs``): read the CSV (MS-CXR's exact columns, the synthetic generator writes the
 same), check every row (image present and decodable at the size the CSV states, box inside the

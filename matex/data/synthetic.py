@@ -1,7 +1,7 @@
 """A synthetic MS-CXR stand-in: frontal chest radiographs with findings, boxes and phrases.
 
 Why: the paper's data (MS-CXR on MIMIC-CXR-JPG) needs credentials. This generator writes the same
-on-disk contract (DESIGN.md section 6): grey-scale JPGs under the MIMIC-CXR-JPG layout
+on-disk contract (docs/pipeline.md): grey-scale JPGs under the MIMIC-CXR-JPG layout
 ``files/pXX/pXXXXXXXX/sXXXXXXXX/<dicom_id>.jpg`` and ``MS_CXR_Local_Alignment_v1.0.0.csv`` with
 MS-CXR's exact columns, one row per box. Because every lesion is drawn by us, its box is ground
 truth: a model trained on these images has to *see* the lesion to localise it.

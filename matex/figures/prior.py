@@ -1,4 +1,4 @@
-"""Figure of the text-guided spatial prior (DESIGN.md 3.4) for one phrase per category, laid on the
+"""Figure of the text-guided spatial prior (docs/method.md) for one phrase per category, laid on the
 model input exactly as the pair's boxes are (issue 12, finding 10), with the regions the parser read
 and their weights: the audit of what the phrase alone contributes to MATEX and prior_only."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN.md section 5): localisation against boxes, confidence drop/increase,
+"""Evaluation metrics (docs/evaluation.md): localisation against boxes, confidence drop/increase,
 deletion/insertion AUC, model-randomisation sanity and bootstrap intervals.
 
 The public functions are re-exported lazily, so importing ``matex.metrics.aggregate`` (used by the

@@ -1,5 +1,5 @@
 """Aggregate per-pair metrics of every method into one tidy table and summary tables, overall and
-per finding category (Markdown, HTML and LaTeX; DESIGN.md section 5).
+per finding category (Markdown, HTML and LaTeX; docs/evaluation.md).
 
 Every interval is a percentile bootstrap that resamples *patients* (``stats.PatientBootstrap``);
 within one group of pairs (all pairs, one finding, one phrase subset) every method, metric and

@@ -1,4 +1,4 @@
-"""Per-pair evaluation of one method's cached maps (DESIGN.md section 5): localisation against the
+"""Per-pair evaluation of one method's cached maps (docs/evaluation.md): localisation against the
 aligned boxes, image/text confidence drop and increase, and deletion/insertion AUC. Never
 recomputes a map."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Faithfulness (DESIGN.md section 5): confidence drop and increase (M2IB's protocol) and deletion /
+"""Faithfulness (docs/evaluation.md): confidence drop and increase (M2IB's protocol) and deletion /
 insertion AUC (Petsiuk et al., RISE, BMVC 2018).
 
 Image side: s = cos(f_I(x), f_T(t)) on the normalised image x, s' on x blended towards a grey fill

@@ -1,11 +1,11 @@
-"""Localisation metrics of attribution maps against box masks (DESIGN.md section 5, lessons in 7).
+"""Localisation metrics of attribution maps against box masks (docs/evaluation.md, lessons in 7).
 
 Every function takes ``maps`` (B, H, W) float and ``masks`` (B, H, W) bool (the union of a pair's
 boxes, aligned to the model input) and returns one float per pair, shape (B,). A pair whose mask
 cannot define the metric (an empty box mask; for AUROC also a full one) gets NaN, so aggregation
 excludes it instead of silently counting it as a hit or a miss.
 
-Ties are scored by expectation (DESIGN.md section 7): a method is credited with what a uniformly
+Ties are scored by expectation (docs/evaluation.md): a method is credited with what a uniformly
 random tie-break would give it, never with the tie-break most favourable to it or with row-major
 order, so constant, all-zero and plateau maps score chance rather than a hit.
 """

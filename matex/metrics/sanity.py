@@ -1,4 +1,4 @@
-"""Model-randomisation sanity check (Adebayo et al., NeurIPS 2018; DESIGN.md section 5).
+"""Model-randomisation sanity check (Adebayo et al., NeurIPS 2018; docs/evaluation.md).
 
 Cascading randomisation from the top: step 1 re-initialises the projection heads and the final
 LayerNorms (vision ``proj`` and ``ln_post``, text ``text_projection`` and ``ln_final``), step

@@ -1,5 +1,5 @@
 """Percentile-bootstrap confidence intervals for per-pair metrics (every table carries them,
-DESIGN.md section 5): the plain pair bootstrap (``bootstrap_ci``) and the patient (cluster)
+docs/evaluation.md): the plain pair bootstrap (``bootstrap_ci``) and the patient (cluster)
 bootstrap the tables use, with paired differences taken on the same resamples."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Text-guided spatial priors (DESIGN.md 3.4): a rule-based anatomical phrase parser and the soft
+"""Text-guided spatial priors (docs/method.md): a rule-based anatomical phrase parser and the soft
 region prior of Eqs. 3-5. Region boxes, finding defaults and weights live in ``regions.yaml``."""
 from matex.priors.parser import (
            FindingMention,

@@ -1,4 +1,4 @@
-"""From a phrase to clauses, and what each clause says (DESIGN.md 3.4): text normalisation, sentence
+"""From a phrase to clauses, and what each clause says (docs/method.md): text normalisation, sentence
 and clause splitting, and the reading of one clause (cues, findings, anatomy, sides).
 
 Negation scope: a status cue (resolved, improved, clear, normal, "is not seen") negates its whole

@@ -1,4 +1,4 @@
-"""Rule-based parser from a radiology phrase to weighted anatomical regions (DESIGN.md 3.4, feeding
+"""Rule-based parser from a radiology phrase to weighted anatomical regions (docs/method.md, feeding
 Eqs. 3-5). Vocabulary: ``vocabulary.py``; clause reading and negation scope: ``clauses.py``; region
 boxes, finding defaults and weights: ``regions.yaml`` (``tables.py``).
 

@@ -1,4 +1,4 @@
-"""Text-guided spatial prior (DESIGN.md 3.4, the paper's Eqs. 3-5, as we read them).
+"""Text-guided spatial prior (docs/method.md, the paper's Eqs. 3-5, as we read them).
 
 For each region box B_k = [x0, x1] x [y0, y1] (normalised image coordinates) the soft mask is
 

@@ -1,4 +1,4 @@
-"""Words the phrase parser reads (DESIGN.md 3.4): cues (negation, status, uncertainty, emphasis),
+"""Words the phrase parser reads (docs/method.md): cues (negation, status, uncertainty, emphasis),
 finding words, anatomy and laterality, as compiled regular expressions over lower-case ASCII text.
 Region boxes and finding defaults are data (``regions.yaml``); this module only names regions."""
 from __future__ import annotations
