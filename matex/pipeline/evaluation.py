@@ -60,6 +60,10 @@ def aggregate(cfg, input, output, params, wildcards, threads):
         "clean run); 'random' is the random-removal control.",
     ]
     tables = [("All findings", with_roar(wide_table(overall, order), roar))]
+    from ..roar.curve import roar_note, with_roar_auc  # ROAR (Hooker et al.): its column and caption line
+
+    tables[0] = (tables[0][0], with_roar_auc(tables[0][1], pd.read_parquet(input.roar_curve)))
+    notes.append(roar_note(cfg))
     tables += [(cat, wide_table(grp, order)) for cat, grp in per_cat.groupby("category")]
     title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
     md = [f"# {title}\n", *[f"{line}\n" for line in notes], *[to_markdown(t, name) for name, t in tables]]

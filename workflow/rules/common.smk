@@ -60,4 +60,5 @@ def final_targets():
         f"{MD}/provenance.json",
         *[out for f in ("qualitative", "metrics", "ablation_weights", "ablation_prior_strength", "sanity", "runtime")
           for out in figure_outputs(f)],
+        *figure_outputs("roar_curve"),  # ROAR (Hooker et al. 2019) curves
     ]
