@@ -102,8 +102,10 @@ def roar_note(cfg: Mapping[str, Any], curve: pd.DataFrame | None = None) -> str:
     rt = cfg["roar"]["retrain"]
     ks = sorted(float(k) for k in rt["fractions"])
     grid = ([0.0] if rt.get("include_clean", True) else []) + ks
-    how = ("retrained from the demo model's initialisation with its recipe"
-           if cfg["model"].get("source", "demo") == "demo" else "fine-tuned from the explained model (no initialisation to retrain from)")
+    from .retrain import retrain_mode
+
+    how = ("retrained from the demo model's initialisation with its recipe" if retrain_mode(cfg) == "from_init"
+           else f"fine-tuned from the explained model at lr {float(rt['finetune_lr']):g}")
     full = ks == [0.1, 0.3, 0.5, 0.7, 0.9]
     methods = list(dict.fromkeys(list(rt["methods"]) + ["random"]))
     return (f"ROAR AUC (Hooker et al. 2019): train and validation images lose the top-k % pixels of each map "

@@ -15,10 +15,11 @@ bilinearly like every method's patch-grid map, so it removes contiguous blobs as
 (uniform pixel noise removes scattered pixels, and any blob-shaped map then "beats random" by its
 shape alone). Ties in a map are broken in a seeded random order, never by pixel position.
 
-Retraining: the demo model starts from its own initialisation (``model.demo`` architecture and
-seed) with the demo recipe (AdamW, warm-up + cosine, weight decay; :func:`matex.models.train.train_clip`)
-for ``roar.retrain.epochs`` epochs; a hub or checkpoint model has no initialisation we could retrain
-from and is fine-tuned from its weights instead (a documented deviation).
+Retraining (``roar.retrain.mode``): ``from_init``, Hooker et al.'s protocol, starts the demo model
+from its own initialisation (``model.demo`` architecture and seed) with the demo recipe (AdamW,
+warm-up + cosine, weight decay; :func:`matex.models.train.train_clip`) for ``roar.retrain.epochs``
+epochs; ``finetune`` trains a copy of the explained model instead, the only choice for a hub or
+checkpoint model, which has no initialisation we could retrain from (a documented deviation).
 """
 from __future__ import annotations
 
@@ -100,11 +101,35 @@ def patch_grid(model) -> int:
     return int(grid[0] if isinstance(grid, (tuple, list)) else grid)
 
 
+def retrain_mode(cfg: Mapping[str, Any]) -> str:
+    """``from_init`` (the demo model, Hooker et al.'s protocol) or ``finetune`` (any model; the only
+    choice for hub and checkpoint models, which have no initialisation we could retrain from).
+    Unset (null): from_init for the demo model, finetune otherwise."""
+    from ..errors import ConfigError
+
+    demo = cfg["model"].get("source", "demo") == "demo"
+    mode = cfg["roar"]["retrain"].get("mode") or ("from_init" if demo else "finetune")
+    if mode == "from_init" and not demo:
+        raise ConfigError(f"config key roar.retrain.mode: from_init needs the demo model (model.source demo); "
+                          f"a {cfg['model'].get('source')} model has no initialisation to retrain from: use finetune")
+    if mode not in ("from_init", "finetune"):
+        raise ConfigError(f"config key roar.retrain.mode: expected from_init or finetune, got {mode!r}")
+    return mode
+
+
+def retrain_batch_size(cfg: Mapping[str, Any]) -> int:
+    """The demo recipe's batch when retraining from init, ROAR+'s fine-tuning batch otherwise."""
+    if retrain_mode(cfg) == "from_init":
+        return int(cfg["model"]["demo"]["batch_size"])
+    return int(cfg["roar"]["batch_size"])
+
+
 def retrain(cfg: Mapping[str, Any], base_model, images_u8: np.ndarray, texts: Sequence[str], seed: int,
             threads: int | None, device: str = "cpu"):
-    """A model trained on (``images_u8``, ``texts``) for ROAR. Demo model: a fresh model from the
-    demo's initialisation (seed ``cfg.seed + seed``), trained with the demo recipe for
-    ``roar.retrain.epochs``. Other sources: a copy of ``base_model`` fine-tuned at ``finetune_lr``."""
+    """A model trained on (``images_u8``, ``texts``) for ROAR. ``from_init``: a fresh demo model from
+    the demo's initialisation (seed ``cfg.seed + seed``), trained with the demo recipe (AdamW, lr,
+    weight decay, batch, warm-up + cosine) for ``roar.retrain.epochs``. ``finetune``: a copy of
+    ``base_model`` fine-tuned at ``roar.retrain.finetune_lr`` (no weight decay, no warm-up)."""
     import copy
 
     from ..data.transforms import InputGeometry
@@ -113,13 +138,13 @@ def retrain(cfg: Mapping[str, Any], base_model, images_u8: np.ndarray, texts: Se
 
     rt = cfg["roar"]["retrain"]
     epochs = int(rt["epochs"])
-    if cfg["model"].get("source", "demo") == "demo":
+    batch = retrain_batch_size(cfg)
+    if retrain_mode(cfg) == "from_init":
         demo, inp = cfg["model"]["demo"], cfg["input"]
         init_seed = int(cfg["seed"]) + int(seed)
         model = load_model("demo", demo=demo, geometry=InputGeometry(int(inp["size"]), inp.get("mode", "center_crop")),
                            device=device, name=cfg["model"].get("name"), seed=init_seed,
                            mean=inp.get("mean"), std=inp.get("std"))
-        batch = int(demo["batch_size"])
         steps = epochs * max(1, len(texts) // batch)
         warmup = rt.get("warmup_steps")
         warmup = min(int(demo["warmup_steps"]), steps // 10) if warmup is None else int(warmup)
@@ -128,9 +153,8 @@ def retrain(cfg: Mapping[str, Any], base_model, images_u8: np.ndarray, texts: Se
                    threads=threads, progress=False)
         return model
     model = copy.deepcopy(base_model)
-    train_clip(model, images_u8, texts, epochs=epochs, batch_size=int(cfg["roar"]["batch_size"]),
-               lr=float(rt["finetune_lr"]), weight_decay=0.0, warmup_steps=0, seed=int(seed),
-               threads=threads, progress=False)
+    train_clip(model, images_u8, texts, epochs=epochs, batch_size=batch, lr=float(rt["finetune_lr"]),
+               weight_decay=0.0, warmup_steps=0, seed=int(seed), threads=threads, progress=False)
     return model
 
 
@@ -165,8 +189,7 @@ def roar_retrain_runs(cfg: Mapping[str, Any], base_model, pairs, images_u8: np.n
         train_maps = smooth_random_maps(len(train_rows), size, grid, 1000 * seed + 1)
         val_maps = smooth_random_maps(len(val_rows), size, grid, 1000 * seed + 2)
     fractions = [0.0] if variant == "clean" else [float(k) for k in rt["fractions"]]
-    batch = int(cfg["model"]["demo"]["batch_size"]) if cfg["model"].get("source", "demo") == "demo" \
-        else int(cfg["roar"]["batch_size"])
+    batch, mode = retrain_batch_size(cfg), retrain_mode(cfg)
     rows = []
     for fraction in fractions:
         t0 = time.perf_counter()
@@ -175,8 +198,7 @@ def roar_retrain_runs(cfg: Mapping[str, Any], base_model, pairs, images_u8: np.n
         row = {"variant": variant, "k": fraction, "seed": int(seed), **measure(model, val_deg, val_texts,
                                                                                 val_categories, batch),
                "n_train": int(len(train_rows)), "n_val": int(len(val_rows)), "fill": fill,
-               "epochs": int(rt["epochs"]), "retrain": "from_init" if cfg["model"].get("source", "demo") == "demo"
-               else "finetune", "wall_s": round(time.perf_counter() - t0, 2)}
+               "epochs": int(rt["epochs"]), "retrain": mode, "wall_s": round(time.perf_counter() - t0, 2)}
         rows.append(row)
         if log is not None:
             log(f"ROAR {variant} k={fraction:.2f} seed={seed}: loss {row['val_loss']:.4f}, "

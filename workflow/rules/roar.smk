@@ -113,7 +113,7 @@ def roar_retrain_inputs(wildcards):
     """A method's curve needs its training-pair maps (ROAR+'s) and its evaluation maps (validation
     pairs); the demo model is retrained from its initialisation, so it needs no checkpoint."""
     inputs = {"pairs": f"{DS}/pairs.parquet", "images": f"{DS}/images.npy"}
-    if config["model"]["source"] != "demo":
+    if RETRAIN.get("mode") == "finetune" or config["model"]["source"] != "demo":
         inputs.update(model_input(wildcards))
     if wildcards.variant not in ("clean", "random"):
         inputs["train_npz"] = f"{MD}/roar/maps/{wildcards.variant}.npz"
