@@ -185,6 +185,9 @@ class ForwardContext:
     images: torch.Tensor            # normalised (B, 3, H, W) on the model's device
     tokens: torch.Tensor            # (B, context_length)
     texts: list[str]
+    # the original films' (height, width) per pair, for priors laid in the model's frame (issue 12,
+    # finding 10); None: each image is taken to be the model input itself
+    image_sizes: list[tuple[int, int]] | None = None
     _text_features: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -194,6 +197,12 @@ class ForwardContext:
     @property
     def size(self) -> tuple[int, int]:
         return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    @property
+    def input_mode(self) -> str:
+        """How films became the input (``center_crop`` or ``letterbox``), from the model's geometry."""
+        geometry = getattr(self.model, "geometry", None)
+        return getattr(geometry, "mode", "center_crop")
 
     @property
     def batch(self) -> int:
