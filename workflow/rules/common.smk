@@ -49,6 +49,18 @@ def roar_inputs(wildcards):
     return inputs
 
 
+def roar_retrain_inputs(wildcards):
+    """A method's curve needs its training-pair maps (ROAR+'s) and its evaluation maps (validation
+    pairs); the demo model retrained from its initialisation (mode from_init) needs no checkpoint."""
+    inputs = {"pairs": f"{DS}/pairs.parquet", "images": f"{DS}/images.npy"}
+    if config["roar"]["retrain"].get("mode") == "finetune" or config["model"]["source"] != "demo":
+        inputs.update(model_input(wildcards))
+    if wildcards.variant not in ("clean", "random"):
+        inputs["train_npz"] = f"{MD}/roar/maps/{wildcards.variant}.npz"
+        inputs["val_npz"] = f"{MD}/maps/{wildcards.variant}.npz"
+    return inputs
+
+
 def sanity_methods():
     return config["evaluation"]["sanity"].get("methods") or config["attribution"]["methods"]
 

@@ -117,18 +117,6 @@ RETRAIN = config["roar"]["retrain"]
 RETRAIN_VARIANTS = list(dict.fromkeys(RETRAIN["methods"] + ["random"] + (["clean"] if RETRAIN.get("include_clean", True) else [])))
 
 
-def roar_retrain_inputs(wildcards):
-    """A method's curve needs its training-pair maps (ROAR+'s) and its evaluation maps (validation
-    pairs); the demo model is retrained from its initialisation, so it needs no checkpoint."""
-    inputs = {"pairs": f"{DS}/pairs.parquet", "images": f"{DS}/images.npy"}
-    if RETRAIN.get("mode") == "finetune" or config["model"]["source"] != "demo":
-        inputs.update(model_input(wildcards))
-    if wildcards.variant not in ("clean", "random"):
-        inputs["train_npz"] = f"{MD}/roar/maps/{wildcards.variant}.npz"
-        inputs["val_npz"] = f"{MD}/maps/{wildcards.variant}.npz"
-    return inputs
-
-
 rule roar_retrain:
     """ROAR curve of one variant and seed: degrade train and validation pairs at each k, retrain, measure."""
     input:
