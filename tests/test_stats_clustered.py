@@ -159,7 +159,10 @@ def test_aggregate_step_writes_every_table_from_the_pairs_table(tmp_path):
         method = t["method"].iloc[0]
         t.to_parquet(tmp_path / f"{method}.parquet")
         metrics.append(tmp_path / f"{method}.parquet")
-        san = t.iloc[:8][["pair_id", "method", "category"]].assign(blocks_randomized=2, spearman=0.5)
+        keys = t.iloc[:8][["pair_id", "method", "category"]]
+        # two cascade steps: the table reports the last one (everything randomised)
+        san = pd.concat([keys.assign(cascade_step=1, spearman=-0.9, abs_spearman=0.9, ssim=0.8),
+                         keys.assign(cascade_step=2, spearman=-0.5, abs_spearman=0.5, ssim=0.25)])
         san.to_parquet(tmp_path / f"sanity_{method}.parquet")
         sanity.append(tmp_path / f"sanity_{method}.parquet")
     pd.DataFrame({"modality": ["image"], "method": ["matex"], "roar_plus_mean": [1.0], "roar_plus_sd": [0.5],
@@ -177,6 +180,10 @@ def test_aggregate_step_writes_every_table_from_the_pairs_table(tmp_path):
     assert "Img ROAR+ ↑" in md and "30 patients, 60 pairs" in md and DAGGER in md
     summary = pd.read_parquet(out.summary)
     assert {"vs_matex", "vs_random", "vs_prior_only", "n_patients"} <= set(summary.columns)
-    assert "sanity_spearman" in set(summary["metric"])
+    sanity_all = summary[(summary["category"] == "all") & summary["metric"].str.startswith("sanity_")]
+    assert {"sanity_abs_spearman", "sanity_ssim"} <= set(sanity_all["metric"])
+    assert np.allclose(sanity_all.set_index("metric").loc[["sanity_abs_spearman"], "mean"], 0.5)
+    assert np.allclose(sanity_all.set_index("metric").loc[["sanity_ssim"], "mean"], 0.25)
+    assert "Sanity |ρ| ↓" in md and "Sanity SSIM ↓" in md
     assert set(pd.read_parquet(out.localisation)["subset"]) == {"all", "location", "no_location"}
     assert "<table" in out.html.read_text() and r"\begin{table}" in out.latex.read_text()

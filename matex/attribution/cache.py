@@ -31,6 +31,16 @@ def shard_rows(rows: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
     return np.array_split(rows, n_shards)[shard]
 
 
+def training_boxes_of(pairs: pd.DataFrame, size: int):
+    """The train split's aligned boxes, which the bias controls (mean_box, category_box) read; None
+    when the table lacks the columns. Masks are only computed when a method asks for them."""
+    from .mean_box import TrainingBoxes
+
+    if not {"split", "boxes", "category"} <= set(pairs.columns):
+        return None
+    return TrainingBoxes.from_pairs(pairs, size)
+
+
 def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame,
                    images_u8: np.ndarray, rows: Sequence[int], batch_size: int,
                    store_dtype: str = "float32", progress: bool = True,
@@ -49,6 +59,7 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
     maps: dict[str, np.ndarray] = {}
     records: list[dict[str, Any]] = []
     rows = np.asarray(rows, dtype=np.int64)
+    training_boxes = training_boxes_of(pairs, model.geometry.size)
     for start in tqdm(range(0, len(rows), batch_size), desc=f"attribute {method}", disable=not progress,
                       unit="batch"):
         idx = rows[start:start + batch_size]
@@ -58,7 +69,8 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
         t0 = time.perf_counter()
         sizes = (list(zip(batch["image_height"], batch["image_width"]))
                  if {"image_height", "image_width"} <= set(batch.columns) else None)
-        out = explain(model, images, texts, method=method, image_sizes=sizes, **dict(params))
+        out = explain(model, images, texts, method=method, image_sizes=sizes, training_boxes=training_boxes,
+                      categories=batch["category"].astype(str).tolist(), **dict(params))
         if images.is_cuda:
             torch.cuda.synchronize()
         per_pair = (time.perf_counter() - t0) / len(idx)
@@ -125,10 +137,14 @@ def load_maps(npz_path: str | Path, pair_ids: Sequence[str] | None = None) -> tu
     """Image maps stacked as float32 (B, H, W) in the order of ``pair_ids`` (default: file order).
     Only the requested maps are decompressed."""
     meta = read_npz_meta(npz_path)
-    if pair_ids is None:
-        with np.load(npz_path, allow_pickle=False) as z:
+    with np.load(npz_path, allow_pickle=False) as z:
+        present = set(z.files)
+        if pair_ids is None:
             pair_ids = [k for k in z.files if k != "__meta__" and not k.startswith("text/")]
     ids = list(pair_ids)
+    missing = [p for p in ids if p not in present]
+    if missing:
+        raise MapError(f"{npz_path} has no map for pairs {missing[:5]}")
     arrays = read_npz_members(npz_path, ids)
     return np.stack([arrays[p].astype(np.float32) for p in ids]), ids, meta
 
@@ -139,5 +155,8 @@ def load_token_maps(npz_path: str | Path, pair_ids: Sequence[str]) -> list[np.nd
     with np.load(npz_path, allow_pickle=False) as z:
         if not any(k.startswith("text/") for k in z.files):
             return None
+        missing = [p for p in pair_ids if f"text/{p}" not in z.files]
+    if missing:
+        raise MapError(f"{npz_path} has no token map for pairs {missing[:5]}")
     arrays = read_npz_members(npz_path, [f"text/{p}" for p in pair_ids])
     return [arrays[f"text/{p}"].astype(np.float32) for p in pair_ids]

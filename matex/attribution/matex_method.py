@@ -126,7 +126,7 @@ def spatial_priors(texts: Sequence[str], size: tuple[int, int], sigma: float, st
                      present=[c[2] for c in cached])
 
 
-@register("matex")
+@register("matex", reference="Imran, Lee, Lee, arXiv 2601.11666, 2026")
 def matex(ctx: ForwardContext, *, alpha: float = 0.5, beta: float = 0.2, gamma: float = 0.35, delta: float = 0.2, tau: float = 0.5, rollout_layers: int | list[int] | None = None, gradient_layers: int | list[int] = 4, consistency_eps: float = 1e-06, prior_sigma: float = 0.1, prior_strength: float = 2.5) -> ExplainOutput:
     """The fused MATEX map, its components, and per-token text scores."""
     use_text = ctx.has_text_tower

@@ -130,13 +130,16 @@ def _film_sizes(images, image_sizes, n: int) -> list[tuple[int, int]] | None:
 
 
 def explain(model, images, texts: Sequence[str], method: str = "matex", *,
-            image_sizes: Sequence[tuple[int, int]] | None = None, **params: Any) -> ExplainOutput:
+            image_sizes: Sequence[tuple[int, int]] | None = None, training_boxes: Any = None,
+            categories: Sequence[str] | None = None, **params: Any) -> ExplainOutput:
     """Explain each (image, text) pair with ``method``.
 
     images: normalised (B, 3, H, W) tensor, (B, H, W) uint8 array or list of PIL images.
     texts: one phrase per image. image_sizes: each original film's (height, width), so that the
     text prior is laid on the input as the film was (taken from PIL images when not given; otherwise
-    the image is taken to be the input itself). Returns maps (B, H, W) float32 in [0, 1] on CPU."""
+    the image is taken to be the input itself). Returns maps (B, H, W) float32 in [0, 1] on CPU.
+    training_boxes, categories: only the bias controls read them (``mean_box``: the training pairs'
+    boxes, a ``mean_box.TrainingBoxes``; ``category_box``: those and each pair's finding category)."""
     from .wrapper import ForwardContext
 
     from ..errors import DataError
@@ -156,7 +159,9 @@ def explain(model, images, texts: Sequence[str], method: str = "matex", *,
     model.clip.eval()  # dropout off: maps must be deterministic
     try:
         ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts,
-                             image_sizes=_film_sizes(images, image_sizes, len(texts)))
+                             image_sizes=_film_sizes(images, image_sizes, len(texts)),
+                             training_boxes=training_boxes,
+                             categories=None if categories is None else [str(c) for c in categories])
         out = spec.fn(ctx, **used)
     finally:
         model.clip.train(was_training)

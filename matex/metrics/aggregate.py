@@ -26,7 +26,6 @@ METRICS: list[tuple[str, str, float]] = [
     ("energy_in_box", "Energy in box ↑", 100.0),
     ("iou_top5", "IoU@5% ↑", 100.0),
     ("auroc", "AUROC ↑", 100.0),
-    ("sanity_spearman", "Sanity ρ ↓", 1.0),
     ("sanity_abs_spearman", "Sanity |ρ| ↓", 1.0),
     ("sanity_ssim", "Sanity SSIM ↓", 1.0),
     ("runtime_ms", "ms / pair", 1.0),

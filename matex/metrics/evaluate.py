@@ -1,9 +1,11 @@
 """Per-pair evaluation of one method's cached maps (DESIGN.md section 5): localisation against the
-aligned boxes and image/text confidence drop and increase. Never recomputes a map."""
+aligned boxes, image/text confidence drop and increase, and deletion/insertion AUC. Never
+recomputes a map."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +39,14 @@ def check_cached_maps(arrays: Mapping[str, np.ndarray], ids, npz_path, shape: tu
 def evaluate_maps(model, method: str, pairs: pd.DataFrame, images_u8: np.ndarray, npz_path,
                   cfg: Mapping[str, Any], batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
     """One row per explained pair with every per-pair metric of ``method``."""
-    from .faithfulness import confidence_scores, image_confidence, text_confidence
+    from .faithfulness import (
+        causal_curves,
+        confidence_scores,
+        curve_auc,
+        image_confidence,
+        pair_seed,
+        text_confidence,
+    )
     from .localisation import auroc, energy_in_box, iou_top_fraction, pointing_game
 
     arrays, _ = read_npz(npz_path)
@@ -52,6 +61,8 @@ def evaluate_maps(model, method: str, pairs: pd.DataFrame, images_u8: np.ndarray
     ev = cfg.get("evaluation", {})
     conf = ev.get("confidence", {})
     frac = ev.get("localisation", {}).get("top_fraction", 0.05)
+    causal = deletion_options(ev.get("deletion", {}), images_u8)
+    seed = int(cfg.get("seed", 0))
     size = model.geometry.size
     out = []
     for start in tqdm(range(0, len(ids), batch_size), desc=f"evaluate {method}", disable=not progress):
@@ -72,6 +83,8 @@ def evaluate_maps(model, method: str, pairs: pd.DataFrame, images_u8: np.ndarray
         sc = confidence_scores(np.asarray(s), np.asarray(s_img), variant=conf.get("drop_variant", "absolute"))
         rec.update(similarity=np.asarray(s), img_similarity_masked=np.asarray(s_img),
                    img_conf_drop=sc["drop"], img_conf_increase=sc["increase"])
+        curves = causal_curves(model, images, tokens, maps, [pair_seed(seed, p) for p in bid], **causal)
+        rec.update(deletion_auc=curve_auc(curves["deletion"]), insertion_auc=curve_auc(curves["insertion"]))
         text_maps = [arrays.get(f"text/{p}") for p in bid]
         if all(t is not None for t in text_maps):
             s_t, s_txt = text_confidence(model, images, tokens, text_maps)
@@ -81,3 +94,14 @@ def evaluate_maps(model, method: str, pairs: pd.DataFrame, images_u8: np.ndarray
             rec.update(txt_conf_drop=np.nan, txt_conf_increase=np.nan)
         out.append(pd.DataFrame(rec))
     return pd.concat(out, ignore_index=True)
+
+
+def deletion_options(section: Mapping[str, Any], images_u8: np.ndarray) -> dict[str, Any]:
+    """``causal_curves`` keywords from ``evaluation.deletion``; the grey fill defaults to the
+    dataset's mean intensity (all images of the images array)."""
+    fill = section.get("fill", "blur")
+    grey = section.get("grey_level")
+    if fill == "grey" and grey is None:
+        grey = float(np.mean(images_u8, dtype=np.float64)) / 255.0
+    return {"steps": int(section.get("steps", 16)), "fill": fill,
+            "blur_sigma": float(section.get("blur_sigma", 5.0)), "grey_level": grey}

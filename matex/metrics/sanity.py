@@ -1,7 +1,12 @@
-"""Model-randomisation sanity check (Adebayo et al. 2018; DESIGN.md section 5): re-initialise the
-vision tower from the top block down and compare each method's maps before and after with a
-Spearman rank correlation. A map that survives randomisation explains the input or the text prior,
-not the model."""
+"""Model-randomisation sanity check (Adebayo et al., NeurIPS 2018; DESIGN.md section 5).
+
+Cascading randomisation from the top: step 1 re-initialises the projection heads and the final
+LayerNorms (vision ``proj`` and ``ln_post``, text ``text_projection`` and ``ln_final``), step
+1 + j also the top j vision blocks (the last block and down). Each step's maps are compared with
+the trained model's by |Spearman rho| and SSIM (Wang et al. 2004); both are "lower = the map depends
+on the weights". A map that survives randomisation explains the input or the text prior, not the
+model. The signed rho is kept for reference only: an anti-correlated map also depends on the weights.
+"""
 from __future__ import annotations
 
 import copy
@@ -14,6 +19,7 @@ from scipy.stats import rankdata
 from ..errors import MapError, MatexError
 
 INIT_STD = 0.02
+HEADS_LABEL = "heads + final norms"
 
 
 def vision_blocks(model) -> torch.nn.ModuleList:
@@ -45,24 +51,58 @@ def _reinit_block(block: torch.nn.Module, generator: torch.Generator) -> None:
             param.copy_(value.to(param.dtype))
 
 
-def randomize_cascading(model, n_blocks: int, seed: int):
-    """A copy of ``model`` whose top ``n_blocks`` vision blocks (the last block and down) are
-    re-initialised; the original model is untouched.
+@torch.no_grad()
+def _reinit_heads(clip: torch.nn.Module, generator: torch.Generator) -> None:
+    """Projection heads -> normal(0, width^-1/2) (open_clip's init), final LayerNorms -> (1, 0)."""
+    visual = clip.visual
+    found = False
+    for owner, proj_name, norm_name in ((visual, "proj", "ln_post"), (clip, "text_projection", "ln_final")):
+        proj = getattr(owner, proj_name, None)
+        width = None
+        if isinstance(proj, torch.nn.Linear):
+            proj, width = proj.weight, proj.in_features  # (out, in)
+        if isinstance(proj, torch.Tensor):
+            width = width or proj.shape[0]  # open_clip stores (width, embed_dim) and multiplies x @ proj
+            proj.copy_((torch.randn(proj.shape, generator=generator) * width ** -0.5).to(proj.dtype))
+            found = True
+        norm = getattr(owner, norm_name, None)
+        if isinstance(norm, torch.nn.LayerNorm):
+            _reinit_block(norm, generator)
+            found = True
+    if not found:
+        raise MatexError("sanity check: the model has no projection head or final LayerNorm to randomise "
+                         "(only open_clip CLIPs are supported)")
 
-    Each block's draw depends only on (seed, block index), so the cascade is nested: randomising
-    k+1 blocks keeps the k blocks randomised before with the very same weights.
+
+def cascade_labels(model) -> list[str]:
+    """What cascade step k (1..L+1) has randomised, cumulatively: the heads, then "+ block L",
+    "+ blocks L–(L-1)", ..., "+ blocks L–1" (blocks numbered 1..L from the input)."""
+    n = len(vision_blocks(model))
+    return [HEADS_LABEL] + [f"+ block {n}" if j == 1 else f"+ blocks {n}–{n - j + 1}" for j in range(1, n + 1)]
+
+
+def randomize_cascading(model, step: int, seed: int):
+    """A copy of ``model`` randomised up to cascade ``step`` (0 = none, 1 = heads and final norms,
+    1 + j = also the top j vision blocks); the original model is untouched.
+
+    Each group's draw depends only on (seed, group), so the cascade is nested: step k+1 keeps the
+    weights step k drew.
     """
     blocks = vision_blocks(model)
     n_total = len(blocks)
-    if not 0 <= int(n_blocks) <= n_total:
-        raise MatexError(f"sanity check: n_blocks={n_blocks} must lie in [0, {n_total}] "
-                         f"(the vision tower has {n_total} blocks)")
+    if not 0 <= int(step) <= n_total + 1:
+        raise MatexError(f"sanity check: cascade step {step} must lie in [0, {n_total + 1}] "
+                         f"(heads, then the vision tower's {n_total} blocks)")
     clip = copy.deepcopy(model.clip)
+    if step >= 1:
+        _reinit_heads(clip, torch.Generator().manual_seed(int(seed) * 1_000_003 + n_total))
+    n_blocks = max(0, int(step) - 1)
     copied_blocks = clip.visual.transformer.resblocks
-    for index in range(n_total - int(n_blocks), n_total):
+    for index in range(n_total - n_blocks, n_total):
         generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
         _reinit_block(copied_blocks[index], generator)
-    meta = {**model.meta, "randomized_vision_blocks": int(n_blocks), "randomization_seed": int(seed)}
+    meta = {**model.meta, "cascade_step": int(step), "randomized_heads": int(step) >= 1,
+            "randomized_vision_blocks": n_blocks, "randomization_seed": int(seed)}
     return dataclasses.replace(model, clip=clip, meta=meta)
 
 
@@ -85,3 +125,56 @@ def spearman_maps(a, b) -> np.ndarray:
         rho = (ra * rb).sum(axis=1) / denom
     rho[denom == 0] = np.nan
     return np.clip(rho, -1.0, 1.0)
+
+
+def abs_spearman(a, b) -> np.ndarray:
+    """|Spearman rho| per pair (B,): 0 = the ranks share nothing, 1 = same (or reversed) order."""
+    return np.abs(spearman_maps(a, b))
+
+
+def _window(size: int, sigma: float | None) -> np.ndarray:
+    """(size,) 1-D weights summing to 1: Gaussian (std ``sigma``) or uniform when sigma is None."""
+    x = np.arange(size) - (size - 1) / 2
+    w = np.ones(size) if sigma is None else np.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def ssim(a, b, window: int = 11, sigma: float | None = 1.5, k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
+    """Mean structural similarity per pair (B,) (Wang et al., IEEE TIP 2004, eq. 13-16).
+
+    Each map is min-max rescaled to [0, 1] (data range L = 1; attribution maps already are, a
+    constant map becomes 0). Local means, variances and covariance use a ``window`` x ``window``
+    Gaussian window (std ``sigma``; None = uniform) with weights summing to 1, at every position
+    where it fits inside the map ('valid'); C1 = (k1 L)^2, C2 = (k2 L)^2;
+    SSIM = mean over positions of (2 mu_a mu_b + C1)(2 s_ab + C2) / ((mu_a^2 + mu_b^2 + C1)(s_a^2 + s_b^2 + C2)).
+    """
+    a = _unit_range(a, "a")
+    b = _unit_range(b, "b")
+    if a.shape != b.shape:
+        raise MapError(f"ssim: maps {a.shape} and {b.shape} differ in shape")
+    if window > min(a.shape[1:]):
+        raise MapError(f"ssim: window {window} is larger than the maps {a.shape[1:]}")
+    w = torch.from_numpy(_window(window, sigma))
+    kernel = (w[:, None] * w[None, :])[None, None]
+
+    def local_mean(x: np.ndarray) -> torch.Tensor:
+        return torch.nn.functional.conv2d(torch.from_numpy(x)[:, None], kernel)[:, 0]
+
+    mu_a, mu_b = local_mean(a), local_mean(b)
+    var_a = local_mean(a * a) - mu_a ** 2
+    var_b = local_mean(b * b) - mu_b ** 2
+    cov = local_mean(a * b) - mu_a * mu_b
+    c1, c2 = k1 ** 2, k2 ** 2
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return index.mean((-2, -1)).numpy()
+
+
+def _unit_range(maps, name: str) -> np.ndarray:
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3:
+        raise MapError(f"ssim: maps {name} must be (B, H, W), got {maps.shape}")
+    if not np.isfinite(maps).all():
+        raise MapError(f"ssim: maps {name} are not finite")
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0)

@@ -1,8 +1,10 @@
 """Studies that need the model, not just cached maps: the cascading-randomisation sanity check
-(Adebayo et al. 2018) and MATEX's fusion-weight ablation and prior-strength sweep."""
+(Adebayo et al. 2018; |Spearman rho| and SSIM per cascade step) and MATEX's fusion-weight
+ablation and prior-strength sweep."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,12 +16,15 @@ from .evaluate import box_masks
 def _explain_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
                   rows: np.ndarray, batch_size: int) -> np.ndarray:
     from ..attribution import explain
+    from ..attribution.cache import training_boxes_of
 
     out = []
+    boxes = training_boxes_of(pairs, model.geometry.size)          # read by mean_box / category_box only
     for start in range(0, len(rows), batch_size):
         idx = rows[start:start + batch_size]
         imgs = model.preprocess(np.ascontiguousarray(images_u8[idx]))
-        res = explain(model, imgs, pairs["phrase"].iloc[idx].tolist(), method=method, **dict(params))
+        res = explain(model, imgs, pairs["phrase"].iloc[idx].tolist(), method=method, training_boxes=boxes,
+                      categories=pairs["category"].iloc[idx].astype(str).tolist(), **dict(params))
         out.append(res.image.detach().float().cpu().numpy())
     return np.concatenate(out)
 
@@ -28,20 +33,43 @@ def n_vision_blocks(model) -> int:
     return len(model.clip.visual.transformer.resblocks)
 
 
-def sanity_curve(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
-                 rows: np.ndarray, batch_size: int, seed: int) -> pd.DataFrame:
-    """Spearman correlation between each pair's map on the trained model and on copies whose top
-    k blocks are re-initialised, k = 1..L (cascading, from the top block down)."""
-    from .sanity import randomize_cascading, spearman_maps
+def cascade_points(n_steps: int, points: int | None) -> list[int]:
+    """The cascade steps to run among 1..``n_steps``: all (``points`` None), else ``points`` steps
+    evenly spaced from 1 (heads) to ``n_steps`` (everything), both ends always included."""
+    if points is None or int(points) >= n_steps:
+        return list(range(1, n_steps + 1))
+    if int(points) < 2:
+        raise ValueError(f"evaluation.sanity.cascade_points must be >= 2 (first and last step), got {points}")
+    return sorted({int(round(v)) for v in np.linspace(1, n_steps, int(points))})
 
+
+def sanity_curve(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
+                 rows: np.ndarray, batch_size: int, seed: int, steps: Sequence[int] | None = None) -> pd.DataFrame:
+    """Cascading randomisation (Adebayo et al. 2018): each pair's map on the trained model against
+    its map on copies randomised up to cascade step k (1 = heads and final norms, 1 + j = also the
+    top j vision blocks; ``steps`` = the steps to run, default all 1..L+1, see ``cascade_points``).
+    Per pair and step: signed Spearman rho (reference only), |rho| and SSIM (both lower = the map
+    depends on the weights)."""
+    from .sanity import (
+        abs_spearman,
+        cascade_labels,
+        randomize_cascading,
+        spearman_maps,
+        ssim,
+    )
+
+    labels = cascade_labels(model)
+    steps = list(range(1, len(labels) + 1)) if steps is None else sorted({int(k) for k in steps})
     reference = _explain_rows(model, method, params, pairs, images_u8, rows, batch_size)
     frames = []
-    for k in range(1, n_vision_blocks(model) + 1):
+    for k in steps:
         randomized = randomize_cascading(model, k, seed)
         maps = _explain_rows(randomized, method, params, pairs, images_u8, rows, batch_size)
         frames.append(pd.DataFrame({"pair_id": pairs["pair_id"].iloc[rows].to_numpy(), "method": method,
-                                    "category": pairs["category"].iloc[rows].to_numpy(),
-                                    "blocks_randomized": k, "spearman": spearman_maps(reference, maps)}))
+                                    "category": pairs["category"].iloc[rows].to_numpy(), "cascade_step": k,
+                                    "randomized": labels[k - 1], "blocks_randomized": k - 1,
+                                    "spearman": spearman_maps(reference, maps),
+                                    "abs_spearman": abs_spearman(reference, maps), "ssim": ssim(reference, maps)}))
         del randomized
     return pd.concat(frames, ignore_index=True)
 

@@ -70,7 +70,10 @@ def figure_prior(cfg, input, output, params, wildcards, threads):
 
     pairs = pd.read_parquet(input.pairs)
     images = np.load(input.images, mmap_mode="r")
-    prior = {"prior_sigma": 0.1, "prior_strength": 2.5, **method_params(cfg, "matex")}
+    from ..methods_catalog import load_catalog
+
+    defaults = {k: v["default"] for k, v in load_catalog()["matex"]["params"].items()}   # one source of defaults
+    prior = {**defaults, **method_params(cfg, "matex")}
     fig = prior_grid(pairs, images, example_pairs(pairs), sigma=float(prior["prior_sigma"]),
                      strength=float(prior["prior_strength"]), input_mode=geometry(cfg).mode,
                      show_images=bool(cfg["report"]["embed_images"]))

@@ -43,9 +43,10 @@ def aggregate(cfg, input, output, params, wildcards, threads):
 
     info = pair_info(pd.read_parquet(input.pairs))
     tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
-    # sanity columns: the measures with every block randomised (lower = the map depends on the model)
+    # sanity columns: the measures at the last cascade step run (heads and every block randomised; lower = the
+    # map depends on the model)
     san = pd.concat([pd.read_parquet(p) for p in input.sanity], ignore_index=True)
-    full = san[san["blocks_randomized"] == san.groupby("method")["blocks_randomized"].transform("max")]
+    full = san[san["cascade_step"] == san.groupby("method")["cascade_step"].transform("max")]
     sanity_rows = [full.assign(metric=name, value=full[col])[["pair_id", "method", "category", "metric", "value"]]
                    for col, name in SANITY_COLUMNS.items() if col in full.columns]
     tidy = attach_pair_info(pd.concat([tidy, *sanity_rows], ignore_index=True), info)
@@ -95,10 +96,12 @@ def _eval_rows(cfg: dict, pairs, cap: int | None):
 def sanity(cfg, input, output, params, wildcards, threads):
 
     from ..io import write_parquet
-    from ..metrics.studies import sanity_curve
+    from ..metrics.sanity import cascade_labels
+    from ..metrics.studies import cascade_points, sanity_curve
 
     pairs, images, model = load_step_inputs(cfg, input, threads)
-    rows = _eval_rows(cfg, pairs, cfg["evaluation"]["sanity"].get("max_pairs"))
+    sanity_cfg = cfg["evaluation"]["sanity"]
+    rows = _eval_rows(cfg, pairs, sanity_cfg.get("max_pairs"))
     df = sanity_curve(
         model,
         wildcards.method,
@@ -108,6 +111,7 @@ def sanity(cfg, input, output, params, wildcards, threads):
         rows,
         int(cfg["attribution"]["batch_size"]),
         cfg["seed"],
+        steps=cascade_points(len(cascade_labels(model)), sanity_cfg.get("cascade_points")),
     )
     meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
     write_parquet(output.table, df, meta)

@@ -67,21 +67,11 @@ def figure_ablation(cfg, input, output, params, wildcards, threads):
 def figure_sanity(cfg, input, output, params, wildcards, threads):
     import pandas as pd
 
-    from ..figures.plots import curves, save
+    from ..figures.plots import save
+    from ..figures.sanity import sanity_cascade
 
     df = pd.concat([pd.read_parquet(p) for p in input.tables], ignore_index=True)
-    save(
-        curves(
-            df,
-            "blocks_randomized",
-            "spearman",
-            "method",
-            "Cascading randomisation: similarity of maps to the trained model's",
-            "top blocks randomised",
-            "Spearman ρ",
-        ),
-        output,
-    )
+    save(sanity_cascade(df, cfg["attribution"]["methods"]), output)
 
 
 @step

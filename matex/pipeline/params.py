@@ -27,7 +27,8 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "make_synthetic": ("data.synthetic",),
     "download_mscxr": ("data.mscxr",),
     "prepare": ("data", "input"),
-    "parse_phrases": ("data", "input", "attribution.params"),
+    "parse_phrases": ("data",),
+    "figure_prior": ("input", "attribution.params", "figures", "report"),
     "train_demo_model": ("data", "input", "model"),
     "attribute": _MAPS,
     "merge_attribution": (),
@@ -53,7 +54,7 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
 
 
 # Rules without a method wildcard that explain with one fixed method.
-RULE_METHOD = {"ablation": "matex"}
+RULE_METHOD = {"ablation": "matex", "figure_prior": "matex"}
 
 
 def _get(cfg: Mapping[str, Any], path: str) -> tuple[bool, Any]:

@@ -1,5 +1,5 @@
 rule evaluate:
-    """Per-pair metrics of one method: localisation against the aligned boxes, image/text confidence drop and increase."""
+    """Per-pair metrics of one method: localisation against the aligned boxes, image/text confidence drop and increase, deletion/insertion AUC."""
     input:
         unpack(model_input),
         pairs=f"{DS}/pairs.parquet",
@@ -59,7 +59,7 @@ rule aggregate:
 
 
 rule sanity:
-    """Cascading model-parameter randomisation (top block down): Spearman rho of each map with the trained model's."""
+    """Cascading model-parameter randomisation (heads and final norms, then blocks from the top): |Spearman rho| and SSIM of each map with the trained model's."""
     input:
         unpack(model_input),
         pairs=f"{DS}/pairs.parquet",

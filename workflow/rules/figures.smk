@@ -71,7 +71,7 @@ rule figure_ablation:
 
 
 rule figure_sanity:
-    """Sanity-check curves: map similarity as blocks are randomised from the top."""
+    """Sanity-check curves: |Spearman rho| and SSIM of the maps as the heads, then the blocks, are randomised from the top."""
     input:
         tables=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
     output:
