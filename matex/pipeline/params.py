@@ -43,7 +43,7 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "roar_summary": ("data", "input", "model", "attribution", "roar"),
     "roar_retrain": (*_MAPS, "roar"),
     "roar_curve": ("data", "input", "model", "attribution", "roar"),
-    "figure_roar": ("roar.retrain",),
+    "figure_roar": ("roar.retrain", "figures"),
     "pipeline_runtime": ("data", "input", "model", "attribution", "evaluation", "roar"),
     "figure_qualitative": ("attribution.methods", "figures", "report"),
     "figure_metrics": ("attribution.methods", "figures"),

@@ -3,8 +3,8 @@ from matex.pipeline.params import rule_config
 
 
 def step_config(rule):
-    """params: the settings a rule depends on (matex.pipeline.params): a change reruns exactly the jobs
-    that use it (Snakemake's params trigger), and the step reads only these."""
+    """params for a step (matex.pipeline.params): the settings its rule depends on. A change reruns exactly
+    the jobs that use it (Snakemake's params trigger), and the step reads only these."""
     return lambda wildcards: rule_config(config, rule, wildcards)
 
 
