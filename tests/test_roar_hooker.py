@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from matex.errors import MapError
 from matex.roar import retrain as rt
 from matex.roar.curve import auc_table, roar_auc, roar_curve, roar_note, with_roar_auc
-
 
 # --- degradation of both splits ---------------------------------------------------------------
 
@@ -32,7 +32,7 @@ def test_degrade_splits_removes_the_top_pixels_of_train_and_val_alike():
             assert np.array_equal(out[i].ravel()[rest], src[i].ravel()[rest])
     clean_t, clean_v = rt.degrade_splits(train, val, tmaps, vmaps, 0.0, fill=128.0, seed=0)
     assert np.array_equal(clean_t, train) and np.array_equal(clean_v, val)
-    with pytest.raises(Exception):
+    with pytest.raises(MapError, match="both the training and the validation"):
         rt.degrade_splits(train, val, tmaps, None, 0.3, fill=128.0, seed=0)
 
 
@@ -198,12 +198,27 @@ def test_removing_the_label_evidence_hurts_the_retrained_model_more_than_smooth_
     from matex.models.loading import load_model_from_config
 
     base = load_model_from_config(cfg)
-    run = lambda variant, maps: rt.roar_retrain_runs(
-        cfg, base, pairs, images, train, val, variant, None if maps is None else maps[train],
-        None if maps is None else maps[val], 0, threads=1)[0]
+    def run(variant, maps):
+        return rt.roar_retrain_runs(cfg, base, pairs, images, train, val, variant,
+                                    None if maps is None else maps[train], None if maps is None else maps[val],
+                                    0, threads=1)[0]
+
     clean, oracle, random = run("clean", None), run("oracle", truth), run("random", None)
     # the task is learnable (otherwise the comparison below says nothing) ...
     assert clean["zero_shot_accuracy"] > 0.5
     # ... and removing where the square is leaves nothing to learn from; random blobs leave most squares
     assert oracle["zero_shot_accuracy"] < random["zero_shot_accuracy"]
     assert oracle["val_loss"] > random["val_loss"]
+
+
+def test_the_figure_draws_one_curve_per_method_in_its_colour_with_integer_percent_ticks():
+    from matex.figures.roar import roar_curve_figure
+    from matex.figures.style import method_color
+
+    fig = roar_curve_figure(roar_curve(_runs()), ["random", "good"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "30", "70"]
+    lines = {line.get_label().split(" ")[0]: line for line in ax.get_lines()}
+    assert lines["random"].get_color() == method_color("random") and lines["random"].get_linestyle() == "--"
+    assert list(lines["good"].get_xdata()) == [0, 30, 70]
+    assert list(lines["good"].get_ydata()) == pytest.approx([80.0, 50.0, 10.0])

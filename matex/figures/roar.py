@@ -2,7 +2,7 @@
 fraction k, one line per method (Hooker et al. 2019, Fig. 4's layout), with its area in the legend."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 

@@ -120,7 +120,6 @@ def roar_summary(cfg, input, output, params, wildcards, threads):
 def roar_eval_val_rows(cfg: dict, pairs):
     """The validation pairs that have evaluation maps (``maps/{method}.npz``: the attribution split,
     capped at attribution.max_pairs), in pair order."""
-    import numpy as np
 
     from ..attribution.cache import select_pairs
 
@@ -171,7 +170,8 @@ def roar_curve(cfg, input, output, params, wildcards, threads):
     import pandas as pd
 
     from ..io import write_parquet
-    from ..roar.curve import auc_table, roar_curve as curve_of
+    from ..roar.curve import auc_table
+    from ..roar.curve import roar_curve as curve_of
 
     runs = pd.DataFrame([r for p in input.runs for r in json.load(open(p))["runs"]])
     curve = curve_of(runs)

@@ -23,7 +23,8 @@ checkpoint model, which has no initialisation we could retrain from (a documente
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
