@@ -77,7 +77,8 @@ def method_problems(cfg: Mapping[str, Any], catalog: Mapping[str, Any] | None = 
     lists = [("attribution.methods", att.get("methods")),
              ("evaluation.sanity.methods", ((cfg.get("evaluation") or {}).get("sanity") or {}).get("methods")),
              ("roar.methods", (cfg.get("roar") or {}).get("methods")),
-             ("roar.text_methods", (cfg.get("roar") or {}).get("text_methods"))]
+             ("roar.text_methods", (cfg.get("roar") or {}).get("text_methods")),
+             ("roar.retrain.methods", ((cfg.get("roar") or {}).get("retrain") or {}).get("methods"))]
     for path, names in lists:
         for i, name in enumerate(names or []):
             if name not in catalog:

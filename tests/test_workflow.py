@@ -133,7 +133,7 @@ def test_slurm_profile_dry_run_places_gpu_and_cpu_jobs(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = _jobs_and_resources(res.stdout + res.stderr)
     gpu_rules = {"attribute", "evaluate", "sanity", "ablation", "attribute_roar_train", "roar_finetune",
-                 "roar_finetune_text"}
+                 "roar_finetune_text", "roar_retrain"}
     assert {r for r, _ in jobs} >= gpu_rules | {"prepare", "download_mscxr", "aggregate", "figure_metrics"}
     assert len(jobs) > 100
     for rule, resources in jobs:

@@ -72,6 +72,9 @@ def aggregate(cfg, input, output, params, wildcards, threads):
          "clean run); 'random' is the random-removal control."),
     ]
     tables = result_tables(overall, per_cat, by_phrase, roar, order)
+    from ..roar.curve import roar_note, with_roar_auc  # ROAR (Hooker et al.): its column, its note under the table
+
+    tables[0] = (tables[0][0], with_roar_auc(tables[0][1], pd.read_parquet(input.roar_curve)), roar_note(cfg))
     title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
     md = [f"# {title}\n", *[f"{line}\n" for line in notes], *[to_markdown(t, name, note) for name, t, note in tables]]
     tex = [to_latex(t, f"{cfg['dataset']}: {name.lower() if name == 'All findings' else name}. {note}".strip())

@@ -83,3 +83,13 @@ def figure_runtime(cfg, input, output, params, wildcards, threads):
     df = pd.concat([pd.read_parquet(p) for p in input.tables], ignore_index=True)
     df["runtime_ms"] = df["runtime_s"] * 1000.0
     save(runtime_bars(df, cfg["attribution"]["methods"]), output)
+
+
+@step
+def figure_roar(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from ..figures.plots import save
+    from ..figures.roar import roar_curve_figure
+
+    save(roar_curve_figure(pd.read_parquet(input.curve), cfg["roar"]["retrain"]["methods"]), output)

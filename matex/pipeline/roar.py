@@ -1,4 +1,5 @@
-"""Steps of workflow/rules/roar.smk: ROAR+ training-pair maps, fine-tuning runs and their summary."""
+"""Steps of workflow/rules/roar.smk: ROAR+ (roar_plus: training-pair maps, fine-tuning runs, their summary)
+and ROAR (Hooker et al. 2019: degrade train and validation, retrain, curve over k)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,67 @@ def roar_summary(cfg, input, output, params, wildcards, threads):
     meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
     write_parquet(output.runs, runs, meta)
     write_parquet(output.summary, summary, meta)
+
+
+def roar_eval_val_rows(cfg: dict, pairs):
+    """The validation pairs that have evaluation maps (``maps/{method}.npz``: the attribution split,
+    capped at attribution.max_pairs), in pair order."""
+
+    from ..attribution.cache import select_pairs
+
+    att = cfg["attribution"]
+    rows = select_pairs(pairs, att.get("split", "val"), att.get("max_pairs"))
+    return rows[pairs["split"].to_numpy()[rows] == "val"]
+
+
+@step
+def roar_retrain(cfg, input, output, params, wildcards, threads):
+    """ROAR (Hooker et al. 2019): one curve of one variant and seed, retraining at every k."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from ..attribution.cache import load_maps
+    from ..errors import ConfigError
+    from ..io import write_json
+    from ..models.loading import resolve_device
+    from ..roar.retrain import roar_retrain_runs
+    from .core import log
+
+    torch.set_num_threads(max(1, int(threads)))
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    train_rows, val_rows = roar_train_rows(cfg, pairs), roar_eval_val_rows(cfg, pairs)
+    if len(train_rows) < 2 or len(val_rows) < 2:
+        raise ConfigError(f"ROAR needs >= 2 training pairs with maps (roar.train_pairs) and >= 2 validation pairs "
+                          f"with maps (attribution.split/max_pairs); got {len(train_rows)} and {len(val_rows)}")
+    train_maps = val_maps = None
+    if hasattr(input, "train_npz"):
+        train_maps, _, _ = load_maps(input.train_npz, pairs["pair_id"].iloc[train_rows].tolist())
+        val_maps, _, _ = load_maps(input.val_npz, pairs["pair_id"].iloc[val_rows].tolist())
+    device = resolve_device(cfg["attribution"]["device"])
+    base = load_configured_model(cfg, getattr(input, "checkpoint", None), device)
+    runs = roar_retrain_runs(cfg, base, pairs, images, train_rows, val_rows, wildcards.variant, train_maps,
+                             val_maps, int(wildcards.seed), threads=int(threads), device=device, log=log.info)
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
+    write_json(output.json, {**meta, "config_seed": meta["seed"], "variant": wildcards.variant,
+                             "seed": int(wildcards.seed), "runs": runs})
+
+
+@step
+def roar_curve(cfg, input, output, params, wildcards, threads):
+    """roar_curve.parquet (per method and k, mean/sd over seeds) and roar_auc.parquet (area per method)."""
+    import json
+
+    import pandas as pd
+
+    from ..io import write_parquet
+    from ..roar.curve import auc_table
+    from ..roar.curve import roar_curve as curve_of
+
+    runs = pd.DataFrame([r for p in input.runs for r in json.load(open(p))["runs"]])
+    curve = curve_of(runs)
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
+    write_parquet(output.runs, runs, meta)
+    write_parquet(output.curve, curve, meta)
+    write_parquet(output.auc, auc_table(curve), meta)

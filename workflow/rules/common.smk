@@ -3,8 +3,8 @@ from matex.pipeline.params import rule_config
 
 
 def step_config(rule):
-    """params: the settings a rule depends on (matex.pipeline.params): a change reruns exactly the jobs
-    that use it (Snakemake's params trigger), and the step reads only these."""
+    """params for a step (matex.pipeline.params): the settings its rule depends on. A change reruns exactly
+    the jobs that use it (Snakemake's params trigger), and the step reads only these."""
     return lambda wildcards: rule_config(config, rule, wildcards)
 
 
@@ -49,6 +49,18 @@ def roar_inputs(wildcards):
     return inputs
 
 
+def roar_retrain_inputs(wildcards):
+    """A method's curve needs its training-pair maps (ROAR+'s) and its evaluation maps (validation
+    pairs); the demo model retrained from its initialisation (mode from_init) needs no checkpoint."""
+    inputs = {"pairs": f"{DS}/pairs.parquet", "images": f"{DS}/images.npy"}
+    if config["roar"]["retrain"].get("mode") == "finetune" or config["model"]["source"] != "demo":
+        inputs.update(model_input(wildcards))
+    if wildcards.variant not in ("clean", "random"):
+        inputs["train_npz"] = f"{MD}/roar/maps/{wildcards.variant}.npz"
+        inputs["val_npz"] = f"{MD}/maps/{wildcards.variant}.npz"
+    return inputs
+
+
 def sanity_methods():
     return config["evaluation"]["sanity"].get("methods") or config["attribution"]["methods"]
 
@@ -70,4 +82,5 @@ def final_targets():
         f"{MD}/provenance.json",
         *[out for f in ("qualitative", "metrics", "ablation_weights", "ablation_prior_strength", "sanity", "runtime")
           for out in figure_outputs(f)],
+        *figure_outputs("roar_curve"),  # ROAR (Hooker et al. 2019) curves
     ]

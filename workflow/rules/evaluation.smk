@@ -31,6 +31,7 @@ rule aggregate:
     input:
         metrics=expand(f"{MD}/metrics/{{method}}.parquet", method=config["attribution"]["methods"]),
         roar=f"{MD}/roar/roar_summary.parquet",
+        roar_curve=f"{MD}/roar/roar_curve.parquet",
         pairs=f"{DS}/pairs.parquet",
         sanity=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
     output:

@@ -112,3 +112,25 @@ rule figure_runtime:
         "../envs/report.yaml"
     script:
         "../scripts/step.py"
+
+
+rule figure_roar:
+    """ROAR curves: the retrained model's zero-shot accuracy and loss on degraded validation pairs against k."""
+    input:
+        curve=f"{MD}/roar/roar_curve.parquet",
+    output:
+        report(figure_outputs("roar_curve"), category="Figures", caption="../report/roar.rst"),
+    params:
+        config=step_config("figure_roar"),
+    log:
+        f"{MD}/logs/figure_roar.log",
+    benchmark:
+        f"{MD}/benchmarks/figure_roar.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/step.py"

@@ -108,3 +108,60 @@ rule roar_summary:
         "../envs/report.yaml"
     script:
         "../scripts/step.py"
+
+
+# ROAR (Hooker et al. 2019): train AND validation images degraded by the same method at every k of
+# roar.retrain.fractions, the model retrained (demo: from its initialisation; hub/checkpoint: fine-tuned).
+# "random" is the smooth-random-map control; "clean" (k = 0) is the start every curve shares.
+RETRAIN = config["roar"]["retrain"]
+RETRAIN_VARIANTS = list(dict.fromkeys(RETRAIN["methods"] + ["random"] + (["clean"] if RETRAIN.get("include_clean", True) else [])))
+
+
+rule roar_retrain:
+    """ROAR curve of one variant and seed: degrade train and validation pairs at each k, retrain, measure."""
+    input:
+        unpack(roar_retrain_inputs),
+    output:
+        json=f"{MD}/roar/retrain/{{variant}}.seed{{seed}}.json",
+    wildcard_constraints:
+        variant=r"[A-Za-z0-9_]+",
+        seed=r"\d+",
+    params:
+        config=step_config("roar_retrain"),
+    log:
+        f"{MD}/logs/roar_retrain/{{variant}}.seed{{seed}}.log",
+    benchmark:
+        f"{MD}/benchmarks/roar_retrain/{{variant}}.seed{{seed}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=480,
+        gpu=1,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/step.py"
+
+
+rule roar_curve:
+    """ROAR curves (per method and k, mean/sd over seeds) and their areas over k (trapezoid)."""
+    input:
+        runs=expand(f"{MD}/roar/retrain/{{variant}}.seed{{seed}}.json", variant=RETRAIN_VARIANTS, seed=RETRAIN["seeds"]),
+    output:
+        runs=f"{MD}/roar/roar_retrain_runs.parquet",
+        curve=f"{MD}/roar/roar_curve.parquet",
+        auc=f"{MD}/roar/roar_auc.parquet",
+    params:
+        config=step_config("roar_curve"),
+    log:
+        f"{MD}/logs/roar_curve.log",
+    benchmark:
+        f"{MD}/benchmarks/roar_curve.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/step.py"

@@ -1,0 +1,119 @@
+"""The ROAR curve (measure of the retrained model on degraded validation pairs against the removed
+fraction k) and its area, per method; the "ROAR AUC" table column and its caption.
+
+Area = trapezoid rule over k in fractions (k = 0.1 ... 0.9, plus k = 0, the clean retrain shared by
+every method, when it was run). Every method is measured on the same k grid, so areas compare
+directly; a curve missing a k of the grid has no area (NaN), never one over a shorter range.
+For accuracy (zero-shot, retrieval) a smaller area means the removed pixels mattered more; for the
+validation loss a larger one does.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .retrain import MEASURES
+
+# the measure the table reports, and its label (lower = the method's top pixels carried the task)
+TABLE_MEASURE = "zero_shot_accuracy"
+TABLE_COLUMN = "ROAR AUC ↓"
+
+
+def roar_auc(k: Sequence[float], values: Sequence[float]) -> float:
+    """Trapezoid area under ``values`` against ``k`` (sorted by k); NaN with fewer than two points
+    or any non-finite value."""
+    k = np.asarray(k, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if len(k) != len(v):
+        raise ValueError(f"roar_auc: {len(k)} k values but {len(v)} measures")
+    if len(k) < 2 or not np.isfinite(v).all() or not np.isfinite(k).all():
+        return float("nan")
+    order = np.argsort(k, kind="stable")
+    k, v = k[order], v[order]
+    if np.any(np.diff(k) == 0):
+        raise ValueError(f"roar_auc: repeated k in {k.tolist()}")
+    return float(np.sum(np.diff(k) * (v[1:] + v[:-1]) / 2.0))
+
+
+def roar_curve(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, k): mean and sd over seeds of every measure. The clean retrain (variant
+    ``clean``, k = 0) is each method's k = 0 point, paired by seed."""
+    runs = runs.copy()
+    dup = runs[runs.duplicated(["variant", "k", "seed"], keep=False)]
+    if len(dup):
+        raise ValueError(f"ROAR: more than one run per (variant, k, seed): {dup[['variant', 'k', 'seed']].values.tolist()}")
+    clean = runs[runs["variant"] == "clean"]
+    methods = [v for v in dict.fromkeys(runs["variant"]) if v != "clean"]
+    parts = [runs[runs["variant"] == m].assign(method=m) for m in methods]
+    parts += [clean.assign(method=m) for m in methods]
+    if not methods:  # only the clean run: its own curve of one point
+        parts = [clean.assign(method="clean")]
+    long = pd.concat(parts, ignore_index=True)
+    measures = [m for m in MEASURES if m in long.columns]
+    rows = []
+    for (method, k), grp in long.groupby(["method", "k"], sort=True):
+        row: dict[str, Any] = {"method": method, "k": float(k), "k_percent": int(round(100 * k)),
+                               "n_seeds": int(grp["seed"].nunique())}
+        for m in measures:
+            vals = grp[m].to_numpy(dtype=float)
+            row[m] = float(np.mean(vals))
+            row[f"{m}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+        for chance in ("zero_shot_chance", "r_at_1_chance", "r_at_5_chance"):
+            if chance in grp:
+                row[chance] = float(grp[chance].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def auc_table(curve: pd.DataFrame, k_grid: Sequence[float] | None = None) -> pd.DataFrame:
+    """One row per method: the area under each measure's curve over the common k grid (default:
+    every k any method has). A method missing a k of the grid gets NaN."""
+    grid = sorted(set(curve["k"])) if k_grid is None else sorted(float(k) for k in k_grid)
+    measures = [m for m in MEASURES if m in curve.columns]
+    rows = []
+    for method, grp in curve.groupby("method", sort=False):
+        grp = grp.set_index("k")
+        complete = all(any(np.isclose(k, grp.index)) for k in grid)
+        row = {"method": method, "k_min": grid[0], "k_max": grid[-1], "n_k": len(grid)}
+        for m in measures:
+            row[f"auc_{m}"] = (roar_auc(grid, [grp.loc[grp.index[np.isclose(grp.index, k)][0], m] for k in grid])
+                               if complete else float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def with_roar_auc(table: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (methods x columns) with a "ROAR AUC ↓" column: area under the zero-shot accuracy
+    curve x100 (k as a fraction); "–" for a method without a curve. Inserted after the ROAR+ columns
+    when present, else appended."""
+    aucs = auc_table(curve).set_index("method")[f"auc_{TABLE_MEASURE}"]
+    col = [f"{100 * aucs[m]:.2f}" if m in aucs.index and np.isfinite(aucs[m]) else "–" for m in table.index]
+    table = table.copy()
+    after = [i for i, c in enumerate(table.columns) if "ROAR+" in str(c)]
+    table.insert(after[-1] + 1 if after else len(table.columns), TABLE_COLUMN, col)
+    return table
+
+
+def roar_note(cfg: Mapping[str, Any], curve: pd.DataFrame | None = None) -> str:
+    """The caption line of the ROAR AUC column: the protocol actually run (k values, methods, seeds,
+    epochs), so a reduced demo protocol says so."""
+    rt = cfg["roar"]["retrain"]
+    ks = sorted(float(k) for k in rt["fractions"])
+    grid = ([0.0] if rt.get("include_clean", True) else []) + ks
+    from .retrain import retrain_mode
+
+    how = ("retrained from the demo model's initialisation with its recipe" if retrain_mode(cfg) == "from_init"
+           else f"fine-tuned from the explained model at lr {float(rt['finetune_lr']):g}")
+    full = ks == [0.1, 0.3, 0.5, 0.7, 0.9]
+    methods = list(dict.fromkeys(list(rt["methods"]) + ["random"]))
+    return (f"ROAR AUC (Hooker et al. 2019): train and validation images lose the top-k % pixels of each map "
+            f"(fill: the dataset grey mean), the model is {how} for {int(rt['epochs'])} epoch(s) on "
+            f"{'all' if cfg['roar'].get('train_pairs') is None else cfg['roar']['train_pairs']} training pairs, "
+            f"and its zero-shot accuracy on the degraded validation pairs is integrated over "
+            f"k = {', '.join(f'{round(100 * k)}' for k in grid)} % (trapezoid, k as a fraction, x100; lower = "
+            f"the removed pixels mattered more); {len(rt['seeds'])} seed(s); methods: {', '.join(methods)}; "
+            f"'random' = smooth random maps (patch-grid noise, upsampled). "
+            + ("Full protocol." if full else "Reduced protocol (the full one: k = 10, 30, 50, 70, 90 %)."))
