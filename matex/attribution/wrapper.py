@@ -33,10 +33,25 @@ class TowerRecord:
     batch_first: bool
     attention: list[torch.Tensor] = field(default_factory=list)   # per block (B, heads, T, T)
     inputs: list[torch.Tensor] = field(default_factory=list)      # per block, as the block saw it
+    outputs: list[torch.Tensor] = field(default_factory=list)     # per block, as the block returned it
+    # per block: the attention's queries, keys and values after the input projection, as computed
+    # (B, heads, T, head_dim; no copy is made), and its context softmax(qk^T)·v with heads
+    # concatenated (B, T, D), the input of the output projection
+    qkv: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    contexts: list[torch.Tensor] = field(default_factory=list)
+
+    def projections(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block i's queries, keys and values as (B, T, D), heads concatenated like the context."""
+        return tuple(z.transpose(1, 2).flatten(2) for z in self.qkv[i])  # type: ignore[return-value]
 
     def tokens(self, i: int) -> torch.Tensor:
         """Block i's input as (B, T, D) whatever the transformer's layout."""
         x = self.inputs[i]
+        return x if self.batch_first else x.transpose(0, 1)
+
+    def output_tokens(self, i: int) -> torch.Tensor:
+        """Block i's output as (B, T, D) whatever the transformer's layout."""
+        x = self.outputs[i]
         return x if self.batch_first else x.transpose(0, 1)
 
 
@@ -70,8 +85,9 @@ def blocks_of(transformer: nn.Module) -> nn.ModuleList:
     return blocks
 
 
-def _recording_attention(attn: nn.MultiheadAttention, store: list[torch.Tensor]):
-    """An explicit self-attention equal to ``attn``'s, that appends its probabilities to ``store``."""
+def _recording_attention(attn: nn.MultiheadAttention, rec: "TowerRecord"):
+    """An explicit self-attention equal to ``attn``'s, that appends its probabilities (and its
+    queries, keys, values and context, heads concatenated) to ``rec``."""
     def attention(q_x: torch.Tensor, k_x: torch.Tensor | None = None, v_x: torch.Tensor | None = None,
                   attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         if k_x is not None or v_x is not None:
@@ -87,8 +103,11 @@ def _recording_attention(attn: nn.MultiheadAttention, store: list[torch.Tensor])
             scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool \
                 else scores + mask.to(scores.dtype)
         probs = scores.softmax(-1)
-        store.append(probs)
-        out = attn.out_proj((probs @ v).transpose(1, 2).reshape(b, t, d))
+        context = (probs @ v).transpose(1, 2).reshape(b, t, d)
+        rec.attention.append(probs)
+        rec.qkv.append((q, k, v))
+        rec.contexts.append(context)
+        out = attn.out_proj(context)
         return out if attn.batch_first else out.transpose(0, 1)
     return attention
 
@@ -111,11 +130,15 @@ def record_tower(transformer: nn.Module, leaf_input: bool = True) -> Iterator[To
         rec.inputs.append(x)
         return args, kwargs
 
+    def post_hook(module, args, output):
+        rec.outputs.append(output)
+
     try:
         for blk in blocks:
             saved.append(blk.__dict__.get("attention", _MISSING))
-            blk.attention = _recording_attention(blk.attn, rec.attention)
+            blk.attention = _recording_attention(blk.attn, rec)
             handles.append(blk.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            handles.append(blk.register_forward_hook(post_hook))
         yield rec
     finally:
         for h in handles:
@@ -277,6 +300,31 @@ class ForwardContext:
                     getattr(target, lst)[i] = g.detach()
         return Trace(similarity=sim.detach(), vision=vision, text=text_trace, input_grad=input_g,
                      eot=eot_index(self.tokens))
+
+    @contextlib.contextmanager
+    def recorded_pass(self, *, text: bool = False) -> Iterator[tuple[TowerRecord, TowerRecord | None, torch.Tensor]]:
+        """One forward pass with gradients on, for methods that differentiate several scores
+        themselves (LeGrad, Grad-ECLIP): yields the vision record, the text record (or None) and the
+        per-pair similarity S (B,), every tensor still in the graph."""
+        clip = self.clip
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.enable_grad())
+            vrec = stack.enter_context(record_tower(clip.visual.transformer))
+            trec = stack.enter_context(record_tower(clip.transformer)) if text else None
+            fi = F.normalize(clip.encode_image(self.images.detach()).float(), dim=-1)
+            ft = F.normalize(encode_text_prefix(clip, self.tokens).float(), dim=-1) if text else self.text_features()
+            yield vrec, trec, (fi * ft).sum(-1)
+
+    def vision_readout(self, tokens: torch.Tensor, pooling: str = "model") -> torch.Tensor:
+        """Image features (B, embed_dim) read from any block's output tokens (B, T, D) through the
+        final norm and projection: ``model`` pools as the model does (CLS for CLIP ViTs), ``mean``
+        averages all tokens first."""
+        visual = self.clip.visual
+        if pooling == "mean":
+            pooled = visual.ln_post(tokens.mean(1))
+        else:
+            pooled, _ = visual._pool(tokens)
+        return pooled @ visual.proj if visual.proj is not None else pooled
 
     # -- partial passes for methods that intervene on the tokens (M2IB) -----------------------------
     def vision_tokens_after(self, block: int) -> torch.Tensor:
