@@ -160,6 +160,11 @@ def target_summary(df) -> str:
                      f"M2IB/MATEX time {get('m2ib', b) / m:.1f} (≥ 20)",
                      f"MATEX/Chefer peak memory {get('matex', b, 'peak_mb') / get('chefer', b, 'peak_mb'):.2f} (≤ 1.5)"]
             lines.append(f"- {model_name}, batch {b}: " + "; ".join(p for p in parts if "nan" not in p))
+            newer = [f"{label}/MATEX time {get(name, b) / m:.2f}, peak memory "
+                     f"{get(name, b, 'peak_mb') / get('matex', b, 'peak_mb'):.2f}"
+                     for name, label in (("legrad", "LeGrad"), ("grad_eclip", "Grad-ECLIP")) if (name, b) in t.index]
+            if newer:
+                lines.append(f"- {model_name}, batch {b}, newer CLIP explainers: " + "; ".join(newer))
         bs = sorted(g.loc[g["method"] == "matex", "batch"])
         if len(bs) > 1:
             lines.append(f"- {model_name}: MATEX pairs/s at batch {bs[-1]} ÷ batch {bs[0]} = "
@@ -171,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["demo", "vitb32"], choices=["demo", "vitb32"])
     ap.add_argument("--methods", nargs="+", default=["matex", "raw_attention", "rollout", "gradcam", "chefer",
-                                                     "saliency", "grad_input", "rise", "m2ib"])
+                                                     "saliency", "grad_input", "rise", "m2ib", "legrad",
+                                                     "grad_eclip"])
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -201,3 +201,18 @@ def test_batch_equals_one_by_one(model, images, method):
     batch = explain(model, images, TEXTS, method).image
     single = torch.cat([explain(model, images[i:i + 1], TEXTS[i:i + 1], method).image for i in range(3)])
     torch.testing.assert_close(batch, single, atol=1e-5, rtol=0)
+
+
+def test_benchmark_reports_newer_methods_as_ratios_to_matex():
+    import pandas as pd
+
+    from matex.bench import target_summary
+
+    rows = [("demo", 1, "matex", 20.0, 40), ("demo", 1, "legrad", 30.0, 20), ("demo", 1, "grad_eclip", 10.0, 60),
+            ("demo", 8, "matex", 5.0, 60)]
+    df = pd.DataFrame(rows, columns=["model", "batch", "method", "ms_per_pair", "peak_mb"])
+    df["pairs_per_s"] = 1000.0 / df["ms_per_pair"]
+    text = target_summary(df)
+    assert "LeGrad/MATEX time 1.50, peak memory 0.50" in text
+    assert "Grad-ECLIP/MATEX time 0.50, peak memory 1.50" in text
+    assert "batch 8, newer" not in text          # not measured at batch 8: no line rather than nan
