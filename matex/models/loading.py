@@ -191,11 +191,17 @@ def _is_openai_state_dict(state: Mapping[str, torch.Tensor]) -> bool:
 
 
 def _openai_clip(state: dict[str, torch.Tensor], path: str, arch_name: str) -> torch.nn.Module:
-    """Build the CLIP an OpenAI-format state dict describes (QuickGELU, heads = width / 64) in float32."""
-    from open_clip.model import build_model_from_openai_state_dict
+    """Build the CLIP an OpenAI-format state dict describes (QuickGELU, heads = width / 64) in float32.
+
+    open_clip's builder casts the weights to float16 before loading (OpenAI's release is float16);
+    that cast is skipped here so float32 checkpoints (CheXzero's fine-tuned ones) keep their precision."""
+    from unittest import mock
+
+    import open_clip.model as oc_model
 
     try:
-        return build_model_from_openai_state_dict(dict(state), cast_dtype=None).float()
+        with mock.patch.object(oc_model, "convert_weights_to_fp16", lambda model: None):
+            return oc_model.build_model_from_openai_state_dict(dict(state), cast_dtype=None).float()
     except Exception as e:  # noqa: BLE001 - shape inference or strict loading failed
         raise ConfigError(f"{arch_name}: checkpoint file {path} is not a matex checkpoint and reading it as an "
                           f"OpenAI-format CLIP failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); name "
