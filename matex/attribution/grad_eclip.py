@@ -65,14 +65,15 @@ def grad_eclip(ctx: ForwardContext, *, loosen: bool = True, text_layers: int = 1
 
 
 def _text_scores(ctx: ForwardContext, trec, grads, first: int, loosen: bool) -> list[np.ndarray]:
-    """Per text: scores for tokens 0..EOT (start and end tokens 0, words min-max normalised)."""
-    eot = ctx.tokens.argmax(-1)
+    """Per text: scores for tokens 0..EOT (start and end tokens 0, words min-max normalised), read
+    from the row of the pooled token (EOT for open_clip, [CLS] for a BERT tower)."""
+    query, eot = ctx.text_positions()
     rows = torch.arange(eot.shape[0], device=eot.device)
     total = 0
     for layer, g in enumerate(grads, start=first):
         q, k, v = trec.projections(layer)
-        total = total + _decomposition(g[rows, eot], v, q[rows, eot], k, False) * \
-            (_masked_loosened(q[rows, eot], k, eot) if loosen else 1.0)
+        total = total + _decomposition(g[rows, query], v, q[rows, query], k, False) * \
+            (_masked_loosened(q[rows, query], k, eot) if loosen else 1.0)
     scores = total.detach().relu().cpu().numpy()
     out = []
     for i, e in enumerate(eot.tolist()):
