@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -170,3 +171,126 @@ def test_example_configs_dry_run(tmp_path, example):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "attribute" in res.stdout and "train_demo_model" not in res.stdout
+
+
+# ----------------------------------------------------------------------------------- BiomedCLIP-style
+WORDS = ["left", "right", "lower", "upper", "lobe", "small", "pleural", "effusion", "consolidation", "opacity"]
+TIMM_TINY = "matex_test_vit_b16_tiny"
+
+
+def tiny_biomedclip_dir(root: Path) -> Path:
+    """An open_clip ``hf-hub``-style folder: open_clip_config.json (timm ViT-B/16 geometry tower + local
+    Hugging Face BERT text tower, BiomedCLIP's pooler and projection kinds) and random weights."""
+    transformers = pytest.importorskip("transformers")
+    import timm
+    from timm.models import register_model
+    from timm.models.vision_transformer import VisionTransformer
+
+    if TIMM_TINY not in timm.list_models():
+        @register_model
+        def matex_test_vit_b16_tiny(pretrained: bool = False, **kwargs):   # noqa: ARG001 - timm's signature
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay",
+                                                                   "cache_dir")}
+            vit = VisionTransformer(**{"img_size": 224, "patch_size": 16, "embed_dim": 64, "depth": 3,
+                                       "num_heads": 2, **kwargs})
+            vit.pretrained_cfg = vit.default_cfg = {}
+            return vit
+    bert = root / "bert"
+    bert.mkdir(parents=True)
+    (bert / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
+    from tokenizers import BertWordPieceTokenizer
+
+    wordpiece = BertWordPieceTokenizer(str(bert / "vocab.txt"), lowercase=True)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]")
+    tok = root / "tokenizer"            # its own folder: next to a BERT config.json, AutoTokenizer would
+    tokenizer.save_pretrained(str(tok))  # rebuild a BertTokenizer from the vocabulary instead
+    transformers.BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=64).save_pretrained(str(bert))
+    folder = root / "tiny-biomedclip"
+    folder.mkdir()
+    tokenizer.save_pretrained(str(folder))   # open_clip reads a local-dir model's tokenizer from the folder
+    config = {"model_cfg": {"embed_dim": 32,
+                            "vision_cfg": {"timm_model_name": TIMM_TINY, "timm_model_pretrained": False,
+                                           "timm_pool": "", "timm_proj": "linear", "image_size": 224},
+                            "text_cfg": {"hf_model_name": str(bert), "hf_tokenizer_name": str(tok),
+                                         "hf_model_pretrained": False, "hf_proj_type": "mlp",
+                                         "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 24}},
+              "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                                 "std": [0.26862954, 0.26130258, 0.27577711]}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    torch.manual_seed(11)
+    reference = open_clip.create_model(f"local-dir:{folder}", pretrained_hf=False)   # no BERT weights to read yet
+    torch.save(reference.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def biomedclip(tmp_path_factory):
+    folder = tiny_biomedclip_dir(tmp_path_factory.mktemp("biomedclip"))
+    return load_model(f"local-dir:{folder}"), folder
+
+
+def test_biomedclip_style_model_loads_its_weights(biomedclip, images):
+    model, folder = biomedclip
+    reference = open_clip.create_model(f"local-dir:{folder}").eval()      # reads the same weights file
+    tokens = model.tokenize(TEXTS)
+    with torch.no_grad():
+        expected = torch.nn.functional.cosine_similarity(reference.encode_image(images), reference.encode_text(tokens))
+    torch.testing.assert_close(model.similarity(images, tokens), expected, atol=1e-5, rtol=0)
+    assert type(model.clip.visual).__name__ == "TimmModel" and type(model.clip).__name__ == "CustomTextCLIP"
+
+
+def test_biomedclip_style_trace_equals_the_model(biomedclip, images):
+    """The recording attention of the timm and BERT adapters computes what the model computes."""
+    from matex.attribution.wrapper import ForwardContext
+
+    model, _ = biomedclip
+    ctx = ForwardContext(model=model, images=images, tokens=model.tokenize(TEXTS), texts=TEXTS)
+    tr = ctx.trace(text=True)
+    torch.testing.assert_close(tr.similarity, model.similarity(images, ctx.tokens), atol=1e-5, rtol=0)
+    assert len(tr.vision.attention) == 3 and tr.vision.attention[0].shape[-1] == 14 * 14 + 1
+    assert len(tr.text.attention) == 2
+    query, last = ctx.text_positions()
+    assert query.tolist() == [0, 0]                                  # BiomedCLIP pools [CLS]
+    sep = model.tokenizer.tokenizer.sep_token_id
+    assert all(int(ctx.tokens[i, j]) == sep for i, j in enumerate(last.tolist()))
+    # padding keys get no attention
+    pad = ctx.tokens == 0
+    assert float(tr.text.attention[0].masked_select(pad[:, None, None, :].expand_as(tr.text.attention[0])).max()) < 1e-6
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_biomedclip_style_maps_for_every_method(biomedclip, images, method):
+    model, _ = biomedclip
+    out = explain(model, images, TEXTS, method)
+    assert out.image.shape == (2, 224, 224) and torch.isfinite(out.image).all()
+    assert out.image.amax((1, 2)).min() == 1.0
+    if method in ("matex", "grad_eclip"):                            # the methods with a text side
+        assert out.text is not None
+        for scores, ids in zip(out.text, model.tokenize(TEXTS)):
+            n_real = int((ids != 0).sum())
+            assert scores.shape == (n_real,) and np.isfinite(scores).all() and scores.max() > 0
+
+
+def test_biomedclip_style_from_an_offline_hub_cache(tmp_path, monkeypatch, images):
+    """``hf-hub:`` names resolve from a filled Hugging Face cache with HF_HUB_OFFLINE and no network."""
+    import huggingface_hub.constants as hf
+
+    folder = tiny_biomedclip_dir(tmp_path / "src")
+    cache = tmp_path / "hub"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = cache / "models--matex--tiny-biomedclip" / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for name in ("open_clip_config.json", "open_clip_pytorch_model.bin"):
+        (snap / name).write_bytes((folder / name).read_bytes())
+    (cache / "models--matex--tiny-biomedclip" / "refs").mkdir()
+    (cache / "models--matex--tiny-biomedclip" / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf, "ENDPOINT", "http://127.0.0.1:9")
+    model = load_model("hf-hub:matex/tiny-biomedclip")
+    local = load_model(f"local-dir:{folder}")
+    tokens = model.tokenize(TEXTS)
+    torch.testing.assert_close(model.similarity(images, tokens), local.similarity(images, tokens), atol=1e-6, rtol=0)
