@@ -294,3 +294,11 @@ def test_biomedclip_style_from_an_offline_hub_cache(tmp_path, monkeypatch, image
     local = load_model(f"local-dir:{folder}")
     tokens = model.tokenize(TEXTS)
     torch.testing.assert_close(model.similarity(images, tokens), local.similarity(images, tokens), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("method, params", [("m2ib", {"steps": 1, "n_noise": 1}), ("rise", {"n_masks": 8, "batch": 8}),
+                                            ("grad_input", {}), ("prior_only", {}), ("random", {})])
+def test_biomedclip_style_iterative_and_control_methods(biomedclip, images, method, params):
+    model, _ = biomedclip
+    out = explain(model, images, TEXTS, method, **params)
+    assert out.image.shape == (2, 224, 224) and torch.isfinite(out.image).all()
