@@ -302,3 +302,9 @@ def test_biomedclip_style_iterative_and_control_methods(biomedclip, images, meth
     model, _ = biomedclip
     out = explain(model, images, TEXTS, method, **params)
     assert out.image.shape == (2, 224, 224) and torch.isfinite(out.image).all()
+
+
+def test_unknown_architecture_names_the_architecture_key_even_with_weights_given():
+    with pytest.raises(ConfigError, match="^config key model.arch: unknown open_clip architecture 'ViT-Q-99'"):
+        load_model_from_config({"input": {"size": 224},
+                                "model": {"source": "hub", "arch": "ViT-Q-99", "pretrained": "openai"}})

@@ -70,35 +70,36 @@ def ways_out(what: str) -> str:
             "the weights and then set HF_HUB_OFFLINE=1, or use the demo model (load_model('demo'))")
 
 
-def create_from_hub(name: str, pretrained: str | None, arg: str):
+def create_from_hub(name: str, pretrained: str | None, arg: str, arch_arg: str | None = None):
     """``open_clip.create_model_and_transforms(name, pretrained)`` with a fast offline failure.
 
-    ``arg`` names the argument or config key the user set, for the messages."""
+    ``arg`` names the argument or config key that chose the weights, ``arch_arg`` the one that named
+    the architecture (default ``arg``), for the messages."""
     import open_clip
 
     def create():
         return open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu")[0]
 
+    args = (name, pretrained, arg, arch_arg or arg)
     if not needs_hub(name, pretrained):
-        return _wrapped(create, name, pretrained, arg)
+        return _wrapped(create, *args)
     if offline_env():
-        return _wrapped(create, name, pretrained, arg, offline="HF_HUB_OFFLINE is set and the cache lacks them")
+        return _wrapped(create, *args, offline="HF_HUB_OFFLINE is set and the cache lacks them")
     if hub_reachable():
-        return _wrapped(create, name, pretrained, arg)
+        return _wrapped(create, *args)
     with hub_offline():
-        return _wrapped(create, name, pretrained, arg,
-                        offline=f"the Hugging Face Hub ({hub_endpoint()}) cannot be reached and the local cache "
-                                "lacks them")
+        return _wrapped(create, *args, offline=f"the Hugging Face Hub ({hub_endpoint()}) cannot be reached and the "
+                                               "local cache lacks them")
 
 
-def _wrapped(create, name: str, pretrained: str | None, arg: str, offline: str | None = None):
+def _wrapped(create, name: str, pretrained: str | None, arg: str, arch_arg: str, offline: str | None = None):
     """Run ``create``; open_clip's errors become one-line ConfigErrors naming ``arg``."""
     try:
         return create()
     except Exception as e:  # noqa: BLE001 - open_clip/hub raise many kinds; all mean "cannot load"
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "not found in built-ins" in msg or "Unknown model" in msg:
-            raise ConfigError(f"{arg}: unknown open_clip architecture {name!r}; see open_clip.list_models()") from None
+            raise ConfigError(f"{arch_arg}: unknown open_clip architecture {name!r}; see open_clip.list_models()") from None
         what = f"cannot load the weights of open_clip model {name!r} (pretrained={pretrained!r})"
         if offline:
             raise ConfigError(f"{arg}: " + ways_out(f"{what}: {offline}")) from None

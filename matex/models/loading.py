@@ -262,8 +262,9 @@ def load_model(model: str | os.PathLike = "demo", pretrained: str | None = None,
     elif source == "hub":
         if not arch:
             raise ConfigError(f"{names['arch']}: required when model.source is hub")
-        clip = create_from_hub(arch, pretrained, names["pretrained"] if pretrained and not
-                               arch.startswith(("hf-hub:", "local-dir:")) else names["arch"])
+        schema = arch.startswith(("hf-hub:", "local-dir:"))      # the repository or folder holds the weights
+        clip = create_from_hub(arch, pretrained, names["pretrained"] if pretrained and not schema else names["arch"],
+                               names["arch"])
         tokenizer = open_clip.get_tokenizer(arch)
         pp_mean, pp_std = _preprocess_mean_std(clip)
         try:
