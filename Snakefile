@@ -10,7 +10,13 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
-validate(config, "config/schema.yaml")
+validate(config, "workflow/schemas/config.schema.yaml")
+
+# Method names and every method's parameters (names, types) against the method registry's catalogue
+# (matex/methods.yaml): a typo fails here, before any job starts, naming the config key.
+from matex.config import validate_config
+
+validate_config(config)
 
 DS = f"{config['results_dir']}/{config['dataset']}"
 MD = f"{DS}/{config['model']['name']}"

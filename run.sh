@@ -2,6 +2,7 @@
 # The two quick-start commands (see README):
 #   ./run.sh pipeline [snakemake args...]   install, then run the whole pipeline on config/config.yaml
 #   ./run.sh test [pytest args...]          install, then run the test suite (what CI runs)
+#   ./run.sh lint                           ruff (lint + format check), snakefmt and snakemake --lint (CI runs it first)
 # Installs into ./.venv with pip from the package registry; safe to re-run (pip skips what is there).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -31,6 +32,12 @@ case "$cmd" in
         exec .venv/bin/snakemake --profile workflow/profiles/local "${gpu[@]}" "$@" ;;
     test)
         exec .venv/bin/python -m pytest "$@" ;;
+    lint)
+        .venv/bin/ruff check matex tests benchmarks
+        .venv/bin/ruff format --check matex tests benchmarks
+        .venv/bin/snakefmt --check Snakefile workflow/rules
+        .venv/bin/snakemake --lint --cores 1 > /dev/null
+        echo "lint: clean" ;;
     *)
-        echo "usage: ./run.sh pipeline|test [args...]" >&2; exit 2 ;;
+        echo "usage: ./run.sh pipeline|test|lint [args...]" >&2; exit 2 ;;
 esac

@@ -26,3 +26,7 @@ class DataError(MatexError):
 
 class MapError(MatexError):
     """An attribution map is not finite or has the wrong shape."""
+
+
+class StaleArtifactError(MatexError):
+    """An input artifact was made with settings other than the ones the consuming step expects."""

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -117,6 +117,43 @@ def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
         raise MapError(f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the "
                        "step that makes it") from None
     return arrays, meta
+
+
+def read_npz_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Only the metadata of an NPZ artifact (the maps are not read)."""
+    import zipfile
+
+    from .errors import MapError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+    except FileNotFoundError:
+        raise MapError(f"map file not found: {path}") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, json.JSONDecodeError) as e:
+        raise MapError(f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the "
+                       "step that makes it") from None
+
+
+def read_npz_members(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Only the named arrays of an NPZ artifact: each member is decompressed on its own, so reading one
+    pair's map costs one map's memory, whatever the file holds. A missing key is a MapError naming it."""
+    import zipfile
+
+    from .errors import MapError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            present = set(z.files)
+            missing = [k for k in keys if k not in present]
+            if missing:
+                raise MapError(f"{path} has no entry for {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
+            return {k: z[k] for k in keys}
+    except FileNotFoundError:
+        raise MapError(f"map file not found: {path}") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise MapError(f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the "
+                       "step that makes it") from None
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:

@@ -21,7 +21,20 @@ from matex.models.base import MatexModel
 SIZE = 56
 TEXTS = ["small left basal pleural effusion", "cardiomegaly", "right upper lobe consolidation"]
 # fast settings for the two iterative methods; everything else runs at its defaults
-FAST = {"rise": {"n_masks": 40, "batch": 30}, "m2ib": {"steps": 3, "n_noise": 2}}
+FAST = {"rise": {"n_masks": 40, "batch": 30}, "m2ib": {"steps": 3, "n_noise": 2},
+        "m2ib_token": {"steps": 3, "n_noise": 2}}
+# what the bias controls (mean_box, category_box) read besides the pairs: training boxes and categories
+CATEGORIES = ["Pleural effusion", "Cardiomegaly", "Consolidation"]
+
+
+def training_boxes():
+    from matex.attribution.mean_box import TrainingBoxes
+    return TrainingBoxes(boxes=[[(4.0, 30.0, 20.0, 50.0)], [(14.0, 20.0, 44.0, 40.0)], [(36.0, 6.0, 52.0, 24.0)]],
+                         categories=CATEGORIES, size=(SIZE, SIZE))
+
+
+def context(n: int) -> dict:
+    return {"training_boxes": training_boxes(), "categories": CATEGORIES[:n]}
 
 
 def make_model(vision_layers: int = 3, seed: int = 0) -> MatexModel:
@@ -293,7 +306,7 @@ def test_gradient_maps_are_not_all_zero(model, images):
     assert (last.image.flatten(1).amax(1) > 0).all()
     assert (explain(model, images, TEXTS, "gradcam").image.flatten(1).amax(1) > 0).all()
     with pytest.raises(ConfigError, match="gradcam.layer"):
-        explain(model, images, TEXTS, "gradcam", layer=-1)
+        explain(model, images, TEXTS, "gradcam", layer=99)
 
 
 def test_matex_fusion_and_components(model, images):
@@ -324,7 +337,7 @@ def test_contract_shape_range_finite(model, images, method):
     params = FAST.get(method, {})
     for x in (images, torch.zeros(2, 3, SIZE, SIZE), np.full((2, SIZE, SIZE), 128, np.uint8)):
         n = x.shape[0]
-        out = explain(model, x, TEXTS[:n], method, **params)
+        out = explain(model, x, TEXTS[:n], method, **context(n), **params)
         assert out.image.shape == (n, SIZE, SIZE) and out.image.dtype == torch.float32
         assert out.image.device.type == "cpu"
         assert torch.isfinite(out.image).all() and out.image.min() >= 0 and out.image.max() <= 1
@@ -335,14 +348,14 @@ def test_contract_shape_range_finite(model, images, method):
 @pytest.mark.parametrize("method", available_methods())
 def test_batch_equals_one_by_one_and_runs_repeat(model, images, method):
     params = FAST.get(method, {})
-    batched = explain(model, images, TEXTS, method, **params).image
-    single = torch.cat([explain(model, images[i:i + 1], TEXTS[i:i + 1], method, **params).image
-                        for i in range(len(TEXTS))])
+    batched = explain(model, images, TEXTS, method, **context(3), **params).image
+    single = torch.cat([explain(model, images[i:i + 1], TEXTS[i:i + 1], method, training_boxes=training_boxes(),
+                                categories=CATEGORIES[i:i + 1], **params).image for i in range(len(TEXTS))])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
-    assert torch.equal(explain(model, images, TEXTS, method, **params).image, batched)
+    assert torch.equal(explain(model, images, TEXTS, method, **context(3), **params).image, batched)
 
 
-@pytest.mark.parametrize("method", ["random", "rise", "m2ib"])
+@pytest.mark.parametrize("method", ["random", "rise", "m2ib", "m2ib_token"])
 def test_seed_changes_the_draw(model, images, method):
     params = FAST.get(method, {})
     a = explain(model, images, TEXTS, method, seed=0, **params).image

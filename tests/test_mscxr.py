@@ -122,7 +122,7 @@ def test_rows_grouped_into_pairs(tmp_path):
                                    "box_status", "split"]
     assert len(pairs) == 4 and report["n_rows"] == 5 and report["n_pairs"] == 4 and report["n_boxes"] == 5
     assert list(pairs["pair_id"]) == sorted(pairs["pair_id"])
-    two = pairs[pairs["pair_id"] == pair_id_for("img001", "right lower lobe opacity")].iloc[0]
+    two = pairs[pairs["pair_id"] == pair_id_for("img001", "right lower lobe opacity", "Lung Opacity")].iloc[0]
     assert len(two["boxes"]) == 2 and two["box_status"] == ["ok", "ok"]
     assert two["patient_id"] == "p00000001" and two["study_id"] == "s50000001"
     assert two["image_path"] == rel_path(1, 50000001, "img001")
@@ -286,3 +286,49 @@ def test_patient_level_split_and_determinism(tmp_path):
     rev, _ = build_pairs(tmp_path / "reversed.csv", tmp_path, geom, 0.2, seed=3)
     assert list(rev["pair_id"]) == list(pairs["pair_id"])
     assert list(rev["split"]) == list(pairs["split"])
+
+
+# ------------------------------------------------------------------- pair key (issue 13)
+def test_one_phrase_under_two_categories_gives_two_pairs_with_their_own_boxes(tmp_path):
+    rel = rel_path(1, 50000001, "img001")
+    save_image(tmp_path, rel, 64, 48)
+    phrase = "patchy right lower lobe opacity"
+    rows = [row("img001", rel, (4, 6, 10, 10), (64, 48), phrase=phrase, category="Pneumonia"),
+            row("img001", rel, (30, 20, 12, 8), (64, 48), phrase=phrase, category="Consolidation"),
+            row("img001", rel, (40, 10, 6, 6), (64, 48), phrase=phrase, category="Consolidation")]
+    pairs, report = build_pairs(write_csv(tmp_path / CSV_NAME, rows), tmp_path, GEOM, 0.0, 0)
+    assert len(pairs) == 2 and report["n_pairs"] == 2
+    by_cat = {r.category: r for r in pairs.itertuples()}
+    assert [list(b) for b in by_cat["Pneumonia"].boxes_orig] == [[4, 6, 10, 10]]
+    assert [list(b) for b in by_cat["Consolidation"].boxes_orig] == [[30, 20, 12, 8], [40, 10, 6, 6]]
+    assert by_cat["Pneumonia"].pair_id != by_cat["Consolidation"].pair_id
+    assert by_cat["Pneumonia"].pair_id == pair_id_for("img001", phrase, "Pneumonia")
+
+
+MSCXR_COUNTS = {"Atelectasis": 61, "Cardiomegaly": 333, "Consolidation": 117, "Edema": 46,
+                "Lung Opacity": 82, "Pleural Effusion": 96, "Pneumonia": 182, "Pneumothorax": 245}
+
+
+def test_mscxr_shaped_csv_gives_1162_pairs_with_the_published_counts(tmp_path):
+    """A generated CSV with MS-CXR's per-category pair counts, two phrases of one image filed under
+    two categories (as in MS-CXR) and some pairs with two boxes: 1162 pairs, each count intact
+    (keying pairs on (image, phrase) alone would merge the two and give 1160)."""
+    n_images = 60
+    rels = [rel_path(k + 1, 50000000 + k, f"img{k:03d}") for k in range(n_images)]
+    for rel in rels:
+        save_image(tmp_path, rel, 40, 48)
+    slots = [(cat, j) for cat, count in MSCXR_COUNTS.items() for j in range(count)]
+    image_of = {slot: n % n_images for n, slot in enumerate(slots)}
+    rows = []
+    for cat, j in slots:
+        k, phrase = image_of[(cat, j)], f"{cat.lower()} finding number {j}"
+        if cat == "Consolidation" and j < 2:        # the same phrase of the same image as a Pneumonia pair
+            k, phrase = image_of[("Pneumonia", j)], f"pneumonia finding number {j}"
+        rows.append(row(f"img{k:03d}", rels[k], (2 + j % 5, 3, 10, 12), (40, 48), phrase=phrase, category=cat))
+        if j % 7 == 0:   # a second box for the same pair
+            rows.append(row(f"img{k:03d}", rels[k], (20, 20, 8, 8), (40, 48), phrase=phrase, category=cat))
+    pairs, report = build_pairs(write_csv(tmp_path / CSV_NAME, rows), tmp_path, GEOM, 0.2, 0)
+    assert len(pairs) == 1162 == report["n_pairs"]
+    assert {c: v["pairs"] for c, v in report["per_category"].items()} == MSCXR_COUNTS
+    assert pairs["pair_id"].is_unique
+    assert len(pairs[["dicom_id", "phrase"]].drop_duplicates()) == 1160

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from matex.errors import ConfigError
-from matex.priors import PhraseParse, load_regions, parse_phrase, region_mask, spatial_prior
+from matex.priors import (
+    PhraseParse,
+    load_regions,
+    parse_phrase,
+    region_mask,
+    spatial_prior,
+)
 
 SIZE = (120, 100)  # (H, W), deliberately not square
 
@@ -45,10 +51,17 @@ def test_region_table_follows_radiological_convention_and_stated_proportions():
         cx, _ = box_centre(name)
         # patient's right = image left
         assert (cx < 0.5) if name.startswith("right_") else (cx > 0.5), name
-    assert regions["right_lung"].box == (0.12, 0.48, 0.12, 0.82)
-    assert regions["left_lung"].box == (0.52, 0.88, 0.12, 0.82)
+    assert regions["right_lung"].box == (0.12, 0.48, 0.12, 0.80)
+    assert regions["left_lung"].box == (0.52, 0.88, 0.12, 0.80)
     hx, hy = box_centre("heart")
-    assert 0.5 < hx < 0.6 and regions["heart"].box[2:] == (0.45, 0.78)
+    assert 0.5 < hx < 0.6 and regions["heart"].box[2:] == (0.45, 0.76)
+    # zones: thirds of the apex-to-dome height, the lower zone reaching into the lateral recess
+    assert regions["right_upper_zone"].box[2:] == (0.12, 0.31) and regions["right_mid_zone"].box[2:] == (0.31, 0.50)
+    assert regions["right_lower_zone"].box[2] == 0.50
+    # the hila lie in the mid zone; the lingula and the middle lobe beside the heart borders
+    assert 0.31 <= box_centre("right_hilum")[1] <= 0.50
+    lx0, lx1, ly0, _ = regions["lingula"].box
+    assert lx0 < regions["heart"].box[1] < lx1 and ly0 >= regions["heart"].box[2] - 0.02
     for needed in ["right_middle_lobe", "lingula", "left_lower_lobe", "right_hilum", "left_perihilar",
                    "retrocardiac", "right_costophrenic_angle", "left_hemidiaphragm", "mediastinum",
                    "right_apex", "right_upper_zone", "left_mid_zone", "right_lower_zone"]:
@@ -102,6 +115,10 @@ def test_cardiomegaly_alone_implies_the_heart():
     assert cx == pytest.approx(box_centre("heart")[0], abs=0.02)
 
 
+BOTH_BASES_AND_ANGLES = {"right_lower_zone", "left_lower_zone", "right_costophrenic_angle",
+                         "left_costophrenic_angle"}
+
+
 @pytest.mark.parametrize("text, expected", [
     ("left base opacity", {"left_lower_zone"}),
     ("Right basilar consolidation", {"right_lower_zone"}),
@@ -109,9 +126,10 @@ def test_cardiomegaly_alone_implies_the_heart():
     ("opacities at both lung bases", {"right_lower_zone", "left_lower_zone"}),
     ("patchy mid lung opacity", {"right_mid_zone", "left_mid_zone"}),      # zone without side
     ("left upper zone nodular opacity", {"left_upper_zone"}),
-    ("Right-sided pleural effusion", {"right_lung"}),                       # side alone -> lung field
-    ("small bilateral pleural effusions", {"right_lung", "left_lung"}),
-    ("right and left pleural effusions", {"right_lung", "left_lung"}),
+    ("Right-sided opacity", {"right_lung"}),                                # side alone -> lung field
+    ("Right-sided pleural effusion", {"right_lower_zone", "right_costophrenic_angle"}),  # default
+    ("small bilateral pleural effusions", BOTH_BASES_AND_ANGLES),
+    ("right and left pleural effusions", BOTH_BASES_AND_ANGLES),
     ("RLL consolidation", {"right_lower_lobe"}),
     ("opacity in the LUL", {"left_upper_lobe"}),
     ("R lower lobe opacity", {"right_lower_lobe"}),
@@ -134,7 +152,8 @@ def test_phrase_patterns_map_to_regions(text, expected):
 
 
 def test_several_findings_in_one_sentence():
-    assert names("right effusion and left lower lobe atelectasis") == {"right_lung", "left_lower_lobe"}
+    assert names("right effusion and left lower lobe atelectasis") == {
+        "right_lower_zone", "right_costophrenic_angle", "left_lower_lobe"}
     p = parse_phrase("right effusion and left lower lobe atelectasis")
     assert {f.finding for f in p.findings} == {"pleural effusion", "atelectasis"}
 
@@ -166,12 +185,12 @@ def test_negation_cues_remove_the_location(text):
 
 def test_negation_is_scoped_to_its_clause():
     text = "small left effusion, no right effusion"
-    assert names(text) == {"left_lung"}
+    assert names(text) == {"left_lower_zone", "left_costophrenic_angle"}
     assert not parse_phrase(text).negated
     prior = spatial_prior(text, SIZE)
     h, w = SIZE
     cols = (np.arange(w) + 0.5) / w
-    # the left lung box starts at x = 0.52: beyond sigma (0.1) to its left the prior is flat
+    # the left lung boxes start at x = 0.52: beyond sigma (0.1) to their left the prior is flat
     assert np.all(prior[:, cols < 0.42] == 1.0)
     assert prior[:, cols > 0.5].max() == pytest.approx(2.5)
     flags = {(f.finding, f.negated) for f in parse_phrase(text).findings}
@@ -236,7 +255,7 @@ def test_odd_text_does_not_crash_and_is_flat(text):
 
 
 def test_non_ascii_punctuation_and_case_are_tolerated():
-    assert names("LEFT\u2011SIDED PLEURAL EFFUSION.") == {"left_lung"}       # non-breaking hyphen
+    assert names("LEFT\u2011SIDED PLEURAL EFFUSION.") == {"left_lower_zone", "left_costophrenic_angle"}       # non-breaking hyphen
     assert names("Left lower lobe consolidation") == names("left LOWER lobe: consolidation!!")
     assert names("opacité at the right base") == {"right_lower_zone"}
 
@@ -351,5 +370,6 @@ def test_bad_size_is_rejected():
 
 def test_as_record_for_the_parse_table():
     rec = parse_phrase("possible small left effusion, no pneumothorax").as_record()
-    assert rec == {"prior_regions": "left_lung", "prior_has_location": True, "prior_negated": False,
-                   "prior_uncertain": True, "prior_findings": "pleural effusion"}
+    assert rec == {"prior_regions": "left_lower_zone;left_costophrenic_angle", "prior_weights": "1.00;1.00",
+                   "prior_has_location": True, "prior_negated": False, "prior_uncertain": True,
+                   "prior_findings": "pleural effusion", "prior_negated_findings": "pneumothorax"}

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from matex.config import deep_update, load_config
+from matex.config import load_config
 from matex.io import read_npz
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,26 +37,14 @@ def _execute_notebook(path: Path, results: Path) -> None:
 
 
 def tiny_config(tmp_path: Path) -> Path:
-    cfg = load_config(ROOT / "config" / "config.yaml")
-    cfg = deep_update(cfg, {
-        "results_dir": str(tmp_path / "results"),
-        "data": {"synthetic": {"n_images": 48}},
-        "model": {"demo": {"vision": {"layers": 3, "width": 32, "heads": 2},
-                           "text": {"layers": 1, "width": 32, "heads": 2},
-                           "embed_dim": 32, "epochs": 1, "batch_size": 16, "warmup_steps": 1,
-                           "threads": 1}},
-        "attribution": {"max_pairs": 6, "batch_size": 4, "shards": 2,
-                        "params": {"rise": {"n_masks": 16, "batch": 8}, "m2ib": {"steps": 2, "n_noise": 2}}},
-        "roar": {"train_pairs": 16, "seeds": [0], "epochs": 1, "batch_size": 8, "text_methods": ["matex"]},
-        "evaluation": {"sanity": {"max_pairs": 4}, "bootstrap": {"n_resamples": 50}},
-        "figures": {"ablation_pairs": 4},
-    })
+    """.test/config/config.yaml (an overlay) merged onto config/config.yaml, results under tmp_path."""
+    cfg = load_config(ROOT / ".test" / "config" / "config.yaml", {"results_dir": str(tmp_path / "results")})
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/mscxr.yaml"])
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/mscxr.yaml", ".test/config/config.yaml"])
 def test_dry_run(configfile):
     res = _run(["-n", "--configfile", configfile, "--cores", "1"])
     assert res.returncode == 0, res.stderr[-3000:]
@@ -200,6 +188,57 @@ def _kill_during(cmd: list[str], logs: Path, rule: str, timeout: float = 900) ->
             proc.wait()
 
 
+def _planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run plans."""
+    import re
+
+    jobs: list[tuple[str, dict[str, str]]] = []
+    for line in dry_run_output.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line)
+        if m:
+            jobs.append((m.group(1), {}))
+        elif line.strip().startswith("wildcards:") and jobs:
+            jobs[-1][1].update(kv.strip().split("=", 1) for kv in line.split(":", 1)[1].split(","))
+    return jobs
+
+
+def _jobs_after_change(cfg_path: Path, workdir: Path, change: dict) -> list[tuple[str, dict[str, str]]]:
+    """The jobs Snakemake would run on a finished run after one config change (a dry run)."""
+    from matex.config import deep_update
+
+    changed = workdir / "changed.yaml"
+    changed.write_text(yaml.safe_dump(deep_update(yaml.safe_load(cfg_path.read_text()), change)))
+    res = _run(["-n", "--configfile", str(changed), "--cores", "1", "-d", str(workdir)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return _planned_jobs(res.stdout + res.stderr)
+
+
+# jobs that follow any change of what they summarise (the run's provenance record holds the whole config)
+_SUMMARIES = {"all", "aggregate", "provenance", "pipeline_runtime", "roar_summary"}
+
+
+def _assert_config_tracked_reruns(cfg_path: Path, workdir: Path) -> None:
+    """Changing one setting reruns exactly the jobs that use it, and what is downstream of them."""
+    # one method's parameter: that method's jobs, the tables and figures; no other method, no training
+    jobs = _jobs_after_change(cfg_path, workdir, {"attribution": {"params": {"matex": {"alpha": 0.9}}}})
+    rules = {r for r, _ in jobs}
+    assert {"attribute", "evaluate", "aggregate"} <= rules, jobs
+    assert not rules & {"make_synthetic", "prepare", "train_demo_model"}, jobs
+    methods = {w.get("method") or w.get("variant") for r, w in jobs if w.get("method") or w.get("variant")}
+    assert methods == {"matex"}, jobs
+    assert rules - _SUMMARIES <= {"attribute", "merge_attribution", "evaluate", "counterfactual", "sanity", "ablation",
+                                  "attribute_roar_train", "roar_finetune", "roar_finetune_text"} | {
+                                      r for r in rules if r.startswith("figure_")}, jobs
+    # the model: training and everything downstream of it, for every method
+    jobs = _jobs_after_change(cfg_path, workdir, {"model": {"demo": {"lr": 0.002}}})
+    cfg = yaml.safe_load(cfg_path.read_text())
+    assert "train_demo_model" in {r for r, _ in jobs} and "prepare" not in {r for r, _ in jobs}
+    assert {w["method"] for r, w in jobs if r == "evaluate"} == set(cfg["attribution"]["methods"])
+    # a figure option: figures only
+    jobs = _jobs_after_change(cfg_path, workdir, {"figures": {"qualitative_per_category": 2}})
+    assert {r for r, _ in jobs} - _SUMMARIES == {"figure_qualitative"}, jobs
+
+
 @pytest.mark.slow
 def test_end_to_end_tiny(tmp_path):
     """The whole DAG on a tiny config (two attribution shards per method), twice: the second run is
@@ -247,6 +286,7 @@ def test_end_to_end_tiny(tmp_path):
     # a rerun with unchanged inputs has nothing to do
     again = _run(["--configfile", str(cfg_path), "--cores", "1", "-n", "-d", str(tmp_path)])
     assert "Nothing to be done" in again.stdout + again.stderr
+    _assert_config_tracked_reruns(cfg_path, tmp_path)
 
     # second run from scratch, killed twice, resumed
     first = tmp_path / "first_run"

@@ -1,5 +1,6 @@
 """Compute attribution maps for a dataset and cache them: ``{method}.npz`` (maps keyed by pair id,
-float16 at the model input size) and ``{method}.parquet`` (per pair: runtime, map statistics,
+at the model input size, float32 by default: ``attribution.store_dtype``; float16 halves the size
+but creates ties at the maximum) and ``{method}.parquet`` (per pair: runtime, map statistics,
 config hash). Shards split a method's pairs so a cluster runs them in parallel; merging the shards
 gives exactly the unsharded artifacts."""
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..errors import MapError
-from ..io import read_npz, read_parquet_meta, write_npz, write_parquet
+from ..io import read_npz, read_npz_members, read_npz_meta, read_parquet_meta, write_npz, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,27 @@ def shard_rows(rows: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
     return np.array_split(rows, n_shards)[shard]
 
 
+def training_boxes_of(pairs: pd.DataFrame, size: int):
+    """The train split's aligned boxes, which the bias controls (mean_box, category_box) read; None
+    when the table lacks the columns. Masks are only computed when a method asks for them."""
+    from .mean_box import TrainingBoxes
+
+    if not {"split", "boxes", "category"} <= set(pairs.columns):
+        return None
+    return TrainingBoxes.from_pairs(pairs, size)
+
+
 def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame,
                    images_u8: np.ndarray, rows: Sequence[int], batch_size: int,
-                   store_dtype: str = "float16", progress: bool = True
+                   store_dtype: str = "float32", progress: bool = True,
+                   audit: dict[str, np.ndarray] | None = None
                    ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Explain the given rows in batches; return ``{pair_id: map}`` (plus ``text/<pair_id>`` token
-    maps where the method has a text side) and a per-pair statistics table."""
+    maps where the method has a text side) and a per-pair statistics table.
+
+    ``audit``: a dict to fill with what an auditor reads beside the maps: each component map the
+    method fused (``components/<name>/<pair_id>``, float16) and the token strings a text map scores
+    (``tokens/<pair_id>``)."""
     import torch
 
     from . import explain
@@ -43,6 +59,7 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
     maps: dict[str, np.ndarray] = {}
     records: list[dict[str, Any]] = []
     rows = np.asarray(rows, dtype=np.int64)
+    training_boxes = training_boxes_of(pairs, model.geometry.size)
     for start in tqdm(range(0, len(rows), batch_size), desc=f"attribute {method}", disable=not progress,
                       unit="batch"):
         idx = rows[start:start + batch_size]
@@ -50,7 +67,10 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
         images = model.preprocess(np.ascontiguousarray(images_u8[idx]))
         texts = batch["phrase"].tolist()
         t0 = time.perf_counter()
-        out = explain(model, images, texts, method=method, **dict(params))
+        sizes = (list(zip(batch["image_height"], batch["image_width"]))
+                 if {"image_height", "image_width"} <= set(batch.columns) else None)
+        out = explain(model, images, texts, method=method, image_sizes=sizes, training_boxes=training_boxes,
+                      categories=batch["category"].astype(str).tolist(), **dict(params))
         if images.is_cuda:
             torch.cuda.synchronize()
         per_pair = (time.perf_counter() - t0) / len(idx)
@@ -63,23 +83,32 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
             maps[pair_id] = m.astype(store_dtype)
             if out.text is not None:
                 maps[f"text/{pair_id}"] = np.asarray(out.text[j], dtype=np.float32)
+            if audit is not None:
+                for name, comp in out.components.items():
+                    audit[f"components/{name}/{pair_id}"] = comp[j].detach().float().cpu().numpy().astype(np.float16)
             records.append({"pair_id": pair_id, "row": int(idx[j]), "method": method,
                             "category": batch["category"].iloc[j], "runtime_s": per_pair,
                             "map_min": float(m.min()), "map_max": float(m.max()),
                             "map_mean": float(m.mean()), "map_std": float(m.std())})
+        if audit is not None and out.text is not None:
+            from ..models.tokens import token_strings
+
+            for pair_id, toks in zip(batch["pair_id"], token_strings(model, texts, [len(t) for t in out.text])):
+                audit[f"tokens/{pair_id}"] = np.array(toks, dtype=str)
     return maps, pd.DataFrame.from_records(records)
 
 
 def write_attribution(maps: Mapping[str, np.ndarray], table: pd.DataFrame, meta: Mapping[str, Any],
-                      out_npz: str | Path, out_parquet: str | Path) -> None:
+                      out_npz: str | Path, out_parquet: str | Path,
+                      audit: Mapping[str, np.ndarray] | None = None, out_audit: str | Path | None = None) -> None:
     table = table.assign(config_hash=meta.get("config_hash", ""))
     write_npz(out_npz, maps, meta)
     write_parquet(out_parquet, table, meta)
+    if out_audit is not None:
+        write_npz(out_audit, dict(audit or {}), meta)
 
 
-def merge_shards(npz_paths: Sequence[str | Path], parquet_paths: Sequence[str | Path],
-                 out_npz: str | Path, out_parquet: str | Path) -> None:
-    """Concatenate shard artifacts (in shard order) into the method's artifacts."""
+def _merge_npz(npz_paths: Sequence[str | Path]) -> tuple[dict[str, np.ndarray], dict]:
     maps: dict[str, np.ndarray] = {}
     metas = []
     for p in npz_paths:
@@ -88,29 +117,39 @@ def merge_shards(npz_paths: Sequence[str | Path], parquet_paths: Sequence[str | 
         metas.append({k: v for k, v in meta.items() if k != "shard"})
     if any(m != metas[0] for m in metas):
         raise MapError(f"shards were made with different settings: {list(map(str, npz_paths))}")
+    return maps, dict(metas[0])
+
+
+def merge_shards(npz_paths: Sequence[str | Path], parquet_paths: Sequence[str | Path],
+                 out_npz: str | Path, out_parquet: str | Path,
+                 audit_paths: Sequence[str | Path] = (), out_audit: str | Path | None = None) -> None:
+    """Concatenate shard artifacts (in shard order) into the method's artifacts."""
+    maps, meta = _merge_npz(npz_paths)
     table = pd.concat([pd.read_parquet(p) for p in parquet_paths], ignore_index=True)
-    meta = dict(metas[0])
     write_npz(out_npz, maps, meta)
     write_parquet(out_parquet, table, meta)
+    if out_audit is not None:
+        audit, audit_meta = _merge_npz(audit_paths)
+        write_npz(out_audit, audit, audit_meta)
 
 
 def load_maps(npz_path: str | Path, pair_ids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str], dict]:
-    """Image maps stacked as float32 (B, H, W) in the order of ``pair_ids`` (default: file order)."""
-    arrays, meta = read_npz(npz_path)
-    ids = list(pair_ids) if pair_ids is not None else [k for k in arrays if not k.startswith("text/")]
-    missing = [p for p in ids if p not in arrays]
-    if missing:
-        raise MapError(f"{npz_path} has no map for pairs {missing[:5]}")
+    """Image maps stacked as float32 (B, H, W) in the order of ``pair_ids`` (default: file order).
+    Only the requested maps are decompressed."""
+    meta = read_npz_meta(npz_path)
+    if pair_ids is None:
+        with np.load(npz_path, allow_pickle=False) as z:
+            pair_ids = [k for k in z.files if k != "__meta__" and not k.startswith("text/")]
+    ids = list(pair_ids)
+    arrays = read_npz_members(npz_path, ids)
     return np.stack([arrays[p].astype(np.float32) for p in ids]), ids, meta
 
 
 def load_token_maps(npz_path: str | Path, pair_ids: Sequence[str]) -> list[np.ndarray] | None:
     """Token maps (keys ``text/<pair_id>``) as float32 arrays in the order of ``pair_ids``; None when
-    the file holds no token map at all (the method has no text side)."""
-    arrays, _ = read_npz(npz_path)
-    if not any(k.startswith("text/") for k in arrays):
-        return None
-    missing = [p for p in pair_ids if f"text/{p}" not in arrays]
-    if missing:
-        raise MapError(f"{npz_path} has no token map for pairs {missing[:5]}")
+    the file holds no token map at all (the method has no text side). Only those maps are read."""
+    with np.load(npz_path, allow_pickle=False) as z:
+        if not any(k.startswith("text/") for k in z.files):
+            return None
+    arrays = read_npz_members(npz_path, [f"text/{p}" for p in pair_ids])
     return [arrays[f"text/{p}"].astype(np.float32) for p in pair_ids]

@@ -10,7 +10,7 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("chefer")
+@register("chefer", reference="Chefer, Gur, Wolf, ICCV 2021")
 def chefer(ctx: ForwardContext, *, start_layer: int = 0) -> ExplainOutput:
     tr = ctx.trace(attention_grads=True)
     n_blocks = len(tr.vision.attention)

@@ -6,7 +6,7 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("grad_input")
+@register("grad_input", reference="Shrikumar et al., 2016 (gradient × input)")
 def grad_input(ctx: ForwardContext) -> ExplainOutput:
     g = ctx.trace(input_grad=True).input_grad
     return ExplainOutput(image=minmax_norm((g.float() * ctx.images.float()).sum(1).abs()))

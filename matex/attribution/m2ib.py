@@ -1,61 +1,135 @@
-"""M2IB (Wang, Rudner, Wilson 2023; DESIGN 4): an information bottleneck on the vision tokens after
-block ``layer``. Per token a gate λ = sigmoid(α) (α starts at ``init``) mixes the tokens R with
-noise: Z = λ·R + (1−λ)·ε, ε ~ N(μ_R, σ_R²), μ_R, σ_R the per-feature statistics of the pair's own
-tokens (so batching never changes a pair's map). ``steps`` Adam steps at ``lr`` minimise
-−S(Z) + β·KL(Q(Z|R) ‖ N(μ_R, σ_R²)), averaged over ``n_noise`` noisy copies; the map is the KL
-capacity per patch token (summed over features). Pairs are optimised together: each pair's loss
-depends only on its own gates and Adam is element-wise, so this equals one-by-one optimisation.
-The noise draw (seeded) is shared by the pairs of a batch. Image side only."""
+"""M2IB as published (Wang, Rudner, Wilson, NeurIPS 2023; DESIGN 4): an information bottleneck on
+the tokens h (T, D) after one block, on the image side and on the text side.
+
+One gate per token AND feature: λ = sigmoid(α), α of shape (T, D) started at ``init`` (5). The
+bottleneck replaces h by Z = λ·h + (1−λ)·ε, ε ~ N(0, 1), in the features' own coordinates (the
+authors' code builds a mean/std estimator but its forward pass never uses it: h is the raw block
+output and the noise is standard normal). The capacity is KL(N(λ·h, (1−λ)²) ‖ N(0, 1)) per element.
+``steps`` Adam steps at ``lr`` minimise β·mean_{T,D}(capacity) − mean over ``n_noise`` noisy copies
+of S, the cosine similarity of the pair's two embeddings (the other tower untouched). The map is the
+capacity summed over features per token (``readout='capacity'``, the authors' code; ``'gate'``
+sums λ instead), read, as their code does, at the gates of the LAST forward pass (before the last
+Adam update); image: patch tokens, reshaped to the grid, upsampled, min-max; text: the real tokens
+(SOT..EOT), min-max.
+
+Block: ``layer`` / ``text_layer`` None = the published depth (after block 9 of 12, 0-based) scaled
+to the tower: 10/12 of the blocks before the bottleneck, at most the second-to-last block.
+Noise: step k draws ε = randn((n_noise, T, D)) from ``torch.Generator().manual_seed(seed)`` in step
+order (text: a second generator with the same seed, (n_noise, context_length, D) sliced to the
+tokens), shared by the pairs of a batch: a pair's map does not depend on its batch. Pairs are
+optimised together: each pair's loss depends only on its own gates and Adam is element-wise, so
+this equals one-by-one optimisation."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .common import grid_to_image, resolve_block
+from .common import grid_to_image, masked_minmax, resolve_block
 from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
+PUBLISHED_BLOCK, PUBLISHED_DEPTH = 9, 12     # bottleneck after block 9 (0-based) of ViT-B/32's 12
 
-def capacity(r_norm: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """KL(N(λ·r, (1−λ)²) ‖ N(0, 1)) element-wise, in the coordinates (Z − μ_R)/σ_R."""
-    lam = torch.sigmoid(alpha)
-    log_sd = F.logsigmoid(-alpha)                 # log(1 − λ), stable for large α
-    mu = lam * r_norm
+
+def scaled_block(layer: int | None, n_blocks: int, key: str) -> int:
+    """0-based block after which the bottleneck sits: ``layer`` when given, else the published
+    depth scaled: round(10/12·L) blocks before it, clamped to [0, L−2] (L = 1: block 0)."""
+    if layer is not None:
+        return resolve_block(layer, n_blocks, key)
+    before = int((PUBLISHED_BLOCK + 1) * n_blocks / PUBLISHED_DEPTH + 0.5)
+    return max(0, min(before - 1, n_blocks - 2))
+
+
+def capacity(h: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """KL(N(λ·h, (1−λ)²) ‖ N(0, 1)) element-wise, λ = sigmoid(α); log(1−λ) = logsigmoid(−α) stays
+    finite where 1 − λ rounds to 0 in float32 (α ≳ 17)."""
+    log_sd = F.logsigmoid(-alpha)
+    mu = torch.sigmoid(alpha) * h
     return 0.5 * (torch.exp(2 * log_sd) + mu ** 2 - 1.0) - log_sd
 
 
-@register("m2ib")
-def m2ib(ctx: ForwardContext, *, layer: int = -3, beta: float = 0.1, steps: int = 10, lr: float = 1.0, n_noise: int = 10, init: float = 5.0, seed: int = 0) -> ExplainOutput:
-    if steps < 0 or n_noise < 1:
-        raise ConfigError(f"attribution.params.m2ib: need steps>=0 and n_noise>=1 (got {steps}, {n_noise})")
-    n_blocks = len(ctx.vision_blocks)
-    block = resolve_block(layer, n_blocks, "attribution.params.m2ib.layer")
-    tokens = ctx.vision_tokens_after(block)
-    dtype = tokens.dtype
-    r = tokens.float()
-    b, t, d = r.shape
-    mu = r.mean(1, keepdim=True)
-    sd = r.std(1, keepdim=True).clamp_min(1e-6)
-    r_norm = (r - mu) / sd
-    gen = torch.Generator().manual_seed(int(seed))
-    alpha = torch.full((b, t, 1), float(init), device=r.device, requires_grad=True)
+def fit_bottleneck(h: torch.Tensor, similarity, token_mask: torch.Tensor, *, beta: float, steps: int,
+                   lr: float, n_noise: int, init: float, noise: torch.Tensor) -> torch.Tensor:
+    """Optimise the gates α (B, T, D) of tokens h (B, T, D); return the α of the last forward pass.
+
+    similarity: (n_noise·B, T, D) bottlenecked tokens -> (n_noise·B,) S. token_mask (B, T): tokens
+    that count in the capacity mean (text: SOT..EOT). noise: (steps, n_noise, T, D)."""
+    b, t, d = h.shape
+    alpha = torch.full((b, t, d), float(init), device=h.device, requires_grad=True)
     opt = torch.optim.Adam([alpha], lr=float(lr))
-    for _ in range(int(steps)):
-        noise = torch.randn(n_noise, 1, t, d, generator=gen).to(r.device)
+    weight = (token_mask.float() / (token_mask.sum(1, keepdim=True).float() * d)).unsqueeze(-1)  # mean over T·D
+    read = alpha.detach().clone()
+    for k in range(int(steps)):
+        eps = noise[k].unsqueeze(1).to(h.device)                                 # (n_noise, 1, T, D)
+        read = alpha.detach().clone()
         with torch.enable_grad():
             lam = torch.sigmoid(alpha)
-            z = lam * r + (1 - lam) * (mu + sd * noise)                        # (n_noise, B, T, D)
-            feats = ctx.vision_features_from(z.reshape(n_noise * b, t, d).to(dtype), block + 1)
-            s = ctx.image_similarity(feats, repeat=n_noise).view(n_noise, b)
-            kl = capacity(r_norm, alpha).mean((1, 2))
-            loss = (-s.mean(0) + float(beta) * kl).sum()
-            (grad,) = torch.autograd.grad(loss, [alpha])                       # model .grad untouched
+            z = lam * h + (1 - lam) * eps                                        # (n_noise, B, T, D)
+            s = similarity(z.reshape(n_noise * b, t, d)).view(n_noise, b)
+            kl = (capacity(h, alpha) * weight).sum((1, 2))
+            loss = (float(beta) * kl - s.mean(0)).sum()
+            (grad,) = torch.autograd.grad(loss, [alpha])                         # model .grad untouched
         opt.zero_grad(set_to_none=True)
         alpha.grad = grad
         opt.step()
+    return read
+
+
+def readout_scores(h: torch.Tensor, alpha: torch.Tensor, readout: str) -> torch.Tensor:
+    """Per-token score (B, T): capacity or gate summed over features."""
     with torch.no_grad():
-        cap = capacity(r_norm, alpha).sum(-1)[:, 1:]
-    return ExplainOutput(image=grid_to_image(cap, ctx.size),
-                         meta={"options": {"block": block, "noise": "per-pair token statistics, shared draw",
-                                           "seed": int(seed)}})
+        return (capacity(h, alpha) if readout == "capacity" else torch.sigmoid(alpha)).sum(-1)
+
+
+def draw_noise(seed: int, steps: int, n_noise: int, t: int, d: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.stack([torch.randn(n_noise, t, d, generator=gen) for _ in range(int(steps))]) if steps \
+        else torch.zeros(0, n_noise, t, d)
+
+
+@register("m2ib", reference="Wang, Rudner, Wilson, NeurIPS 2023")
+def m2ib(ctx: ForwardContext, *, layer: int | None = None, text_layer: int | None = None, beta: float = 0.1, steps: int = 10, lr: float = 1.0, n_noise: int = 10, init: float = 5.0, readout: str = "capacity", text_side: bool = True, seed: int = 0) -> ExplainOutput:
+    if steps < 0 or n_noise < 1:
+        raise ConfigError(f"attribution.params.m2ib: need steps>=0 and n_noise>=1 (got {steps}, {n_noise})")
+    if readout not in ("capacity", "gate"):
+        raise ConfigError(f"attribution.params.m2ib.readout={readout!r}; expected capacity or gate")
+    fit = dict(beta=beta, steps=steps, lr=lr, n_noise=n_noise, init=init)
+    # image side: bottleneck after a vision block, text embedding fixed
+    block = scaled_block(layer, len(ctx.vision_blocks), "attribution.params.m2ib.layer")
+    tokens = ctx.vision_tokens_after(block)
+    dtype = tokens.dtype
+    h = tokens.float()
+    b, t, d = h.shape
+
+    def image_similarity(z: torch.Tensor) -> torch.Tensor:
+        return ctx.image_similarity(ctx.vision_features_from(z.to(dtype), block + 1), repeat=n_noise)
+
+    every = torch.ones(b, t, dtype=torch.bool, device=h.device)
+    alpha = fit_bottleneck(h, image_similarity, every, noise=draw_noise(seed, steps, n_noise, t, d), **fit)
+    image = grid_to_image(readout_scores(h, alpha, readout)[:, 1:], ctx.size)
+    options = {"block": block, "noise": "N(0, 1) on the raw block output, one draw per step shared by the batch",
+               "readout": f"{readout} summed over features, gates of the last forward pass", "seed": int(seed)}
+
+    text_scores = None
+    if text_side and ctx.has_text_tower:
+        n_text = len(ctx.clip.transformer.resblocks)
+        tblock = scaled_block(text_layer, n_text, "attribution.params.m2ib.text_layer")
+        ttokens = ctx.text_tokens_after(tblock)
+        tdtype = ttokens.dtype
+        th = ttokens.float()
+        n = th.shape[1]
+        eot = ctx.tokens.argmax(dim=-1).to(th.device)
+        real = torch.arange(n, device=th.device).unsqueeze(0) <= eot.unsqueeze(1)
+
+        def text_similarity(z: torch.Tensor) -> torch.Tensor:
+            return ctx.text_similarity(ctx.text_features_from(z.to(tdtype), tblock + 1, repeat=n_noise),
+                                       repeat=n_noise)
+
+        tnoise = draw_noise(seed, steps, n_noise, ctx.tokens.shape[1], th.shape[2])[:, :, :n]
+        talpha = fit_bottleneck(th, text_similarity, real, noise=tnoise, **fit)
+        scores = masked_minmax(readout_scores(th, talpha, readout), real).cpu().numpy().astype(np.float32)
+        text_scores = [scores[i, :int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
+        options["text_block"] = tblock
+    return ExplainOutput(image=image, text=text_scores, meta={"options": options})

@@ -95,12 +95,14 @@ class PriorMaps:
     present: list[bool]
 
 
-@lru_cache(maxsize=4096)
-def _prior_cached(text: str, size: tuple[int, int], sigma: float, strength: float) -> tuple[np.ndarray, np.ndarray, bool]:
-    """P, norm(P) and "a location was found" for one phrase; phrases repeat, so each is computed once."""
+@lru_cache(maxsize=256)   # ~0.4 MB per entry at 224 px: films of many sizes would fill a big cache
+def _prior_cached(text: str, size: tuple[int, int], sigma: float, strength: float,
+                  image_size: tuple[int, int] | None, input_mode: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """P, norm(P) and "a location was found" for one phrase on one film size; computed once."""
     from matex.priors import spatial_prior
 
-    p = np.asarray(spatial_prior(text, size, sigma=sigma, strength=strength), dtype=np.float32)
+    p = np.asarray(spatial_prior(text, size, sigma=sigma, strength=strength, image_size=image_size,
+                                 input_mode=input_mode), dtype=np.float32)
     if p.shape != tuple(size):
         raise ConfigError(f"spatial_prior returned shape {p.shape} for size {size}")
     normalised = minmax_norm(torch.from_numpy(p)).numpy()
@@ -110,15 +112,21 @@ def _prior_cached(text: str, size: tuple[int, int], sigma: float, strength: floa
 
 
 def spatial_priors(texts: Sequence[str], size: tuple[int, int], sigma: float, strength: float,
-                   device=None) -> PriorMaps:
-    """Stack the text-guided priors of ``texts`` at ``size`` (each phrase's prior is cached)."""
-    cached = [_prior_cached(t, tuple(size), float(sigma), float(strength)) for t in texts]
+                   device=None, image_sizes: Sequence[tuple[int, int]] | None = None,
+                   input_mode: str = "center_crop") -> PriorMaps:
+    """Stack the text-guided priors of ``texts`` at ``size``, each laid on the model input as its
+    film (``image_sizes``: (height, width) per text; None = the input is the film) went through
+    ``input_mode`` (issue 12, finding 10). Each (phrase, film size) is computed once."""
+    films = list(image_sizes) if image_sizes is not None else [None] * len(texts)
+    cached = [_prior_cached(t, tuple(size), float(sigma), float(strength),
+                            None if f is None else (int(f[0]), int(f[1])), input_mode)
+              for t, f in zip(texts, films)]
     return PriorMaps(raw=torch.from_numpy(np.stack([c[0] for c in cached])).to(device),
                      normalised=torch.from_numpy(np.stack([c[1] for c in cached])).to(device),
                      present=[c[2] for c in cached])
 
 
-@register("matex")
+@register("matex", reference="Imran, Lee, Lee, arXiv 2601.11666, 2026")
 def matex(ctx: ForwardContext, *, alpha: float = 0.5, beta: float = 0.2, gamma: float = 0.35, delta: float = 0.2, tau: float = 0.5, rollout_layers: int | list[int] | None = None, gradient_layers: int | list[int] = 4, consistency_eps: float = 1e-06, prior_sigma: float = 0.1, prior_strength: float = 2.5) -> ExplainOutput:
     """The fused MATEX map, its components, and per-token text scores."""
     use_text = ctx.has_text_tower
@@ -138,7 +146,7 @@ def matex(ctx: ForwardContext, *, alpha: float = 0.5, beta: float = 0.2, gamma: 
     rollout = upsample(tokens_to_grid(comp["rollout"][:, 1:]), size)
     consistency = upsample(tokens_to_grid(comp["consistency"][:, 1:]), size)
     gradient = upsample(tokens_to_grid(comp["gradient"][:, 1:]), size)
-    prior = spatial_priors(ctx.texts, size, prior_sigma, prior_strength, device)
+    prior = spatial_priors(ctx.texts, size, prior_sigma, prior_strength, device, ctx.image_sizes, ctx.input_mode)
     components = {"rollout": rollout, "consistency": consistency, "gradient": minmax_norm(gradient),
                   "prior": prior.normalised, "grad_prior": minmax_norm(gradient * prior.raw),
                   "grad_consistency": minmax_norm(gradient * consistency)}

@@ -9,7 +9,7 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("random")
+@register("random", reference="control: uniform noise (the floor)")
 def random_map(ctx: ForwardContext, *, seed: int = 0) -> ExplainOutput:
     h, w = ctx.size
     # one small draw per pair (no model pass): the per-pair seed is what makes it batch-independent

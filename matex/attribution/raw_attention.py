@@ -6,7 +6,7 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("raw_attention")
+@register("raw_attention", reference="last-layer CLS attention, mean of heads (Abnar & Zuidema, ACL 2020, as baseline)")
 def raw_attention(ctx: ForwardContext) -> ExplainOutput:
     tr = ctx.trace()
     cls_row = tr.vision.attention[-1].float().mean(1)[:, 0, 1:]

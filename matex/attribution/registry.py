@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MapError
+from ..methods_catalog import check_param_type  # noqa: F401  (torch-free, shared with config checks)
 from .common import check_finite
 
 
@@ -100,31 +101,6 @@ def _load_methods() -> None:
             importlib.import_module(f"{pkg_name}.{info.name}")
 
 
-_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-
-
-def check_param_type(method: str, key: str, value: Any, annotation: str) -> None:
-    """Raise a ConfigError naming ``attribution.params.<method>.<key>`` when ``value`` does not fit the
-    parameter's annotation (``int``, ``float``, ``str``, ``bool``, ``X | None``, ``list[X]`` and unions of
-    these); other annotations are not checked."""
-    def fits(v: Any, ann: str) -> bool | None:
-        ann = ann.strip()
-        if ann == "None":
-            return v is None
-        if ann in _SCALARS:
-            if isinstance(v, bool) and ann != "bool":
-                return False
-            return isinstance(v, _SCALARS[ann])
-        if ann.startswith("list[") and ann.endswith("]"):
-            return isinstance(v, (list, tuple)) and all(fits(x, ann[5:-1]) is not False for x in v)
-        return None  # unknown annotation: not checked
-    results = [fits(value, a) for a in annotation.split("|")]
-    if any(r is True for r in results) or all(r is None for r in results):
-        return
-    raise ConfigError(f"attribution.params.{method}.{key}: expected {annotation}, got {value!r} "
-                      f"({type(value).__name__})")
-
-
 def resolve_params(spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults overridden by ``params``; an unknown key or a value of the wrong type is a ConfigError
     naming the config path ``attribution.params.<method>.<key>``."""
@@ -137,11 +113,33 @@ def resolve_params(spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any
     return {**spec.defaults, **dict(params)}
 
 
-def explain(model, images, texts: Sequence[str], method: str = "matex", **params: Any) -> ExplainOutput:
+def _film_sizes(images, image_sizes, n: int) -> list[tuple[int, int]] | None:
+    """Each film's (height, width): given, read off PIL images, or None (the input is the film)."""
+    from ..errors import DataError
+
+    if image_sizes is None:
+        from PIL import Image
+
+        if isinstance(images, (list, tuple)) and images and all(isinstance(i, Image.Image) for i in images):
+            return [(int(i.height), int(i.width)) for i in images]
+        return None
+    sizes = [(int(h), int(w)) for h, w in image_sizes]
+    if len(sizes) != n or any(h <= 0 or w <= 0 for h, w in sizes):
+        raise DataError(f"image_sizes needs one positive (height, width) per text, got {image_sizes!r:.120}")
+    return sizes
+
+
+def explain(model, images, texts: Sequence[str], method: str = "matex", *,
+            image_sizes: Sequence[tuple[int, int]] | None = None, training_boxes: Any = None,
+            categories: Sequence[str] | None = None, **params: Any) -> ExplainOutput:
     """Explain each (image, text) pair with ``method``.
 
     images: normalised (B, 3, H, W) tensor, (B, H, W) uint8 array or list of PIL images.
-    texts: one phrase per image. Returns maps (B, H, W) float32 in [0, 1] on CPU."""
+    texts: one phrase per image. image_sizes: each original film's (height, width), so that the
+    text prior is laid on the input as the film was (taken from PIL images when not given; otherwise
+    the image is taken to be the input itself). Returns maps (B, H, W) float32 in [0, 1] on CPU.
+    training_boxes, categories: only the bias controls read them (``mean_box``: the training pairs'
+    boxes, a ``mean_box.TrainingBoxes``; ``category_box``: those and each pair's finding category)."""
     from .wrapper import ForwardContext
 
     from ..errors import DataError
@@ -160,7 +158,10 @@ def explain(model, images, texts: Sequence[str], method: str = "matex", **params
     was_training = model.clip.training
     model.clip.eval()  # dropout off: maps must be deterministic
     try:
-        ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts)
+        ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts,
+                             image_sizes=_film_sizes(images, image_sizes, len(texts)),
+                             training_boxes=training_boxes,
+                             categories=None if categories is None else [str(c) for c in categories])
         out = spec.fn(ctx, **used)
     finally:
         model.clip.train(was_training)

@@ -29,7 +29,7 @@ def rise_masks(n_masks: int, cells: int, p: float, size: tuple[int, int], genera
     return up[torch.arange(n_masks)[:, None, None], rows, cols].clamp_(0.0, 1.0)  # bilinear rounding
 
 
-@register("rise")
+@register("rise", reference="Petsiuk, Das, Saenko, BMVC 2018")
 def rise(ctx: ForwardContext, *, n_masks: int = 500, cells: int = 8, p: float = 0.1, batch: int = 100, seed: int = 0) -> ExplainOutput:
     if n_masks < 1 or cells < 1 or not 0 < p <= 1 or batch < 1:
         raise ConfigError(f"attribution.params.rise: need n_masks>=1, cells>=1, 0<p<=1, batch>=1 "

@@ -30,7 +30,7 @@ def discard_lowest(fused: torch.Tensor, ratio: float) -> torch.Tensor:
     return flat.view(b, t, t)
 
 
-@register("rollout")
+@register("rollout", reference="Abnar & Zuidema, ACL 2020")
 def rollout(ctx: ForwardContext, *, discard_ratio: float = 0.0, head_fusion: str = 'mean') -> ExplainOutput:
     if head_fusion not in HEAD_FUSIONS:
         raise ConfigError(f"attribution.params.rollout.head_fusion={head_fusion!r}; expected one of "

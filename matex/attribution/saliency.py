@@ -6,7 +6,7 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("saliency")
+@register("saliency", reference="Simonyan, Vedaldi, Zisserman, ICLR Workshop 2014")
 def saliency(ctx: ForwardContext) -> ExplainOutput:
     g = ctx.trace(input_grad=True).input_grad
     return ExplainOutput(image=minmax_norm(g.float().abs().amax(1)))

@@ -10,7 +10,7 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
-@register("sobel")
+@register("sobel", reference="control: Sobel edge magnitude of the image (ignores the phrase and the model)")
 def sobel(ctx: ForwardContext) -> ExplainOutput:
     x = ctx.images.float()
     mean = torch.tensor(ctx.model.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)

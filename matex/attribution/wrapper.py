@@ -183,7 +183,15 @@ class ForwardContext:
     images: torch.Tensor            # normalised (B, 3, H, W) on the model's device
     tokens: torch.Tensor            # (B, context_length)
     texts: list[str]
+    # the original films' (height, width) per pair, for priors laid in the model's frame (issue 12,
+    # finding 10); None: each image is taken to be the model input itself
+    image_sizes: list[tuple[int, int]] | None = None
+    # the training pairs' aligned boxes and each explained pair's finding category: read only by the
+    # bias controls mean_box and category_box (None when the caller did not supply them)
+    training_boxes: object | None = None     # matex.attribution.mean_box.TrainingBoxes
+    categories: list[str] | None = None
     _text_features: torch.Tensor | None = field(default=None, repr=False)
+    _image_features: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def clip(self) -> nn.Module:
@@ -192,6 +200,12 @@ class ForwardContext:
     @property
     def size(self) -> tuple[int, int]:
         return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    @property
+    def input_mode(self) -> str:
+        """How films became the input (``center_crop`` or ``letterbox``), from the model's geometry."""
+        geometry = getattr(self.model, "geometry", None)
+        return getattr(geometry, "mode", "center_crop")
 
     @property
     def batch(self) -> int:
@@ -238,6 +252,18 @@ class ForwardContext:
         if self._text_features is None:
             self._text_features = F.normalize(encode_text_prefix(self.clip, self.tokens).float(), dim=-1)
         return self._text_features
+
+    @torch.no_grad()
+    def image_features(self) -> torch.Tensor:
+        """Normalised image embeddings (B, D), computed once, no graph."""
+        if self._image_features is None:
+            self._image_features = F.normalize(self.clip.encode_image(self.images).float(), dim=-1)
+        return self._image_features
+
+    def text_similarity(self, text_features: torch.Tensor, repeat: int = 1) -> torch.Tensor:
+        """cos(f_I, f_T) for text features laid out as ``repeat`` copies of the batch."""
+        fi = self.image_features().repeat(repeat, 1)
+        return (F.normalize(text_features.float(), dim=-1) * fi).sum(-1)
 
     def image_similarity(self, image_features: torch.Tensor, repeat: int = 1) -> torch.Tensor:
         """cos(f_I, f_T) for image features laid out as ``repeat`` copies of the batch."""
@@ -342,4 +368,47 @@ class ForwardContext:
         x = x if batch_first else x.transpose(0, 1)
         for blk in blocks:
             x = blk(x)
+        return x if batch_first else x.transpose(0, 1)
+
+    # -- the same partial passes on the text tower (M2IB's text side) ------------------------------
+    def _text_ids_and_mask(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The token ids the text tower reads and their attention mask: the shortest prefix holding
+        every EOT for a causal, argmax-pooled tower (exact, see ``encode_text_prefix``), else all."""
+        mask = getattr(self.clip, "attn_mask", None)
+        if getattr(self.clip, "text_pool_type", None) == "argmax" and _is_causal_mask(mask):
+            n = int(self.tokens.argmax(dim=-1).max()) + 1
+            return self.tokens[:, :n], mask[:n, :n]
+        return self.tokens, mask
+
+    def text_tokens_after(self, block: int) -> torch.Tensor:
+        """Text tokens (B, n, D) after text block ``block`` (0-based), no graph; n as
+        ``_text_ids_and_mask`` (the EOT prefix when that is exact)."""
+        clip = self.clip
+        ids, mask = self._text_ids_and_mask()
+        dtype = clip.transformer.get_cast_dtype()
+        with torch.no_grad():
+            x = clip.token_embedding(ids).to(dtype) + clip.positional_embedding[:ids.shape[1]].to(dtype)
+            x = self._run_text_blocks(x, clip.transformer.resblocks[:block + 1], mask)
+        return x
+
+    def text_features_from(self, tokens: torch.Tensor, start_block: int, repeat: int = 1) -> torch.Tensor:
+        """Text features (B', embed_dim) from tokens (B' = repeat·B, n, D) entering text block
+        ``start_block``: the remaining blocks, the final norm, open_clip's pooling, the projection."""
+        from open_clip.transformer import text_global_pool
+
+        clip = self.clip
+        ids, mask = self._text_ids_and_mask()
+        x = clip.ln_final(self._run_text_blocks(tokens, clip.transformer.resblocks[start_block:], mask))
+        pooled = text_global_pool(x, ids.repeat(repeat, 1), clip.text_pool_type,
+                                  eos_token_id=getattr(clip, "text_eos_id", None))
+        proj = clip.text_projection
+        if proj is None:
+            return pooled
+        return proj(pooled) if isinstance(proj, nn.Module) else pooled @ proj
+
+    def _run_text_blocks(self, x: torch.Tensor, blocks, mask: torch.Tensor | None) -> torch.Tensor:
+        batch_first = bool(getattr(self.clip.transformer, "batch_first", True))
+        x = x if batch_first else x.transpose(0, 1)
+        for blk in blocks:
+            x = blk(x, attn_mask=mask)
         return x if batch_first else x.transpose(0, 1)

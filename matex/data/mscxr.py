@@ -77,9 +77,12 @@ def _record_start_lines(path: Path) -> list[int]:
 
 
 # --------------------------------------------------------------------------------------- pairs
-def pair_id_for(dicom_id: str, phrase: str) -> str:
-    """Deterministic, readable pair id: the image id plus 8 hex digits of the phrase's sha1."""
-    return f"{dicom_id}-{hashlib.sha1(phrase.encode('utf-8')).hexdigest()[:8]}"
+def pair_id_for(dicom_id: str, phrase: str, category: str) -> str:
+    """Deterministic, readable pair id: the image id plus 8 hex digits of the sha1 of the phrase and
+    its category. One pair is one (image, phrase, category) triple: MS-CXR files a few phrases of
+    one image under two categories, each with its own boxes (1162 pairs, not 1160)."""
+    key = f"{phrase}\x1f{category}"
+    return f"{dicom_id}-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:8]}"
 
 
 def split_patients(patients: list[str], val_fraction: float, seed: int) -> set[str]:
@@ -209,12 +212,12 @@ def build_pairs(csv_path: str | Path, image_root: str | Path, geometry: InputGeo
             n_clipped += 1
         kept.append(row)
 
-    pairs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in kept:
-        pairs.setdefault((row["dicom_id"], row["phrase"]), []).append(row)
+    pairs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in kept:   # one pair per (image, phrase, category)
+        pairs.setdefault((row["dicom_id"], row["phrase"], row["category"]), []).append(row)
 
     records = []
-    for (dicom_id, phrase), rows in pairs.items():
+    for (dicom_id, phrase, category), rows in pairs.items():
         first = rows[0]
         boxes = [row["box"] for row in rows if row["box"] is not None]
         if not boxes:  # only reachable with on_bad_row="skip": every box of the pair was dropped
@@ -222,8 +225,8 @@ def build_pairs(csv_path: str | Path, image_root: str | Path, geometry: InputGeo
                 f"pair left with no box (rows {[row['row'] for row in rows]})")
             continue
         records.append({
-            "pair_id": pair_id_for(dicom_id, phrase), "dicom_id": dicom_id, "patient_id": first["patient_id"],
-            "study_id": first["study_id"], "category": first["category"], "phrase": phrase,
+            "pair_id": pair_id_for(dicom_id, phrase, category), "dicom_id": dicom_id,
+            "patient_id": first["patient_id"], "study_id": first["study_id"], "category": category, "phrase": phrase,
             "image_path": first["image_path"], "image_width": first["image_width"],
             "image_height": first["image_height"], "boxes_orig": [row["box_orig"] for row in rows],
             "boxes": boxes, "box_status": [row["status"] for row in rows]})
@@ -235,7 +238,7 @@ def build_pairs(csv_path: str | Path, image_root: str | Path, geometry: InputGeo
     out = out.sort_values("pair_id", kind="stable").reset_index(drop=True)
     if out["pair_id"].duplicated().any():  # a sha1 prefix collision within one image: never silently merge
         dup = out.loc[out["pair_id"].duplicated(), "pair_id"].iloc[0]
-        raise DataError(f"two phrases of one image share pair id {dup}", file=str(csv_path))
+        raise DataError(f"two (phrase, category) pairs of one image share pair id {dup}", file=str(csv_path))
     return out, _report(df, out, bad.skipped, n_clipped, n_dropped, geometry)
 
 

@@ -14,7 +14,7 @@ _EXPORTS = {
     "masked_input": "faithfulness", "confidence_scores": "faithfulness", "image_confidence": "faithfulness",
     "text_keep_tokens": "faithfulness", "text_confidence": "faithfulness", "DROP_LABELS": "faithfulness",
     "randomize_cascading": "sanity", "spearman_maps": "sanity",
-    "bootstrap_ci": "stats", "summarise": "stats",
+    "bootstrap_ci": "stats", "summarise": "stats", "PatientBootstrap": "stats", "paired_difference": "stats",
 }
 
 __all__ = sorted(_EXPORTS)

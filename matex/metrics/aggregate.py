@@ -1,8 +1,15 @@
-"""Aggregate per-pair metrics of every method into one tidy table and summary tables with
-bootstrap intervals, overall and per finding category (Markdown and LaTeX)."""
+"""Aggregate per-pair metrics of every method into one tidy table and summary tables, overall and
+per finding category (Markdown, HTML and LaTeX; DESIGN.md section 5).
+
+Every interval is a percentile bootstrap that resamples *patients* (``stats.PatientBootstrap``);
+within one group of pairs (all pairs, one finding, one phrase subset) every method, metric and
+paired difference is computed on the same resamples. Paired differences are taken per pair and
+then averaged: each method against MATEX (every metric), against ``random`` (faithfulness) and
+against ``prior_only`` (localisation: what the model adds to the phrase's words).
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,63 +20,215 @@ METRICS: list[tuple[str, str, float]] = [
     ("img_conf_increase", "Img conf. incr. ↑", 100.0),
     ("txt_conf_drop", "Txt conf. drop ↓", 100.0),
     ("txt_conf_increase", "Txt conf. incr. ↑", 100.0),
+    ("deletion_auc", "Deletion AUC ↓", 100.0),
+    ("insertion_auc", "Insertion AUC ↑", 100.0),
     ("pointing_game", "Pointing ↑", 100.0),
     ("energy_in_box", "Energy in box ↑", 100.0),
     ("iou_top5", "IoU@5% ↑", 100.0),
     ("auroc", "AUROC ↑", 100.0),
     ("sanity_spearman", "Sanity ρ ↓", 1.0),
+    ("sanity_abs_spearman", "Sanity |ρ| ↓", 1.0),
+    ("sanity_ssim", "Sanity SSIM ↓", 1.0),
     ("runtime_ms", "ms / pair", 1.0),
 ]
+# Faithfulness scores: also reported relative to the random map on the same pairs.
+FAITHFULNESS = ["img_conf_drop", "img_conf_increase", "txt_conf_drop", "txt_conf_increase", "deletion_auc",
+                "insertion_auc"]
+# Localisation scores: also reported per phrase subset and as the gain over prior_only.
+LOCALISATION = ["pointing_game", "energy_in_box", "iou_top5", "auroc"]
+# Paired references: name -> the metrics compared against it (None = every metric).
+REFERENCES: dict[str, list[str] | None] = {"matex": None, "random": FAITHFULNESS, "prior_only": LOCALISATION}
+# Per-finding cells resting on fewer pairs than this are marked with a dagger.
+MIN_CELL_PAIRS = 20
+DAGGER = "†"
+DAGGER_NOTE = f"{DAGGER} fewer than {MIN_CELL_PAIRS} pairs in the cell: its interval is unreliable."
+# Sanity table column -> tidy metric name (the measures with every block randomised).
+SANITY_COLUMNS = {"spearman": "sanity_spearman", "abs_spearman": "sanity_abs_spearman", "ssim": "sanity_ssim"}
+SUBSETS = {"all": "All pairs", "location": "Phrase names a location", "no_location": "Phrase names no location"}
 
 
-def tidy_metrics(per_method: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Long format: pair_id, method, category, metric, value."""
+def pair_info(pairs: pd.DataFrame) -> pd.DataFrame:
+    """pair_id, patient_id (the bootstrap's cluster; the pair itself when the table has no patient
+    column) and has_location: the phrase parser finds a region in the phrase, so the text prior
+    carries location information (``matex.priors.parse_phrase``)."""
+    from ..priors import parse_phrase
+
+    patients = pairs["patient_id"].astype(str) if "patient_id" in pairs else pairs["pair_id"].astype(str)
+    return pd.DataFrame({"pair_id": pairs["pair_id"].to_numpy(), "patient_id": patients.to_numpy(),
+                         "has_location": [parse_phrase(str(p)).has_location for p in pairs["phrase"]]})
+
+
+def tidy_metrics(per_method: Sequence[pd.DataFrame], info: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Long format: pair_id, method, category, metric, value (plus patient_id and has_location
+    when ``info`` from :func:`pair_info` is given)."""
     wide = pd.concat(per_method, ignore_index=True)
     value_cols = [c for c, _, _ in METRICS if c in wide.columns]
-    return wide.melt(id_vars=["pair_id", "method", "category"], value_vars=value_cols,
+    tidy = wide.melt(id_vars=["pair_id", "method", "category"], value_vars=value_cols,
                      var_name="metric", value_name="value")
+    return attach_pair_info(tidy, info)
 
 
-def summarise_tidy(tidy: pd.DataFrame, by: Sequence[str], n_resamples: int, ci: float, seed: int) -> pd.DataFrame:
-    """mean, bootstrap interval and n per (by..., metric), scaled for reporting."""
-    from .stats import bootstrap_ci
+def attach_pair_info(tidy: pd.DataFrame, info: pd.DataFrame | None) -> pd.DataFrame:
+    """Add patient_id and has_location by pair_id (a pair missing from ``info`` is an error)."""
+    if info is None:
+        return tidy
+    tidy = tidy.drop(columns=[c for c in ("patient_id", "has_location") if c in tidy.columns])
+    out = tidy.merge(info, on="pair_id", how="left", validate="many_to_one")
+    missing = out["patient_id"].isna()
+    if missing.any():
+        raise KeyError(f"pairs {out.loc[missing, 'pair_id'].unique()[:5].tolist()} are not in the pairs table")
+    return out
+
+
+def summarise_tidy(tidy: pd.DataFrame, by: Sequence[str], n_resamples: int, ci: float, seed: int,
+                   references: Mapping[str, Sequence[str] | None] = REFERENCES) -> pd.DataFrame:
+    """One row per (by..., metric): mean, ci_low, ci_high, n (pairs), n_patients, and for each
+    reference r present: vs_r, vs_r_low, vs_r_high, vs_r_n (the per-pair difference method - r,
+    averaged over the pairs both score, with its interval), scaled for reporting.
+
+    ``by`` must contain "method"; the other columns define the groups, and each group draws its
+    patient resamples once (clusters: ``patient_id`` when present, else ``pair_id``)."""
+    from .stats import PatientBootstrap, paired_difference
 
     scale = {c: s for c, _, s in METRICS}
+    cluster = "patient_id" if "patient_id" in tidy.columns else "pair_id"
+    outer = [c for c in by if c != "method"]
+    groups = tidy.groupby(outer, sort=True) if outer else [((), tidy)]
     rows = []
-    for key, grp in tidy.groupby(list(by) + ["metric"], sort=True):
-        vals = grp["value"].to_numpy(dtype=float)
-        vals = vals[np.isfinite(vals)]
-        est, lo, hi = bootstrap_ci(vals, n_resamples=n_resamples, ci=ci, seed=seed) if len(vals) else (np.nan,) * 3
-        k = scale.get(key[-1], 1.0)
-        rows.append(dict(zip(list(by) + ["metric"], key), mean=est * k, ci_low=lo * k, ci_high=hi * k, n=len(vals)))
+    for key, grp in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        boot = PatientBootstrap(grp[cluster].unique(), n_resamples, ci, seed)
+        for metric, mg in grp.groupby("metric", sort=True):
+            wide = mg.pivot(index="pair_id", columns="method", values="value").astype(float)
+            patients = mg.drop_duplicates("pair_id").set_index("pair_id")[cluster].reindex(wide.index)
+            k = scale.get(metric, 1.0)
+            for method in wide.columns:
+                est, lo, hi, n, n_pat = boot.mean_ci(wide[method], patients)
+                row = {**dict(zip(outer, key)), "method": method, "metric": metric, "mean": est * k,
+                       "ci_low": lo * k, "ci_high": hi * k, "n": n, "n_patients": n_pat}
+                for ref, applies in references.items():
+                    d = (np.nan,) * 3 + (0,)
+                    if ref in wide.columns and (applies is None or metric in applies):
+                        d = boot.mean_ci(paired_difference(wide[method], wide[ref]), patients)[:4]
+                    row.update({f"vs_{ref}": d[0] * k, f"vs_{ref}_low": d[1] * k, f"vs_{ref}_high": d[2] * k,
+                                f"vs_{ref}_n": d[3]})
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _cell(r) -> str:
-    if not np.isfinite(r["mean"]):
+def localisation_by_phrase(tidy: pd.DataFrame, n_resamples: int, ci: float, seed: int) -> pd.DataFrame:
+    """Localisation summaries for all pairs, pairs whose phrase names a location and pairs whose
+    phrase names none (``subset`` column), each with its paired gain over prior_only."""
+    loc = tidy[tidy["metric"].isin(LOCALISATION)]
+    parts = [loc.assign(subset="all"), loc[loc["has_location"]].assign(subset="location"),
+             loc[~loc["has_location"].astype(bool)].assign(subset="no_location")]
+    parts = [p for p in parts if len(p)]
+    refs = {"matex": LOCALISATION, "prior_only": LOCALISATION}
+    return summarise_tidy(pd.concat(parts, ignore_index=True), ["subset", "method"], n_resamples, ci, seed, refs)
+
+
+def _cell(r, prefix: str = "mean", min_pairs: int | None = None) -> str:
+    """'value [low, high]' from the columns ``prefix`` (mean | vs_<ref>), a dagger when the cell
+    rests on fewer than ``min_pairs`` pairs."""
+    value, low, high = (r["mean"], r["ci_low"], r["ci_high"]) if prefix == "mean" else (
+        r[prefix], r[f"{prefix}_low"], r[f"{prefix}_high"])
+    if not np.isfinite(value):
         return "–"
-    return f"{r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+    n = r["n"] if prefix == "mean" else r[f"{prefix}_n"]
+    mark = DAGGER if min_pairs is not None and n < min_pairs else ""
+    if prefix != "mean":
+        return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]{mark}"
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]{mark}"
 
 
-def wide_table(summary: pd.DataFrame, method_order: Sequence[str]) -> pd.DataFrame:
-    """Methods (rows) x metrics (columns), cells 'mean [low, high]', paper's column order."""
+def _pivot(summary: pd.DataFrame, column: str, method_order: Sequence[str], metrics: Sequence[str],
+           prefix: str, min_pairs: int | None) -> pd.DataFrame:
+    cells = summary.apply(lambda r: _cell(r, prefix, min_pairs), axis=1) if len(summary) else []
+    table = summary.assign(cell=cells).pivot(index="method", columns=column, values="cell")
+    order = [m for m in method_order if m in table.index] + [m for m in table.index if m not in method_order]
+    return table.reindex(index=order, columns=list(metrics)).fillna("–")
+
+
+def wide_table(summary: pd.DataFrame, method_order: Sequence[str], value: str = "mean",
+               min_pairs: int | None = None) -> pd.DataFrame:
+    """Methods (rows) x metrics (columns), paper's column order. ``value`` = "mean" gives cells
+    'mean [low, high]'; "vs_<ref>" gives the paired difference to <ref>, its interval, and only
+    the metrics compared with <ref> (the reference's own row is dropped). ``min_pairs`` marks
+    cells resting on fewer pairs with a dagger."""
     labels = {c: l for c, l, _ in METRICS}
     present = [c for c, _, _ in METRICS if c in set(summary["metric"])]
-    table = summary.assign(cell=summary.apply(_cell, axis=1)).pivot(index="method", columns="metric", values="cell")
-    order = [m for m in method_order if m in table.index] + [m for m in table.index if m not in method_order]
-    return table.loc[order, present].rename(columns=labels).fillna("–")
+    if value != "mean":
+        present = [c for c in present if np.isfinite(summary.loc[summary["metric"] == c, value]).any()]
+        summary = summary[summary["method"] != value[len("vs_"):]]
+    return _pivot(summary, "metric", method_order, present, value, min_pairs).rename(columns=labels)
 
 
-def to_markdown(table: pd.DataFrame, title: str) -> str:
+def localisation_tables(by_phrase: pd.DataFrame, method_order: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    """One table per localisation metric: rows = methods; columns = the metric on all pairs, on
+    pairs whose phrase names a location and on those whose phrase names none, then the paired gain
+    over prior_only on each of the three subsets."""
+    labels = {c: l for c, l, _ in METRICS}
+    out = []
+    for metric in [m for m in LOCALISATION if m in set(by_phrase["metric"])]:
+        sub = by_phrase[by_phrase["metric"] == metric]
+        subsets = [s for s in SUBSETS if s in set(sub["subset"])]
+        n = sub.groupby("subset")["n"].max()
+        head = {s: f"{SUBSETS[s]} (n={int(n[s])})" for s in subsets}
+        value = _pivot(sub, "subset", method_order, subsets, "mean", None).rename(columns=head)
+        parts = [value]
+        if np.isfinite(sub["vs_prior_only"]).any():
+            gain = _pivot(sub[sub["method"] != "prior_only"], "subset", method_order, subsets, "vs_prior_only", None)
+            parts.append(gain.rename(columns={s: f"Gain over prior_only: {SUBSETS[s].lower()}" for s in subsets}))
+        out.append((labels.get(metric, metric), pd.concat(parts, axis=1).fillna("–")))
+    return out
+
+
+_PAIRED = ("per pair, then averaged over the pairs both score; the interval uses the same patient resamples "
+           "for both, so an interval that excludes 0 is a difference beyond resampling noise. The arrow of a "
+           "column says which sign is better.")
+NOTES = {
+    "vs_matex": f"Method − MATEX, {_PAIRED}",
+    "vs_random": f"Method − random, {_PAIRED} Confidence drop/increase follow the map's mean value; this "
+                 "table says what a map adds over a random map on the same pairs.",
+    "by_phrase": "Phrase names a location: the phrase parser (matex.priors) finds an anatomical region in it, so "
+                 "the text prior alone carries location information. Gain over prior_only: method − prior_only, "
+                 f"{_PAIRED} It is what the model adds beyond the phrase's words.",
+}
+
+
+def result_tables(overall: pd.DataFrame, per_cat: pd.DataFrame, by_phrase: pd.DataFrame, roar: pd.DataFrame | None,
+                  method_order: Sequence[str]) -> list[tuple[str, pd.DataFrame, str]]:
+    """(title, table, note) of every results table: the main table (with ROAR+ when ``roar`` is
+    given), the paired differences to MATEX and to random, localisation by phrase subset with the
+    gain over prior_only, and one table per finding with small cells marked. A table without
+    columns (e.g. no MATEX or random run) is left out."""
+    main = wide_table(overall, method_order)
+    tables = [("All findings", with_roar(main, roar) if roar is not None else main, ""),
+              ("Δ vs MATEX (paired)", wide_table(overall, method_order, "vs_matex"), NOTES["vs_matex"]),
+              ("Faithfulness relative to random (paired)", wide_table(overall, method_order, "vs_random"),
+               NOTES["vs_random"])]
+    tables += [(f"{name} by phrase", t, NOTES["by_phrase"]) for name, t in localisation_tables(by_phrase, method_order)]
+    tables += [(str(cat), wide_table(grp, method_order, min_pairs=MIN_CELL_PAIRS), DAGGER_NOTE)
+               for cat, grp in per_cat.groupby("category")]
+    return [t for t in tables if t[1].shape[1]]
+
+
+def to_markdown(table: pd.DataFrame, title: str, note: str = "") -> str:
     cols = ["method"] + list(table.columns)
-    lines = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = [f"### {title}", ""] + ([note, ""] if note else [])
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for method, row in table.iterrows():
         lines.append("| " + " | ".join([str(method)] + [str(v) for v in row]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def to_latex(table: pd.DataFrame, caption: str) -> str:
-    esc = lambda s: str(s).replace("%", r"\%").replace("_", r"\_").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
+    def esc(s) -> str:
+        for old, tex in (("%", r"\%"), ("_", r"\_"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"),
+                         ("†", r"$^\dagger$"), ("Δ", r"$\Delta$"), ("ρ", r"$\rho$"), ("±", r"$\pm$"), ("−", "$-$")):
+            s = str(s).replace(old, tex)
+        return s
+
     cols = ["Method"] + [esc(c) for c in table.columns]
     body = [" & ".join([esc(m)] + [esc(v) for v in row]) + r" \\" for m, row in table.iterrows()]
     return "\n".join([r"\begin{table}[t]", r"\centering\small", f"\\caption{{{esc(caption)}}}",
@@ -78,8 +237,9 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
                       r"\end{table}"]) + "\n"
 
 
-def to_html(tables: Sequence[tuple[str, pd.DataFrame]], title: str, notes: Sequence[str] = ()) -> str:
-    """A standalone HTML page of the given (title, table) pairs, for the Snakemake report."""
+def to_html(tables: Sequence[tuple], title: str, notes: Sequence[str] = ()) -> str:
+    """A standalone HTML page of the given (title, table) or (title, table, note) tuples, for the
+    Snakemake report."""
     import html
 
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -87,11 +247,14 @@ def to_html(tables: Sequence[tuple[str, pd.DataFrame]], title: str, notes: Seque
              "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th:first-child,td:first-child"
              "{text-align:left}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
-    for name, table in tables:
+    for name, table, *note in tables:
         parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts += [f"<p><small>{html.escape(n)}</small></p>" for n in note if n]
         parts.append(table.rename_axis("method").to_html(escape=True, border=0))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
 def with_roar(table, roar):
     """Insert the image and text ROAR+ columns (mean ± sd over seeds), paper order: each after its
     side's confidence columns (Img conf. drop, Img conf. incr., Img ROAR+, Txt conf. ..., Txt ROAR+).

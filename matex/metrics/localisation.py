@@ -4,15 +4,23 @@ Every function takes ``maps`` (B, H, W) float and ``masks`` (B, H, W) bool (the 
 boxes, aligned to the model input) and returns one float per pair, shape (B,). A pair whose mask
 cannot define the metric (an empty box mask; for AUROC also a full one) gets NaN, so aggregation
 excludes it instead of silently counting it as a hit or a miss.
+
+Ties are scored by expectation (DESIGN.md section 7): a method is credited with what a uniformly
+random tie-break would give it, never with the tie-break most favourable to it or with row-major
+order, so constant, all-zero and plateau maps score chance rather than a hit.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from scipy.special import gammaln
 from scipy.stats import rankdata
 
 from ..errors import MapError
+
+# Relative tolerance for tied map values (see tie_tolerance).
+TIE_RTOL = 1e-6
 
 
 def _check(maps, masks, metric: str, non_negative: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -35,30 +43,49 @@ def _check(maps, masks, metric: str, non_negative: bool = False) -> tuple[np.nda
     return maps.reshape(b, -1), masks.reshape(b, -1)
 
 
-def pointing_game(maps, masks) -> np.ndarray:
-    """1.0 when any pixel attaining the map's maximum lies inside the mask, else 0.0.
+def tie_tolerance(flat: np.ndarray) -> np.ndarray:
+    """(B, 1) absolute tolerance under which two values of a map count as tied.
 
-    A tied maximum counts as a hit as soon as one of the tied pixels is inside (the map cannot be
-    blamed for a tie it did not break). An empty mask gives NaN (Quantus counts it as a hit).
+    ``TIE_RTOL`` times the map's largest magnitude: about 8 float32 ulps (eps = 1.19e-7), enough
+    to merge the round-off that upsampling or normalising a flat region leaves behind, and far
+    below the float16 storage step of the cached maps (4.9e-4 near 1), so two stored values that
+    differ are never merged. An all-zero map gets tolerance 0 (all its pixels are exactly tied).
+    """
+    return TIE_RTOL * np.abs(flat).max(axis=1, keepdims=True)
+
+
+def pointing_game(maps, masks) -> np.ndarray:
+    """Fraction of the pixels attaining the map's maximum that lie inside the mask (Zhang et al.,
+    "Top-down neural attention by excitation backprop", IJCV 2018, scored by expectation).
+
+    A unique maximum scores 1 (hit) or 0 (miss). A tied maximum (within :func:`tie_tolerance`)
+    scores the expected hit when the tie is broken uniformly at random, |tied ∩ mask| / |tied|,
+    so a constant or all-zero map scores the mask's area fraction (chance) and a plateau is
+    credited only for the part of it inside the box (Quantus's PointingGame, like our old rule,
+    credits a hit when any tied pixel is inside). An empty mask gives NaN and is excluded.
     """
     flat, inside = _check(maps, masks, "pointing_game")
-    at_max = flat == flat.max(axis=1, keepdims=True)
-    hit = (at_max & inside).any(axis=1).astype(np.float64)
+    tied = flat >= flat.max(axis=1, keepdims=True) - tie_tolerance(flat)
+    hit = (tied & inside).sum(axis=1) / tied.sum(axis=1).astype(np.float64)
     hit[~inside.any(axis=1)] = np.nan
     return hit
 
 
 def energy_in_box(maps, masks) -> np.ndarray:
-    """Map mass inside the mask / total map mass (maps must be >= 0).
+    """Map mass inside the mask / total map mass (maps must be >= 0; Wang et al., Score-CAM,
+    CVPRW 2020).
 
-    NaN when the map has zero total mass (nothing to distribute) or the mask is empty.
+    A map with zero total mass scores the mask's area fraction, the value of a uniform map (it
+    distributes nothing, so it is scored like spreading its attention evenly); every method is
+    then scored on the same pairs. An empty mask gives NaN.
     """
     flat, inside = _check(maps, masks, "energy_in_box", non_negative=True)
     total = flat.sum(axis=1)
     inner = (flat * inside).sum(axis=1)
+    area = inside.mean(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        energy = inner / total
-    energy[(total <= 0) | ~inside.any(axis=1)] = np.nan
+        energy = np.where(total > 0, inner / np.where(total > 0, total, 1.0), area)
+    energy[~inside.any(axis=1)] = np.nan
     return energy
 
 
@@ -70,31 +97,66 @@ def top_k_count(fraction: float, n_pixels: int) -> int:
     return max(1, math.ceil(round(fraction * n_pixels, 9)))
 
 
-def top_fraction_masks(maps, fraction: float = 0.05) -> np.ndarray:
+def top_fraction_masks(maps, fraction: float = 0.05, seed: int = 0) -> np.ndarray:
     """(B, H, W) bool of exactly ceil(fraction*H*W) highest pixels per map.
 
-    Deterministic tie-breaking: a stable sort by descending value, so equal values are taken in
-    ascending flat (row-major) index order; a constant map selects its first k pixels.
+    Pixels are ordered by descending value; equal values are ordered by a random key drawn from
+    ``default_rng(seed)``, never by position (a row-major order would turn a constant map's top
+    pixels into the image's top rows). Deterministic for a seed.
     """
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 3:
         raise MapError(f"top_fraction_masks: maps must be (B, H, W), got {maps.shape}")
     b, h, w = maps.shape
     k = top_k_count(fraction, h * w)
-    order = np.argsort(-maps.reshape(b, -1), axis=1, kind="stable")[:, :k]
+    flat = maps.reshape(b, -1)
+    tie_key = np.random.default_rng(seed).random(flat.shape)
+    order = np.lexsort((tie_key, -flat), axis=-1)[:, :k]  # last key is the primary one
     top = np.zeros((b, h * w), dtype=bool)
     np.put_along_axis(top, order, True, axis=1)
     return top.reshape(b, h, w)
 
 
+def _expected_iou(values: np.ndarray, inside: np.ndarray, k: int, tol: float) -> float:
+    """E[IoU(top k, mask)] when the pixels tied at the k-th largest value are drawn at random.
+
+    Pixels above the tie band are always selected (a of them); r = k - a more are drawn without
+    replacement from the m tied ones, t of which are inside, so the number drawn inside is
+    hypergeometric(m, t, r) and IoU = (i0 + X) / (k + |mask| - i0 - X).
+    """
+    kth = np.partition(values, values.size - k)[values.size - k]
+    above = values > kth + tol
+    tied = (values >= kth - tol) & ~above
+    i0 = int((above & inside).sum())
+    m, t, r = int(tied.sum()), int((tied & inside).sum()), k - int(above.sum())
+    x = np.arange(max(0, r - (m - t)), min(r, t) + 1)
+    inter = i0 + x
+    return float((_hypergeom_pmf(x, m, t, r) * inter / (k + int(inside.sum()) - inter)).sum())
+
+
+def _log_choose(n, k) -> np.ndarray:
+    return gammaln(np.asarray(n, dtype=np.float64) + 1) - gammaln(np.asarray(k, dtype=np.float64) + 1) \
+        - gammaln(np.asarray(n, dtype=np.float64) - k + 1)
+
+
+def _hypergeom_pmf(x: np.ndarray, m: int, t: int, r: int) -> np.ndarray:
+    """P(X = x) for X ~ hypergeometric (r draws from m items, t marked), via log-gamma
+    (scipy.stats.hypergeom.pmf is ~1 s per call at m = 224**2)."""
+    return np.exp(_log_choose(t, x) + _log_choose(m - t, r - x) - _log_choose(m, r))
+
+
 def iou_top_fraction(maps, masks, fraction: float = 0.05) -> np.ndarray:
-    """IoU between the map's top ceil(fraction*H*W) pixels and the mask; empty mask -> NaN."""
-    _, inside = _check(maps, masks, "iou_top_fraction")
-    top = top_fraction_masks(maps, fraction).reshape(inside.shape)
-    inter = (top & inside).sum(axis=1)
-    union = (top | inside).sum(axis=1)
-    iou = inter / union.astype(np.float64)  # union >= k >= 1, never zero
-    iou[~inside.any(axis=1)] = np.nan
+    """IoU between the map's top ceil(fraction*H*W) pixels and the mask (the top-k localisation
+    of Chefer et al., CVPR 2021 / MATEX), its expected value when ties at the threshold are broken
+    uniformly at random (exact, hypergeometric); empty mask -> NaN.
+
+    A constant map thus scores the IoU of a random k-pixel set, never that of the image's first
+    rows."""
+    flat, inside = _check(maps, masks, "iou_top_fraction")
+    k = top_k_count(fraction, flat.shape[1])
+    tol = tie_tolerance(flat)[:, 0]
+    iou = np.array([_expected_iou(flat[i], inside[i], k, tol[i]) if inside[i].any() else np.nan
+                    for i in range(len(flat))])
     return iou
 
 

@@ -14,12 +14,15 @@ from .evaluate import box_masks
 def _explain_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
                   rows: np.ndarray, batch_size: int) -> np.ndarray:
     from ..attribution import explain
+    from ..attribution.cache import training_boxes_of
 
     out = []
+    boxes = training_boxes_of(pairs, model.geometry.size)          # read by mean_box / category_box only
     for start in range(0, len(rows), batch_size):
         idx = rows[start:start + batch_size]
         imgs = model.preprocess(np.ascontiguousarray(images_u8[idx]))
-        res = explain(model, imgs, pairs["phrase"].iloc[idx].tolist(), method=method, **dict(params))
+        res = explain(model, imgs, pairs["phrase"].iloc[idx].tolist(), method=method, training_boxes=boxes,
+                      categories=pairs["category"].iloc[idx].astype(str).tolist(), **dict(params))
         out.append(res.image.detach().float().cpu().numpy())
     return np.concatenate(out)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .core import base_meta, load_step_inputs, method_params, step
+from .core import base_meta, load_step_inputs, method_params, recorded_settings, step
 
 
 @step
@@ -16,8 +16,10 @@ def attribute(cfg, input, output, params, wildcards, threads):
     pairs, images, model = load_step_inputs(cfg, input, threads)
     rows = shard_rows(select_pairs(pairs, att.get("split", "val"), att.get("max_pairs")), shard, n_shards)
     mparams = method_params(cfg, method)
+    audit: dict | None = {} if att.get("save_components", True) else None
     maps, table = attribute_rows(
-        model, method, mparams, pairs, images, rows, int(att["batch_size"]), att.get("store_dtype", "float32")
+        model, method, mparams, pairs, images, rows, int(att["batch_size"]), att.get("store_dtype", "float32"),
+        audit=audit,
     )
     meta = base_meta(cfg, "data", "input", "model")
     meta.update(
@@ -28,12 +30,13 @@ def attribute(cfg, input, output, params, wildcards, threads):
             meta["config_hash"], method, mparams, att.get("split"), att.get("max_pairs"), att.get("store_dtype")
         ),
         model=model.meta,
+        settings=recorded_settings(cfg, "attribute", wildcards),
     )
-    write_attribution(maps, table, meta, output.npz, output.parquet)
+    write_attribution(maps, table, meta, output.npz, output.parquet, audit, output.audit)
 
 
 @step
 def merge_attribution(cfg, input, output, params, wildcards, threads):
     from ..attribution.cache import merge_shards
 
-    merge_shards(input.npz, input.parquet, output.npz, output.parquet)
+    merge_shards(input.npz, input.parquet, output.npz, output.parquet, input.audit, output.audit)

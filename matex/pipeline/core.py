@@ -49,7 +49,8 @@ def run_step(smk: Any) -> None:
     fn = STEPS.get(name)
     if fn is None:
         raise KeyError(f"no matex pipeline step for rule {name!r}; known: {sorted(STEPS)}")
-    cfg = dict(smk.config)
+    # the rule's own settings (params.config, see matex.pipeline.params), never the global config
+    cfg = dict(smk.params.config) if hasattr(smk.params, "config") else dict(smk.config)
     with logged(smk.log[0] if len(smk.log) else None):
         t0 = time.perf_counter()
         log.info("step %s started", name)
@@ -102,3 +103,37 @@ def load_step_inputs(cfg: dict, input, threads: int):
 
 def method_params(cfg: dict, method: str) -> dict:
     return dict((cfg["attribution"].get("params") or {}).get(method) or {})
+
+
+# ------------------------------------------------------------------ settings recorded in artifacts
+def recorded_settings(cfg: dict, rule: str, wildcards: Any = None) -> dict:
+    """The settings an artifact of ``rule`` records (its params.config without the output folder), so
+    that a consumer can check them and name the setting that differs."""
+    from .params import rule_config
+
+    out = rule_config(cfg, rule, wildcards)
+    out.pop("results_dir", None)
+    return out
+
+
+def _differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        keys = sorted(set(recorded) | set(current))
+        return [d for k in keys for d in _differences(recorded.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if recorded == current else [f"{prefix[:-1]} (made with {recorded!r}, now {current!r})"]
+
+
+def require_settings(artifact: str, meta: dict, cfg: dict, rule: str, wildcards: Any = None) -> None:
+    """Refuse an input artifact whose recorded settings disagree with the config of this run (e.g. a
+    map file left over from another ``alpha``), naming the artifact and the setting."""
+    from ..errors import StaleArtifactError
+
+    recorded = meta.get("settings")
+    if recorded is None:
+        return  # made before settings were recorded: nothing to compare
+    diffs = _differences(recorded, recorded_settings(cfg, rule, wildcards))
+    if diffs:
+        raise StaleArtifactError(
+            f"{artifact} was made with other settings than this run's: {'; '.join(diffs[:5])}"
+            f"{' ...' if len(diffs) > 5 else ''}. Rerun the rule that makes it "
+            f"(snakemake --forcerun {rule}) or delete it.")

@@ -1,4 +1,5 @@
-"""Steps of workflow/rules/data.smk: make the synthetic dataset, download MS-CXR, prepare the pairs."""
+"""Steps of workflow/rules/data.smk: make the synthetic dataset, download MS-CXR, prepare the pairs,
+and audit the phrase parser (the parse table and the prior figure)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,37 @@ def prepare(cfg, input, output, params, wildcards, threads):
         output.images,
         meta=base_meta(cfg, "data", "input"),
     )
+
+
+@step
+def parse_phrases(cfg, input, output, params, wildcards, threads):
+    """The parse of every pair's phrase (regions, weights, negation, uncertainty, findings)."""
+    import pandas as pd
+
+    from ..io import write_parquet
+    from ..priors.audit import parse_table
+
+    write_parquet(output.table, parse_table(pd.read_parquet(input.pairs)), meta=base_meta(cfg, "data"))
+
+
+@step
+def figure_prior(cfg, input, output, params, wildcards, threads):
+    """The prior of one phrase per category, laid on the input as the boxes are."""
+    import numpy as np
+    import pandas as pd
+
+    from ..figures.plots import save
+    from ..figures.prior import prior_grid
+    from ..priors.audit import example_pairs
+    from .core import method_params
+
+    pairs = pd.read_parquet(input.pairs)
+    images = np.load(input.images, mmap_mode="r")
+    from ..methods_catalog import load_catalog
+
+    defaults = {k: v["default"] for k, v in load_catalog()["matex"]["params"].items()}   # one source of defaults
+    prior = {**defaults, **method_params(cfg, "matex")}
+    fig = prior_grid(pairs, images, example_pairs(pairs), sigma=float(prior["prior_sigma"]),
+                     strength=float(prior["prior_strength"]), input_mode=geometry(cfg).mode,
+                     show_images=bool(cfg["report"]["embed_images"]))
+    save(fig, output)

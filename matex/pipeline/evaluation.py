@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from .core import base_meta, load_step_inputs, method_params, step
+from .core import base_meta, load_step_inputs, method_params, require_settings, step
 
 
 @step
 def evaluate(cfg, input, output, params, wildcards, threads):
     import pandas as pd
 
-    from ..io import write_parquet
+    from ..io import read_npz_meta, write_parquet
     from ..metrics.evaluate import evaluate_maps
 
+    require_settings(input.npz, read_npz_meta(input.npz), cfg, "attribute", wildcards)
     pairs, images, model = load_step_inputs(cfg, input, threads)
     df = evaluate_maps(model, wildcards.method, pairs, images, input.npz, cfg)
     runtime = pd.read_parquet(input.runtime)[["pair_id", "runtime_s"]]
@@ -27,43 +28,53 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     import pandas as pd
 
     from ..io import write_parquet, write_text
-    from ..metrics.aggregate import summarise_tidy, tidy_metrics, to_html, to_latex, to_markdown, wide_table, with_roar
+    from ..metrics.aggregate import (
+        SANITY_COLUMNS,
+        attach_pair_info,
+        localisation_by_phrase,
+        pair_info,
+        result_tables,
+        summarise_tidy,
+        tidy_metrics,
+        to_html,
+        to_latex,
+        to_markdown,
+    )
 
+    info = pair_info(pd.read_parquet(input.pairs))
     tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
-    # sanity column: Spearman rho with every block randomised (lower = the map depends on the model)
+    # sanity columns: the measures with every block randomised (lower = the map depends on the model)
     san = pd.concat([pd.read_parquet(p) for p in input.sanity], ignore_index=True)
     full = san[san["blocks_randomized"] == san.groupby("method")["blocks_randomized"].transform("max")]
-    tidy = pd.concat(
-        [
-            tidy,
-            full.assign(metric="sanity_spearman", value=full["spearman"])[
-                ["pair_id", "method", "category", "metric", "value"]
-            ],
-        ],
-        ignore_index=True,
-    )
+    sanity_rows = [full.assign(metric=name, value=full[col])[["pair_id", "method", "category", "metric", "value"]]
+                   for col, name in SANITY_COLUMNS.items() if col in full.columns]
+    tidy = attach_pair_info(pd.concat([tidy, *sanity_rows], ignore_index=True), info)
     boot = cfg["evaluation"].get("bootstrap", {})
-    n, ci = int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95))
-    overall = summarise_tidy(tidy, ["method"], n, ci, cfg["seed"])
-    per_cat = summarise_tidy(tidy, ["category", "method"], n, ci, cfg["seed"])
+    n, ci, seed = int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95)), cfg["seed"]
+    overall = summarise_tidy(tidy, ["method"], n, ci, seed)
+    per_cat = summarise_tidy(tidy, ["category", "method"], n, ci, seed)
+    by_phrase = localisation_by_phrase(tidy, n, ci, seed)
     meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
     write_parquet(output.tidy, tidy, meta)
     write_parquet(output.summary, pd.concat([overall.assign(category="all"), per_cat], ignore_index=True), meta)
+    write_parquet(output.localisation, by_phrase, meta)
     order = cfg["attribution"]["methods"]
     roar = pd.read_parquet(input.roar)
     write_parquet(output.roar, roar, meta)
     pct = f"{round(ci * 100)} %"
     notes = [
-        f"Mean [{pct} bootstrap interval, {n} resamples] over pairs; confidence metrics and localisation x100.",
-        f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
-        "image: top pixels of each map removed, text: top word tokens removed (both against the same "
-        "clean run); 'random' is the random-removal control.",
+        (f"Mean [{pct} interval] over pairs; confidence, deletion/insertion and localisation x100. Intervals: "
+         f"percentile bootstrap resampling patients ({n} resamples; {info['patient_id'].nunique()} patients, "
+         f"{len(info)} pairs), so pairs of one patient move together."),
+        (f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
+         "image: top pixels of each map removed, text: top word tokens removed (both against the same "
+         "clean run); 'random' is the random-removal control."),
     ]
-    tables = [("All findings", with_roar(wide_table(overall, order), roar))]
-    tables += [(cat, wide_table(grp, order)) for cat, grp in per_cat.groupby("category")]
+    tables = result_tables(overall, per_cat, by_phrase, roar, order)
     title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
-    md = [f"# {title}\n", *[f"{line}\n" for line in notes], *[to_markdown(t, name) for name, t in tables]]
-    tex = [to_latex(t, f"{cfg['dataset']}: {name.lower() if name == 'All findings' else name}") for name, t in tables]
+    md = [f"# {title}\n", *[f"{line}\n" for line in notes], *[to_markdown(t, name, note) for name, t, note in tables]]
+    tex = [to_latex(t, f"{cfg['dataset']}: {name.lower() if name == 'All findings' else name}. {note}".strip())
+           for name, t, note in tables]
     write_text(output.markdown, "\n".join(md))
     write_text(output.html, to_html(tables, title, notes))
     write_text(output.latex, "\n".join(tex))

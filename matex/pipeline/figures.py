@@ -13,17 +13,18 @@ def figure_qualitative(cfg, input, output, params, wildcards, threads):
     import pandas as pd
 
     from ..figures.plots import pick_qualitative_pairs, qualitative_grid, save
-    from ..io import read_npz
+    from ..io import read_npz_members
 
     pairs = pd.read_parquet(input.pairs)
     images = np.load(input.images, mmap_mode="r")
-    maps = {Path(p).stem: read_npz(p)[0] for p in input.maps}
-    first = next(iter(maps.values()))
-    explained = [k for k in first if not k.startswith("text/")]
+    with np.load(input.maps[0], allow_pickle=False) as z:
+        explained = [k for k in z.files if k != "__meta__" and not k.startswith("text/")]
     fig_cfg = cfg["figures"]
     ids = pick_qualitative_pairs(
         pairs, explained, int(fig_cfg["qualitative_per_category"]), fig_cfg.get("qualitative_pairs")
     )
+    # only the drawn pairs' maps are read (a paper-scale run holds thousands per method)
+    maps = {Path(p).stem: read_npz_members(p, list(ids)) for p in input.maps}
     save(qualitative_grid(pairs, images, maps, ids, show_images=bool(cfg["report"]["embed_images"])), output)
 
 

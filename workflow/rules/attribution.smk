@@ -16,6 +16,9 @@ rule attribute:
     output:
         npz=temp(f"{ATTRIBUTE_OUT}.npz") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.npz",
         parquet=temp(f"{ATTRIBUTE_OUT}.parquet") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.parquet",
+        audit=temp(f"{ATTRIBUTE_OUT}.audit.npz") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.audit.npz",
+    params:
+        config=step_config("attribute"),
     log:
         f"{MD}/logs/attribute/{ATTRIBUTE_JOB}.log",
     benchmark:
@@ -26,7 +29,7 @@ rule attribute:
         runtime=240,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"
 
@@ -38,9 +41,13 @@ if N_SHARDS > 1:
         input:
             npz=expand(f"{MD}/maps/shards/{{{{method}}}}.{{shard}}.npz", shard=SHARDS),
             parquet=expand(f"{MD}/maps/shards/{{{{method}}}}.{{shard}}.parquet", shard=SHARDS),
+            audit=expand(f"{MD}/maps/shards/{{{{method}}}}.{{shard}}.audit.npz", shard=SHARDS),
         output:
             npz=f"{MD}/maps/{{method}}.npz",
             parquet=f"{MD}/maps/{{method}}.parquet",
+            audit=f"{MD}/maps/{{method}}.audit.npz",
+        params:
+            config=step_config("merge_attribution"),
         log:
             f"{MD}/logs/merge_attribution/{{method}}.log",
         benchmark:
@@ -50,6 +57,6 @@ if N_SHARDS > 1:
             mem_mb=4000,
             runtime=30,
         conda:
-            "../../environment.yml"
+            "../envs/report.yaml"
         script:
             "../scripts/step.py"

@@ -1,4 +1,12 @@
 # Paths shared across the workflow, decided from the config.
+from matex.pipeline.params import rule_config
+
+
+def step_config(rule):
+    """params: the settings a rule depends on (matex.pipeline.params): a change reruns exactly the jobs
+    that use it (Snakemake's params trigger), and the step reads only these."""
+    return lambda wildcards: rule_config(config, rule, wildcards)
+
 
 
 def raw_csv():
@@ -29,7 +37,7 @@ def model_input(wildcards):
 
 
 def attribution_maps():
-    return expand(f"{MD}/maps/{{method}}.{{ext}}", method=config["attribution"]["methods"], ext=["npz", "parquet"])
+    return expand(f"{MD}/maps/{{method}}.{{ext}}", method=config["attribution"]["methods"], ext=["npz", "parquet", "audit.npz"])
 
 
 def roar_inputs(wildcards):
@@ -54,6 +62,8 @@ def final_targets():
     return [
         f"{DS}/pairs.parquet",
         f"{DS}/alignment_report.json",
+        f"{DS}/phrases_parsed.parquet",
+        *expand(f"{DS}/figures/prior.{{ext}}", ext=config["figures"]["formats"]),
         *model_artifacts(),
         *attribution_maps(),
         f"{MD}/tables/results.md",

@@ -7,6 +7,8 @@ rule make_synthetic:
         csv=f"{DS}/raw/MS_CXR_Local_Alignment_v1.0.0.csv",
         truth=f"{DS}/raw/synthetic_truth.parquet",
         images=directory(f"{DS}/raw/files"),
+    params:
+        config=step_config("make_synthetic"),
     log:
         f"{DS}/logs/make_synthetic.log",
     benchmark:
@@ -16,7 +18,7 @@ rule make_synthetic:
         mem_mb=2000,
         runtime=20,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -25,6 +27,8 @@ rule download_mscxr:
     """Fetch the MS-CXR CSV and only the MIMIC-CXR-JPG images it references (PhysioNet credentials)."""
     output:
         csv=f"{config['data']['mscxr']['root']}/{config['data']['mscxr']['csv']}",
+    params:
+        config=step_config("download_mscxr"),
     log:
         f"{DS}/logs/download_mscxr.log",
     benchmark:
@@ -34,13 +38,13 @@ rule download_mscxr:
         mem_mb=2000,
         runtime=600,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
 
 rule prepare:
-    """Group boxes per (image, phrase), align boxes to the model input, split by patient, decode images once."""
+    """Group boxes per (image, phrase, category), align boxes to the model input, split by patient, decode images once."""
     input:
         csv=raw_csv(),
     output:
@@ -48,6 +52,7 @@ rule prepare:
         report=f"{DS}/alignment_report.json",
         images=f"{DS}/images.npy",
     params:
+        config=step_config("prepare"),
         image_root=lambda wildcards, input: str(Path(input.csv).parent),
     log:
         f"{DS}/logs/prepare.log",
@@ -57,6 +62,47 @@ rule prepare:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/step.py"
+
+
+rule parse_phrases:
+    """The parse of every pair's phrase: regions, weights, negation, uncertainty, findings (audit)."""
+    input:
+        pairs=f"{DS}/pairs.parquet",
+    output:
+        table=f"{DS}/phrases_parsed.parquet",
+    log:
+        f"{DS}/logs/parse_phrases.log",
+    benchmark:
+        f"{DS}/benchmarks/parse_phrases.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule figure_prior:
+    """The text-guided prior of one phrase per category, laid on the input as the boxes are (audit)."""
+    input:
+        pairs=f"{DS}/pairs.parquet",
+        images=f"{DS}/images.npy",
+    output:
+        expand(f"{DS}/figures/prior.{{ext}}", ext=config["figures"]["formats"]),
+    log:
+        f"{DS}/logs/figure_prior.log",
+    benchmark:
+        f"{DS}/benchmarks/figure_prior.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../../environment.yml"
     script:

@@ -8,6 +8,8 @@ rule evaluate:
         runtime=f"{MD}/maps/{{method}}.parquet",
     output:
         metrics=f"{MD}/metrics/{{method}}.parquet",
+    params:
+        config=step_config("evaluate"),
     log:
         f"{MD}/logs/evaluate/{{method}}.log",
     benchmark:
@@ -18,16 +20,18 @@ rule evaluate:
         runtime=120,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"
 
 
 rule aggregate:
-    """One tidy table of every per-pair metric; method x metric tables with bootstrap intervals, overall and per finding."""
+    """One tidy table of every per-pair metric; method x metric tables with patient-bootstrap intervals, paired
+    differences to MATEX, random and prior_only, localisation by phrase (location named or not), overall and per finding."""
     input:
         metrics=expand(f"{MD}/metrics/{{method}}.parquet", method=config["attribution"]["methods"]),
         roar=f"{MD}/roar/roar_summary.parquet",
+        pairs=f"{DS}/pairs.parquet",
         sanity=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
     output:
         tidy=f"{MD}/tables/metrics_tidy.parquet",
@@ -36,6 +40,9 @@ rule aggregate:
         html=report(f"{MD}/tables/results.html", category="Tables", caption="../report/tables.rst"),
         latex=f"{MD}/tables/results.tex",
         roar=f"{MD}/tables/roar_plus.parquet",
+        localisation=f"{MD}/tables/localisation_by_phrase.parquet",
+    params:
+        config=step_config("aggregate"),
     log:
         f"{MD}/logs/aggregate.log",
     benchmark:
@@ -45,7 +52,7 @@ rule aggregate:
         mem_mb=4000,
         runtime=30,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -58,6 +65,8 @@ rule sanity:
         images=f"{DS}/images.npy",
     output:
         table=f"{MD}/sanity/{{method}}.parquet",
+    params:
+        config=step_config("sanity"),
     log:
         f"{MD}/logs/sanity/{{method}}.log",
     benchmark:
@@ -68,7 +77,7 @@ rule sanity:
         runtime=240,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"
 
@@ -81,6 +90,8 @@ rule ablation:
         images=f"{DS}/images.npy",
     output:
         table=f"{MD}/ablation/ablation.parquet",
+    params:
+        config=step_config("ablation"),
     log:
         f"{MD}/logs/ablation.log",
     benchmark:
@@ -91,6 +102,6 @@ rule ablation:
         runtime=240,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"

@@ -9,6 +9,8 @@ rule figure_qualitative:
         maps=expand(f"{MD}/maps/{{method}}.npz", method=config["attribution"]["methods"]),
     output:
         report(figure_outputs("qualitative"), category="Figures", caption="../report/qualitative.rst"),
+    params:
+        config=step_config("figure_qualitative"),
     log:
         f"{MD}/logs/figure_qualitative.log",
     benchmark:
@@ -18,7 +20,7 @@ rule figure_qualitative:
         mem_mb=4000,
         runtime=20,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -29,6 +31,8 @@ rule figure_metrics:
         summary=f"{MD}/tables/summary.parquet",
     output:
         report(figure_outputs("metrics"), category="Figures", caption="../report/metrics.rst"),
+    params:
+        config=step_config("figure_metrics"),
     log:
         f"{MD}/logs/figure_metrics.log",
     benchmark:
@@ -38,7 +42,7 @@ rule figure_metrics:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -50,6 +54,8 @@ rule figure_ablation:
     output:
         weights=report(figure_outputs("ablation_weights"), category="Figures", caption="../report/ablation.rst"),
         prior=report(figure_outputs("ablation_prior_strength"), category="Figures", caption="../report/ablation.rst"),
+    params:
+        config=step_config("figure_ablation"),
     log:
         f"{MD}/logs/figure_ablation.log",
     benchmark:
@@ -59,7 +65,7 @@ rule figure_ablation:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -70,6 +76,8 @@ rule figure_sanity:
         tables=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
     output:
         report(figure_outputs("sanity"), category="Figures", caption="../report/sanity.rst"),
+    params:
+        config=step_config("figure_sanity"),
     log:
         f"{MD}/logs/figure_sanity.log",
     benchmark:
@@ -79,7 +87,7 @@ rule figure_sanity:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -90,6 +98,8 @@ rule figure_runtime:
         tables=expand(f"{MD}/maps/{{method}}.parquet", method=config["attribution"]["methods"]),
     output:
         report(figure_outputs("runtime"), category="Figures", caption="../report/runtime.rst"),
+    params:
+        config=step_config("figure_runtime"),
     log:
         f"{MD}/logs/figure_runtime.log",
     benchmark:
@@ -99,6 +109,6 @@ rule figure_runtime:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"

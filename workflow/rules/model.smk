@@ -6,6 +6,8 @@ rule train_demo_model:
     output:
         checkpoint=f"{MD}/model.pt",
         log_json=f"{MD}/train_log.json",
+    params:
+        config=step_config("train_demo_model"),
     log:
         f"{MD}/logs/train_demo_model.log",
     benchmark:
@@ -15,6 +17,6 @@ rule train_demo_model:
         mem_mb=8000,
         runtime=60,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"

@@ -7,6 +7,8 @@ rule provenance:
         images=f"{DS}/images.npy",
     output:
         json=f"{MD}/provenance.json",
+    params:
+        config=step_config("provenance"),
     log:
         f"{MD}/logs/provenance.log",
     benchmark:
@@ -16,7 +18,7 @@ rule provenance:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -30,6 +32,7 @@ rule pipeline_runtime:
         markdown=f"{MD}/tables/pipeline_runtime.md",
         figure=report(figure_outputs("pipeline_runtime"), category="Figures", caption="../report/pipeline_runtime.rst"),
     params:
+        config=step_config("pipeline_runtime"),
         benchmark_dirs=[f"{DS}/benchmarks", f"{MD}/benchmarks"],
     log:
         f"{MD}/logs/pipeline_runtime.log",
@@ -38,6 +41,6 @@ rule pipeline_runtime:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"

@@ -16,6 +16,8 @@ rule attribute_roar_train:
     output:
         npz=f"{MD}/roar/maps/{{method}}.npz",
         parquet=f"{MD}/roar/maps/{{method}}.parquet",
+    params:
+        config=step_config("attribute_roar_train"),
     log:
         f"{MD}/logs/attribute_roar_train/{{method}}.log",
     benchmark:
@@ -26,7 +28,7 @@ rule attribute_roar_train:
         runtime=240,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"
 
@@ -40,6 +42,8 @@ rule roar_finetune:
     wildcard_constraints:
         variant=r"[A-Za-z0-9_]+",
         seed=r"\d+",
+    params:
+        config=step_config("roar_finetune"),
     log:
         f"{MD}/logs/roar_finetune/{{variant}}.seed{{seed}}.log",
     benchmark:
@@ -50,7 +54,7 @@ rule roar_finetune:
         runtime=240,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"
 
@@ -64,6 +68,8 @@ rule roar_finetune_text:
     wildcard_constraints:
         variant=r"[A-Za-z0-9_]+",
         seed=r"\d+",
+    params:
+        config=step_config("roar_finetune_text"),
     log:
         f"{MD}/logs/roar_finetune_text/{{variant}}.seed{{seed}}.log",
     benchmark:
@@ -74,7 +80,7 @@ rule roar_finetune_text:
         runtime=240,
         gpu=1,
     conda:
-        "../../environment.yml"
+        "../envs/model.yaml"
     script:
         "../scripts/step.py"
 
@@ -88,6 +94,8 @@ rule roar_summary:
     output:
         runs=f"{MD}/roar/roar_runs.parquet",
         summary=f"{MD}/roar/roar_summary.parquet",
+    params:
+        config=step_config("roar_summary"),
     log:
         f"{MD}/logs/roar_summary.log",
     benchmark:
@@ -97,6 +105,6 @@ rule roar_summary:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
