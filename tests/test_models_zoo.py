@@ -297,6 +297,7 @@ def test_biomedclip_style_from_an_offline_hub_cache(tmp_path, monkeypatch, image
 
 
 @pytest.mark.parametrize("method, params", [("m2ib", {"steps": 1, "n_noise": 1}), ("rise", {"n_masks": 8, "batch": 8}),
+                                            ("m2ib_token", {"steps": 1, "n_noise": 1}), ("matex_noprior", {}),
                                             ("grad_input", {}), ("prior_only", {}), ("random", {})])
 def test_biomedclip_style_iterative_and_control_methods(biomedclip, images, method, params):
     model, _ = biomedclip

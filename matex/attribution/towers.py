@@ -161,3 +161,11 @@ def vision_readout(visual: nn.Module, tokens: torch.Tensor, pooling: str = "mode
     else:
         pooled, _ = visual._pool(tokens)
     return pooled @ visual.proj if visual.proj is not None else pooled
+
+
+def first_norm(block: nn.Module) -> nn.Module:
+    """The LayerNorm a pre-norm block applies before its attention (open_clip ``ln_1``, timm ``norm1``)."""
+    norm = getattr(block, "ln_1", None) or getattr(block, "norm1", None)
+    if norm is None:
+        raise MatexError(f"{type(block).__name__} has no pre-attention LayerNorm (ln_1 / norm1)")
+    return norm

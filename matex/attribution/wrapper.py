@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MatexError
-from .towers import attention_patches, is_batch_first, tower_blocks, vision_embed
+from .towers import attention_patches, is_batch_first, tower_blocks, tower_kind, vision_embed
 from .towers import vision_readout as _vision_readout
 
 _MISSING = object()
@@ -234,6 +234,13 @@ class ForwardContext:
     @property
     def has_text_tower(self) -> bool:
         return self.text_tower is not None
+
+    @property
+    def text_tower_kind(self) -> str | None:
+        """``open_clip`` | ``hf_bert`` | None (see ``towers.tower_kind``): the partial text passes
+        (``text_tokens_after``, ``text_features_from``) exist for open_clip text towers only."""
+        tower = self.text_tower
+        return None if tower is None else tower_kind(tower)
 
     def text_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per text (B,): the index of the token the text tower pools (EOT for open_clip's argmax
