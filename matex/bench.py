@@ -12,7 +12,10 @@ import multiprocessing as mp
 import platform
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEMO = {"embed_dim": 128, "vision": {"layers": 6, "width": 192, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
         "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32}}
@@ -74,7 +77,7 @@ ITERATIVE = ("rise", "m2ib")
 
 def run_benchmark(models: list[str], methods: list[str], batch_sizes: list[int], repeats: int, device: str,
                   threads: int, params: dict[str, dict[str, Any]],
-                  iterative_max_batch: int | None = None) -> "pd.DataFrame":
+                  iterative_max_batch: int | None = None) -> pd.DataFrame:
     import pandas as pd
 
     ctx = mp.get_context("spawn")
@@ -148,7 +151,7 @@ def target_summary(df) -> str:
     for model_name, g in df.groupby("model", sort=False):
         t = g.set_index(["method", "batch"])
 
-        def get(method, batch, col="ms_per_pair"):
+        def get(method, batch, col="ms_per_pair", t=t):
             return t[col].get((method, batch), float("nan"))
 
         for b in sorted(g["batch"].unique()):

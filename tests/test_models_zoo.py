@@ -17,7 +17,7 @@ import torch
 
 from matex.attribution import explain
 from matex.errors import ConfigError
-from matex.models.loading import _resolve, PYTHON_NAMES, load_model, load_model_from_config
+from matex.models.loading import PYTHON_NAMES, _resolve, load_model, load_model_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["left lower lobe consolidation", "small right pleural effusion"]

@@ -52,7 +52,7 @@ def explicit_blocks(blocks, t: torch.Tensor, mask: torch.Tensor | None = None) -
         h = blk.ln_1(t)
         q, k, v = (h @ blk.attn.in_proj_weight.T + blk.attn.in_proj_bias).chunk(3, dim=-1)
         heads = blk.attn.num_heads
-        split = lambda z: z.reshape(z.shape[0], z.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+        split = lambda z, heads=heads: z.reshape(z.shape[0], z.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
         scores = split(q) @ split(k).transpose(-1, -2) / (q.shape[-1] // heads) ** 0.5
         if mask is not None:
             scores = scores + mask

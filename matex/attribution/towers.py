@@ -9,7 +9,8 @@ that enters the output projection. Nothing is edited on disk or on the class: th
 instance attribute, removed when the record closes."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

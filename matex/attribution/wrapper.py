@@ -15,8 +15,8 @@ tokens get zero gradient (DESIGN 7).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
