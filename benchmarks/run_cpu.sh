@@ -10,3 +10,6 @@ PY=${PY:-.venv/bin/python}
     --iterative-max-batch 8 --out benchmarks/results_cpu_demo.md
 "$PY" -m matex.bench --models vitb32 --batch-sizes 1 8 32 --repeats 2 --threads 2 \
     --iterative-max-batch 1 --out benchmarks/results_cpu_vitb32.md
+# The newer CLIP explainers beside MATEX, Chefer and Grad-CAM (ratios to MATEX in the same run)
+"$PY" -m matex.bench --models demo vitb32 --methods matex chefer gradcam legrad grad_eclip --batch-sizes 1 8 \
+    --repeats 5 --threads 1 --out benchmarks/results_cpu_sota.md

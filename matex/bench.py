@@ -12,7 +12,10 @@ import multiprocessing as mp
 import platform
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEMO = {"embed_dim": 128, "vision": {"layers": 6, "width": 192, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
         "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32}}
@@ -74,7 +77,7 @@ ITERATIVE = ("rise", "m2ib")
 
 def run_benchmark(models: list[str], methods: list[str], batch_sizes: list[int], repeats: int, device: str,
                   threads: int, params: dict[str, dict[str, Any]],
-                  iterative_max_batch: int | None = None) -> "pd.DataFrame":
+                  iterative_max_batch: int | None = None) -> pd.DataFrame:
     import pandas as pd
 
     ctx = mp.get_context("spawn")
@@ -148,7 +151,7 @@ def target_summary(df) -> str:
     for model_name, g in df.groupby("model", sort=False):
         t = g.set_index(["method", "batch"])
 
-        def get(method, batch, col="ms_per_pair"):
+        def get(method, batch, col="ms_per_pair", t=t):
             return t[col].get((method, batch), float("nan"))
 
         for b in sorted(g["batch"].unique()):
@@ -160,6 +163,11 @@ def target_summary(df) -> str:
                      f"M2IB/MATEX time {get('m2ib', b) / m:.1f} (≥ 20)",
                      f"MATEX/Chefer peak memory {get('matex', b, 'peak_mb') / get('chefer', b, 'peak_mb'):.2f} (≤ 1.5)"]
             lines.append(f"- {model_name}, batch {b}: " + "; ".join(p for p in parts if "nan" not in p))
+            newer = [f"{label}/MATEX time {get(name, b) / m:.2f}, peak memory "
+                     f"{get(name, b, 'peak_mb') / get('matex', b, 'peak_mb'):.2f}"
+                     for name, label in (("legrad", "LeGrad"), ("grad_eclip", "Grad-ECLIP")) if (name, b) in t.index]
+            if newer:
+                lines.append(f"- {model_name}, batch {b}, newer CLIP explainers: " + "; ".join(newer))
         bs = sorted(g.loc[g["method"] == "matex", "batch"])
         if len(bs) > 1:
             lines.append(f"- {model_name}: MATEX pairs/s at batch {bs[-1]} ÷ batch {bs[0]} = "
@@ -171,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["demo", "vitb32"], choices=["demo", "vitb32"])
     ap.add_argument("--methods", nargs="+", default=["matex", "raw_attention", "rollout", "gradcam", "chefer",
-                                                     "saliency", "grad_input", "rise", "m2ib"])
+                                                     "saliency", "grad_input", "rise", "m2ib", "legrad",
+                                                     "grad_eclip"])
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -60,7 +60,7 @@ def test_default_demo_config_is_7x7_at_224():
 def test_bad_patch_size_names_the_key(patch):
     demo = copy.deepcopy(TINY_DEMO)
     demo["vision"]["patch_size"] = patch
-    with pytest.raises(ConfigError, match=r"model\.demo\.vision\.patch_size"):
+    with pytest.raises(ConfigError, match=r"argument demo\.vision\.patch_size"):
         load_model("demo", demo=demo, geometry=GEOMETRY)
 
 
@@ -124,12 +124,12 @@ def test_hub_load_from_local_pretrained_file(tmp_path, tiny_arch):
     assert tuple(model.mean) == pytest.approx(open_clip.OPENAI_DATASET_MEAN)
 
 
-def test_hub_errors_name_the_key(tiny_arch):
-    with pytest.raises(ConfigError, match="model.pretrained"):
+def test_hub_errors_name_the_argument(tiny_arch):
+    with pytest.raises(ConfigError, match="argument pretrained"):
         load_model("hub", arch=tiny_arch, pretrained="/no/such/weights.pt")
-    with pytest.raises(ConfigError, match="input.size"):
+    with pytest.raises(ConfigError, match="argument geometry"):
         load_model("hub", arch=tiny_arch, geometry=InputGeometry(224))
-    with pytest.raises(ConfigError, match="model.source"):
+    with pytest.raises(ConfigError, match="argument model"):
         load_model("onnx")
 
 
@@ -147,7 +147,7 @@ def test_wrong_files_give_clear_errors(tmp_path, tiny_arch):
     torch.save(demo.clip.state_dict(), foreign)
     with pytest.raises(ConfigError, match=r"foreign\.pt.*(unexpected keys|shape mismatches).*visual\.transformer"):
         load_model("checkpoint", arch=tiny_arch, checkpoint=str(foreign))
-    with pytest.raises(ConfigError, match="model.arch"):
+    with pytest.raises(ConfigError, match="argument arch"):
         load_model("checkpoint", checkpoint=str(foreign))
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, MatexError
 from .common import grid_to_image, resolve_block
 from .registry import ExplainOutput, register
+from .towers import first_norm, is_batch_first
 from .wrapper import ForwardContext
 
 
@@ -26,7 +27,7 @@ def target_activations(ctx: ForwardContext, block: int, point: str) -> tuple[tor
     """Patch-token activations (B, N, D) at ``point`` of vision block ``block`` and ∂S/∂them, from one
     forward and one backward pass of the unmodified model (a forward hook keeps the tensor)."""
     blk = ctx.vision_blocks[block]
-    batch_first = bool(getattr(ctx.clip.visual.transformer, "batch_first", True))
+    batch_first = is_batch_first(ctx.vision_tower)
     kept: list[torch.Tensor] = []
 
     def keep_output(module, args, output):
@@ -37,7 +38,7 @@ def target_activations(ctx: ForwardContext, block: int, point: str) -> tuple[tor
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.enable_grad())
-        handle = blk.ln_1.register_forward_hook(keep_output) if point == "ln_1" \
+        handle = first_norm(blk).register_forward_hook(keep_output) if point == "ln_1" \
             else blk.register_forward_pre_hook(keep_input, with_kwargs=True)
         stack.callback(handle.remove)
         x = ctx.images.detach().clone().requires_grad_(True)      # so the graph reaches every block

@@ -113,7 +113,7 @@ def m2ib(ctx: ForwardContext, *, layer: int | None = None, text_layer: int | Non
                "readout": f"{readout} summed over features, gates of the last forward pass", "seed": int(seed)}
 
     text_scores = None
-    if text_side and ctx.has_text_tower:
+    if text_side and ctx.text_tower_kind == "open_clip":    # a BERT text tower (BiomedCLIP): image side only
         n_text = len(ctx.clip.transformer.resblocks)
         tblock = scaled_block(text_layer, n_text, "attribution.params.m2ib.text_layer")
         ttokens = ctx.text_tokens_after(tblock)

@@ -156,10 +156,11 @@ def matex(ctx: ForwardContext, *, alpha: float = 0.5, beta: float = 0.2, gamma: 
 
     text_scores = None
     if use_text and tr.text is not None:
-        eot = tr.eot.to(device)
+        eot = tr.eot.to(device)                  # last real token (EOT; [SEP] for a BERT tower)
+        query = tr.text_query.to(device) if tr.text_query is not None else eot   # the pooled token
         n_text = len(tr.text.attention)
         real = torch.arange(tr.text.tokens[0].shape[1], device=device).unsqueeze(0) <= eot.unsqueeze(1)
-        tcomp = token_components(tr.text.attention, tr.text.tokens, tr.text.token_grads, eot, real,
+        tcomp = token_components(tr.text.attention, tr.text.tokens, tr.text.token_grads, query, real,
                                  list(range(n_text)), [0], tau, consistency_eps)
         g = masked_minmax(tcomp["gradient"], real)
         scores = masked_minmax(alpha * g + beta * tcomp["rollout"]

@@ -15,14 +15,16 @@ tokens get zero gradient (docs/evaluation.md).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MatexError
+from .towers import attention_patches, is_batch_first, tower_blocks, tower_kind, vision_embed
+from .towers import vision_readout as _vision_readout
 
 _MISSING = object()
 
@@ -33,10 +35,25 @@ class TowerRecord:
     batch_first: bool
     attention: list[torch.Tensor] = field(default_factory=list)   # per block (B, heads, T, T)
     inputs: list[torch.Tensor] = field(default_factory=list)      # per block, as the block saw it
+    outputs: list[torch.Tensor] = field(default_factory=list)     # per block, as the block returned it
+    # per block: the attention's queries, keys and values after the input projection, as computed
+    # (B, heads, T, head_dim; no copy is made), and its context softmax(qk^T)·v with heads
+    # concatenated (B, T, D), the input of the output projection
+    qkv: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    contexts: list[torch.Tensor] = field(default_factory=list)
+
+    def projections(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block i's queries, keys and values as (B, T, D), heads concatenated like the context."""
+        return tuple(z.transpose(1, 2).flatten(2) for z in self.qkv[i])  # type: ignore[return-value]
 
     def tokens(self, i: int) -> torch.Tensor:
         """Block i's input as (B, T, D) whatever the transformer's layout."""
         x = self.inputs[i]
+        return x if self.batch_first else x.transpose(0, 1)
+
+    def output_tokens(self, i: int) -> torch.Tensor:
+        """Block i's output as (B, T, D) whatever the transformer's layout."""
+        x = self.outputs[i]
         return x if self.batch_first else x.transpose(0, 1)
 
 
@@ -55,76 +72,57 @@ class Trace:
     vision: TowerTrace
     text: TowerTrace | None = None
     input_grad: torch.Tensor | None = None         # (B, 3, H, W) dS/dx
-    eot: torch.Tensor | None = None                # (B,) index of the EOT token (argmax of ids)
+    eot: torch.Tensor | None = None                # (B,) index of the last real text token (EOT / [SEP])
+    text_query: torch.Tensor | None = None         # (B,) index of the token the text tower pools
 
 
-def blocks_of(transformer: nn.Module) -> nn.ModuleList:
-    blocks = getattr(transformer, "resblocks", None)
-    if blocks is None:
-        raise MatexError(f"{type(transformer).__name__} has no .resblocks: not an open_clip transformer")
-    for i, blk in enumerate(blocks):
-        attn = getattr(blk, "attn", None)
-        if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
-            raise MatexError(f"block {i} ({type(blk).__name__}) has no packed nn.MultiheadAttention at .attn; "
-                             "only open_clip ResidualAttentionBlock ViTs are supported")
-    return blocks
-
-
-def _recording_attention(attn: nn.MultiheadAttention, store: list[torch.Tensor]):
-    """An explicit self-attention equal to ``attn``'s, that appends its probabilities to ``store``."""
-    def attention(q_x: torch.Tensor, k_x: torch.Tensor | None = None, v_x: torch.Tensor | None = None,
-                  attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if k_x is not None or v_x is not None:
-            raise MatexError("cross-attention blocks are not supported by the attribution wrapper")
-        x = q_x if attn.batch_first else q_x.transpose(0, 1)
-        b, t, d = x.shape
-        heads = attn.num_heads
-        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, heads, d // heads) \
-            .permute(2, 0, 3, 1, 4)
-        scores = (q @ k.transpose(-2, -1)) * (d // heads) ** -0.5
-        if attn_mask is not None:
-            mask = attn_mask if attn_mask.ndim == 2 else attn_mask.view(b, heads, t, t)
-            scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool \
-                else scores + mask.to(scores.dtype)
-        probs = scores.softmax(-1)
-        store.append(probs)
-        out = attn.out_proj((probs @ v).transpose(1, 2).reshape(b, t, d))
-        return out if attn.batch_first else out.transpose(0, 1)
-    return attention
+def blocks_of(transformer: nn.Module) -> list[nn.Module]:
+    """The blocks of an open_clip, timm or Hugging Face BERT transformer (see ``towers``)."""
+    return tower_blocks(transformer)
 
 
 @contextlib.contextmanager
 def record_tower(transformer: nn.Module, leaf_input: bool = True) -> Iterator[TowerRecord]:
-    """Patch every block's ``attention`` and hook its input for the duration of the block.
+    """Swap every block's attention for a recording one and hook the block's input and output,
+    for the duration of the context (open_clip, timm and BERT towers: ``towers.attention_patches``).
 
     leaf_input: when the first block's input does not require grad (frozen embeddings), replace it
     by a detached copy that does, so gradients w.r.t. block inputs always exist."""
-    blocks = blocks_of(transformer)
-    rec = TowerRecord(batch_first=bool(getattr(transformer, "batch_first", True)))
+    blocks = tower_blocks(transformer)
+    rec = TowerRecord(batch_first=is_batch_first(transformer))
+    patches = attention_patches(transformer, rec)
     saved, handles = [], []
 
     def pre_hook(module, args, kwargs):
-        x = args[0]
+        x = args[0] if args else kwargs["hidden_states"]
         if leaf_input and not rec.inputs and torch.is_grad_enabled() and not x.requires_grad:
             x = x.detach().requires_grad_(True)
-            args = (x,) + tuple(args[1:])
+            if args:
+                args = (x,) + tuple(args[1:])
+            else:
+                kwargs = {**kwargs, "hidden_states": x}
         rec.inputs.append(x)
         return args, kwargs
 
+    def post_hook(module, args, output):
+        rec.outputs.append(output[0] if isinstance(output, (tuple, list)) else output)
+
     try:
+        for owner, attr, fn in patches:
+            saved.append((owner, attr, owner.__dict__.get(attr, _MISSING)))
+            setattr(owner, attr, fn)
         for blk in blocks:
-            saved.append(blk.__dict__.get("attention", _MISSING))
-            blk.attention = _recording_attention(blk.attn, rec.attention)
             handles.append(blk.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            handles.append(blk.register_forward_hook(post_hook))
         yield rec
     finally:
         for h in handles:
             h.remove()
-        for blk, old in zip(blocks, saved):
+        for owner, attr, old in saved:
             if old is _MISSING:
-                blk.__dict__.pop("attention", None)
+                owner.__dict__.pop(attr, None)
             else:
-                blk.attention = old
+                setattr(owner, attr, old)
 
 
 def eot_index(tokens: torch.Tensor) -> torch.Tensor:
@@ -214,12 +212,46 @@ class ForwardContext:
         return int(self.images.shape[0])
 
     @property
-    def vision_blocks(self) -> nn.ModuleList:
-        return blocks_of(self.clip.visual.transformer)
+    def vision_tower(self) -> nn.Module:
+        """The vision transformer: open_clip's ``visual.transformer`` or a timm tower's ``visual.trunk``."""
+        visual = self.clip.visual
+        return visual.transformer if hasattr(visual, "transformer") else visual.trunk
+
+    @property
+    def text_tower(self) -> nn.Module | None:
+        """The text transformer (open_clip's ``transformer``, or ``text.transformer`` of a custom or
+        Hugging Face text tower), or None when it is of no supported kind."""
+        clip = self.clip
+        for tower in (getattr(clip, "transformer", None), getattr(getattr(clip, "text", None), "transformer", None)):
+            if tower is not None and (hasattr(tower, "resblocks") or hasattr(getattr(tower, "encoder", None), "layer")):
+                return tower
+        return None
+
+    @property
+    def vision_blocks(self) -> list[nn.Module]:
+        return blocks_of(self.vision_tower)
 
     @property
     def has_text_tower(self) -> bool:
-        return hasattr(self.clip, "transformer") and hasattr(self.clip.transformer, "resblocks")
+        return self.text_tower is not None
+
+    @property
+    def text_tower_kind(self) -> str | None:
+        """``open_clip`` | ``hf_bert`` | None (see ``towers.tower_kind``): the partial text passes
+        (``text_tokens_after``, ``text_features_from``) exist for open_clip text towers only."""
+        tower = self.text_tower
+        return None if tower is None else tower_kind(tower)
+
+    def text_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per text (B,): the index of the token the text tower pools (EOT for open_clip's argmax
+        pooling, 0 = [CLS] for a BERT tower) and of the last real token (EOT / [SEP])."""
+        text = getattr(self.clip, "text", None)
+        config = getattr(text, "config", None)
+        if config is not None and hasattr(config, "pad_token_id") and self.text_tower is getattr(text, "transformer", None):
+            last = (self.tokens != int(config.pad_token_id or 0)).sum(-1) - 1
+            return torch.zeros_like(last), last
+        eot = eot_index(self.tokens)
+        return eot, eot
 
     @torch.no_grad()
     def text_features(self) -> torch.Tensor:
@@ -258,8 +290,8 @@ class ForwardContext:
         clip = self.clip
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.set_grad_enabled(backward))
-            vrec = stack.enter_context(record_tower(clip.visual.transformer))
-            trec = stack.enter_context(record_tower(clip.transformer)) if text else None
+            vrec = stack.enter_context(record_tower(self.vision_tower))
+            trec = stack.enter_context(record_tower(self.text_tower)) if text else None
             x = self.images.detach()
             if input_grad:
                 x = x.clone().requires_grad_(True)
@@ -301,27 +333,45 @@ class ForwardContext:
                     if getattr(target, lst) is None:
                         setattr(target, lst, [None] * len(target.attention))
                     getattr(target, lst)[i] = g.detach()
+        query, last = self.text_positions()
         return Trace(similarity=sim.detach(), vision=vision, text=text_trace, input_grad=input_g,
-                     eot=eot_index(self.tokens))
+                     eot=last, text_query=query)
+
+    @contextlib.contextmanager
+    def recorded_pass(self, *, text: bool = False) -> Iterator[tuple[TowerRecord, TowerRecord | None, torch.Tensor]]:
+        """One forward pass with gradients on, for methods that differentiate several scores
+        themselves (LeGrad, Grad-ECLIP): yields the vision record, the text record (or None) and the
+        per-pair similarity S (B,), every tensor still in the graph."""
+        clip = self.clip
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.enable_grad())
+            vrec = stack.enter_context(record_tower(self.vision_tower))
+            trec = stack.enter_context(record_tower(self.text_tower)) if text else None
+            fi = F.normalize(clip.encode_image(self.images.detach()).float(), dim=-1)
+            ft = F.normalize(encode_text_prefix(clip, self.tokens).float(), dim=-1) if text else self.text_features()
+            yield vrec, trec, (fi * ft).sum(-1)
+
+    def vision_readout(self, tokens: torch.Tensor, pooling: str = "model") -> torch.Tensor:
+        """Image features (B, embed_dim) read from any block's output tokens (B, T, D) through the
+        final norm and projection: ``model`` pools as the model does (CLS for CLIP ViTs), ``mean``
+        averages all tokens first."""
+        return _vision_readout(self.clip.visual, tokens, pooling)
 
     # -- partial passes for methods that intervene on the tokens (M2IB) -----------------------------
     def vision_tokens_after(self, block: int) -> torch.Tensor:
         """Tokens (B, T, D) after vision block ``block`` (0-based), no graph."""
-        visual = self.clip.visual
         with torch.no_grad():
-            x = visual._embeds(self.images)
+            x = vision_embed(self.clip.visual, self.images)
             x = self._run_blocks(x, self.vision_blocks[:block + 1])
         return x
 
     def vision_features_from(self, tokens: torch.Tensor, start_block: int) -> torch.Tensor:
         """Image features (B', embed_dim) from tokens (B', T, D) entering block ``start_block``."""
-        visual = self.clip.visual
         x = self._run_blocks(tokens, self.vision_blocks[start_block:])
-        pooled, _ = visual._pool(x)
-        return pooled @ visual.proj if visual.proj is not None else pooled
+        return _vision_readout(self.clip.visual, x)
 
     def _run_blocks(self, x: torch.Tensor, blocks) -> torch.Tensor:
-        batch_first = bool(getattr(self.clip.visual.transformer, "batch_first", True))
+        batch_first = is_batch_first(self.vision_tower)
         x = x if batch_first else x.transpose(0, 1)
         for blk in blocks:
             x = blk(x)

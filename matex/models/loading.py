@@ -1,5 +1,10 @@
 """Build a :class:`MatexModel` from one of three sources, and save the demo model's checkpoints.
 
+From Python, ``load_model`` takes open_clip's naming: ``load_model("ViT-B-32", pretrained="openai")``,
+``load_model("hf-hub:org/repo")``, ``load_model("local-dir:/path")``, a local checkpoint path (a matex
+checkpoint, an open_clip one with ``arch=``, or an OpenAI-format CLIP state dict such as CheXzero's),
+or ``"demo"``. The config form ``load_model("hub", arch=..., pretrained=...)`` keeps working.
+
 Sources (config key ``model.source``):
 
 * ``demo``: a small open_clip ``CLIP`` from ``model.demo`` (same 7x7 patch grid as ViT-B/32), random
@@ -16,8 +21,9 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -43,7 +49,7 @@ def resolve_device(pref: str) -> str:
     return pref
 
 
-def demo_model_cfg(demo: Mapping[str, Any], input_size: int) -> dict:
+def demo_model_cfg(demo: Mapping[str, Any], input_size: int, key: str = "config key model.demo") -> dict:
     """open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) from ``model.demo``.
 
     The vision grid must be 7x7 like ViT-B/32 (``input_size / patch_size == 7``), so every map the
@@ -53,7 +59,7 @@ def demo_model_cfg(demo: Mapping[str, Any], input_size: int) -> dict:
         patch = int(vision["patch_size"])
         if patch <= 0 or input_size % patch or input_size // patch != VIT_B32_GRID:
             raise ConfigError(
-                f"config key model.demo.vision.patch_size: input.size {input_size} / patch_size {patch} "
+                f"{key}.vision.patch_size: input.size {input_size} / patch_size {patch} "
                 f"must be exactly {VIT_B32_GRID} (a {VIT_B32_GRID}x{VIT_B32_GRID} grid like ViT-B/32); "
                 f"use patch_size {input_size / VIT_B32_GRID:g} or input.size {VIT_B32_GRID * patch}")
         return {
@@ -65,9 +71,9 @@ def demo_model_cfg(demo: Mapping[str, Any], input_size: int) -> dict:
                          "width": int(text["width"]), "heads": int(text["heads"]), "layers": int(text["layers"])},
         }
     except KeyError as e:
-        raise ConfigError(f"config key model.demo: missing key {e.args[0]!r}") from None
+        raise ConfigError(f"{key}: missing key {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"config key model.demo: bad value ({e})") from None
+        raise ConfigError(f"{key}: bad value ({e})") from None
 
 
 def _build_clip(model_cfg: Mapping[str, Any]) -> torch.nn.Module:
@@ -143,68 +149,134 @@ def _preprocess_mean_std(clip: torch.nn.Module) -> tuple[tuple[float, ...] | Non
     return (tuple(float(m) for m in mean) if mean else None, tuple(float(s) for s in std) if std else None)
 
 
-def _check_image_size(clip: torch.nn.Module, geometry: InputGeometry, what: str) -> None:
+def _check_image_size(clip: torch.nn.Module, geometry: InputGeometry, what: str, key: str) -> None:
     size = getattr(getattr(clip, "visual", None), "image_size", None)
     if size is None:
         return
     size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
     if size != (geometry.size, geometry.size):
-        raise ConfigError(f"config key input.size: {what} expects {size[0]}x{size[1]} inputs, "
-                          f"input.size is {geometry.size}")
+        raise ConfigError(f"{key}: {what} expects {size[0]}x{size[1]} inputs, the input size is {geometry.size}")
 
 
-def load_model(source: str = "demo", *, arch: str | None = None, pretrained: str | None = None,
+# the demo architecture of config/config.yaml (model.demo), for load_model("demo") without a config
+DEMO_ARCH = {"embed_dim": 128, "vision": {"layers": 6, "width": 192, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
+             "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32}}
+
+# how messages name what the user set: the arguments of a Python call, or the keys of a config
+PYTHON_NAMES = {"model": "argument model", "arch": "argument arch", "pretrained": "argument pretrained",
+                "checkpoint": "argument checkpoint", "demo": "argument demo", "size": "argument geometry"}
+CONFIG_NAMES = {"model": "config key model.source", "arch": "config key model.arch",
+                "pretrained": "config key model.pretrained", "checkpoint": "config key model.checkpoint",
+                "demo": "config key model.demo", "size": "config key input.size"}
+
+
+def _resolve(model: str, arch: str | None, checkpoint: str | None, names: dict[str, str]):
+    """(source, arch, checkpoint, names) for ``model``: a source, an open_clip name or a file."""
+    import open_clip
+
+    model = os.fspath(model)
+    if model in SOURCES:
+        return model, arch, checkpoint, names
+    if model.startswith(("hf-hub:", "local-dir:")) or open_clip.get_model_config(model) is not None:
+        return "hub", model, checkpoint, {**names, "arch": names["model"]}
+    if os.path.isfile(model):
+        return "checkpoint", arch, model, {**names, "checkpoint": names["model"]}
+    raise ConfigError(f"{names['model']}: {model!r} is none of: a source ({', '.join(SOURCES)}), an open_clip "
+                      "architecture (e.g. ViT-B-32, see open_clip.list_models()), an hf-hub:/local-dir: name, "
+                      "an existing checkpoint file")
+
+
+def _is_openai_state_dict(state: Mapping[str, torch.Tensor]) -> bool:
+    """An OpenAI-format CLIP ViT state dict (OpenAI's release, CheXzero): open_clip's key names, no config."""
+    return all(k in state for k in ("visual.proj", "visual.conv1.weight", "text_projection", "positional_embedding"))
+
+
+def _openai_clip(state: dict[str, torch.Tensor], path: str, arch_name: str) -> torch.nn.Module:
+    """Build the CLIP an OpenAI-format state dict describes (QuickGELU, heads = width / 64) in float32.
+
+    open_clip's builder casts the weights to float16 before loading (OpenAI's release is float16);
+    that cast is skipped here so float32 checkpoints (CheXzero's fine-tuned ones) keep their precision."""
+    from unittest import mock
+
+    import open_clip.model as oc_model
+
+    try:
+        with mock.patch.object(oc_model, "convert_weights_to_fp16", lambda model: None):
+            return oc_model.build_model_from_openai_state_dict(dict(state), cast_dtype=None).float()
+    except Exception as e:  # noqa: BLE001 - shape inference or strict loading failed
+        raise ConfigError(f"{arch_name}: checkpoint file {path} is not a matex checkpoint and reading it as an "
+                          f"OpenAI-format CLIP failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); name "
+                          "its open_clip architecture") from None
+
+
+def load_model(model: str | os.PathLike = "demo", pretrained: str | None = None, *, arch: str | None = None,
                checkpoint: str | None = None, demo: Mapping[str, Any] | None = None,
                geometry: InputGeometry | None = None, device: str = "cpu", name: str | None = None,
-               seed: int = 0, mean: Sequence[float] | None = None,
-               std: Sequence[float] | None = None) -> MatexModel:
-    """Build the model handle for ``source`` (``demo`` | ``hub`` | ``checkpoint``), in eval mode on ``device``.
+               seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+               _names: Mapping[str, str] | None = None) -> MatexModel:
+    """Build the model handle, in eval mode on ``device``.
+
+    ``model`` uses open_clip's naming: an architecture (``"ViT-B-32"``, random weights unless
+    ``pretrained`` is a tag such as ``"openai"`` or a weights file), ``"hf-hub:org/repo"``,
+    ``"local-dir:/path"``, a checkpoint file (matex, open_clip with ``arch=``, or OpenAI-format such
+    as CheXzero's), or ``"demo"`` (the demo architecture, random unless ``checkpoint`` names its
+    trained weights). The config form names a source: ``"demo"`` | ``"hub"`` | ``"checkpoint"``.
+    Hub downloads fail within seconds when the Hub is unreachable (see :mod:`matex.models.hub`).
 
     ``mean``/``std`` override the normalisation; otherwise a hub/arch model's preprocess config
     gives them, else OpenAI CLIP's. ``meta`` records source, arch/model_cfg, pretrained tag and
-    checkpoint path + sha256."""
+    checkpoint path + sha256.
+
+    >>> m = load_model("demo")
+    >>> m.geometry.size, m.meta["source"]
+    (224, 'demo')
+    """
     import open_clip
 
-    if source not in SOURCES:
-        raise ConfigError(f"config key model.source: unknown source {source!r} (expected one of {', '.join(SOURCES)})")
+    from .hub import create_from_hub
+
+    names = dict(_names or PYTHON_NAMES)
+    source, arch, checkpoint, names = _resolve(model, arch, checkpoint, names)
     meta: dict[str, Any] = {"source": source, "arch": arch, "pretrained": pretrained, "checkpoint": None,
                             "checkpoint_sha256": None, "model_cfg": None}
     pp_mean = pp_std = None
     if source == "demo":
-        if demo is None:
-            raise ConfigError("config key model.demo: required when model.source is demo")
+        demo_given = demo is not None
         geometry = geometry or InputGeometry(224)
-        model_cfg = demo_model_cfg(demo, geometry.size)
+        model_cfg = demo_model_cfg(demo if demo_given else DEMO_ARCH, geometry.size, names["demo"])
         torch.manual_seed(seed)
         clip = _build_clip(model_cfg)
         meta.update(arch=None, model_cfg=model_cfg, seed=seed)
         if checkpoint is not None:
             obj = _read_checkpoint(checkpoint)
             if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT and obj.get("model_cfg") != model_cfg:
-                raise ConfigError(f"checkpoint file {checkpoint} was trained with a different model.demo/input.size "
-                                  f"config: {obj.get('model_cfg')} != {model_cfg}")
+                if demo_given:
+                    raise ConfigError(f"checkpoint file {checkpoint} was trained with a different model.demo/input.size "
+                                      f"config: {obj.get('model_cfg')} != {model_cfg}")
+                model_cfg = obj["model_cfg"]          # no demo config given: the checkpoint's own architecture
+                clip = _build_clip(model_cfg)
+                meta["model_cfg"] = model_cfg
             _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
             if isinstance(obj, Mapping) and isinstance(obj.get("meta"), Mapping):
                 meta["trained"] = {k: v for k, v in obj["meta"].items() if k != "history"}
         tokenizer = _simple_tokenizer(model_cfg["text_cfg"]["context_length"])
     elif source == "hub":
         if not arch:
-            raise ConfigError("config key model.arch: required when model.source is hub")
-        try:
-            clip, _, _ = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device="cpu")
-        except RuntimeError as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            key = "model.arch" if "not found in built-ins" in msg or "Unknown model" in msg else "model.pretrained"
-            raise ConfigError(f"config key {key}: cannot load open_clip model {arch!r} "
-                              f"(pretrained={pretrained!r}): {msg[:500]}") from None
+            raise ConfigError(f"{names['arch']}: required when model.source is hub")
+        schema = arch.startswith(("hf-hub:", "local-dir:"))      # the repository or folder holds the weights
+        clip = create_from_hub(arch, pretrained, names["pretrained"] if pretrained and not schema else names["arch"],
+                               names["arch"])
         tokenizer = open_clip.get_tokenizer(arch)
         pp_mean, pp_std = _preprocess_mean_std(clip)
-        meta["model_cfg"] = open_clip.get_model_config(arch)
+        try:
+            meta["model_cfg"] = open_clip.get_model_config(arch)
+        except Exception:  # noqa: BLE001 - an hf-hub config read from the cache only: not worth a failure
+            meta["model_cfg"] = None
         if pretrained and os.path.isfile(pretrained):
             meta.update(checkpoint=str(pretrained), checkpoint_sha256=file_sha256(pretrained))
     else:  # checkpoint
         if not checkpoint:
-            raise ConfigError("config key model.checkpoint: required when model.source is checkpoint")
+            raise ConfigError(f"{names['checkpoint']}: required when model.source is checkpoint")
         obj = _read_checkpoint(checkpoint)
         if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
             model_cfg = obj["model_cfg"]
@@ -217,23 +289,29 @@ def load_model(source: str = "demo", *, arch: str | None = None, pretrained: str
                          else _simple_tokenizer(model_cfg["text_cfg"].get("context_length", 77)))
             if file_meta.get("mean") and file_meta.get("std"):
                 pp_mean, pp_std = tuple(file_meta["mean"]), tuple(file_meta["std"])
+            _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
+        elif not arch and _is_openai_state_dict(state := _extract_state_dict(obj, checkpoint)):
+            clip = _openai_clip(state, str(checkpoint), names["arch"])
+            meta.update(arch="openai-format CLIP (architecture read from the state dict)",
+                        model_cfg={"context_length": int(state["positional_embedding"].shape[0])})
+            tokenizer = _simple_tokenizer(int(state["positional_embedding"].shape[0]))
         else:
             if not arch:
-                raise ConfigError(f"config key model.arch: checkpoint file {checkpoint} is not a matex checkpoint, "
-                                  "so the open_clip architecture must be named")
+                raise ConfigError(f"{names['arch']}: checkpoint file {checkpoint} is neither a matex checkpoint nor "
+                                  "an OpenAI-format CLIP state dict, so the open_clip architecture must be named")
             if open_clip.get_model_config(arch) is None:
-                raise ConfigError(f"config key model.arch: unknown open_clip architecture {arch!r}")
+                raise ConfigError(f"{names['arch']}: unknown open_clip architecture {arch!r}")
             clip = open_clip.create_model(arch, pretrained=None)
             meta["model_cfg"] = open_clip.get_model_config(arch)
             tokenizer = open_clip.get_tokenizer(arch)
             pp_mean, pp_std = _preprocess_mean_std(clip)
-        _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
+            _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
     if checkpoint is not None:
         meta.update(checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(checkpoint))
     if geometry is None:
         size = getattr(clip.visual, "image_size", 224)
         geometry = InputGeometry(int(size[0] if isinstance(size, (tuple, list)) else size))
-    _check_image_size(clip, geometry, f"model {arch or 'demo'}")
+    _check_image_size(clip, geometry, f"model {arch or 'demo'}", names["size"])
     mean = tuple(mean) if mean is not None else (pp_mean or CLIP_MEAN)
     std = tuple(std) if std is not None else (pp_std or CLIP_STD)
     meta.update(mean=list(mean), std=list(std), input_size=geometry.size, input_mode=geometry.mode)
@@ -245,13 +323,19 @@ def load_model(source: str = "demo", *, arch: str | None = None, pretrained: str
 def load_model_from_config(cfg: Mapping[str, Any], checkpoint: str | None = None, device: str = "cpu") -> MatexModel:
     """The model ``cfg["model"]`` names, with geometry and normalisation from ``cfg["input"]``.
 
-    ``checkpoint`` (e.g. the demo model the pipeline trained) overrides ``model.checkpoint``."""
+    ``checkpoint`` (e.g. the demo model the pipeline trained) overrides ``model.checkpoint``.
+    Errors name the config keys."""
     m, inp = cfg["model"], cfg["input"]
+    source = m.get("source", "demo")
+    if source not in SOURCES:
+        raise ConfigError(f"config key model.source: unknown source {source!r} (expected one of {', '.join(SOURCES)})")
+    if source == "demo" and m.get("demo") is None:
+        raise ConfigError("config key model.demo: required when model.source is demo")
     geometry = InputGeometry(int(inp["size"]), inp.get("mode", "center_crop"))
-    return load_model(m.get("source", "demo"), arch=m.get("arch"), pretrained=m.get("pretrained"),
+    return load_model(source, pretrained=m.get("pretrained"), arch=m.get("arch"),
                       checkpoint=checkpoint or m.get("checkpoint"), demo=m.get("demo"), geometry=geometry,
                       device=device, name=m.get("name"), seed=int(cfg.get("seed", 0)),
-                      mean=inp.get("mean"), std=inp.get("std"))
+                      mean=inp.get("mean"), std=inp.get("std"), _names=CONFIG_NAMES)
 
 
 def save_checkpoint(model: MatexModel, path: str | os.PathLike, model_cfg: Mapping[str, Any],
