@@ -167,8 +167,10 @@ def test_aggregate_step_writes_every_table_from_the_pairs_table(tmp_path):
         sanity.append(tmp_path / f"sanity_{method}.parquet")
     pd.DataFrame({"modality": ["image"], "method": ["matex"], "roar_plus_mean": [1.0], "roar_plus_sd": [0.5],
                   "n_seeds": [2]}).to_parquet(tmp_path / "roar.parquet")
+    pd.DataFrame({"method": ["matex", "matex", "random", "random"], "k": [0.3, 0.7, 0.3, 0.7],
+                  "zero_shot_accuracy": [0.6, 0.3, 0.7, 0.6]}).to_parquet(tmp_path / "roar_curve.parquet")
     inp = types.SimpleNamespace(metrics=metrics, sanity=sanity, roar=tmp_path / "roar.parquet",
-                                pairs=tmp_path / "pairs.parquet")
+                                pairs=tmp_path / "pairs.parquet", roar_curve=tmp_path / "roar_curve.parquet")
     out = types.SimpleNamespace(**{k: tmp_path / f"out_{k}.parquet" for k in ("tidy", "summary", "localisation", "roar")},
                                 markdown=tmp_path / "results.md", html=tmp_path / "results.html",
                                 latex=tmp_path / "results.tex")
