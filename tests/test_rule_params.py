@@ -28,7 +28,10 @@ def test_a_methods_jobs_see_only_its_own_parameters():
 
 
 def test_figure_options_reach_only_figure_rules():
-    changed = deep_update(CFG, {"figures": {"qualitative_per_category": 3, "formats": ["png"]}})
+    changed = deep_update(CFG, {"figures": {"qualitative_per_category": 3}})
+    moved = {r for r in RULE_SECTIONS if rule_config(changed, r, _w(method="matex")) != rule_config(CFG, r, _w(method="matex"))}
+    assert moved == {"figure_qualitative"}
+    changed = deep_update(CFG, {"figures": {"style": {"width": "single"}, "formats": ["png"]}})
     moved = {r for r in RULE_SECTIONS if rule_config(changed, r, _w(method="matex")) != rule_config(CFG, r, _w(method="matex"))}
     assert moved == {r for r in RULE_SECTIONS if r.startswith("figure_")}
 
@@ -54,3 +57,11 @@ def test_stale_maps_are_refused_naming_the_setting():
     # another method's setting is not this artifact's business
     other = deep_update(CFG, {"attribution": {"params": {"rollout": {"discard_ratio": 0.5}}}})
     require_settings("maps/matex.npz", meta, other, "attribute", _w(method="matex"))
+
+
+def test_key_order_of_a_config_file_does_not_matter():
+    """Snakemake compares params by repr: a config written with its keys in another order is the same."""
+    import json
+
+    reordered = json.loads(json.dumps(CFG, sort_keys=True))
+    assert repr(rule_config(reordered, "attribute", _w(method="matex"))) == repr(rule_config(CFG, "attribute", _w(method="matex")))

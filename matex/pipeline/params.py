@@ -23,12 +23,15 @@ _MAPS = ("data", "input", "model", "attribution.split", "attribution.max_pairs",
          "attribution.device", "attribution.store_dtype", "attribution.shards", "attribution.save_components",
          "attribution.params")
 
+# What every figure depends on: its file formats and the figure style (size, fonts).
+_FIGURE = ("figures.formats", "figures.style")
+
 RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "make_synthetic": ("data.synthetic",),
     "download_mscxr": ("data.mscxr",),
     "prepare": ("data", "input"),
     "parse_phrases": ("data",),
-    "figure_prior": ("input", "attribution.params", "figures", "report"),
+    "figure_prior": ("input", "attribution.params", *_FIGURE, "report"),
     "train_demo_model": ("data", "input", "model"),
     "attribute": _MAPS,
     "merge_attribution": (),
@@ -43,13 +46,14 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "roar_summary": ("data", "input", "model", "attribution", "roar"),
     "roar_retrain": (*_MAPS, "roar"),
     "roar_curve": ("data", "input", "model", "attribution", "roar"),
-    "figure_roar": ("roar.retrain", "figures"),
+    "figure_roar": ("roar.retrain", *_FIGURE),
     "pipeline_runtime": ("data", "input", "model", "attribution", "evaluation", "roar"),
-    "figure_qualitative": ("attribution.methods", "figures", "report"),
-    "figure_metrics": ("attribution.methods", "figures"),
-    "figure_ablation": ("figures",),
-    "figure_sanity": ("attribution.methods", "evaluation.sanity", "figures"),
-    "figure_runtime": ("attribution.methods", "figures"),
+    "figure_qualitative": ("attribution.methods", "figures.qualitative_per_category", "figures.qualitative_pairs",
+                           *_FIGURE, "report"),
+    "figure_metrics": ("attribution.methods", *_FIGURE),
+    "figure_ablation": _FIGURE,
+    "figure_sanity": ("attribution.methods", "evaluation.sanity", *_FIGURE),
+    "figure_runtime": ("attribution.methods", *_FIGURE),
 }
 
 
@@ -74,6 +78,16 @@ def _put(out: dict, path: str, value: Any) -> None:
     node[leaf] = copy.deepcopy(value)
 
 
+def _canonical(node: Any) -> Any:
+    """Keys sorted at every level: Snakemake compares params by their repr, which must not depend on
+    the order keys were written in a config file."""
+    if isinstance(node, Mapping):
+        return {k: _canonical(node[k]) for k in sorted(node)}
+    if isinstance(node, (list, tuple)):
+        return [_canonical(v) for v in node]
+    return node
+
+
 def rule_config(config: Mapping[str, Any], rule: str, wildcards: Any = None) -> dict[str, Any]:
     """The settings ``rule`` depends on, as a nested dict shaped like the config.
 
@@ -81,7 +95,7 @@ def rule_config(config: Mapping[str, Any], rule: str, wildcards: Any = None) -> 
     entry, so one method's settings never rerun another method's jobs."""
     sections = RULE_SECTIONS.get(rule)
     if sections is None:
-        return copy.deepcopy(dict(config))
+        return _canonical(config)
     out: dict[str, Any] = {}
     for path in (*ALWAYS, *sections):
         found, value = _get(config, path)
@@ -91,4 +105,4 @@ def rule_config(config: Mapping[str, Any], rule: str, wildcards: Any = None) -> 
     params = out.get("attribution", {}).get("params")
     if method and isinstance(params, Mapping) and rule not in ("aggregate", "roar_summary", "pipeline_runtime"):
         out["attribution"]["params"] = {method: copy.deepcopy(params[method])} if method in params else {}
-    return out
+    return _canonical(out)
