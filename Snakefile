@@ -1,16 +1,20 @@
 # matex pipeline. Run: snakemake --profile workflow/profiles/local   (see README)
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# the default config, found next to this file even when --directory points elsewhere; overlays given
+# with --configfile (config/mscxr.yaml, .test/config/config.yaml, yours) are merged onto it
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 report: "workflow/report/workflow.rst"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
 
 # Method names and every method's parameters (names, types) against the method registry's catalogue
 # (matex/methods.yaml): a typo fails here, before any job starts, naming the config key.
