@@ -384,8 +384,9 @@ BUDGET_KEYS = {("rise", "n_masks")}
 
 @pytest.mark.parametrize("config_file", ["config/config.yaml", "config/mscxr.yaml"])
 def test_registry_defaults_match_config(config_file):
-    with open(config_file) as fh:
-        cfg = yaml.safe_load(fh)
+    from matex.config import load_config
+
+    cfg = load_config(config_file)          # mscxr.yaml is an overlay of config.yaml
     params = cfg["attribution"]["params"]
     assert set(cfg["attribution"]["methods"]) <= set(available_methods())
     for method, values in params.items():

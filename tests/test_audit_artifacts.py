@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from matex.attribution.cache import attribute_rows, load_maps, write_attribution
+from matex.mapstore import attribute_rows, load_maps, write_attribution
 from matex.errors import MapError
 from matex.io import read_npz, read_npz_members
 from matex.models.loading import load_model

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from matex.attribution import explain
-from matex.attribution.cache import attribute_rows
+from matex.mapstore import attribute_rows
 from matex.attribution.m2ib import scaled_block
 from matex.attribution.mean_box import TrainingBoxes
 from matex.data.transforms import InputGeometry

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from matex.attribution.cache import attribute_rows, load_maps, merge_shards, select_pairs, shard_rows, write_attribution
+from matex.mapstore import attribute_rows, load_maps, merge_shards, select_pairs, shard_rows, write_attribution
 from matex.data.transforms import InputGeometry
 from matex.errors import MapError
 from matex.io import read_npz

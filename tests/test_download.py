@@ -266,7 +266,9 @@ def test_pipeline_download_never_writes_the_password(server, tmp_path, monkeypat
     import yaml
 
     root = Path(__file__).resolve().parents[1]
-    cfg = yaml.safe_load((root / "config" / "mscxr.yaml").read_text())
+    from matex.config import load_config
+
+    cfg = load_config(root / "config" / "mscxr.yaml")      # the overlay merged onto config/config.yaml
     cfg["data"]["mscxr"]["root"] = str(tmp_path / "data" / "mscxr")
     cfg["data"]["mscxr"]["download"].update(base_url=server.base_url, workers=2)
     cfg["results_dir"] = str(tmp_path / "results")

@@ -91,14 +91,16 @@ def available_methods() -> list[str]:
 
 
 def _load_methods() -> None:
-    """Import every module of this package so their @register decorators run."""
+    """Import every module of this package so their @register decorators run (the package holds only
+    methods and the helpers they share; importing a helper registers nothing)."""
     import importlib
     import pkgutil
 
-    from . import __path__ as pkg_path, __name__ as pkg_name
+    from . import __name__ as pkg_name
+    from . import __path__ as pkg_path
+
     for info in pkgutil.iter_modules(pkg_path):
-        if info.name not in {"registry", "wrapper", "common", "cache"}:
-            importlib.import_module(f"{pkg_name}.{info.name}")
+        importlib.import_module(f"{pkg_name}.{info.name}")
 
 
 def resolve_params(spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any]:

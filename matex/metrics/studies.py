@@ -15,7 +15,7 @@ from .evaluate import box_masks
 
 def _explain_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
                   rows: np.ndarray, batch_size: int) -> np.ndarray:
-    from ..attribution.cache import explain_batch, training_boxes_of
+    from ..mapstore import explain_batch, training_boxes_of
 
     out = []
     boxes = training_boxes_of(pairs, model.geometry.size)          # read by mean_box / category_box only

@@ -8,7 +8,7 @@ from .core import base_meta, load_step_inputs, method_params, recorded_settings,
 @step
 def attribute(cfg, input, output, params, wildcards, threads):
 
-    from ..attribution.cache import attribute_rows, select_pairs, shard_rows, write_attribution
+    from ..mapstore import attribute_rows, select_pairs, shard_rows, write_attribution
     from ..io import config_hash
 
     att = cfg["attribution"]
@@ -37,6 +37,6 @@ def attribute(cfg, input, output, params, wildcards, threads):
 
 @step
 def merge_attribution(cfg, input, output, params, wildcards, threads):
-    from ..attribution.cache import merge_shards
+    from ..mapstore import merge_shards
 
     merge_shards(input.npz, input.parquet, output.npz, output.parquet, input.audit, output.audit)

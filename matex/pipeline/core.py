@@ -120,11 +120,23 @@ def recorded_settings(cfg: dict, rule: str, wildcards: Any = None) -> dict:
     return out
 
 
+_DEFAULT = object()   # a key absent from the settings: the method's (or step's) default applies
+
+
 def _differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
-    if isinstance(recorded, dict) and isinstance(current, dict):
+    if isinstance(recorded, dict) or isinstance(current, dict):
+        recorded = recorded if isinstance(recorded, dict) else {}
+        current = current if isinstance(current, dict) else {}
         keys = sorted(set(recorded) | set(current))
-        return [d for k in keys for d in _differences(recorded.get(k), current.get(k), f"{prefix}{k}.")]
-    return [] if recorded == current else [f"{prefix[:-1]} (made with {recorded!r}, now {current!r})"]
+        return [d for k in keys
+                for d in _differences(recorded.get(k, _DEFAULT), current.get(k, _DEFAULT), f"{prefix}{k}.")]
+    if recorded == current:
+        return []
+
+    def show(v: Any) -> str:
+        return "the default" if v is _DEFAULT or v is None and prefix.startswith("attribution.params.") else repr(v)
+
+    return [f"{prefix[:-1]} (made with {show(recorded)}, now {show(current)})"]
 
 
 def require_settings(artifact: str, meta: dict, cfg: dict, rule: str, wildcards: Any = None) -> None:

@@ -85,7 +85,7 @@ def aggregate(cfg, input, output, params, wildcards, threads):
 
 
 def _eval_rows(cfg: dict, pairs, cap: int | None):
-    from ..attribution.cache import select_pairs
+    from ..mapstore import select_pairs
 
     att = cfg["attribution"]
     rows = select_pairs(pairs, att.get("split", "val"), att.get("max_pairs"))

@@ -7,7 +7,7 @@ from .core import base_meta, load_configured_model, load_step_inputs, method_par
 
 
 def roar_train_rows(cfg: dict, pairs):
-    from ..attribution.cache import select_pairs
+    from ..mapstore import select_pairs
 
     return select_pairs(pairs, "train", cfg["roar"].get("train_pairs"))
 
@@ -16,7 +16,7 @@ def roar_train_rows(cfg: dict, pairs):
 def attribute_roar_train(cfg, input, output, params, wildcards, threads):
     """Maps of the ROAR+ training pairs (the images that will be degraded)."""
 
-    from ..attribution.cache import attribute_rows, write_attribution
+    from ..mapstore import attribute_rows, write_attribution
     from ..io import config_hash
 
     att = cfg["attribution"]
@@ -58,7 +58,7 @@ def _roar_finetune(cfg, input, output, wildcards, threads, modality: str) -> Non
     import numpy as np
     import pandas as pd
 
-    from ..attribution.cache import load_maps, load_token_maps, select_pairs
+    from ..mapstore import load_maps, load_token_maps, select_pairs
     from ..errors import ConfigError
     from ..io import write_json
     from ..roar.finetune import roar_run
@@ -121,7 +121,7 @@ def roar_eval_val_rows(cfg: dict, pairs):
     """The validation pairs that have evaluation maps (``maps/{method}.npz``: the attribution split,
     capped at attribution.max_pairs), in pair order."""
 
-    from ..attribution.cache import select_pairs
+    from ..mapstore import select_pairs
 
     att = cfg["attribution"]
     rows = select_pairs(pairs, att.get("split", "val"), att.get("max_pairs"))
@@ -135,7 +135,7 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
     import pandas as pd
     import torch
 
-    from ..attribution.cache import load_maps
+    from ..mapstore import load_maps
     from ..errors import ConfigError
     from ..io import write_json
     from ..models.loading import resolve_device

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..errors import MapError
-from ..io import read_npz, read_npz_members, read_npz_meta, read_parquet_meta, write_npz, write_parquet
+from .errors import MapError
+from .io import read_npz, read_npz_members, read_npz_meta, read_parquet_meta, write_npz, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def shard_rows(rows: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
 def training_boxes_of(pairs: pd.DataFrame, size: int):
     """The train split's aligned boxes, which the bias controls (mean_box, category_box) read; None
     when the table lacks the columns. Masks are only computed when a method asks for them."""
-    from .mean_box import TrainingBoxes
+    from .attribution.mean_box import TrainingBoxes
 
     if not {"split", "boxes", "category"} <= set(pairs.columns):
         return None
@@ -45,7 +45,7 @@ def explain_batch(model, method: str, params: Mapping[str, Any], batch: pd.DataF
     """Explain one batch of pairs as every step does: the phrases, each film's original size (so the
     prior is laid through the same geometry as the boxes), the training boxes and categories (read by
     the bias controls)."""
-    from . import explain
+    from .attribution import explain
 
     sizes = (list(zip(batch["image_height"], batch["image_width"]))
              if {"image_height", "image_width"} <= set(batch.columns) else None)
@@ -99,7 +99,7 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
                             "map_min": float(m.min()), "map_max": float(m.max()),
                             "map_mean": float(m.mean()), "map_std": float(m.std())})
         if audit is not None and out.text is not None:
-            from ..models.tokens import token_strings
+            from .models.tokens import token_strings
 
             for pair_id, toks in zip(batch["pair_id"], token_strings(model, texts, [len(t) for t in out.text])):
                 audit[f"tokens/{pair_id}"] = np.array(toks, dtype=str)
