@@ -148,8 +148,13 @@ def test_sanity_curve_flags_a_map_that_ignores_the_weights():
     edges = sanity_curve(model, "sobel", {}, pairs, images, rows, batch_size=2, seed=0)
     assert sorted(edges["cascade_step"].unique()) == [1, 2, 3, 4] and len(edges) == 12
     assert np.allclose(edges["abs_spearman"], 1.0) and np.allclose(edges["ssim"], 1.0)
-    grads = sanity_curve(model, "saliency", {}, pairs, images, rows, batch_size=2, seed=0, steps=[4, 1])
+    kept: dict = {}
+    grads = sanity_curve(model, "saliency", {}, pairs, images, rows, batch_size=2, seed=0, steps=[4, 1],
+                         keep_maps=kept, keep_pairs=2)
     assert sorted(grads["cascade_step"].unique()) == [1, 4]
+    # the auditor's view: the kept pairs' maps, trained and at each step run
+    assert sorted(kept) == ["step1/a", "step1/b", "step4/a", "step4/b", "trained/a", "trained/b"]
+    assert not np.allclose(kept["trained/a"], kept["step4/a"], atol=1e-2)
     full = grads[grads["cascade_step"] == 4]
     assert (full["abs_spearman"] < 0.9).all() and (full["ssim"] < 0.9).all()
     assert set(grads["randomized"]) == {HEADS_LABEL, "+ blocks 3–1"}

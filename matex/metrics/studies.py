@@ -42,12 +42,17 @@ def cascade_points(n_steps: int, points: int | None) -> list[int]:
 
 
 def sanity_curve(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
-                 rows: np.ndarray, batch_size: int, seed: int, steps: Sequence[int] | None = None) -> pd.DataFrame:
+                 rows: np.ndarray, batch_size: int, seed: int, steps: Sequence[int] | None = None,
+                 keep_maps: dict[str, np.ndarray] | None = None, keep_pairs: int = 4) -> pd.DataFrame:
     """Cascading randomisation (Adebayo et al. 2018): each pair's map on the trained model against
     its map on copies randomised up to cascade step k (1 = heads and final norms, 1 + j = also the
     top j vision blocks; ``steps`` = the steps to run, default all 1..L+1, see ``cascade_points``).
     Per pair and step: signed Spearman rho (reference only), |rho| and SSIM (both lower = the map
-    depends on the weights)."""
+    depends on the weights).
+
+    ``keep_maps``: a dict to fill with the maps of the first ``keep_pairs`` pairs, trained
+    (``trained/<pair_id>``) and at each step (``step<k>/<pair_id>``), float16, so the randomisation can
+    be seen, not only scored."""
     from .sanity import (
         abs_spearman,
         cascade_labels,
@@ -59,10 +64,15 @@ def sanity_curve(model, method: str, params: Mapping[str, Any], pairs: pd.DataFr
     labels = cascade_labels(model)
     steps = list(range(1, len(labels) + 1)) if steps is None else sorted({int(k) for k in steps})
     reference = _explain_rows(model, method, params, pairs, images_u8, rows, batch_size)
+    kept_ids = pairs["pair_id"].iloc[rows[:keep_pairs]].tolist()
+    if keep_maps is not None:
+        keep_maps.update({f"trained/{p}": reference[i].astype(np.float16) for i, p in enumerate(kept_ids)})
     frames = []
     for k in steps:
         randomized = randomize_cascading(model, k, seed)
         maps = _explain_rows(randomized, method, params, pairs, images_u8, rows, batch_size)
+        if keep_maps is not None:
+            keep_maps.update({f"step{k}/{p}": maps[i].astype(np.float16) for i, p in enumerate(kept_ids)})
         frames.append(pd.DataFrame({"pair_id": pairs["pair_id"].iloc[rows].to_numpy(), "method": method,
                                     "category": pairs["category"].iloc[rows].to_numpy(), "cascade_step": k,
                                     "randomized": labels[k - 1], "blocks_randomized": k - 1,

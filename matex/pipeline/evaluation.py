@@ -95,13 +95,14 @@ def _eval_rows(cfg: dict, pairs, cap: int | None):
 @step
 def sanity(cfg, input, output, params, wildcards, threads):
 
-    from ..io import write_parquet
+    from ..io import write_npz, write_parquet
     from ..metrics.sanity import cascade_labels
     from ..metrics.studies import cascade_points, sanity_curve
 
     pairs, images, model = load_step_inputs(cfg, input, threads)
     sanity_cfg = cfg["evaluation"]["sanity"]
     rows = _eval_rows(cfg, pairs, sanity_cfg.get("max_pairs"))
+    kept: dict = {}
     df = sanity_curve(
         model,
         wildcards.method,
@@ -112,9 +113,12 @@ def sanity(cfg, input, output, params, wildcards, threads):
         int(cfg["attribution"]["batch_size"]),
         cfg["seed"],
         steps=cascade_points(len(cascade_labels(model)), sanity_cfg.get("cascade_points")),
+        keep_maps=kept,
     )
     meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
     write_parquet(output.table, df, meta)
+    write_npz(output.maps, kept, {**meta, "method": wildcards.method,
+                                  "steps": {int(k): lab for k, lab in zip(df["cascade_step"], df["randomized"])}})
 
 
 @step

@@ -66,6 +66,7 @@ rule sanity:
         images=f"{DS}/images.npy",
     output:
         table=f"{MD}/sanity/{{method}}.parquet",
+        maps=f"{MD}/sanity/{{method}}.maps.npz",
     params:
         config=step_config("sanity"),
     log:
