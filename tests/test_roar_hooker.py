@@ -59,12 +59,17 @@ def test_the_run_measures_a_model_retrained_on_degraded_train_on_degraded_val(mo
     monkeypatch.setattr(rt, "measure", fake_measure)
     rng = np.random.default_rng(1)
     images = rng.choice(np.array([10, 250], dtype=np.uint8), size=(6, 14, 14))
-    pairs = pd.DataFrame({"phrase": list("abcdef"), "category": list("ababab")})
+    pairs = pd.DataFrame({"phrase": list("abcdef"), "category": list("ababab"), "pair_id": list("uvwxyz")})
     maps = rng.random((6, 14, 14))
     cfg = {"seed": 0, "model": {"source": "demo", "demo": {"batch_size": 4}},
            "roar": {"batch_size": 4, "retrain": {"fractions": [0.2, 0.6], "epochs": 1, "random_grid": 7}}}
-    rows = rt.roar_retrain_runs(cfg, None, pairs, images, np.arange(4), np.arange(4, 6), "m", maps[:4], maps[4:], 0)
+    samples: dict = {}
+    rows = rt.roar_retrain_runs(cfg, None, pairs, images, np.arange(4), np.arange(4, 6), "m", maps[:4], maps[4:], 0,
+                                samples=samples, n_samples=2)
     assert [r["k"] for r in rows] == [0.2, 0.6]
+    # the auditor's view: the degraded training images actually trained on, per k
+    assert sorted(samples) == ["k20/u", "k20/v", "k60/u", "k60/v"]
+    np.testing.assert_array_equal(samples["k60/v"], seen["train"][1][1])
     fill = round(images[:4].mean())
     for split, n in (("train", 4), ("val", 2)):
         for k, out in zip((0.2, 0.6), seen[split]):

@@ -137,7 +137,7 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
 
     from ..mapstore import load_maps
     from ..errors import ConfigError
-    from ..io import write_json
+    from ..io import write_json, write_npz
     from ..models.loading import resolve_device
     from ..roar.retrain import roar_retrain_runs
     from .core import log
@@ -155,9 +155,12 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
         val_maps, _, _ = load_maps(input.val_npz, pairs["pair_id"].iloc[val_rows].tolist())
     device = resolve_device(cfg["attribution"]["device"])
     base = load_configured_model(cfg, getattr(input, "checkpoint", None), device)
+    samples: dict = {}
     runs = roar_retrain_runs(cfg, base, pairs, images, train_rows, val_rows, wildcards.variant, train_maps,
-                             val_maps, int(wildcards.seed), threads=int(threads), device=device, log=log.info)
+                             val_maps, int(wildcards.seed), threads=int(threads), device=device, log=log.info,
+                             samples=samples)
     meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
+    write_npz(output.samples, samples, {**meta, "variant": wildcards.variant, "seed": int(wildcards.seed)})
     write_json(output.json, {**meta, "config_seed": meta["seed"], "variant": wildcards.variant,
                              "seed": int(wildcards.seed), "runs": runs})
 

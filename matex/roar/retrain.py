@@ -171,9 +171,13 @@ def measure(model, val_u8: np.ndarray, texts: Sequence[str], categories: Sequenc
 def roar_retrain_runs(cfg: Mapping[str, Any], base_model, pairs, images_u8: np.ndarray, train_rows: np.ndarray,
                       val_rows: np.ndarray, variant: str, train_maps: np.ndarray | None,
                       val_maps: np.ndarray | None, seed: int, threads: int | None = None,
-                      device: str = "cpu", log=None) -> list[dict]:
+                      device: str = "cpu", log=None, samples: dict | None = None,
+                      n_samples: int = 4) -> list[dict]:
     """One ROAR curve: for each configured k (``clean``: k = 0 only), degrade both splits with
-    ``variant``'s maps (``random``: smooth random maps), retrain, measure. One row per k."""
+    ``variant``'s maps (``random``: smooth random maps), retrain, measure. One row per k.
+
+    ``samples``: a dict to fill with the first ``n_samples`` degraded training images at each k
+    (``k<percent>/<pair_id>``, uint8), so the removal can be seen."""
     import time
 
     rt = cfg["roar"]["retrain"]
@@ -195,6 +199,9 @@ def roar_retrain_runs(cfg: Mapping[str, Any], base_model, pairs, images_u8: np.n
     for fraction in fractions:
         t0 = time.perf_counter()
         train_deg, val_deg = degrade_splits(train_u8, val_u8, train_maps, val_maps, fraction, fill, seed)
+        if samples is not None:
+            ids = pairs["pair_id"].iloc[train_rows[:n_samples]].tolist()
+            samples.update({f"k{round(100 * fraction):02d}/{p}": train_deg[i] for i, p in enumerate(ids)})
         model = retrain(cfg, base_model, train_deg, train_texts, seed, threads, device)
         row = {"variant": variant, "k": fraction, "seed": int(seed), **measure(model, val_deg, val_texts,
                                                                                 val_categories, batch),

@@ -123,6 +123,7 @@ rule roar_retrain:
         unpack(roar_retrain_inputs),
     output:
         json=f"{MD}/roar/retrain/{{variant}}.seed{{seed}}.json",
+        samples=f"{MD}/roar/retrain/{{variant}}.seed{{seed}}.samples.npz",
     wildcard_constraints:
         variant=r"[A-Za-z0-9_]+",
         seed=r"\d+",
