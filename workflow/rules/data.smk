@@ -6,6 +6,7 @@ rule make_synthetic:
     output:
         csv=f"{DS}/raw/MS_CXR_Local_Alignment_v1.0.0.csv",
         truth=f"{DS}/raw/synthetic_truth.parquet",
+        elements=f"{DS}/raw/synthetic_elements.parquet",
         images=directory(f"{DS}/raw/files"),
     log:
         f"{DS}/logs/make_synthetic.log",

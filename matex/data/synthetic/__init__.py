@@ -19,7 +19,14 @@ bilateral, none.
 from .anatomy import BOX_THRESHOLD, Anatomy, Lung, SyntheticSpec
 from .findings import CATEGORIES, CATEGORY_COUNTS, Finding
 from .render import WORK_DOWNSAMPLE, render_case, sample_findings
-from .writer import CSV_COLUMNS, CSV_NAME, TRUTH_COLUMNS, TRUTH_NAME, generate_synthetic
+from .writer import (
+    CSV_COLUMNS,
+    CSV_NAME,
+    ELEMENTS_NAME,
+    TRUTH_COLUMNS,
+    TRUTH_NAME,
+    generate_synthetic,
+)
 
 __all__ = [
     "BOX_THRESHOLD",
@@ -27,6 +34,7 @@ __all__ = [
     "CATEGORY_COUNTS",
     "CSV_COLUMNS",
     "CSV_NAME",
+    "ELEMENTS_NAME",
     "TRUTH_COLUMNS",
     "TRUTH_NAME",
     "WORK_DOWNSAMPLE",

@@ -25,6 +25,7 @@ class SyntheticSpec:
     height: tuple[int, int] = (320, 384)
     no_location_fraction: float = 0.15
     second_finding_fraction: float = 0.1
+    conspicuity: float = 1.0  # lesion contrast multiplier (1 = the drawn default)
 
     def validate(self) -> None:
         for key, (lo, hi) in (("width", self.width), ("height", self.height)):
@@ -32,6 +33,10 @@ class SyntheticSpec:
                 raise ConfigError(
                     f"data.synthetic.{key} must be [lo, hi] with 32 <= lo <= hi, got {[lo, hi]}"
                 )
+        if not 0.0 < self.conspicuity <= 3.0:
+            raise ConfigError(
+                f"data.synthetic.conspicuity must lie in (0, 3], got {self.conspicuity}"
+            )
         for key in ("no_location_fraction", "second_finding_fraction"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:

@@ -277,3 +277,59 @@ def paint_pneumothorax(
         else (g.v < lung.dome_y)
     )
     return (rim * limit).astype(np.float32), (line * limit).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------- devices
+def drain_path(
+    an: Anatomy, rng: np.random.Generator, side: str, n: int = 160
+) -> np.ndarray:
+    """(n, 2) points (u, v) along a chest drain: from the image edge, through the lateral chest wall
+    at mid-to-lower lung height, then curving up towards the apex (the usual course of a drain placed
+    for a pneumothorax). The last point is the tip."""
+    lung = an.lungs[side]
+    height = lung.dome_y - lung.apex_y
+    outward = 1.0 if lung.x_lateral > lung.x_medial else -1.0
+    entry = np.array(
+        [
+            lung.x_lateral + outward * 0.01,
+            lung.apex_y + rng.uniform(0.55, 0.72) * height,
+        ]
+    )
+    tip = np.array(
+        [
+            lung.xc + outward * rng.uniform(-0.05, 0.1) * lung.a,
+            lung.apex_y + rng.uniform(0.08, 0.16) * height,
+        ]
+    )
+    control = np.array(
+        [lung.x_lateral - outward * rng.uniform(0.05, 0.12) * lung.a, entry[1] - 0.05]
+    )
+    edge = np.array([0.5 + outward * 0.5, entry[1] + rng.uniform(0.02, 0.08)])
+    t = np.linspace(0, 1, n // 4)[:, None]
+    outside = edge + t * (entry - edge)
+    t = np.linspace(0, 1, n - n // 4)[:, None]
+    inside = (1 - t) ** 2 * entry + 2 * (1 - t) * t * control + t**2 * tip
+    return np.concatenate([outside, inside]).astype(np.float32)
+
+
+def paint_drain(
+    g: Grid, an: Anatomy, rng: np.random.Generator, side: str
+) -> np.ndarray:
+    """Blend weight of a chest drain: a radio-opaque tube about 2 mm wide along :func:`drain_path`,
+    interrupted by three side holes near its tip."""
+    path = drain_path(an, rng, side)
+    half_width = rng.uniform(0.005, 0.007)
+    arc = np.concatenate(
+        [[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))]
+    )
+    inner = arc >= arc[len(path) // 4]
+    holes = np.zeros(len(path), bool)
+    for frac in (0.6, 0.72, 0.84):  # side holes along the intrapleural part
+        centre = arc[inner][0] + frac * (arc[-1] - arc[inner][0])
+        holes |= np.abs(arc - centre) < 0.008
+    points = path[~holes]
+    d2 = np.full((g.height, g.width), np.inf, dtype=np.float32)
+    for pu, pv in points:
+        np.minimum(d2, (g.u - pu) ** 2 + (g.v - pv) ** 2, out=d2)
+    tube = np.exp(-d2 / half_width**2) * 0.8
+    return tube.astype(np.float32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .anatomy import (
+    BOX_THRESHOLD,
     Anatomy,
     Grid,
     SyntheticSpec,
@@ -25,6 +26,7 @@ from .anatomy import (
 )
 from .findings import (
     Finding,
+    paint_drain,
     paint_effusion,
     paint_opacity,
     paint_pneumothorax,
@@ -44,12 +46,21 @@ def _render(
     findings_rng: np.random.Generator,
     noise_rng: np.random.Generator,
     with_findings: bool,
-) -> np.ndarray:
+    conspicuity: float = 1.0,
+    drain_rng: np.random.Generator | None = None,
+    omit: frozenset[str] = frozenset(),
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(uint8 image, element weights on the working grid). Omitted elements are computed (the
+    random streams advance identically) but not drawn."""
     g = Grid(-(-an.width // WORK_DOWNSAMPLE), -(-an.height // WORK_DOWNSAMPLE))
     s = an.scale
     u, v = g.u, g.v
+    if not with_findings:
+        omit = omit | {lesion_name(k) for k in range(len(findings))}
+    # with_findings=False draws nothing from the findings stream (as it always has)
     cats = {f.category_name for f in findings} if with_findings else set()
     finding_weights: dict[int, list[np.ndarray]] = {}
+    elements: dict[str, np.ndarray] = {}
 
     # ---- anatomy textures first, always drawn in the same order (same stream with or without findings)
     markings_coarse = smooth_noise(anatomy_rng, g.height, g.width, 16)
@@ -75,7 +86,15 @@ def _render(
         grow = {"small": 1.2, "moderate": 1.3, "large": 1.4}[
             cardiomegaly.params["size"]
         ] * findings_rng.uniform(0.97, 1.03)
-        hu, ha, hb = hu + 0.35 * (grow - 1) * ha, ha * grow, hb * (1 + 0.4 * (grow - 1))
+        if conspicuity != 1.0:
+            grow = 1 + conspicuity * (grow - 1)
+        k_cardio = findings.index(cardiomegaly)
+        if lesion_name(k_cardio) not in omit:
+            hu, ha, hb = (
+                hu + 0.35 * (grow - 1) * ha,
+                ha * grow,
+                hb * (1 + 0.4 * (grow - 1)),
+            )
     heart = ellipse_mask(g, hu, hv, ha, hb, 2)
     top = an.lungs["right"].apex_y - 0.08
     med_half = an.mediastinum_half * (1 + 0.25 * np.clip((v - top) / 0.45, 0, 1))
@@ -116,8 +135,14 @@ def _render(
             rim, line = paint_pneumothorax(
                 g, an, findings_rng, f.side, f.zone, own_lung
             )
-            air = np.maximum(air, rim)
-            pleural_line = np.maximum(pleural_line, line)
+            if conspicuity != 1.0:
+                rim, line = (
+                    np.clip(conspicuity * rim, 0, 1),
+                    np.clip(conspicuity * line, 0, 1),
+                )
+            if lesion_name(k) not in omit:
+                air = np.maximum(air, rim)
+                pleural_line = np.maximum(pleural_line, line)
             finding_weights[k] = [np.maximum(rim, 0.5 * line) * (lung_field > 0.05)]
     lung_img = (
         lung_level * (1 - 0.6 * air)
@@ -144,8 +169,11 @@ def _render(
                 )
             else:
                 w = paint_opacity(g, an, findings_rng, f, side, lung_field)
+            if conspicuity != 1.0:
+                w = np.clip(conspicuity * w, 0, 1).astype(np.float32)
             weights.append(w)
-            img = img * (1 - w) + fluid_level * w
+            if lesion_name(k) not in omit:
+                img = img * (1 - w) + fluid_level * w
         finding_weights[k] = weights
 
     # ---- bones: ribs (posterior, curved bands; fainter anterior ones), clavicles, spine
@@ -160,15 +188,31 @@ def _render(
         (ant_phase > 0.5) & (ant_phase < 6)
     )
     cage = ramp((1.02 - d) / (3 * g.px / (0.42 * s))) * (d > 0.08)
-    img = img + cage * (0.08 * ribs + 0.03 * ant_ribs) * (1 - 0.6 * below_diaphragm)
+    rib_shadow = cage * (0.08 * ribs + 0.03 * ant_ribs) * (1 - 0.6 * below_diaphragm)
+    elements["ribs"] = rib_shadow / 0.11
+    if "ribs" not in omit:
+        img = img + rib_shadow
     clav_d = np.clip((d_mid - 0.05 * s) / (0.3 * s), 0, 1)
     clav_v = an.clavicle_y - 0.06 * clav_d + 0.015 * np.sin(np.pi * clav_d)
     clavicles = np.exp(-(((v - clav_v) / (0.014 * s)) ** 2)) * (
         (d_mid > 0.04 * s) & (d_mid < 0.37 * s)
     )
-    img = img + 0.14 * clavicles
+    elements["clavicles"] = clavicles
+    if "clavicles" not in omit:
+        img = img + 0.14 * clavicles
     spine = ramp((0.03 * s - d_mid) / (2 * g.px))
     img = img + spine * (0.03 + 0.02 * np.cos(2 * np.pi * v / (0.045 * s)))
+
+    # ---- devices: a chest drain (radio-opaque, over everything else)
+    if drain_rng is not None:
+        side = "right" if drain_rng.random() < 0.5 else "left"
+        side = next(
+            (f.side for f in findings if f.category_name == "Pneumothorax"), side
+        )
+        tube = paint_drain(g, an, drain_rng, side)
+        elements["drain"] = tube
+        if "drain" not in omit:
+            img = img * (1 - tube) + 0.95 * tube
 
     # ---- exposure: vignetting, gain, gamma; upsample; quantum noise at full resolution
     r2 = ((u - 0.5) ** 2 + (v - 0.5) ** 2) / 0.5
@@ -177,34 +221,74 @@ def _render(
     img = img + noise_rng.normal(0.0, an.noise_sigma, size=img.shape).astype(np.float32)
 
     for k, weights in finding_weights.items():
-        boxes = (bbox(upsample(w, an.width, an.height)) for w in weights)
-        findings[k].boxes = [b for b in boxes if b is not None]
-    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+        full = [upsample(w, an.width, an.height) for w in weights]
+        if not with_findings:
+            continue
+        findings[k].boxes = [b for b in (bbox(w) for w in full) if b is not None]
+        elements[lesion_name(k)] = np.maximum.reduce(weights)
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), elements
+
+
+def lesion_name(k: int) -> str:
+    """The element name of finding ``k`` of a case (``lesion0``, ``lesion1``)."""
+    return f"lesion{k}"
+
+
+def element_masks(
+    elements: dict[str, np.ndarray], width: int, height: int
+) -> dict[str, np.ndarray]:
+    """Boolean pixel masks (original size) of the drawn elements: where an element's weight exceeds
+    BOX_THRESHOLD of its peak (the rule that makes the lesion boxes)."""
+    out = {}
+    for name, w in elements.items():
+        full = upsample(w, width, height)
+        peak = float(full.max())
+        out[name] = (
+            full > BOX_THRESHOLD * peak if peak > 1e-6 else np.zeros(full.shape, bool)
+        )
+    return out
 
 
 def render_case(
-    seed: int, index: int, spec: SyntheticSpec | None = None, with_findings: bool = True
-) -> tuple[np.ndarray, list[Finding]]:
+    seed: int,
+    index: int,
+    spec: SyntheticSpec | None = None,
+    with_findings: bool = True,
+    *,
+    drain: bool = False,
+    omit: frozenset[str] | set[str] = frozenset(),
+    return_elements: bool = False,
+):
     """Render case ``index`` of the dataset with ``seed``: (uint8 H x W image, its findings).
 
     With ``with_findings=False`` the same anatomy and noise are drawn without any lesion (the
     findings list is still returned, boxes left empty): the difference of the two renderings is
-    exactly what the findings drew.
+    exactly what the findings drew. ``drain``: draw a chest drain (on the pneumothorax side when
+    there is one). ``omit``: element names (``lesion0``, ``drain``, ``ribs``, ``clavicles``) to leave
+    out, everything else identical: the counterfactual x without e. ``return_elements``: also return
+    the elements' boolean pixel masks (original size), ``(image, findings, masks)``.
     """
     spec = spec or SyntheticSpec()
-    anatomy_ss, findings_ss, noise_ss = np.random.SeedSequence([seed, index]).spawn(3)
+    anatomy_ss, findings_ss, noise_ss, drain_ss = np.random.SeedSequence(
+        [seed, index]
+    ).spawn(4)
     anatomy_rng = np.random.default_rng(anatomy_ss)
     findings_rng = np.random.default_rng(findings_ss)
     anatomy = sample_anatomy(anatomy_rng, spec)
     findings = plan_findings(findings_rng, spec)
-    image = _render(
+    image, elements = _render(
         anatomy,
         findings,
         anatomy_rng,
         findings_rng,
         np.random.default_rng(noise_ss),
         with_findings,
+        conspicuity=spec.conspicuity,
+        drain_rng=np.random.default_rng(drain_ss) if drain else None,
+        omit=frozenset(omit),
     )
+    if return_elements:
+        return image, findings, element_masks(elements, anatomy.width, anatomy.height)
     return image, findings
 
 
