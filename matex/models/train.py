@@ -114,6 +114,7 @@ def train_clip(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str] | 
         optimizer = torch.optim.AdamW(_param_groups(clip, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
         history: list[dict] = []
         step = 0
+        t_start, cpu_start = time.perf_counter(), time.process_time()  # learning curves carry their cost
         for epoch in range(1, epochs + 1):
             clip.train()
             losses, sizes = [], []
@@ -140,7 +141,9 @@ def train_clip(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str] | 
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             clip.eval()
             row: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.average(losses, weights=sizes)),
-                                   "lr": current_lr, "steps": step}
+                                   "lr": current_lr, "steps": step,
+                                   "elapsed_s": round(time.perf_counter() - t_start, 2),
+                                   "cpu_s": round(time.process_time() - cpu_start, 2)}
             if val is not None:
                 v_images, v_texts = val[0], val[1]
                 v_categories = val[2] if len(val) > 2 else None
@@ -382,13 +385,18 @@ def train_demo(pairs_parquet, images_npy, cfg: Mapping[str, Any], out_checkpoint
                          categories=[categories[i] for i in train_rows],
                          category_prompt_fraction=float(demo.get("category_prompt_fraction", 0.0)),
                          side_swap_negatives=bool(demo.get("side_swap_negatives", False)))
-    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "steps")} if history else {}
+    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "steps", "elapsed_s", "cpu_s")} if history else {}
     chash = section_hash(cfg, "data", "input", "model")
     meta = {"config_hash": chash, "seed": seed, "matex_version": __version__, "source": "demo",
             "name": model.name, "n_train": len(train_rows), "n_val": len(val_rows), "history": history}
     save_checkpoint(model, out_checkpoint, model_cfg, meta)
+    import os
+    import platform
+
     log = {"config_hash": chash, "seed": seed, "matex_version": __version__, "model_cfg": model_cfg,
            "n_train": len(train_rows), "n_val": len(val_rows), "threads": threads,
+           "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                       "torch": torch.__version__, "load_average_1min": round(os.getloadavg()[0], 2)},
            "epochs": history, "final": final, "wall_time_s": round(time.perf_counter() - t0, 2),
            "checkpoint": str(out_checkpoint)}
     write_json(out_log, log)

@@ -42,6 +42,7 @@ def aggregate(cfg, input, output, params, wildcards, threads):
         ],
         ignore_index=True,
     )
+    tidy = pd.concat([tidy, *_counterfactual_tidy(getattr(input, "counterfactual", []))], ignore_index=True)
     boot = cfg["evaluation"].get("bootstrap", {})
     n, ci = int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95))
     overall = summarise_tidy(tidy, ["method"], n, ci, cfg["seed"])
@@ -59,6 +60,9 @@ def aggregate(cfg, input, output, params, wildcards, threads):
         "image: top pixels of each map removed, text: top word tokens removed (both against the same "
         "clean run); 'random' is the random-removal control.",
     ]
+    if not getattr(input, "counterfactual", []):
+        notes.append("Counterfactual columns (lesion share, drain share, counterfactual agreement, shortcut test) "
+                     "need the synthetic generator's re-rendering and are absent on this dataset.")
     tables = [("All findings", with_roar(wide_table(overall, order), roar))]
     tables += [(cat, wide_table(grp, order)) for cat, grp in per_cat.groupby("category")]
     title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
@@ -111,3 +115,35 @@ def ablation(cfg, input, output, params, wildcards, threads):
         model, method_params(cfg, "matex"), pairs, images, rows, cfg, int(cfg["attribution"]["batch_size"])
     )
     write_parquet(output.table, df, base_meta(cfg, "data", "input", "model", "attribution", "evaluation", "figures"))
+
+
+@step
+def counterfactual(cfg, input, output, params, wildcards, threads):
+    """Counterfactual ground truth (synthetic data only): lesion/drain share, agreement with ΔS, shortcut test."""
+    import pandas as pd
+
+    from ..io import write_parquet
+    from ..metrics.counterfactual import evaluate_counterfactual
+
+    pairs, _, model = load_step_inputs(cfg, input, threads)
+    df = evaluate_counterfactual(
+        model, wildcards.method, pairs, input.npz, pd.read_parquet(input.truth), pd.read_parquet(input.elements), cfg
+    )
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
+    meta["method"] = wildcards.method
+    write_parquet(output.metrics, df, meta)
+
+
+COUNTERFACTUAL_METRICS = ("lesion_share", "drain_share", "counterfactual_agreement", "shortcut_test")
+
+
+def _counterfactual_tidy(paths) -> list:
+    """The counterfactual metrics as tidy rows (pair_id, method, category, metric, value), NaN dropped."""
+    import pandas as pd
+
+    out = []
+    for p in paths:
+        df = pd.read_parquet(p)
+        long = df.melt(["pair_id", "method", "category"], list(COUNTERFACTUAL_METRICS), "metric", "value")
+        out.append(long.dropna(subset=["value"]))
+    return out

@@ -23,12 +23,38 @@ rule evaluate:
         "../scripts/step.py"
 
 
+rule counterfactual:
+    """Synthetic data only: re-render each pair's film without each element; lesion/drain share, agreement with ΔS, shortcut test."""
+    input:
+        unpack(model_input),
+        pairs=f"{DS}/pairs.parquet",
+        images=f"{DS}/images.npy",
+        npz=f"{MD}/maps/{{method}}.npz",
+        truth=f"{DS}/raw/synthetic_truth.parquet",
+        elements=f"{DS}/raw/synthetic_elements.parquet",
+    output:
+        metrics=f"{MD}/metrics/counterfactual/{{method}}.parquet",
+    log:
+        f"{MD}/logs/counterfactual/{{method}}.log",
+    benchmark:
+        f"{MD}/benchmarks/counterfactual/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
 rule aggregate:
     """One tidy table of every per-pair metric; method x metric tables with bootstrap intervals, overall and per finding."""
     input:
         metrics=expand(f"{MD}/metrics/{{method}}.parquet", method=config["attribution"]["methods"]),
         roar=f"{MD}/roar/roar_summary.parquet",
         sanity=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
+        counterfactual=counterfactual_metrics(),
     output:
         tidy=f"{MD}/tables/metrics_tidy.parquet",
         summary=f"{MD}/tables/summary.parquet",
