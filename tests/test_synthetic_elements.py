@@ -96,3 +96,34 @@ def test_conspicuity_scales_the_lesion_and_is_checked(tmp_path):
         generate_synthetic(tmp_path, n_images=2, conspicuity=0.0, progress=False)
     with pytest.raises(ConfigError, match="drain_eval_fraction"):
         generate_synthetic(tmp_path, n_images=2, drain_eval_fraction=1.5, progress=False)
+
+
+def test_middle_lobe_and_lingula_lesions_sit_in_the_parser_s_regions():
+    """A phrase naming the lingula or the right middle lobe points where the lesion was drawn: the
+    lesion box's centre lies in that region of priors/regions.yaml (the text prior's boxes)."""
+    from importlib import resources
+
+    import yaml
+
+    regions = yaml.safe_load(resources.files("matex.priors").joinpath("regions.yaml").read_text())["regions"]
+    spec = SyntheticSpec()
+    seen = 0
+    for i in range(400):
+        findings = sample_findings(0, i, spec)
+        if not any(f.zone == "middle_lobe" and f.category_name != "Atelectasis" for f in findings):
+            continue
+        image, findings = render_case(0, i, spec)
+        h, w = image.shape
+        for f in findings:
+            if f.zone != "middle_lobe" or not f.boxes:
+                continue
+            x0, x1, y0, y1 = regions["lingula" if f.side == "left" else "right_middle_lobe"]["box"]
+            bx, by, bw, bh = f.boxes[0]
+            assert x0 <= (bx + bw / 2) / w <= x1 and y0 <= (by + bh / 2) / h <= y1, (i, f.label_text, f.boxes)
+            if f.location_named:
+                assert ("lingul" in f.label_text.lower()) == (f.side == "left")
+                assert ("middle lobe" in f.label_text.lower()) == (f.side == "right")
+            seen += 1
+        if seen >= 8:
+            break
+    assert seen >= 8

@@ -11,7 +11,7 @@ plan and one painter per finding), ``phrases`` (+ ``phrases.yaml``, the vocabula
 (one case, seeded streams) and ``writer`` (files, CSV, truth table).
 
 Radiological convention: the patient's RIGHT is the image's LEFT. A "right" finding lies in the
-left half of the image. Zones recorded in ``synthetic_truth.parquet``: upper, mid, lower,
+left half of the image. Zones recorded in ``synthetic_truth.parquet``: upper, mid, middle_lobe, lower,
 retrocardiac, perihilar, apical, lateral, cardiac. Sides are in PATIENT terms: right, left,
 bilateral, none.
 """

@@ -73,12 +73,14 @@ def choose_location(rng: np.random.Generator, category: str) -> tuple[str, str]:
     if category == "Atelectasis":
         if rng.random() < 0.25:
             return "bilateral", "lower"
-        return lr, ("lower" if rng.random() < 0.85 else "mid")
+        return lr, ("lower" if rng.random() < 0.85 else "middle_lobe")
     if category in ("Pneumonia", "Lung Opacity") and rng.random() < 0.1:
         return "bilateral", "lower"
     zone = str(rng.choice(["upper", "mid", "lower"], p=[0.2, 0.25, 0.55]))
     if zone == "lower" and lr == "left" and rng.random() < 0.25:
         zone = "retrocardiac"
+    if zone == "mid" and rng.random() < 1 / 3:
+        zone = "middle_lobe"  # the right middle lobe or the lingula: medial, lower than the mid zone
     return lr, zone
 
 
@@ -113,6 +115,7 @@ def opacity_centre(
     frac_y = {
         "upper": 0.2,
         "mid": 0.48,
+        "middle_lobe": 0.7,  # inside the parser's right_middle_lobe / lingula boxes (priors/regions.yaml)
         "lower": 0.78,
         "retrocardiac": 0.86,
         "perihilar": 0.48,
@@ -120,6 +123,7 @@ def opacity_centre(
     frac_x = {
         "upper": 0.5,
         "mid": 0.5,
+        "middle_lobe": 0.35,
         "lower": 0.55,
         "retrocardiac": -0.05,
         "perihilar": 0.2,
