@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from matex.metrics.counterfactual import (counterfactual_agreement, drain_share, lesion_share,
-                                          pair_counterfactual, shortcut_test)
+from matex.metrics.counterfactual import (
+    counterfactual_agreement,
+    drain_share,
+    lesion_share,
+    pair_counterfactual,
+    shortcut_test,
+)
 
 S = 56
 YY, XX = np.mgrid[0:S, 0:S]
@@ -64,7 +69,7 @@ def test_re_rendered_film_is_the_prepared_input_and_delta_s_is_measured(tmp_path
     from matex.data.transforms import InputGeometry
     from matex.models.loading import load_model
 
-    small = dict(width=(96, 128), height=(112, 144))
+    small = {"width": (96, 128), "height": (112, 144)}
     csv = generate_synthetic(tmp_path / "raw", n_images=8, seed=4, progress=False, drain_eval_fraction=1.0,
                              val_fraction=0.5, **small)
     geometry = InputGeometry(S)

@@ -7,11 +7,16 @@ import pandas as pd
 import pytest
 
 from matex.data.mscxr import split_patients
-from matex.data.synthetic import SyntheticSpec, generate_synthetic, render_case, sample_findings
+from matex.data.synthetic import (
+    SyntheticSpec,
+    generate_synthetic,
+    render_case,
+    sample_findings,
+)
 from matex.data.synthetic.writer import read_masks
 from matex.errors import ConfigError
 
-SMALL = dict(width=(96, 128), height=(112, 144))
+SMALL = {"width": (96, 128), "height": (112, 144)}
 
 
 def _case_with(category: str, seed: int = 0) -> int:
