@@ -13,6 +13,8 @@ from matex.metrics.counterfactual import (
     lesion_share,
     pair_counterfactual,
     shortcut_test,
+    truths_from_arrays,
+    truths_to_arrays,
 )
 
 S = 56
@@ -91,6 +93,10 @@ def test_re_rendered_film_is_the_prepared_input_and_delta_s_is_measured(tmp_path
         s = model.similarity(model.preprocess(images[:1]), model.tokenize([row["phrase"]])).item()
     assert truth.similarity == pytest.approx(s, abs=1e-6)      # the re-rendered x is the prepared image
     assert np.isfinite(truth.deltas).all() and np.abs(truth.deltas).max() > 0
+    back = truths_from_arrays(truths_to_arrays({"p": truth}))["p"]           # the counterfactual_truth artifact
+    assert back.names == truth.names and back.lesion == truth.lesion
+    np.testing.assert_array_equal(back.masks, truth.masks)
+    np.testing.assert_array_equal(back.deltas, truth.deltas)
 
 
 # ------------------------------------------------------------------------------------- planted marker

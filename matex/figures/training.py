@@ -25,9 +25,9 @@ def learning_curves(log: Mapping[str, Any]):
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 1 + len(PANELS), figsize=(4.0 * (1 + len(PANELS)), 3.2))
     ax = axes[0]
-    ax.plot(epochs, [row["train_loss"] for row in history], color="#333333", label="train")
+    ax.plot(epochs, [row["train_loss"] for row in history], color="#333333", marker="o", markersize=3, label="train")
     if history and "val_loss" in history[0]:
-        ax.plot(epochs, [row["val_loss"] for row in history], color="#CC3311", label="validation")
+        ax.plot(epochs, [row["val_loss"] for row in history], color="#CC3311", marker="o", markersize=3, label="validation")
     ax.set(title="Contrastive loss", xlabel="epoch", ylabel="InfoNCE")
     ax.legend(frameon=False)
     for ax, (key, chance, title, target) in zip(axes[1:], PANELS):

@@ -194,16 +194,15 @@ def counterfactual_metrics(maps: np.ndarray, truths: Sequence[PairCounterfactual
     }
 
 
-def evaluate_counterfactual(model, method: str, pairs, maps_npz, truth, elements, cfg: Mapping) -> pd.DataFrame:
-    """One row per explained pair of ``method`` with the counterfactual metrics (synthetic data only).
+def compute_truths(model, pairs: pd.DataFrame, pair_ids, truth: pd.DataFrame, elements: pd.DataFrame,
+                   cfg: Mapping) -> dict[str, PairCounterfactual]:
+    """ΔS_e of every element for each pair in ``pair_ids`` (synthetic data only), keyed by pair id.
 
     ``truth``/``elements``: the generator's ``synthetic_truth.parquet`` / ``synthetic_elements.parquet``.
-    The pair's lesion is the finding whose phrase is the pair's phrase."""
-    import pandas as pd
-
+    The pair's lesion is the finding whose phrase is the pair's phrase. Model-dependent but
+    method-independent: computed once per run (rule ``counterfactual_truth``)."""
     from ..data.synthetic import SyntheticSpec
     from ..data.transforms import InputGeometry
-    from ..io import read_npz
 
     syn = cfg["data"].get("synthetic", {})
     spec = SyntheticSpec(width=tuple(syn.get("width", (288, 352))), height=tuple(syn.get("height", (320, 384))),
@@ -211,22 +210,66 @@ def evaluate_counterfactual(model, method: str, pairs, maps_npz, truth, elements
                          second_finding_fraction=float(syn.get("second_finding_fraction", 0.1)),
                          conspicuity=float(syn.get("conspicuity", 1.0)))
     geometry = InputGeometry(int(cfg["input"]["size"]), cfg["input"].get("mode", "center_crop"))
-    arrays, _ = read_npz(maps_npz)
-    ids = [k for k in arrays if not k.startswith("text/")]
     by_pair = pairs.set_index("pair_id")
     per_image = elements.drop_duplicates("dicom_id").set_index("dicom_id")
-    finding_of = {(d, t): int(k) for d, t, k in zip(truth["dicom_id"], truth["label_text"].str.split().str.join(" "),
-                                                      truth["finding_index"])}
-    truths = []
-    for pid in ids:
+    finding_of = {(d, " ".join(str(t).split())): int(k)
+                  for d, t, k in zip(truth["dicom_id"], truth["label_text"], truth["finding_index"])}
+    out = {}
+    for pid in pair_ids:
         row = by_pair.loc[pid]
         image = per_image.loc[row["dicom_id"]]
         k = finding_of.get((row["dicom_id"], " ".join(str(row["phrase"]).split())), 0)
-        truths.append(pair_counterfactual(model, str(row["phrase"]), int(cfg["seed"]), int(image["case_index"]),
-                                          spec, bool(image["drain"]), f"lesion{k}", geometry,
-                                          syn.get("jpeg_quality", 92)))
-    maps = np.stack([arrays[p].astype(np.float32) for p in ids]) if ids else np.zeros((0,) + (geometry.size,) * 2)
-    rec = counterfactual_metrics(maps, truths)
+        out[pid] = pair_counterfactual(model, str(row["phrase"]), int(cfg["seed"]), int(image["case_index"]), spec,
+                                       bool(image["drain"]), f"lesion{k}", geometry, syn.get("jpeg_quality", 92))
+    return out
+
+
+def truths_to_arrays(truths: Mapping[str, PairCounterfactual]) -> dict[str, np.ndarray]:
+    """Flat NPZ entries: ``{pair}/masks`` (packed bits), ``{pair}/shape``, ``/deltas``, ``/names``, ``/lesion``,
+    ``/similarity``."""
+    arrays = {}
+    for pid, t in truths.items():
+        arrays[f"{pid}/masks"] = np.packbits(t.masks, axis=None)
+        arrays[f"{pid}/shape"] = np.array(t.masks.shape)
+        arrays[f"{pid}/deltas"] = t.deltas.astype(np.float64)
+        arrays[f"{pid}/names"] = np.array(t.names)
+        arrays[f"{pid}/lesion"] = np.array(t.lesion)
+        arrays[f"{pid}/similarity"] = np.array(t.similarity)
+    return arrays
+
+
+def truths_from_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, PairCounterfactual]:
+    """Inverse of :func:`truths_to_arrays`."""
+    out = {}
+    for key in arrays:
+        if not key.endswith("/shape"):
+            continue
+        pid = key[: -len("/shape")]
+        shape = tuple(int(v) for v in arrays[key])
+        masks = np.unpackbits(arrays[f"{pid}/masks"], count=int(np.prod(shape))).astype(bool).reshape(shape)
+        out[pid] = PairCounterfactual(names=[str(n) for n in arrays[f"{pid}/names"]], masks=masks,
+                                      deltas=np.asarray(arrays[f"{pid}/deltas"], dtype=np.float64),
+                                      lesion=str(arrays[f"{pid}/lesion"]), similarity=float(arrays[f"{pid}/similarity"]))
+    return out
+
+
+def evaluate_counterfactual(method: str, pairs: pd.DataFrame, maps_npz, truths: Mapping[str, PairCounterfactual],
+                            elements: pd.DataFrame) -> pd.DataFrame:
+    """One row per explained pair of ``method`` with the counterfactual metrics and the pair's ΔS."""
+    import pandas as pd
+
+    from ..errors import MapError
+    from ..io import read_npz
+
+    arrays, _ = read_npz(maps_npz)
+    ids = [k for k in arrays if not k.startswith("text/")]
+    missing = [p for p in ids if p not in truths]
+    if missing:
+        raise MapError(f"{maps_npz}: no counterfactual truth for pairs {missing[:5]} (rerun counterfactual_truth)")
+    by_pair = pairs.set_index("pair_id")
+    drain_of = elements.drop_duplicates("dicom_id").set_index("dicom_id")["drain"]
+    maps = np.stack([arrays[p].astype(np.float32) for p in ids]) if ids else np.zeros((0, 1, 1), np.float32)
+    rec = counterfactual_metrics(maps, [truths[p] for p in ids])
     return pd.DataFrame({"pair_id": ids, "method": method, "category": [by_pair.loc[p, "category"] for p in ids],
-                         "has_drain": [bool(per_image.loc[by_pair.loc[p, "dicom_id"], "drain"]) for p in ids],
-                         "n_elements": [len(t.names) for t in truths], **rec})
+                         "has_drain": [bool(drain_of.loc[by_pair.loc[p, "dicom_id"]]) for p in ids],
+                         "n_elements": [len(truths[p].names) for p in ids], **rec})

@@ -118,16 +118,30 @@ def ablation(cfg, input, output, params, wildcards, threads):
 
 
 @step
-def counterfactual(cfg, input, output, params, wildcards, threads):
-    """Counterfactual ground truth (synthetic data only): lesion/drain share, agreement with ΔS, shortcut test."""
+def counterfactual_truth(cfg, input, output, params, wildcards, threads):
+    """ΔS_e of every element of every evaluation pair's film (synthetic data only; once per model)."""
     import pandas as pd
 
-    from ..io import write_parquet
-    from ..metrics.counterfactual import evaluate_counterfactual
+    from ..io import write_npz
+    from ..metrics.counterfactual import compute_truths, truths_to_arrays
 
     pairs, _, model = load_step_inputs(cfg, input, threads)
+    ids = pairs["pair_id"].to_numpy()[_eval_rows(cfg, pairs, None)]
+    truths = compute_truths(model, pairs, ids, pd.read_parquet(input.truth), pd.read_parquet(input.elements), cfg)
+    write_npz(output.truth, truths_to_arrays(truths), base_meta(cfg, "data", "input", "model", "attribution"))
+
+
+@step
+def counterfactual(cfg, input, output, params, wildcards, threads):
+    """Counterfactual metrics of one method: lesion/drain share, agreement with ΔS, shortcut test."""
+    import pandas as pd
+
+    from ..io import read_npz, write_parquet
+    from ..metrics.counterfactual import evaluate_counterfactual, truths_from_arrays
+
+    truths = truths_from_arrays(read_npz(input.truth)[0])
     df = evaluate_counterfactual(
-        model, wildcards.method, pairs, input.npz, pd.read_parquet(input.truth), pd.read_parquet(input.elements), cfg
+        wildcards.method, pd.read_parquet(input.pairs), input.npz, truths, pd.read_parquet(input.elements)
     )
     meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
     meta["method"] = wildcards.method

@@ -23,14 +23,36 @@ rule evaluate:
         "../scripts/step.py"
 
 
-rule counterfactual:
-    """Synthetic data only: re-render each pair's film without each element; lesion/drain share, agreement with ΔS, shortcut test."""
+rule counterfactual_truth:
+    """Synthetic data only: re-render each evaluation film without each element (lesions, drain, ribs, clavicles); ΔS_e per pair."""
     input:
         unpack(model_input),
         pairs=f"{DS}/pairs.parquet",
         images=f"{DS}/images.npy",
-        npz=f"{MD}/maps/{{method}}.npz",
         truth=f"{DS}/raw/synthetic_truth.parquet",
+        elements=f"{DS}/raw/synthetic_elements.parquet",
+    output:
+        truth=f"{MD}/counterfactual_truth.npz",
+    log:
+        f"{MD}/logs/counterfactual_truth.log",
+    benchmark:
+        f"{MD}/benchmarks/counterfactual_truth.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
+
+
+rule counterfactual:
+    """Synthetic data only: per pair, lesion/drain share of the map, its agreement with ΔS_e, and the shortcut test."""
+    input:
+        pairs=f"{DS}/pairs.parquet",
+        npz=f"{MD}/maps/{{method}}.npz",
+        truth=f"{MD}/counterfactual_truth.npz",
         elements=f"{DS}/raw/synthetic_elements.parquet",
     output:
         metrics=f"{MD}/metrics/counterfactual/{{method}}.parquet",
@@ -40,8 +62,8 @@ rule counterfactual:
         f"{MD}/benchmarks/counterfactual/{{method}}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=2000,
+        runtime=20,
     conda:
         "../../environment.yml"
     script:
