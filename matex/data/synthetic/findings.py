@@ -319,10 +319,10 @@ def drain_path(
 def paint_drain(
     g: Grid, an: Anatomy, rng: np.random.Generator, side: str
 ) -> np.ndarray:
-    """Blend weight of a chest drain: a radio-opaque tube about 2 mm wide along :func:`drain_path`,
+    """Blend weight of a chest drain: a radio-opaque tube (large bore, 8-10 mm) along :func:`drain_path`,
     interrupted by three side holes near its tip."""
     path = drain_path(an, rng, side)
-    half_width = rng.uniform(0.005, 0.007)
+    half_width = rng.uniform(0.009, 0.012)  # a large-bore drain: about 1/40 of the film width
     arc = np.concatenate(
         [[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))]
     )
