@@ -10,11 +10,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from matex.data.synthetic import (CATEGORY_COUNTS, CSV_COLUMNS, SyntheticSpec, generate_synthetic,
-                                  render_case, sample_findings)
+from matex.data.synthetic import (
+    CATEGORY_COUNTS,
+    CSV_COLUMNS,
+    SyntheticSpec,
+    generate_synthetic,
+    render_case,
+    sample_findings,
+)
 from matex.errors import ConfigError
 
-SMALL = dict(n_images=40, width=(96, 128), height=(112, 144), progress=False)
+SMALL = {"n_images": 40, "width": (96, 128), "height": (112, 144), "progress": False}
 
 
 @pytest.fixture(scope="module")

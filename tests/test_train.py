@@ -9,8 +9,14 @@ import torch
 
 from matex.data.transforms import InputGeometry
 from matex.models.loading import load_model, load_model_from_config
-from matex.models.train import (contrastive_loss, evaluate_retrieval, laterality_accuracy, train_clip, train_demo,
-                                validation_loss)
+from matex.models.train import (
+    contrastive_loss,
+    evaluate_retrieval,
+    laterality_accuracy,
+    train_clip,
+    train_demo,
+    validation_loss,
+)
 
 TINY_DEMO = {"embed_dim": 32, "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
              "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8}}
