@@ -10,11 +10,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from matex.data.synthetic import (CATEGORY_COUNTS, CSV_COLUMNS, SyntheticSpec, generate_synthetic,
-                                  render_case, sample_findings)
+from matex.data.synthetic import (
+    CATEGORY_COUNTS,
+    CSV_COLUMNS,
+    SyntheticSpec,
+    generate_synthetic,
+    render_case,
+    sample_findings,
+)
 from matex.errors import ConfigError
 
-SMALL = dict(n_images=40, width=(96, 128), height=(112, 144), progress=False)
+SMALL = {"n_images": 40, "width": (96, 128), "height": (112, 144), "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +170,21 @@ def test_bad_settings_name_the_key(tmp_path):
         generate_synthetic(tmp_path, n_images=2, width=(200, 100), progress=False)
     with pytest.raises(ConfigError, match="no_location_fraction"):
         generate_synthetic(tmp_path, n_images=2, no_location_fraction=1.5, progress=False)
+
+
+def test_generator_data_files_are_declared_for_the_wheel():
+    """The generator's data files (its vocabulary) must match a package-data pattern, or a built
+    wheel would lack them."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import matex
+
+    root = Path(matex.__file__).parent
+    patterns = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["matex"]
+    data_files = [p.relative_to(root).as_posix() for p in (root / "data" / "synthetic").rglob("*")
+                  if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert "data/synthetic/phrases.yaml" in data_files
+    missing = [f for f in data_files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+    assert not missing, f"not in [tool.setuptools.package-data]: {missing}"

@@ -9,7 +9,14 @@ import torch
 
 from matex.data.transforms import InputGeometry
 from matex.models.loading import load_model, load_model_from_config
-from matex.models.train import contrastive_loss, evaluate_retrieval, train_clip, train_demo, validation_loss
+from matex.models.train import (
+    contrastive_loss,
+    evaluate_retrieval,
+    laterality_accuracy,
+    train_clip,
+    train_demo,
+    validation_loss,
+)
 
 TINY_DEMO = {"embed_dim": 32, "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
              "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8}}
@@ -102,6 +109,7 @@ def test_tiny_model_learns_blob_location():
     val_images, val_texts = blob_pairs(60, 1)
     model = tiny_model()
     before = evaluate_retrieval(model, val_images, val_texts, val_texts)
+    before_laterality = laterality_accuracy(model, val_images, val_texts)
     history = train_clip(model, train_images, train_texts, epochs=8, batch_size=8, lr=1e-3, weight_decay=0.0,
                          warmup_steps=5, seed=0, progress=False, val=(val_images, val_texts, val_texts))
     final = history[-1]
@@ -110,6 +118,9 @@ def test_tiny_model_learns_blob_location():
     assert final["r_at_1"] >= 0.6 and final["r_at_1_chance"] == pytest.approx(0.25)
     assert final["train_loss"] < 0.8 * history[0]["train_loss"]
     assert final["val_loss"] < 0.8 * history[0]["val_loss"]
+    # laterality: the true phrase beats the same phrase with left/right exchanged (chance 50 %)
+    assert final["n_lateralised"] == 60
+    assert final["laterality_accuracy"] >= 0.75 > before_laterality["laterality_accuracy"], (final, before_laterality)
 
 
 def test_train_demo_writes_checkpoint_and_log(tmp_path):
@@ -135,3 +146,27 @@ def test_train_demo_writes_checkpoint_and_log(tmp_path):
     fresh = load_model_from_config(cfg)
     x, t = model.preprocess(images[:4]), model.tokenize(texts[:4])
     assert not torch.equal(model.similarity(x, t), fresh.similarity(x, t))
+
+
+def test_swap_sides_and_lateralised_phrases():
+    from matex.models.train import _lateralised, swap_sides
+
+    assert swap_sides("Left apical pneumothorax, right effusion") == "Right apical pneumothorax, left effusion"
+    assert swap_sides("leftover opacity") == "leftover opacity"          # whole words only
+    assert _lateralised("small left pleural effusion")
+    assert not _lateralised("bibasilar atelectasis") and not _lateralised("left and right effusions")
+
+
+def test_side_swapped_hard_negatives_raise_the_loss_and_masked_ones_do_not():
+    model = tiny_model()
+    images = model.preprocess(blob_pairs(4, 0)[0])
+    texts = ["left upper", "right lower", "left lower", "right upper"]
+    tokens = model.tokenize(texts)
+    swapped = model.tokenize(["right upper", "left lower"])
+    with torch.no_grad():
+        plain = contrastive_loss(model, images, tokens)
+        harder = contrastive_loss(model, images, tokens, swapped)
+        masked = contrastive_loss(model, images, tokens, swapped, torch.ones(4, 2, dtype=torch.bool))
+    assert harder > plain
+    assert torch.allclose(masked, plain)
+

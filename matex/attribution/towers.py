@@ -1,4 +1,4 @@
-"""One adapter per transformer kind, so the trace records the same things in each (DESIGN 4):
+"""One adapter per transformer kind, so the trace records the same things in each (docs/method.md):
 open_clip's ``ResidualAttentionBlock`` ViTs and text towers, timm ``VisionTransformer`` trunks
 (BiomedCLIP's vision tower) and Hugging Face BERT encoders (BiomedCLIP's text tower).
 

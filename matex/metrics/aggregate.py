@@ -28,6 +28,11 @@ METRICS: list[tuple[str, str, float]] = [
     ("auroc", "AUROC ↑", 100.0),
     ("sanity_abs_spearman", "Sanity |ρ| ↓", 1.0),
     ("sanity_ssim", "Sanity SSIM ↓", 1.0),
+    # counterfactual ground truth (synthetic data only; metrics/counterfactual.py)
+    ("lesion_share", "Lesion share ↑", 100.0),
+    ("drain_share", "Drain share", 100.0),
+    ("counterfactual_agreement", "CF agreement ρ ↑", 1.0),
+    ("shortcut_test", "Shortcut test ↑", 100.0),
     ("runtime_ms", "ms / pair", 1.0),
 ]
 # Faithfulness scores: also reported relative to the random map on the same pairs.

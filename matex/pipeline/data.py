@@ -15,7 +15,10 @@ def make_synthetic(cfg, input, output, params, wildcards, threads):
     syn = cfg["data"].get("synthetic", {})
     out_dir = Path(output.csv).parent
     generate_synthetic(
-        out_dir, seed=cfg["seed"], **{k: (tuple(v) if isinstance(v, list) else v) for k, v in syn.items()}
+        out_dir,
+        seed=cfg["seed"],
+        val_fraction=cfg["data"]["val_fraction"],  # the drain shortcut differs between the splits
+        **{k: (tuple(v) if isinstance(v, list) else v) for k, v in syn.items()},
     )
 
 

@@ -49,7 +49,8 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     full = san[san["cascade_step"] == san.groupby("method")["cascade_step"].transform("max")]
     sanity_rows = [full.assign(metric=name, value=full[col])[["pair_id", "method", "category", "metric", "value"]]
                    for col, name in SANITY_COLUMNS.items() if col in full.columns]
-    tidy = attach_pair_info(pd.concat([tidy, *sanity_rows], ignore_index=True), info)
+    counterfactual = _counterfactual_tidy(getattr(input, "counterfactual", []))
+    tidy = attach_pair_info(pd.concat([tidy, *sanity_rows, *counterfactual], ignore_index=True), info)
     boot = cfg["evaluation"].get("bootstrap", {})
     n, ci, seed = int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95)), cfg["seed"]
     overall = summarise_tidy(tidy, ["method"], n, ci, seed)
@@ -71,6 +72,9 @@ def aggregate(cfg, input, output, params, wildcards, threads):
          "image: top pixels of each map removed, text: top word tokens removed (both against the same "
          "clean run); 'random' is the random-removal control."),
     ]
+    if not getattr(input, "counterfactual", []):
+        notes.append("Counterfactual columns (lesion share, drain share, counterfactual agreement, shortcut test) "
+                     "need the synthetic generator's re-rendering and are absent on this dataset.")
     tables = result_tables(overall, per_cat, by_phrase, roar, order)
     from ..roar.curve import roar_note, with_roar_auc  # ROAR (Hooker et al.): its column, its note under the table
 
@@ -133,3 +137,49 @@ def ablation(cfg, input, output, params, wildcards, threads):
         model, method_params(cfg, "matex"), pairs, images, rows, cfg, int(cfg["attribution"]["batch_size"])
     )
     write_parquet(output.table, df, base_meta(cfg, "data", "input", "model", "attribution", "evaluation", "figures"))
+
+
+@step
+def counterfactual_truth(cfg, input, output, params, wildcards, threads):
+    """ΔS_e of every element of every evaluation pair's film (synthetic data only; once per model)."""
+    import pandas as pd
+
+    from ..io import write_npz
+    from ..metrics.counterfactual import compute_truths, truths_to_arrays
+
+    pairs, _, model = load_step_inputs(cfg, input, threads)
+    ids = pairs["pair_id"].to_numpy()[_eval_rows(cfg, pairs, None)]
+    truths = compute_truths(model, pairs, ids, pd.read_parquet(input.truth), pd.read_parquet(input.elements), cfg)
+    write_npz(output.truth, truths_to_arrays(truths), base_meta(cfg, "data", "input", "model", "attribution"))
+
+
+@step
+def counterfactual(cfg, input, output, params, wildcards, threads):
+    """Counterfactual metrics of one method: lesion/drain share, agreement with ΔS, shortcut test."""
+    import pandas as pd
+
+    from ..io import read_npz, write_parquet
+    from ..metrics.counterfactual import evaluate_counterfactual, truths_from_arrays
+
+    truths = truths_from_arrays(read_npz(input.truth)[0])
+    df = evaluate_counterfactual(
+        wildcards.method, pd.read_parquet(input.pairs), input.npz, truths, pd.read_parquet(input.elements)
+    )
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
+    meta["method"] = wildcards.method
+    write_parquet(output.metrics, df, meta)
+
+
+COUNTERFACTUAL_METRICS = ("lesion_share", "drain_share", "counterfactual_agreement", "shortcut_test")
+
+
+def _counterfactual_tidy(paths) -> list:
+    """The counterfactual metrics as tidy rows (pair_id, method, category, metric, value), NaN dropped."""
+    import pandas as pd
+
+    out = []
+    for p in paths:
+        df = pd.read_parquet(p)
+        long = df.melt(["pair_id", "method", "category"], list(COUNTERFACTUAL_METRICS), "metric", "value")
+        out.append(long.dropna(subset=["value"]))
+    return out

@@ -93,3 +93,24 @@ def figure_roar(cfg, input, output, params, wildcards, threads):
     from ..figures.roar import roar_curve_figure
 
     save(roar_curve_figure(pd.read_parquet(input.curve), cfg["roar"]["retrain"]["methods"]), output)
+
+
+@step
+def figure_training(cfg, input, output, params, wildcards, threads):
+    import json
+
+    from ..figures.plots import save
+    from ..figures.training import learning_curves
+
+    save(learning_curves(json.loads(Path(input.log_json).read_text())), output)
+
+
+@step
+def figure_counterfactual(cfg, input, output, params, wildcards, threads):
+    import pandas as pd
+
+    from ..figures.counterfactual import lesion_vs_drain
+    from ..figures.plots import save
+
+    metrics = pd.concat([pd.read_parquet(p) for p in input.metrics], ignore_index=True)
+    save(lesion_vs_drain(metrics, cfg["attribution"]["methods"]), output)

@@ -36,6 +36,7 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "attribute": _MAPS,
     "merge_attribution": (),
     "evaluate": (*_MAPS, "evaluation"),
+    "counterfactual_truth": ("data", "input", "model", "evaluation"),
     "counterfactual": (*_MAPS, "evaluation"),
     "sanity": (*_MAPS, "evaluation"),
     "ablation": (*_MAPS, "evaluation", "figures.ablation_pairs", "figures.lambda_sweep"),
@@ -54,6 +55,8 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "figure_ablation": _FIGURE,
     "figure_sanity": ("attribution.methods", "evaluation.sanity", *_FIGURE),
     "figure_runtime": ("attribution.methods", *_FIGURE),
+    "figure_training": _FIGURE,
+    "figure_counterfactual": ("attribution.methods", *_FIGURE),
 }
 
 

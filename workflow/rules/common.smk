@@ -83,4 +83,13 @@ def final_targets():
         *[out for f in ("qualitative", "metrics", "ablation_weights", "ablation_prior_strength", "sanity", "runtime")
           for out in figure_outputs(f)],
         *figure_outputs("roar_curve"),  # ROAR (Hooker et al. 2019) curves
+        *(figure_outputs("training") if config["model"]["source"] == "demo" else []),
+        *(figure_outputs("counterfactual") if config["data"]["source"] == "synthetic" else []),
     ]
+
+
+def counterfactual_metrics():
+    """Per-method counterfactual metrics: only the synthetic generator can re-render a film without an element."""
+    if config["data"]["source"] != "synthetic":
+        return []
+    return expand(f"{MD}/metrics/counterfactual/{{method}}.parquet", method=config["attribution"]["methods"])

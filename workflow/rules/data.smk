@@ -6,6 +6,7 @@ rule make_synthetic:
     output:
         csv=f"{DS}/raw/MS_CXR_Local_Alignment_v1.0.0.csv",
         truth=f"{DS}/raw/synthetic_truth.parquet",
+        elements=f"{DS}/raw/synthetic_elements.parquet",
         images=directory(f"{DS}/raw/files"),
     params:
         config=step_config("make_synthetic"),
@@ -74,6 +75,8 @@ rule parse_phrases:
         pairs=f"{DS}/pairs.parquet",
     output:
         table=f"{DS}/phrases_parsed.parquet",
+    params:
+        config=step_config("parse_phrases"),
     log:
         f"{DS}/logs/parse_phrases.log",
     benchmark:
@@ -83,7 +86,7 @@ rule parse_phrases:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"
 
@@ -95,6 +98,8 @@ rule figure_prior:
         images=f"{DS}/images.npy",
     output:
         expand(f"{DS}/figures/prior.{{ext}}", ext=config["figures"]["formats"]),
+    params:
+        config=step_config("figure_prior"),
     log:
         f"{DS}/logs/figure_prior.log",
     benchmark:
@@ -104,6 +109,6 @@ rule figure_prior:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../environment.yml"
+        "../envs/report.yaml"
     script:
         "../scripts/step.py"

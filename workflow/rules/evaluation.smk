@@ -25,6 +25,58 @@ rule evaluate:
         "../scripts/step.py"
 
 
+rule counterfactual_truth:
+    """Synthetic data only: re-render each evaluation film without each element (lesions, drain, ribs, clavicles); ΔS_e per pair."""
+    input:
+        unpack(model_input),
+        pairs=f"{DS}/pairs.parquet",
+        images=f"{DS}/images.npy",
+        truth=f"{DS}/raw/synthetic_truth.parquet",
+        elements=f"{DS}/raw/synthetic_elements.parquet",
+    output:
+        truth=f"{MD}/counterfactual_truth.npz",
+    params:
+        config=step_config("counterfactual_truth"),
+    log:
+        f"{MD}/logs/counterfactual_truth.log",
+    benchmark:
+        f"{MD}/benchmarks/counterfactual_truth.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/step.py"
+
+
+rule counterfactual:
+    """Synthetic data only: per pair, lesion/drain share of the map, its agreement with ΔS_e, and the shortcut test."""
+    input:
+        pairs=f"{DS}/pairs.parquet",
+        npz=f"{MD}/maps/{{method}}.npz",
+        truth=f"{MD}/counterfactual_truth.npz",
+        elements=f"{DS}/raw/synthetic_elements.parquet",
+    output:
+        metrics=f"{MD}/metrics/counterfactual/{{method}}.parquet",
+    params:
+        config=step_config("counterfactual"),
+    log:
+        f"{MD}/logs/counterfactual/{{method}}.log",
+    benchmark:
+        f"{MD}/benchmarks/counterfactual/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/step.py"
+
+
 rule aggregate:
     """One tidy table of every per-pair metric; method x metric tables with patient-bootstrap intervals, paired
     differences to MATEX, random and prior_only, localisation by phrase (location named or not), overall and per finding."""
@@ -34,6 +86,7 @@ rule aggregate:
         roar_curve=f"{MD}/roar/roar_curve.parquet",
         pairs=f"{DS}/pairs.parquet",
         sanity=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
+        counterfactual=counterfactual_metrics(),
     output:
         tidy=f"{MD}/tables/metrics_tidy.parquet",
         summary=f"{MD}/tables/summary.parquet",

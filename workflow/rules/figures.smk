@@ -134,3 +134,47 @@ rule figure_roar:
         "../envs/report.yaml"
     script:
         "../scripts/step.py"
+
+
+rule figure_training:
+    """Learning curves of the demo model: loss, zero-shot accuracy, R@5 and laterality per epoch."""
+    input:
+        log_json=f"{MD}/train_log.json",
+    output:
+        report(figure_outputs("training"), category="Figures", caption="../report/training.rst"),
+    params:
+        config=step_config("figure_training"),
+    log:
+        f"{MD}/logs/figure_training.log",
+    benchmark:
+        f"{MD}/benchmarks/figure_training.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/step.py"
+
+
+rule figure_counterfactual:
+    """What each method sees: map mass on the lesion vs on the chest drain (synthetic data only)."""
+    input:
+        metrics=counterfactual_metrics(),
+    output:
+        report(figure_outputs("counterfactual"), category="Figures", caption="../report/counterfactual.rst"),
+    params:
+        config=step_config("figure_counterfactual"),
+    log:
+        f"{MD}/logs/figure_counterfactual.log",
+    benchmark:
+        f"{MD}/benchmarks/figure_counterfactual.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/step.py"

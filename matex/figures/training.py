@@ -1,0 +1,45 @@
+"""Learning curves of the demo model (``train_log.json``): loss, and the three held-out targets
+(zero-shot accuracy over the categories, text-to-image R@5, laterality), each with its chance level."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+# (history key, chance key or fixed chance, title, target of the demo model)
+PANELS = [
+    ("zero_shot_accuracy", "zero_shot_chance", "Zero-shot accuracy", 0.85),
+    ("r_at_5", "r_at_5_chance", "Pair retrieval R@5", 0.45),
+    ("laterality_accuracy", 0.5, "Laterality (true vs swapped side)", 0.80),
+]
+
+
+def learning_curves(log: Mapping[str, Any]):
+    """One figure: training and validation loss, then one panel per held-out metric with its
+    chance level (dotted) and the demo model's target (dashed)."""
+    history = list(log.get("epochs", []))
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 1 + len(PANELS), figsize=(4.0 * (1 + len(PANELS)), 3.2))
+    ax = axes[0]
+    ax.plot(epochs, [row["train_loss"] for row in history], color="#333333", marker="o", markersize=3, label="train")
+    if history and "val_loss" in history[0]:
+        ax.plot(epochs, [row["val_loss"] for row in history], color="#CC3311", marker="o", markersize=3, label="validation")
+    ax.set(title="Contrastive loss", xlabel="epoch", ylabel="InfoNCE")
+    ax.legend(frameon=False)
+    for ax, (key, chance, title, target) in zip(axes[1:], PANELS):
+        values = [row.get(key, float("nan")) for row in history]
+        ax.plot(epochs, [100 * v for v in values], color="#CC3311", marker="o", markersize=3)
+        level = chance if isinstance(chance, float) else (history[-1].get(chance) if history else None)
+        if level is not None:
+            ax.axhline(100 * level, color="#777777", linestyle=":", label="chance")
+        ax.axhline(100 * target, color="#333333", linestyle="--", linewidth=1, label="target")
+        ax.set(title=title, xlabel="epoch", ylabel="%", ylim=(0, 100))
+        ax.legend(frameon=False, loc="lower right")
+    fig.suptitle(f"Demo model: {log.get('n_train', '?')} training pairs, {log.get('wall_time_s', '?')} s "
+                 f"on {log.get('threads', '?')} thread(s)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,134 @@
+"""Elements of the synthetic films: the chest drain shortcut, per-element pixel masks, and
+re-rendering a film without any one element (the counterfactual x without e)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from matex.data.mscxr import split_patients
+from matex.data.synthetic import (
+    SyntheticSpec,
+    generate_synthetic,
+    render_case,
+    sample_findings,
+)
+from matex.data.synthetic.writer import read_masks
+from matex.errors import ConfigError
+
+SMALL = {"width": (96, 128), "height": (112, 144)}
+
+
+def _case_with(category: str, seed: int = 0) -> int:
+    spec = SyntheticSpec(**SMALL)
+    return next(i for i in range(500) if sample_findings(seed, i, spec)[0].category_name == category)
+
+
+def test_omitting_an_element_changes_only_its_pixels():
+    spec = SyntheticSpec(**SMALL)
+    i = _case_with("Consolidation")
+    full, _, masks = render_case(0, i, spec, drain=True, return_elements=True)
+    assert {"lesion0", "drain", "ribs", "clavicles"} <= set(masks)
+    for element in ("lesion0", "drain"):
+        without, _ = render_case(0, i, spec, drain=True, omit={element})
+        changed = np.abs(full.astype(int) - without) > 3
+        assert changed.any(), element
+        # the change lies on (or within a pixel or two of) the element's mask
+        grown = masks[element].copy()
+        for axis in (0, 1):
+            grown = grown | np.roll(grown, 2, axis) | np.roll(grown, -2, axis)
+        assert changed[~grown].mean() < 0.01, element
+        assert changed[masks[element]].mean() > 0.5, element
+
+
+def test_without_the_drain_is_exactly_the_film_never_given_one():
+    spec = SyntheticSpec(**SMALL)
+    i = _case_with("Pneumothorax")
+    without, _ = render_case(0, i, spec, drain=True, omit={"drain"})
+    never, _ = render_case(0, i, spec)
+    assert np.array_equal(without, never)
+
+
+def test_drain_enters_laterally_on_the_pneumothorax_side_with_its_tip_above():
+    spec = SyntheticSpec(**SMALL)
+    for i in [j for j in range(300) if sample_findings(0, j, spec)[0].category_name == "Pneumothorax"][:6]:
+        _, findings, masks = render_case(0, i, spec, drain=True, return_elements=True)
+        ys, xs = np.nonzero(masks["drain"])
+        width = masks["drain"].shape[1]
+        on_image_left = xs.mean() < width / 2
+        assert on_image_left == (findings[0].side == "right")      # patient right = image left
+        assert xs.min() < 0.1 * width or xs.max() > 0.9 * width    # it enters from the side
+        assert ys.min() < 0.45 * masks["drain"].shape[0]           # tip towards the apex
+
+
+def test_generator_draws_drains_by_split_and_records_masks(tmp_path):
+    csv = generate_synthetic(tmp_path, n_images=120, seed=2, progress=False, drain_pneumothorax_train_fraction=1.0,
+                             drain_eval_fraction=0.5, val_fraction=0.3, **SMALL)
+    elements = pd.read_parquet(tmp_path / "synthetic_elements.parquet")
+    truth = pd.read_parquet(tmp_path / "synthetic_truth.parquet")
+    rows = pd.read_csv(csv)
+    patient = dict(zip(rows["dicom_id"], rows["path"].str.split("/").str[2]))
+    val = split_patients(sorted(set(patient.values())), 0.3, 2)
+    per_image = elements.drop_duplicates("dicom_id").set_index("dicom_id")
+    ptx = set(truth.loc[truth["category_name"] == "Pneumothorax", "dicom_id"])
+    for dicom_id, row in per_image.iterrows():
+        if patient[dicom_id] not in val:
+            assert row["drain"] == (dicom_id in ptx)          # every training pneumothorax, nothing else
+    val_ids = [d for d in per_image.index if patient[d] in val]
+    assert 0 < per_image.loc[val_ids, "drain"].mean() < 1
+    assert {c for c in truth.set_index("dicom_id").loc[[d for d in val_ids if per_image.loc[d, "drain"]], "category_name"]} \
+        - {"Pneumothorax"}, "evaluation drains must be independent of the finding"
+    one = per_image.iloc[0]
+    masks = read_masks(tmp_path / one["masks_path"])
+    assert set(masks) == set(elements.loc[elements["dicom_id"] == per_image.index[0], "element"])
+    assert all(m.dtype == bool and m.shape == masks["ribs"].shape for m in masks.values())
+
+
+def test_masks_are_byte_identical_for_a_seed(tmp_path):
+    a = generate_synthetic(tmp_path / "a", n_images=6, seed=1, progress=False, drain_eval_fraction=1.0, **SMALL)
+    b = generate_synthetic(tmp_path / "b", n_images=6, seed=1, progress=False, drain_eval_fraction=1.0, **SMALL)
+    for f in sorted((a.parent).rglob("*.npz")):
+        assert f.read_bytes() == (b.parent / f.relative_to(a.parent)).read_bytes()
+
+
+def test_conspicuity_scales_the_lesion_and_is_checked(tmp_path):
+    i = _case_with("Lung Opacity")
+    base = render_case(0, i, SyntheticSpec(**SMALL))[0].astype(int)
+    never = render_case(0, i, SyntheticSpec(**SMALL), with_findings=False)[0].astype(int)
+    strong = render_case(0, i, SyntheticSpec(**SMALL, conspicuity=1.6))[0].astype(int)
+    assert np.abs(strong - never).sum() > 1.3 * np.abs(base - never).sum()
+    with pytest.raises(ConfigError, match="conspicuity"):
+        generate_synthetic(tmp_path, n_images=2, conspicuity=0.0, progress=False)
+    with pytest.raises(ConfigError, match="drain_eval_fraction"):
+        generate_synthetic(tmp_path, n_images=2, drain_eval_fraction=1.5, progress=False)
+
+
+def test_middle_lobe_and_lingula_lesions_sit_in_the_parser_s_regions():
+    """A phrase naming the lingula or the right middle lobe points where the lesion was drawn: the
+    lesion box's centre lies in that region of priors/regions.yaml (the text prior's boxes)."""
+    from importlib import resources
+
+    import yaml
+
+    regions = yaml.safe_load(resources.files("matex.priors").joinpath("regions.yaml").read_text())["regions"]
+    spec = SyntheticSpec()
+    seen = 0
+    for i in range(400):
+        findings = sample_findings(0, i, spec)
+        if not any(f.zone == "middle_lobe" and f.category_name != "Atelectasis" for f in findings):
+            continue
+        image, findings = render_case(0, i, spec)
+        h, w = image.shape
+        for f in findings:
+            if f.zone != "middle_lobe" or not f.boxes:
+                continue
+            x0, x1, y0, y1 = regions["lingula" if f.side == "left" else "right_middle_lobe"]["box"]
+            bx, by, bw, bh = f.boxes[0]
+            assert x0 <= (bx + bw / 2) / w <= x1 and y0 <= (by + bh / 2) / h <= y1, (i, f.label_text, f.boxes)
+            if f.location_named:
+                assert ("lingul" in f.label_text.lower()) == (f.side == "left")
+                assert ("middle lobe" in f.label_text.lower()) == (f.side == "right")
+            seen += 1
+        if seen >= 8:
+            break
+    assert seen >= 8
