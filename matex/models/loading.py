@@ -159,7 +159,7 @@ def _check_image_size(clip: torch.nn.Module, geometry: InputGeometry, what: str,
 
 
 # the demo architecture of config/config.yaml (model.demo), for load_model("demo") without a config
-DEMO_ARCH = {"embed_dim": 128, "vision": {"layers": 6, "width": 192, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
+DEMO_ARCH = {"embed_dim": 128, "vision": {"layers": 4, "width": 128, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
              "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32}}
 
 # how messages name what the user set: the arguments of a Python call, or the keys of a config

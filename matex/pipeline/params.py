@@ -27,7 +27,7 @@ _MAPS = ("data", "input", "model", "attribution.split", "attribution.max_pairs",
 _FIGURE = ("figures.formats", "figures.style")
 
 RULE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "make_synthetic": ("data.synthetic",),
+    "make_synthetic": ("data.synthetic", "data.val_fraction"),
     "download_mscxr": ("data.mscxr",),
     "prepare": ("data", "input"),
     "parse_phrases": ("data",),
