@@ -42,7 +42,7 @@ include: "workflow/rules/provenance.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets(),
         f"{MD}/tables/pipeline_runtime.md",
-    default_target: True

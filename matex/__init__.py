@@ -22,6 +22,7 @@ Example (a small random demo model, so the map itself means nothing)::
 The pipeline runs with Snakemake (``./run.sh pipeline``); the command line is ``matex --help``.
 Submodules load lazily, so that importing matex for a config check or a table does not import torch.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
@@ -42,7 +43,7 @@ def __getattr__(name: str):
 
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value          # cache: the next access is a plain attribute
+        globals()[name] = value  # cache: the next access is a plain attribute
         return value
     raise AttributeError(f"module 'matex' has no attribute {name!r}")
 

@@ -10,12 +10,14 @@ torch.Size([1, 224, 224])
 >>> "matex" in matex.methods()
 True
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,14 +35,22 @@ class Explanation(ExplainOutput):
     image: (B, H, W) float32 maps in [0, 1]; components: MATEX's terms, (B, H, W) each; text: per-token
     scores or None; meta: method and parameters used; inputs: (B, H, W) uint8 grey model inputs (the
     radiographs after crop/letterbox); texts: the phrases."""
+
     inputs: np.ndarray | None = None
     texts: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
 
-    def overlay(self, i: int = 0, box: Sequence[float] | None = None, *, component: str | None = None,
-                alpha: float = 0.45, scale: int = 2):
+    def overlay(
+        self,
+        i: int = 0,
+        box: Sequence[float] | None = None,
+        *,
+        component: str | None = None,
+        alpha: float = 0.45,
+        scale: int = 2,
+    ):
         """Pair ``i`` as a PIL RGB image: the radiograph with its map as a colour overlay.
 
         box: (x0, y0, x1, y1) in model-input pixels, drawn as a green rectangle. component: draw one
@@ -64,8 +74,10 @@ class Explanation(ExplainOutput):
         from PIL import Image
 
         grey = self.inputs[i] if self.inputs is not None else np.zeros(tuple(self.image.shape[1:]), np.uint8)
-        panels = [("input", overlay_image(grey, None, box=box, scale=scale)),
-                  (self.meta.get("method", "map"), self.overlay(i, box, scale=scale))]
+        panels = [
+            ("input", overlay_image(grey, None, box=box, scale=scale)),
+            (self.meta.get("method", "map"), self.overlay(i, box, scale=scale)),
+        ]
         panels += [(name, self.overlay(i, box, component=name, scale=scale)) for name in self.components]
         return _labelled_row(panels, Image)
 
@@ -81,7 +93,7 @@ class Explanation(ExplainOutput):
         if path.suffix.lower() == ".npy":
             with atomic_path(path, suffix=".npy") as tmp:
                 with open(tmp, "wb") as f:
-                    np.save(f, self.image.numpy() if i is None else self.image[i:i + 1].numpy())
+                    np.save(f, self.image.numpy() if i is None else self.image[i : i + 1].numpy())
             return path
         idx = range(len(self)) if i is None else [i]
         tiles = [self.overlay(j, box) for j in idx]
@@ -95,8 +107,14 @@ class Explanation(ExplainOutput):
         return path
 
 
-def overlay_image(grey: np.ndarray, heat: np.ndarray | None, box: Sequence[float] | None = None,
-                  alpha: float = 0.45, scale: int = 2, cmap: str = "jet"):
+def overlay_image(
+    grey: np.ndarray,
+    heat: np.ndarray | None,
+    box: Sequence[float] | None = None,
+    alpha: float = 0.45,
+    scale: int = 2,
+    cmap: str = "jet",
+):
     """A PIL RGB picture of a grey uint8 image with ``heat`` ((H, W) in [0, 1]) blended on top.
 
     The map is shown through ``cmap`` with weight ``alpha``; ``box`` (x0, y0, x1, y1) in pixels of
@@ -143,16 +161,18 @@ def _as_image_list(images: Any, size: int) -> Any:
         return images
     if isinstance(images, np.ndarray):
         if images.ndim == 3 and images.dtype == np.uint8 and images.shape[1:] == (size, size):
-            return images                                      # a batch of model inputs
+            return images  # a batch of model inputs
         if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (3, 4)):
-            return [_array_to_pil(images, 0)]                  # one image, any size
-        return images                                          # preprocess names what is wrong
+            return [_array_to_pil(images, 0)]  # one image, any size
+        return images  # preprocess names what is wrong
     if not isinstance(images, (list, tuple)):
         try:
             images = list(images)
         except TypeError:
-            raise DataError(f"images is a {type(images).__name__}; expected a file path, a PIL image, a numpy "
-                            "array, a tensor, or a list of these") from None
+            raise DataError(
+                f"images is a {type(images).__name__}; expected a file path, a PIL image, a numpy "
+                "array, a tensor, or a list of these"
+            ) from None
     return [_as_pil(im, k) for k, im in enumerate(images)]
 
 
@@ -186,8 +206,7 @@ def _as_texts(texts: Any) -> list[str]:
     """One phrase or a list of phrases -> a list of non-empty strings (errors name the phrase)."""
     if isinstance(texts, str):
         texts = [texts]
-    elif isinstance(texts, bytes) or not isinstance(texts, Sequence) \
-            or not all(isinstance(t, str) for t in texts):
+    elif isinstance(texts, bytes) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
         raise DataError("texts must be a phrase or a list of strings, one phrase per image")
     texts = list(texts)
     empty = [k for k, t in enumerate(texts) if not t.strip()]
@@ -223,8 +242,14 @@ def explain(model, images, texts: str | Sequence[str], method: str = "matex", **
     texts = _as_texts(texts)
     batch = _as_image_list(images, model.geometry.size)
     out = engine_explain(model, batch, texts, method, **params)
-    return Explanation(image=out.image, text=out.text, components=out.components, meta=out.meta,
-                       inputs=_model_inputs(model, batch), texts=texts)
+    return Explanation(
+        image=out.image,
+        text=out.text,
+        components=out.components,
+        meta=out.meta,
+        inputs=_model_inputs(model, batch),
+        texts=texts,
+    )
 
 
 def _model_inputs(model, batch: Any) -> np.ndarray:

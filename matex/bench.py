@@ -5,6 +5,7 @@ Usage: ``python -m matex.bench [--models demo vitb32] [--batch-sizes 1 8 32] [--
 Each (model, method, batch size) runs in a fresh process so its peak memory is its own: on CPU the
 growth of the process's peak RSS over the loaded model, on CUDA ``torch.cuda.max_memory_allocated``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-DEMO = {"embed_dim": 128, "vision": {"layers": 6, "width": 192, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
-        "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32}}
-PHRASES = ["left lower lobe consolidation", "small right pleural effusion", "right apical pneumothorax",
-           "cardiomegaly", "bibasilar atelectasis", "patchy opacity in the right mid lung"]
+DEMO = {
+    "embed_dim": 128,
+    "vision": {"layers": 6, "width": 192, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
+    "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32},
+}
+PHRASES = [
+    "left lower lobe consolidation",
+    "small right pleural effusion",
+    "right apical pneumothorax",
+    "cardiomegaly",
+    "bibasilar atelectasis",
+    "patchy opacity in the right mid lung",
+]
 
 
 def _build(model_name: str, device: str):
@@ -39,8 +49,17 @@ def _build(model_name: str, device: str):
     return MatexModel(clip.eval().to(device), open_clip.get_tokenizer("ViT-B-32"), InputGeometry(224), name="ViT-B-32")
 
 
-def _measure(q, model_name: str, method: str, batch: int, repeats: int, device: str, threads: int,
-             params: dict, warmup: bool = True) -> None:
+def _measure(
+    q,
+    model_name: str,
+    method: str,
+    batch: int,
+    repeats: int,
+    device: str,
+    threads: int,
+    params: dict,
+    warmup: bool = True,
+) -> None:
     import torch
 
     from .attribution import explain
@@ -65,8 +84,11 @@ def _measure(q, model_name: str, method: str, batch: int, repeats: int, device: 
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    peak_mb = ((torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda"
-               else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
+    peak_mb = (
+        (torch.cuda.max_memory_allocated() - base) / 2**20
+        if device == "cuda"
+        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    )
     q.put({"seconds": min(times), "peak_mb": peak_mb})
 
 
@@ -75,9 +97,16 @@ def _measure(q, model_name: str, method: str, batch: int, repeats: int, device: 
 ITERATIVE = ("rise", "m2ib")
 
 
-def run_benchmark(models: list[str], methods: list[str], batch_sizes: list[int], repeats: int, device: str,
-                  threads: int, params: dict[str, dict[str, Any]],
-                  iterative_max_batch: int | None = None) -> pd.DataFrame:
+def run_benchmark(
+    models: list[str],
+    methods: list[str],
+    batch_sizes: list[int],
+    repeats: int,
+    device: str,
+    threads: int,
+    params: dict[str, dict[str, Any]],
+    iterative_max_batch: int | None = None,
+) -> pd.DataFrame:
     import pandas as pd
 
     ctx = mp.get_context("spawn")
@@ -89,16 +118,38 @@ def run_benchmark(models: list[str], methods: list[str], batch_sizes: list[int],
                 if slow and iterative_max_batch is not None and batch > iterative_max_batch:
                     continue
                 q = ctx.Queue()
-                p = ctx.Process(target=_measure, args=(q, model_name, method, batch, 1 if slow else repeats, device,
-                                                       threads, params.get(method, {}), not slow))
+                p = ctx.Process(
+                    target=_measure,
+                    args=(
+                        q,
+                        model_name,
+                        method,
+                        batch,
+                        1 if slow else repeats,
+                        device,
+                        threads,
+                        params.get(method, {}),
+                        not slow,
+                    ),
+                )
                 p.start()
                 res = q.get()
                 p.join()
-                rows.append({"model": model_name, "method": method, "batch": batch,
-                             "pairs_per_s": batch / res["seconds"], "ms_per_pair": 1000 * res["seconds"] / batch,
-                             "peak_mb": res["peak_mb"]})
-                print(f"{model_name:8s} b={batch:<3d} {method:14s} {rows[-1]['pairs_per_s']:9.2f} pairs/s "
-                      f"peak {res['peak_mb']:8.1f} MB", flush=True)
+                rows.append(
+                    {
+                        "model": model_name,
+                        "method": method,
+                        "batch": batch,
+                        "pairs_per_s": batch / res["seconds"],
+                        "ms_per_pair": 1000 * res["seconds"] / batch,
+                        "peak_mb": res["peak_mb"],
+                    }
+                )
+                print(
+                    f"{model_name:8s} b={batch:<3d} {method:14s} {rows[-1]['pairs_per_s']:9.2f} pairs/s "
+                    f"peak {res['peak_mb']:8.1f} MB",
+                    flush=True,
+                )
     df = pd.DataFrame(rows)
     ref = df[df["method"] == "matex"].set_index(["model", "batch"])["ms_per_pair"]
     df["time_vs_matex"] = [r.ms_per_pair / ref.get((r.model, r.batch), float("nan")) for r in df.itertuples()]
@@ -140,8 +191,10 @@ def steal_fraction(before: list[int] | None, after: list[int] | None) -> float |
 def to_markdown(df) -> str:
     lines = ["| model | batch | method | pairs/s | ms/pair | time ÷ MATEX | peak MB |", "|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
-        lines.append(f"| {r.model} | {r.batch} | {r.method} | {r.pairs_per_s:.2f} | {r.ms_per_pair:.1f} | "
-                     f"{r.time_vs_matex:.2f} | {r.peak_mb:.0f} |")
+        lines.append(
+            f"| {r.model} | {r.batch} | {r.method} | {r.pairs_per_s:.2f} | {r.ms_per_pair:.1f} | "
+            f"{r.time_vs_matex:.2f} | {r.peak_mb:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -158,46 +211,81 @@ def target_summary(df) -> str:
             if ("matex", b) not in t.index:
                 continue
             m = get("matex", b)
-            parts = [f"MATEX/Chefer time {m / get('chefer', b):.2f} (target ≤ 1.25)",
-                     f"MATEX/Grad-CAM time {m / get('gradcam', b):.2f} (≤ 1.5)",
-                     f"M2IB/MATEX time {get('m2ib', b) / m:.1f} (≥ 20)",
-                     f"MATEX/Chefer peak memory {get('matex', b, 'peak_mb') / get('chefer', b, 'peak_mb'):.2f} (≤ 1.5)"]
+            parts = [
+                f"MATEX/Chefer time {m / get('chefer', b):.2f} (target ≤ 1.25)",
+                f"MATEX/Grad-CAM time {m / get('gradcam', b):.2f} (≤ 1.5)",
+                f"M2IB/MATEX time {get('m2ib', b) / m:.1f} (≥ 20)",
+                f"MATEX/Chefer peak memory {get('matex', b, 'peak_mb') / get('chefer', b, 'peak_mb'):.2f} (≤ 1.5)",
+            ]
             lines.append(f"- {model_name}, batch {b}: " + "; ".join(p for p in parts if "nan" not in p))
-            newer = [f"{label}/MATEX time {get(name, b) / m:.2f}, peak memory "
-                     f"{get(name, b, 'peak_mb') / get('matex', b, 'peak_mb'):.2f}"
-                     for name, label in (("legrad", "LeGrad"), ("grad_eclip", "Grad-ECLIP")) if (name, b) in t.index]
+            newer = [
+                f"{label}/MATEX time {get(name, b) / m:.2f}, peak memory "
+                f"{get(name, b, 'peak_mb') / get('matex', b, 'peak_mb'):.2f}"
+                for name, label in (("legrad", "LeGrad"), ("grad_eclip", "Grad-ECLIP"))
+                if (name, b) in t.index
+            ]
             if newer:
                 lines.append(f"- {model_name}, batch {b}, newer CLIP explainers: " + "; ".join(newer))
         bs = sorted(g.loc[g["method"] == "matex", "batch"])
         if len(bs) > 1:
-            lines.append(f"- {model_name}: MATEX pairs/s at batch {bs[-1]} ÷ batch {bs[0]} = "
-                         f"{get('matex', bs[-1], 'pairs_per_s') / get('matex', bs[0], 'pairs_per_s'):.2f} (target ≥ 3)")
+            lines.append(
+                f"- {model_name}: MATEX pairs/s at batch {bs[-1]} ÷ batch {bs[0]} = "
+                f"{get('matex', bs[-1], 'pairs_per_s') / get('matex', bs[0], 'pairs_per_s'):.2f} (target ≥ 3)"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["demo", "vitb32"], choices=["demo", "vitb32"])
-    ap.add_argument("--methods", nargs="+", default=["matex", "raw_attention", "rollout", "gradcam", "chefer",
-                                                     "saliency", "grad_input", "rise", "m2ib", "legrad",
-                                                     "grad_eclip"])
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=[
+            "matex",
+            "raw_attention",
+            "rollout",
+            "gradcam",
+            "chefer",
+            "saliency",
+            "grad_input",
+            "rise",
+            "m2ib",
+            "legrad",
+            "grad_eclip",
+        ],
+    )
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rise-masks", type=int, default=None, help="RISE masks per pair (default: the method's)")
-    ap.add_argument("--iterative-max-batch", type=int, default=8,
-                    help="largest batch at which RISE and M2IB are timed on a CPU (they are linear in the batch)")
+    ap.add_argument(
+        "--iterative-max-batch",
+        type=int,
+        default=8,
+        help="largest batch at which RISE and M2IB are timed on a CPU (they are linear in the batch)",
+    )
     ap.add_argument("--out", default=None, help="also write the table as Markdown here")
     args = ap.parse_args(argv)
     params = {"rise": {"n_masks": args.rise_masks}} if args.rise_masks else {}
     before = cpu_times()
-    df = run_benchmark(args.models, args.methods, args.batch_sizes, args.repeats, args.device, args.threads, params,
-                       args.iterative_max_batch)
+    df = run_benchmark(
+        args.models,
+        args.methods,
+        args.batch_sizes,
+        args.repeats,
+        args.device,
+        args.threads,
+        params,
+        args.iterative_max_batch,
+    )
     steal = steal_fraction(before, cpu_times())
     steal_note = f"; CPU steal by the hypervisor during the run: {100 * steal:.0f} %" if steal is not None else ""
-    text = (f"Machine: {machine_description(args.device, args.threads)}{steal_note}\n\n{to_markdown(df)}\n\n"
-            f"{target_summary(df)}\n")
+    text = (
+        f"Machine: {machine_description(args.device, args.threads)}{steal_note}\n\n{to_markdown(df)}\n\n"
+        f"{target_summary(df)}\n"
+    )
     print("\n" + text)
     if args.out:
         from .io import write_text

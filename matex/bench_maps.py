@@ -6,6 +6,7 @@ fresh process, measures the peak memory (growth of peak RSS over the process aft
 time of reading one pair's maps from every method file, against reading whole files the way a naive
 reader does (``read_npz``), so the ratio is measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,8 +79,9 @@ def measure(paths: list[Path], pair: str, whole: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m matex.bench_maps", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m matex.bench_maps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--pairs", type=int, default=1000)
     ap.add_argument("--methods", type=int, default=12)
     ap.add_argument("--folder", default=None, help="where to write the map files (default: a temporary folder)")
@@ -91,18 +93,24 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         paths = write_run(folder, args.pairs, args.methods)
         size_mb = sum(p.stat().st_size for p in paths) / 2**20
-        print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
-              f"{mp.cpu_count()} CPUs; wrote {args.methods} files x {args.pairs} pairs "
-              f"({size_mb:.0f} MB) in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+            f"{mp.cpu_count()} CPUs; wrote {args.methods} files x {args.pairs} pairs "
+            f"({size_mb:.0f} MB) in {time.perf_counter() - t0:.0f} s"
+        )
         pair = f"p{args.pairs // 2:05d}"
         one = measure(paths, pair, whole=False)
-        print(f"one pair, every method (read_npz_members): {one['seconds']:.2f} s, "
-              f"peak memory +{one['peak_growth_mb']:.0f} MB")
+        print(
+            f"one pair, every method (read_npz_members): {one['seconds']:.2f} s, "
+            f"peak memory +{one['peak_growth_mb']:.0f} MB"
+        )
         if not args.skip_whole:
             whole = measure(paths[:1], pair, whole=True)
-            print(f"one pair from ONE method file, whole file decoded (read_npz): {whole['seconds']:.2f} s, "
-                  f"peak memory +{whole['peak_growth_mb']:.0f} MB; x{args.methods} methods would be "
-                  f"~{whole['peak_growth_mb'] * args.methods:.0f} MB if files were held together")
+            print(
+                f"one pair from ONE method file, whole file decoded (read_npz): {whole['seconds']:.2f} s, "
+                f"peak memory +{whole['peak_growth_mb']:.0f} MB; x{args.methods} methods would be "
+                f"~{whole['peak_growth_mb'] * args.methods:.0f} MB if files were held together"
+            )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """``matex`` command line: small conveniences around the package (the pipeline itself runs with Snakemake).
 
-  matex explain IMAGE "PHRASE" [-o out.png]  draw one method's map over a radiograph (--model demo|NAME|PATH)
-  matex methods                             list the attribution methods, their references and parameters
-  matex check-config my.yaml                validate a config (an override file is merged onto config/config.yaml)
-  matex download DEST [--csv-name NAME]     fetch MS-CXR + referenced MIMIC-CXR-JPG images (PhysioNet credentials)
-  matex bench [...]                         the attribution benchmark (same as python -m matex.bench)
-  matex compare-runs RUN_A RUN_B            check that two result folders hold the same artifacts
+matex explain IMAGE "PHRASE" [-o out.png]  draw one method's map over a radiograph (--model demo|NAME|PATH)
+matex methods                             list the attribution methods, their references and parameters
+matex check-config my.yaml                validate a config (an override file is merged onto config/config.yaml)
+matex download DEST [--csv-name NAME]     fetch MS-CXR + referenced MIMIC-CXR-JPG images (PhysioNet credentials)
+matex bench [...]                         the attribution benchmark (same as python -m matex.bench)
+matex compare-runs RUN_A RUN_B            check that two result folders hold the same artifacts
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,50 +33,87 @@ def main(argv: list[str] | None = None) -> int:
 
         bench_main(argv[1:])
         return 0
-    ap = argparse.ArgumentParser(prog="matex", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="matex", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("explain", help="explain one image-phrase pair and write the overlay picture",
-                       description="Explain one image with one phrase and write a PNG: the radiograph (as the "
-                                   "model sees it, cropped/letterboxed to its input) with the map on top.")
+    e = sub.add_parser(
+        "explain",
+        help="explain one image-phrase pair and write the overlay picture",
+        description="Explain one image with one phrase and write a PNG: the radiograph (as the "
+        "model sees it, cropped/letterboxed to its input) with the map on top.",
+    )
     e.add_argument("image", help="image file (JPG/PNG, any size; grey or colour)")
-    e.add_argument("phrase", help="the phrase to explain, e.g. \"left lower lobe consolidation\"")
+    e.add_argument("phrase", help='the phrase to explain, e.g. "left lower lobe consolidation"')
     e.add_argument("--method", default="matex", help="attribution method (see: matex methods); default matex")
-    e.add_argument("--model", default="demo",
-                   help="demo (the checkpoint ./run.sh pipeline trained), an open_clip name (ViT-B-32, "
-                        "hf-hub:ORG/REPO) or a checkpoint file; default demo")
+    e.add_argument(
+        "--model",
+        default="demo",
+        help="demo (the checkpoint ./run.sh pipeline trained), an open_clip name (ViT-B-32, "
+        "hf-hub:ORG/REPO) or a checkpoint file; default demo",
+    )
     e.add_argument("--pretrained", default=None, help="open_clip pretrained tag or weights file (e.g. openai)")
     e.add_argument("--arch", default=None, help="open_clip architecture of a non-matex checkpoint file")
-    e.add_argument("--config", default=None,
-                   help="pipeline config whose results the demo model is read from (default config/config.yaml)")
+    e.add_argument(
+        "--config",
+        default=None,
+        help="pipeline config whose results the demo model is read from (default config/config.yaml)",
+    )
     e.add_argument("-o", "--output", default=None, help="output PNG (default: IMAGE-STEM_METHOD.png here)")
     e.add_argument("--npy", default=None, help="also save the map as a (H, W) float32 .npy file")
-    e.add_argument("--components", action="store_true",
-                   help="draw every component of the method (MATEX's terms) side by side with the map")
-    e.add_argument("--box", nargs=4, type=float, metavar=("X", "Y", "W", "H"), default=None,
-                   help="draw a box given in original image pixels (x, y top-left, width, height; MS-CXR style)")
-    e.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method parameter (YAML value), e.g. --param alpha=0.6; repeatable")
+    e.add_argument(
+        "--components",
+        action="store_true",
+        help="draw every component of the method (MATEX's terms) side by side with the map",
+    )
+    e.add_argument(
+        "--box",
+        nargs=4,
+        type=float,
+        metavar=("X", "Y", "W", "H"),
+        default=None,
+        help="draw a box given in original image pixels (x, y top-left, width, height; MS-CXR style)",
+    )
+    e.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method parameter (YAML value), e.g. --param alpha=0.6; repeatable",
+    )
     e.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     sub.add_parser("methods", help="list the attribution methods with their references and parameters")
-    c = sub.add_parser("check-config", help="validate a config file against the schema",
-                       description="Validate a config. As with snakemake --configfile, the file is merged onto "
-                                   "the default config (config/config.yaml) first, so an override file that "
-                                   "sets a few keys is checked as the run will see it.")
+    c = sub.add_parser(
+        "check-config",
+        help="validate a config file against the schema",
+        description="Validate a config. As with snakemake --configfile, the file is merged onto "
+        "the default config (config/config.yaml) first, so an override file that "
+        "sets a few keys is checked as the run will see it.",
+    )
     c.add_argument("path")
-    c.add_argument("--base", default=None,
-                   help="the config the file is merged onto (default: config/config.yaml of this checkout)")
+    c.add_argument(
+        "--base", default=None, help="the config the file is merged onto (default: config/config.yaml of this checkout)"
+    )
     c.add_argument("--no-base", action="store_true", help="check the file alone, merged onto nothing")
     d = sub.add_parser("download", help="download MS-CXR and the MIMIC-CXR-JPG images it references")
     d.add_argument("dest")
     d.add_argument("--csv-name", default="MS_CXR_Local_Alignment_v1.0.0.csv")
     sub.add_parser("bench", help="attribution benchmark (see python -m matex.bench --help)")
-    r = sub.add_parser("compare-runs", help="compare the maps, tables and records of two result folders "
-                                            "(wall-clock columns excepted); exit 1 when they differ")
+    r = sub.add_parser(
+        "compare-runs",
+        help="compare the maps, tables and records of two result folders "
+        "(wall-clock columns excepted); exit 1 when they differ",
+    )
     r.add_argument("run_a")
     r.add_argument("run_b")
-    r.add_argument("--results-dirs", nargs=2, metavar=("DIR_A", "DIR_B"), default=None,
-                   help="the two runs' results_dir values, when they differ (e.g. results results_b): "
-                        "paths recorded in the artifacts are then compared with DIR_B read as DIR_A")
+    r.add_argument(
+        "--results-dirs",
+        nargs=2,
+        metavar=("DIR_A", "DIR_B"),
+        default=None,
+        help="the two runs' results_dir values, when they differ (e.g. results results_b): "
+        "paths recorded in the artifacts are then compared with DIR_B read as DIR_A",
+    )
     args = ap.parse_args(argv)
     try:
         if args.cmd == "explain":
@@ -99,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
 
             res = compare_runs(args.run_a, args.run_b, tuple(args.results_dirs) if args.results_dirs else None)
             excused = "wall-clock columns" + (" and the results folder in recorded paths" if args.results_dirs else "")
-            print(f"{res['compared']} artifacts compared, {res['identical_bytes']} byte-identical, the others equal "
-                  f"apart from {excused}" if not (res["differences"] or res["only_in_a"] or res["only_in_b"])
-                  else f"{res['compared']} artifacts compared")
+            print(
+                f"{res['compared']} artifacts compared, {res['identical_bytes']} byte-identical, the others equal "
+                f"apart from {excused}"
+                if not (res["differences"] or res["only_in_a"] or res["only_in_b"])
+                else f"{res['compared']} artifacts compared"
+            )
             for path, reason in res["differences"]:
                 print(f"DIFFERENT {path}: {reason}")
             for path in res["only_in_a"]:

@@ -1,11 +1,13 @@
 """What ``matex explain``, ``matex methods`` and ``matex check-config`` do (the parsers are in cli.py)."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -26,8 +28,13 @@ def demo_checkpoint(config_path: str | Path | None) -> tuple[Path, dict | None]:
     return Path("results/synthetic/demo/model.pt"), None
 
 
-def load_cli_model(name: str, pretrained: str | None = None, arch: str | None = None,
-                   config_path: str | None = None, device: str = "cpu"):
+def load_cli_model(
+    name: str,
+    pretrained: str | None = None,
+    arch: str | None = None,
+    config_path: str | None = None,
+    device: str = "cpu",
+):
     """The model ``--model`` names: ``demo`` (the pipeline's trained checkpoint), a checkpoint file, or
     an open_clip hub name (``ViT-B-32`` with ``--pretrained``, ``hf-hub:ORG/REPO``)."""
     from .models.loading import load_model, load_model_from_config, resolve_device
@@ -36,8 +43,10 @@ def load_cli_model(name: str, pretrained: str | None = None, arch: str | None = 
     if name == "demo":
         ckpt, cfg = demo_checkpoint(config_path)
         if not ckpt.is_file():
-            raise ConfigError(f"no demo model at {ckpt}: run ./run.sh pipeline first (it trains one, ~5 min), "
-                              "or pass --model PATH (a checkpoint) or --model ViT-B-32 --pretrained TAG")
+            raise ConfigError(
+                f"no demo model at {ckpt}: run ./run.sh pipeline first (it trains one, ~5 min), "
+                "or pass --model PATH (a checkpoint) or --model ViT-B-32 --pretrained TAG"
+            )
         if cfg is not None:
             return load_model_from_config(cfg, checkpoint=str(ckpt), device=device)
         return load_model("checkpoint", checkpoint=str(ckpt), device=device)
@@ -70,8 +79,13 @@ def run_explain(args: argparse.Namespace) -> Path:
     params = _parse_params(args.param)
     out_path = Path(args.output or f"{image.stem}_{args.method}.png")
     t0 = time.perf_counter()
-    with tqdm(total=3, desc="loading model", file=sys.stderr, disable=None,
-              bar_format="{desc:<28} {bar:20} {n_fmt}/{total_fmt} [{elapsed}]") as bar:
+    with tqdm(
+        total=3,
+        desc="loading model",
+        file=sys.stderr,
+        disable=None,
+        bar_format="{desc:<28} {bar:20} {n_fmt}/{total_fmt} [{elapsed}]",
+    ) as bar:
         model = load_cli_model(args.model, args.pretrained, args.arch, args.config, args.device)
         bar.set_description(f"explaining ({args.method})")
         bar.update()
@@ -86,8 +100,10 @@ def run_explain(args: argparse.Namespace) -> Path:
                 width, height = im.size
             box, status = model.geometry.map_box(*args.box, width, height)
             if box is None:
-                raise DataError(f"--box {args.box} lies outside the model input ({model.geometry.mode} "
-                                f"to {model.geometry.size} px) of this {width}x{height} image")
+                raise DataError(
+                    f"--box {args.box} lies outside the model input ({model.geometry.mode} "
+                    f"to {model.geometry.size} px) of this {width}x{height} image"
+                )
         if args.components:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             from .io import atomic_path
@@ -108,8 +124,10 @@ def run_explain(args: argparse.Namespace) -> Path:
     m = out.image[0]
     y, x = divmod(int(m.argmax()), m.shape[1])
     parts = f", components: {', '.join(out.components)}" if args.components and out.components else ""
-    print(f"wrote {out_path} ({args.method} on {model.name}, {time.perf_counter() - t0:.1f} s; map maximum at "
-          f"x={x}, y={y} of the {m.shape[1]}x{m.shape[0]} input{parts})")
+    print(
+        f"wrote {out_path} ({args.method} on {model.name}, {time.perf_counter() - t0:.1f} s; map maximum at "
+        f"x={x}, y={y} of the {m.shape[1]}x{m.shape[0]} input{parts})"
+    )
     if args.npy:
         print(f"wrote {args.npy} (map, {m.shape[0]}x{m.shape[1]} float32 in [0, 1])")
     return out_path
@@ -117,8 +135,8 @@ def run_explain(args: argparse.Namespace) -> Path:
 
 def print_methods() -> None:
     """One line per method: name, reference, then its parameters with their defaults."""
-    from .attribution import get_method
     from .api import methods
+    from .attribution import get_method
 
     for name, ref in methods().items():
         spec = get_method(name)
@@ -151,5 +169,7 @@ def check_config(path: str, base: str | None) -> str:
     else:
         cfg, how = deep_update(_read_mapping(base), override), f"merged onto {base}"
     validate_config(cfg)
-    return (f"{path}: valid ({how}; dataset {cfg['dataset']}, model {cfg['model']['name']}, "
-            f"{len(cfg.get('attribution', {}).get('methods', []))} methods)")
+    return (
+        f"{path}: valid ({how}; dataset {cfg['dataset']}, model {cfg['model']['name']}, "
+        f"{len(cfg.get('attribution', {}).get('methods', []))} methods)"
+    )

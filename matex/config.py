@@ -5,11 +5,13 @@ links to it); Snakemake checks it with ``validate()`` and Python users with :fun
 both see the same rules. :func:`validate_config` also checks the attribution methods and their
 parameters against the method registry (names, types), which a static schema cannot know.
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -65,8 +67,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None,
-                base: str | Path | None | bool = True) -> dict[str, Any]:
+def load_config(
+    path: str | Path, overrides: Mapping[str, Any] | None = None, base: str | Path | None | bool = True
+) -> dict[str, Any]:
     """Read a YAML config, merge it onto the default config, apply nested ``overrides``, validate.
 
     As Snakemake does with ``--configfile``, a file that sets only some keys (an overlay such as

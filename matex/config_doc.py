@@ -4,6 +4,7 @@ parameters from the method catalogue (the one source of their defaults).
 
 ``python -m matex.config_doc`` regenerates it; a test fails when it is out of date.
 """
+
 from __future__ import annotations
 
 import re
@@ -61,8 +62,11 @@ def _allowed(spec: dict) -> str:
         return " \\| ".join(str(v) for v in spec["enum"])
     kinds = spec.get("type")
     kinds = " or ".join(kinds) if isinstance(kinds, list) else (kinds or "")
-    bounds = [f"≥ {spec['minimum']}" if "minimum" in spec else "", f"> {spec['exclusiveMinimum']}"
-              if "exclusiveMinimum" in spec else "", f"≤ {spec['maximum']}" if "maximum" in spec else ""]
+    bounds = [
+        f"≥ {spec['minimum']}" if "minimum" in spec else "",
+        f"> {spec['exclusiveMinimum']}" if "exclusiveMinimum" in spec else "",
+        f"≤ {spec['maximum']}" if "maximum" in spec else "",
+    ]
     return " ".join(x for x in [kinds, *bounds] if x)
 
 
@@ -102,8 +106,10 @@ def render(root: Path = ROOT) -> str:
         other = paper_leaves.get(path, value)
         spec = _schema_at(schema, path)
         meaning = comments.get(path) or spec.get("description", "")
-        lines.append(f"| `{path}` | {_cell(value)} | {_cell(other) if other != value else '='} | "
-                     f"{_allowed(spec)} | {meaning.replace('|', '/')} |")
+        lines.append(
+            f"| `{path}` | {_cell(value)} | {_cell(other) if other != value else '='} | "
+            f"{_allowed(spec)} | {meaning.replace('|', '/')} |"
+        )
     lines += [
         "",
         "## Attribution method parameters (`attribution.params.<method>.<key>`)",
@@ -118,9 +124,11 @@ def render(root: Path = ROOT) -> str:
         for key, spec in sorted(entry["params"].items()):
             here = ((base["attribution"].get("params") or {}).get(method) or {}).get(key, spec["default"])
             there = ((paper["attribution"].get("params") or {}).get(method) or {}).get(key, spec["default"])
-            lines.append(f"| `{method}` | `{key}` | {spec['type']} | {_cell(spec['default'])} | "
-                         f"{_cell(here) if here != spec['default'] else '='} | "
-                         f"{_cell(there) if there != spec['default'] else '='} |")
+            lines.append(
+                f"| `{method}` | `{key}` | {spec['type']} | {_cell(spec['default'])} | "
+                f"{_cell(here) if here != spec['default'] else '='} | "
+                f"{_cell(there) if there != spec['default'] else '='} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
 """Errors a user sees: each names the file, row or config key at fault."""
+
 from __future__ import annotations
 
 

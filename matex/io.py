@@ -4,6 +4,7 @@ Every artifact is written to a temporary file in the destination folder and rena
 so a killed job never leaves a half-written file under the final name. Each artifact carries the
 config hash that made it (Parquet: schema metadata; NPZ: a ``__meta__`` entry; JSON: a key).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +47,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
         stale.unlink(missing_ok=True)  # left by a killed writer of the same artifact (one writer per output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -90,8 +91,7 @@ def read_parquet_meta(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
-def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
-              meta: Mapping[str, Any] | None = None) -> None:
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> None:
     """Write a compressed NPZ atomically; ``meta`` goes into a ``__meta__`` JSON string entry."""
     payload = dict(arrays)
     if meta is not None:
@@ -114,8 +114,9 @@ def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
     except FileNotFoundError:
         raise MapError(f"map file not found: {path}") from None
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, json.JSONDecodeError) as e:
-        raise MapError(f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the "
-                       "step that makes it") from None
+        raise MapError(
+            f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the step that makes it"
+        ) from None
     return arrays, meta
 
 
@@ -131,8 +132,9 @@ def read_npz_meta(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise MapError(f"map file not found: {path}") from None
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, json.JSONDecodeError) as e:
-        raise MapError(f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the "
-                       "step that makes it") from None
+        raise MapError(
+            f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the step that makes it"
+        ) from None
 
 
 def read_npz_members(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -152,8 +154,9 @@ def read_npz_members(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, 
     except FileNotFoundError:
         raise MapError(f"map file not found: {path}") from None
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        raise MapError(f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the "
-                       "step that makes it") from None
+        raise MapError(
+            f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the step that makes it"
+        ) from None
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:

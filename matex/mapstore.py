@@ -3,19 +3,21 @@ at the model input size, float32 by default: ``attribution.store_dtype``; float1
 but creates ties at the maximum) and ``{method}.parquet`` (per pair: runtime, map statistics,
 config hash). Shards split a method's pairs so a cluster runs them in parallel; merging the shards
 gives exactly the unsharded artifacts."""
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .errors import MapError
-from .io import read_npz, read_npz_members, read_npz_meta, read_parquet_meta, write_npz, write_parquet
+from .io import read_npz, read_npz_members, read_npz_meta, write_npz, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +49,36 @@ def explain_batch(model, method: str, params: Mapping[str, Any], batch: pd.DataF
     the bias controls)."""
     from .attribution import explain
 
-    sizes = (list(zip(batch["image_height"], batch["image_width"]))
-             if {"image_height", "image_width"} <= set(batch.columns) else None)
+    sizes = (
+        list(zip(batch["image_height"], batch["image_width"]))
+        if {"image_height", "image_width"} <= set(batch.columns)
+        else None
+    )
     categories = batch["category"].astype(str).tolist() if "category" in batch.columns else None
-    return explain(model, images, batch["phrase"].tolist(), method=method, image_sizes=sizes,
-                   training_boxes=training_boxes, categories=categories, **dict(params))
+    return explain(
+        model,
+        images,
+        batch["phrase"].tolist(),
+        method=method,
+        image_sizes=sizes,
+        training_boxes=training_boxes,
+        categories=categories,
+        **dict(params),
+    )
 
 
-def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame,
-                   images_u8: np.ndarray, rows: Sequence[int], batch_size: int,
-                   store_dtype: str = "float32", progress: bool = True,
-                   audit: dict[str, np.ndarray] | None = None
-                   ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+def attribute_rows(
+    model,
+    method: str,
+    params: Mapping[str, Any],
+    pairs: pd.DataFrame,
+    images_u8: np.ndarray,
+    rows: Sequence[int],
+    batch_size: int,
+    store_dtype: str = "float32",
+    progress: bool = True,
+    audit: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Explain the given rows in batches; return ``{pair_id: map}`` (plus ``text/<pair_id>`` token
     maps where the method has a text side) and a per-pair statistics table.
 
@@ -71,9 +91,8 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
     records: list[dict[str, Any]] = []
     rows = np.asarray(rows, dtype=np.int64)
     training_boxes = training_boxes_of(pairs, model.geometry.size)
-    for start in tqdm(range(0, len(rows), batch_size), desc=f"attribute {method}", disable=not progress,
-                      unit="batch"):
-        idx = rows[start:start + batch_size]
+    for start in tqdm(range(0, len(rows), batch_size), desc=f"attribute {method}", disable=not progress, unit="batch"):
+        idx = rows[start : start + batch_size]
         batch = pairs.iloc[idx]
         images = model.preprocess(np.ascontiguousarray(images_u8[idx]))
         texts = batch["phrase"].tolist()
@@ -86,18 +105,26 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
         for j, pair_id in enumerate(batch["pair_id"]):
             m = image_maps[j]
             if not np.isfinite(m).all():
-                raise MapError(f"method {method} produced a non-finite map for pair {pair_id} "
-                               f"(row {int(idx[j])})")
+                raise MapError(f"method {method} produced a non-finite map for pair {pair_id} (row {int(idx[j])})")
             maps[pair_id] = m.astype(store_dtype)
             if out.text is not None:
                 maps[f"text/{pair_id}"] = np.asarray(out.text[j], dtype=np.float32)
             if audit is not None:
                 for name, comp in out.components.items():
                     audit[f"components/{name}/{pair_id}"] = comp[j].detach().float().cpu().numpy().astype(np.float16)
-            records.append({"pair_id": pair_id, "row": int(idx[j]), "method": method,
-                            "category": batch["category"].iloc[j], "runtime_s": per_pair,
-                            "map_min": float(m.min()), "map_max": float(m.max()),
-                            "map_mean": float(m.mean()), "map_std": float(m.std())})
+            records.append(
+                {
+                    "pair_id": pair_id,
+                    "row": int(idx[j]),
+                    "method": method,
+                    "category": batch["category"].iloc[j],
+                    "runtime_s": per_pair,
+                    "map_min": float(m.min()),
+                    "map_max": float(m.max()),
+                    "map_mean": float(m.mean()),
+                    "map_std": float(m.std()),
+                }
+            )
         if audit is not None and out.text is not None:
             from .models.tokens import token_strings
 
@@ -106,9 +133,15 @@ def attribute_rows(model, method: str, params: Mapping[str, Any], pairs: pd.Data
     return maps, pd.DataFrame.from_records(records)
 
 
-def write_attribution(maps: Mapping[str, np.ndarray], table: pd.DataFrame, meta: Mapping[str, Any],
-                      out_npz: str | Path, out_parquet: str | Path,
-                      audit: Mapping[str, np.ndarray] | None = None, out_audit: str | Path | None = None) -> None:
+def write_attribution(
+    maps: Mapping[str, np.ndarray],
+    table: pd.DataFrame,
+    meta: Mapping[str, Any],
+    out_npz: str | Path,
+    out_parquet: str | Path,
+    audit: Mapping[str, np.ndarray] | None = None,
+    out_audit: str | Path | None = None,
+) -> None:
     table = table.assign(config_hash=meta.get("config_hash", ""))
     write_npz(out_npz, maps, meta)
     write_parquet(out_parquet, table, meta)
@@ -128,9 +161,14 @@ def _merge_npz(npz_paths: Sequence[str | Path]) -> tuple[dict[str, np.ndarray], 
     return maps, dict(metas[0])
 
 
-def merge_shards(npz_paths: Sequence[str | Path], parquet_paths: Sequence[str | Path],
-                 out_npz: str | Path, out_parquet: str | Path,
-                 audit_paths: Sequence[str | Path] = (), out_audit: str | Path | None = None) -> None:
+def merge_shards(
+    npz_paths: Sequence[str | Path],
+    parquet_paths: Sequence[str | Path],
+    out_npz: str | Path,
+    out_parquet: str | Path,
+    audit_paths: Sequence[str | Path] = (),
+    out_audit: str | Path | None = None,
+) -> None:
     """Concatenate shard artifacts (in shard order) into the method's artifacts."""
     maps, meta = _merge_npz(npz_paths)
     table = pd.concat([pd.read_parquet(p) for p in parquet_paths], ignore_index=True)

@@ -7,21 +7,23 @@ JSON records must be byte-identical, except that wall-clock measurements (the ``
 ``runtime_ms`` columns and ``wall_time_s`` keys) are allowed to differ and are compared with
 those values removed. Logs, Snakemake benchmark files and figures are not compared.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import platform
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from .io import config_hash, file_sha256
 
 TIMING_COLUMNS = ("runtime_s", "runtime_ms")
-TIMING_METRICS = ("runtime_ms",)       # rows of the tidy/summary tables that hold wall-clock time
+TIMING_METRICS = ("runtime_ms",)  # rows of the tidy/summary tables that hold wall-clock time
 TIMING_KEYS = ("wall_time_s",)
 SKIPPED_DIRS = ("logs", "benchmarks", "figures", ".snakemake")
 SKIPPED_FILES = ("pipeline_runtime.parquet",)
@@ -55,16 +57,30 @@ def model_fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any]:
     m = cfg["model"]
     path = checkpoint_path(cfg)
     sha = cached_sha256(path) if path is not None and path.is_file() else None
-    return {"source": m["source"], "arch": m.get("arch") if m["source"] != "demo" else None,
-            "pretrained": m.get("pretrained") if m["source"] == "hub" else None, "checkpoint_sha256": sha}
+    return {
+        "source": m["source"],
+        "arch": m.get("arch") if m["source"] != "demo" else None,
+        "pretrained": m.get("pretrained") if m["source"] == "hub" else None,
+        "checkpoint_sha256": sha,
+    }
 
 
 def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {}
-    for dist in ("torch", "torchvision", "open_clip_torch", "numpy", "pandas", "pyarrow", "scipy",
-                 "snakemake", "matplotlib", "seaborn"):
+    for dist in (
+        "torch",
+        "torchvision",
+        "open_clip_torch",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "scipy",
+        "snakemake",
+        "matplotlib",
+        "seaborn",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -119,7 +135,7 @@ def _aliased(obj: Any, alias: tuple[str, str] | None) -> Any:
         return obj
     a_dir, b_dir = (d.rstrip("/") for d in alias)
     if isinstance(obj, str):
-        return a_dir + obj[len(b_dir):] if obj == b_dir or obj.startswith(b_dir + "/") else obj
+        return a_dir + obj[len(b_dir) :] if obj == b_dir or obj.startswith(b_dir + "/") else obj
     if isinstance(obj, dict):
         return {k: _aliased(v, alias) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -153,7 +169,8 @@ def compare_file(a: Path, b: Path, results_dirs: tuple[str, str] | None = None) 
         if meta_a != _aliased(meta_b, results_dirs):
             return "NPZ metadata differs"
         same = arr_a.keys() == arr_b.keys() and all(
-            arr_a[k].dtype == arr_b[k].dtype and np.array_equal(arr_a[k], arr_b[k]) for k in arr_a)
+            arr_a[k].dtype == arr_b[k].dtype and np.array_equal(arr_a[k], arr_b[k]) for k in arr_a
+        )
         return None if same else "map arrays differ"
     if a.suffix == ".parquet":
         ta, tb = pq.read_table(a), pq.read_table(b)
@@ -163,7 +180,8 @@ def compare_file(a: Path, b: Path, results_dirs: tuple[str, str] | None = None) 
             return None
         da, db = _strip_timing_frame(ta.to_pandas()), _strip_timing_frame(tb.to_pandas())
         has_timing = any(c in ta.column_names for c in TIMING_COLUMNS) or (
-            "metric" in ta.column_names and len(da) != ta.num_rows)
+            "metric" in ta.column_names and len(da) != ta.num_rows
+        )
         if not has_timing:
             return "bytes differ (no wall-clock column to excuse it)"
         try:
@@ -176,8 +194,9 @@ def compare_file(a: Path, b: Path, results_dirs: tuple[str, str] | None = None) 
     return "bytes differ"
 
 
-def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike,
-                 results_dirs: tuple[str, str] | None = None) -> dict[str, Any]:
+def compare_runs(
+    run_a: str | os.PathLike, run_b: str | os.PathLike, results_dirs: tuple[str, str] | None = None
+) -> dict[str, Any]:
     """Compare every NPZ, Parquet and JSON artifact under two result folders. ``results_dirs``:
     the two runs' ``results_dir`` config values when they differ (paths recorded in the artifacts
     are then compared with run B's folder read as run A's).
@@ -190,8 +209,13 @@ def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike,
         out = set()
         for p in root.rglob("*"):
             rel = p.relative_to(root)
-            if (p.is_file() and p.suffix in COMPARED_SUFFIXES and not p.name.startswith(".")
-                    and not any(part in SKIPPED_DIRS for part in rel.parts) and p.name not in SKIPPED_FILES):
+            if (
+                p.is_file()
+                and p.suffix in COMPARED_SUFFIXES
+                and not p.name.startswith(".")
+                and not any(part in SKIPPED_DIRS for part in rel.parts)
+                and p.name not in SKIPPED_FILES
+            ):
                 out.add(rel.as_posix())
         return out
 
@@ -204,5 +228,10 @@ def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike,
         reason = compare_file(run_a / rel, run_b / rel, results_dirs)
         if reason is not None:
             diffs.append((rel, reason))
-    return {"compared": len(in_a & in_b), "identical_bytes": identical, "differences": diffs,
-            "only_in_a": sorted(in_a - in_b), "only_in_b": sorted(in_b - in_a)}
+    return {
+        "compared": len(in_a & in_b),
+        "identical_bytes": identical,
+        "differences": diffs,
+        "only_in_a": sorted(in_a - in_b),
+        "only_in_b": sorted(in_b - in_a),
+    }

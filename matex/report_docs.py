@@ -9,6 +9,7 @@ commit and machine that made them; with more runs of the same config (another ma
 seed), a table of how far each method's mean moves between them. ``api`` writes the API reference
 from the public functions' docstrings. Both read only; nothing is recomputed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,8 @@ import inspect
 import json
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 RESULTS_HEADER = """# Results
 
@@ -38,11 +39,19 @@ how much each number moves between them. What each column means: [Evaluation](ev
 
 def _git_commit(cwd: str | Path = ".") -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "") if out.returncode == 0 else "unknown"
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return (
+            out.stdout.strip() + (" (with uncommitted changes)" if dirty else "") if out.returncode == 0 else "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -70,12 +79,16 @@ def run_section(model_dir: Path, machine: str | None, commit: str | None) -> str
     prov = _read_json(model_dir / "provenance.json")
     lines = [f"## Run `{model_dir}`", ""]
     lib = prov.get("libraries", {})
-    lines += [f"- commit: {commit or _git_commit()}",
-              f"- machine: {machine or platform.processor() or platform.machine()} "
-              f"({prov.get('platform', platform.platform())}, Python {prov.get('python', platform.python_version())}"
-              + (f", torch {lib['torch']}" if isinstance(lib, dict) and lib.get("torch") else "") + ")",
-              f"- config hash: `{prov.get('config_hash', 'unknown')}`, seed {prov.get('seed', '?')}, "
-              f"matex {prov.get('matex_version', '?')}", ""]
+    lines += [
+        f"- commit: {commit or _git_commit()}",
+        f"- machine: {machine or platform.processor() or platform.machine()} "
+        f"({prov.get('platform', platform.platform())}, Python {prov.get('python', platform.python_version())}"
+        + (f", torch {lib['torch']}" if isinstance(lib, dict) and lib.get("torch") else "")
+        + ")",
+        f"- config hash: `{prov.get('config_hash', 'unknown')}`, seed {prov.get('seed', '?')}, "
+        f"matex {prov.get('matex_version', '?')}",
+        "",
+    ]
     train = _read_json(model_dir / "train_log.json")
     if train:
         lines += ["### The demo model", "", "| entry | value |", "|---|---|"]
@@ -111,16 +124,24 @@ def spread_section(model_dirs: Sequence[Path]) -> str:
     wide = df.pivot_table(index=["method", "metric"], columns="run", values="mean")
     wide["range"] = wide.max(axis=1) - wide.min(axis=1)
     cols = [f"run {k}" for k in wide.columns[:-1]]
-    lines = ["## How much the numbers move between runs", "",
-             "Runs: " + "; ".join(f"run {k} = `{d}`" for k, d in enumerate(model_dirs)), "",
-             "| method | metric | " + " | ".join(cols) + " | range |", "|---|---|" + "---|" * (len(cols) + 1)]
+    lines = [
+        "## How much the numbers move between runs",
+        "",
+        "Runs: " + "; ".join(f"run {k} = `{d}`" for k, d in enumerate(model_dirs)),
+        "",
+        "| method | metric | " + " | ".join(cols) + " | range |",
+        "|---|---|" + "---|" * (len(cols) + 1),
+    ]
     for (method, metric), row in wide.iterrows():
-        lines.append(f"| {method} | {metric} | " + " | ".join(f"{v:.2f}" for v in row.iloc[:-1]) + f" | {row['range']:.2f} |")
+        lines.append(
+            f"| {method} | {metric} | " + " | ".join(f"{v:.2f}" for v in row.iloc[:-1]) + f" | {row['range']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def results_markdown(model_dirs: Sequence[str | Path], machine: str | None = None, commit: str | None = None,
-                     archive: str | None = None) -> str:
+def results_markdown(
+    model_dirs: Sequence[str | Path], machine: str | None = None, commit: str | None = None, archive: str | None = None
+) -> str:
     dirs = [Path(d) for d in model_dirs]
     parts = [RESULTS_HEADER] + [run_section(d, machine, commit) for d in dirs]
     spread = spread_section(dirs)
@@ -132,9 +153,19 @@ def results_markdown(model_dirs: Sequence[str | Path], machine: str | None = Non
 
 
 # ------------------------------------------------------------------------------------------- API
-API_OBJECTS = ["matex.load_model", "matex.explain", "matex.Explanation", "matex.methods", "matex.spatial_prior",
-               "matex.attribution.register", "matex.attribution.get_method", "matex.config.load_config",
-               "matex.io.read_npz", "matex.io.read_parquet_meta", "matex.errors.MatexError"]
+API_OBJECTS = [
+    "matex.load_model",
+    "matex.explain",
+    "matex.Explanation",
+    "matex.methods",
+    "matex.spatial_prior",
+    "matex.attribution.register",
+    "matex.attribution.get_method",
+    "matex.config.load_config",
+    "matex.io.read_npz",
+    "matex.io.read_parquet_meta",
+    "matex.errors.MatexError",
+]
 
 
 def _resolve(dotted: str):
@@ -157,26 +188,41 @@ def _signature(obj) -> str:
 
 def api_markdown(names: Sequence[str] = API_OBJECTS) -> str:
     """One section per public object: its signature and docstring (examples stay doctests)."""
-    lines = ["# API reference", "",
-             "Generated from the docstrings by `python -m matex.report_docs api`; the examples are doctests",
-             "run by the test suite. `help(matex)` shows the same in a Python session.", ""]
+    lines = [
+        "# API reference",
+        "",
+        "Generated from the docstrings by `python -m matex.report_docs api`; the examples are doctests",
+        "run by the test suite. `help(matex)` shows the same in a Python session.",
+        "",
+    ]
     for dotted in names:
         obj = _resolve(dotted)
         sig = _signature(obj)
         kind = "class" if inspect.isclass(obj) else "function"
-        lines += [f"## `{dotted}`", "", f"```python\n{kind} {dotted.rpartition('.')[2]}{sig}\n```", "",
-                  inspect.cleandoc(obj.__doc__ or "(no docstring)"), ""]
+        lines += [
+            f"## `{dotted}`",
+            "",
+            f"```python\n{kind} {dotted.rpartition('.')[2]}{sig}\n```",
+            "",
+            inspect.cleandoc(obj.__doc__ or "(no docstring)"),
+            "",
+        ]
         if inspect.isclass(obj):
             for name, member in inspect.getmembers(obj, inspect.isfunction):
                 if not name.startswith("_") and member.__qualname__.startswith(obj.__name__ + "."):
-                    lines += [f"### `{obj.__name__}.{name}{_signature(member)}`", "",
-                              inspect.cleandoc(member.__doc__ or ""), ""]
+                    lines += [
+                        f"### `{obj.__name__}.{name}{_signature(member)}`",
+                        "",
+                        inspect.cleandoc(member.__doc__ or ""),
+                        "",
+                    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m matex.report_docs", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m matex.report_docs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="what", required=True)
     r = sub.add_parser("results", help="docs/results.md from one or more runs' model folders")
     r.add_argument("runs", nargs="+")

@@ -1,5 +1,6 @@
 """The public API: ``matex.explain`` on every accepted input form, the overlay picture, ``save``,
 ``matex.methods()``, ``help(matex)`` and the docstring examples (run as doctests)."""
+
 from __future__ import annotations
 
 import doctest
@@ -20,8 +21,11 @@ from matex.models.loading import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "img" / "example_chest.jpg"
-TINY_DEMO = {"embed_dim": 32, "vision": {"layers": 3, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0},
-             "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16}}
+TINY_DEMO = {
+    "embed_dim": 32,
+    "vision": {"layers": 3, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0},
+    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
+}
 PHRASE = "focal consolidation in the left mid zone"
 
 
@@ -38,14 +42,23 @@ def reference(model):
     return pil, engine_explain(model, [pil], [PHRASE], "saliency").image
 
 
-@pytest.mark.parametrize("form", ["str", "path", "pil", "pil_rgb", "array_u8", "array_float", "array_rgb",
-                                  "list_of_str", "tuple_of_arrays"])
+@pytest.mark.parametrize(
+    "form", ["str", "path", "pil", "pil_rgb", "array_u8", "array_float", "array_rgb", "list_of_str", "tuple_of_arrays"]
+)
 def test_single_image_in_any_form_gives_the_same_map(model, reference, form):
     pil, expected = reference
     a = np.asarray(pil)
-    image = {"str": str(EXAMPLE), "path": EXAMPLE, "pil": pil, "pil_rgb": pil.convert("RGB"), "array_u8": a,
-             "array_float": a.astype(np.float32) / 255.0, "array_rgb": np.repeat(a[..., None], 3, axis=2),
-             "list_of_str": [str(EXAMPLE)], "tuple_of_arrays": (a,)}[form]
+    image = {
+        "str": str(EXAMPLE),
+        "path": EXAMPLE,
+        "pil": pil,
+        "pil_rgb": pil.convert("RGB"),
+        "array_u8": a,
+        "array_float": a.astype(np.float32) / 255.0,
+        "array_rgb": np.repeat(a[..., None], 3, axis=2),
+        "list_of_str": [str(EXAMPLE)],
+        "tuple_of_arrays": (a,),
+    }[form]
     out = matex.explain(model, image, PHRASE, method="saliency")
     assert isinstance(out, matex.Explanation) and isinstance(out, ExplainOutput)
     assert out.image.shape == (1, 224, 224) and out.texts == [PHRASE]
@@ -61,7 +74,7 @@ def test_lists_of_images_and_phrases_are_batched(model):
     out = matex.explain(model, [EXAMPLE, EXAMPLE], [PHRASE, "cardiomegaly"], method="matex")
     assert out.image.shape == (2, 224, 224) and len(out) == 2
     assert out.inputs.shape == (2, 224, 224) and out.inputs.dtype == np.uint8
-    assert not torch.equal(out.image[0], out.image[1])          # the phrase changes the map
+    assert not torch.equal(out.image[0], out.image[1])  # the phrase changes the map
 
 
 def test_phrase_count_must_match_image_count(model):
@@ -85,9 +98,9 @@ def test_overlay_shows_the_map_and_the_box(model):
     assert red_minus_blue[hot].mean() > red_minus_blue[cold].mean() + 40
     boxed = np.asarray(out.overlay(0, box=(40, 60, 120, 180), scale=2))
     assert boxed.shape == (448, 448, 3)
-    assert tuple(boxed[120, 160]) == (0, 220, 0)                 # top edge (y0 = 60, scaled x2) is green
-    assert tuple(boxed[170, 80]) == (0, 220, 0)                  # left edge (x0 = 40)
-    assert tuple(boxed[200, 160]) != (0, 220, 0)                 # inside: the picture, not the outline
+    assert tuple(boxed[120, 160]) == (0, 220, 0)  # top edge (y0 = 60, scaled x2) is green
+    assert tuple(boxed[170, 80]) == (0, 220, 0)  # left edge (x0 = 40)
+    assert tuple(boxed[200, 160]) != (0, 220, 0)  # inside: the picture, not the outline
     with pytest.raises(IndexError, match="1 pair"):
         out.overlay(1)
     with pytest.raises(KeyError, match="no component"):
@@ -98,13 +111,13 @@ def test_save_writes_png_and_npy(model, tmp_path):
     out = matex.explain(model, [EXAMPLE, EXAMPLE], [PHRASE, "cardiomegaly"], method="gradcam")
     png = out.save(tmp_path / "sub" / "map.png")
     with Image.open(png) as im:
-        assert im.format == "PNG" and im.size == (2 * 448, 448)   # both pairs side by side
+        assert im.format == "PNG" and im.size == (2 * 448, 448)  # both pairs side by side
     one = out.save(tmp_path / "one.png", i=1)
     with Image.open(one) as im:
         assert im.size == (448, 448)
     arr = np.load(out.save(tmp_path / "maps.npy"))
     np.testing.assert_array_equal(arr, out.image.numpy())
-    assert not list(tmp_path.rglob(".*"))                        # written atomically, no temporaries left
+    assert not list(tmp_path.rglob(".*"))  # written atomically, no temporaries left
 
 
 def test_components_row_has_every_matex_component(model):
@@ -136,7 +149,7 @@ def test_docstring_examples_run(module, tmp_path, monkeypatch):
         pytest.skip(f"load_model('demo') without a config is not available in this checkout: {e}")
     (tmp_path / "docs" / "img").mkdir(parents=True)
     shutil.copy(EXAMPLE, tmp_path / "docs" / "img" / EXAMPLE.name)
-    monkeypatch.chdir(tmp_path)                                   # the examples write map.png
+    monkeypatch.chdir(tmp_path)  # the examples write map.png
     import importlib
 
     mod = importlib.import_module(module)

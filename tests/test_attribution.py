@@ -1,6 +1,7 @@
 """Attribution engine: every method against an independent computation where one exists, plus the
 contract (shape, range, finiteness, batching, seeding) for every registered method. Tiny random
 open_clip CLIPs (56 px, 8 px patches -> 7x7 grid, like ViT-B/32 at 224 px)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,29 +9,35 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
 
 from matex.attribution import available_methods, explain, get_method, record_tower
 from matex.attribution.common import masked_minmax, minmax_norm, upsample
 from matex.attribution.rise import rise_masks
 from matex.data.transforms import InputGeometry
-from matex.errors import ConfigError, DataError, MapError, MatexError
+from matex.errors import ConfigError, DataError, MatexError
 from matex.models.base import MatexModel
 
 SIZE = 56
 TEXTS = ["small left basal pleural effusion", "cardiomegaly", "right upper lobe consolidation"]
 # fast settings for the two iterative methods; everything else runs at its defaults
-FAST = {"rise": {"n_masks": 40, "batch": 30}, "m2ib": {"steps": 3, "n_noise": 2},
-        "m2ib_token": {"steps": 3, "n_noise": 2}}
+FAST = {
+    "rise": {"n_masks": 40, "batch": 30},
+    "m2ib": {"steps": 3, "n_noise": 2},
+    "m2ib_token": {"steps": 3, "n_noise": 2},
+}
 # what the bias controls (mean_box, category_box) read besides the pairs: training boxes and categories
 CATEGORIES = ["Pleural effusion", "Cardiomegaly", "Consolidation"]
 
 
 def training_boxes():
     from matex.attribution.mean_box import TrainingBoxes
-    return TrainingBoxes(boxes=[[(4.0, 30.0, 20.0, 50.0)], [(14.0, 20.0, 44.0, 40.0)], [(36.0, 6.0, 52.0, 24.0)]],
-                         categories=CATEGORIES, size=(SIZE, SIZE))
+
+    return TrainingBoxes(
+        boxes=[[(4.0, 30.0, 20.0, 50.0)], [(14.0, 20.0, 44.0, 40.0)], [(36.0, 6.0, 52.0, 24.0)]],
+        categories=CATEGORIES,
+        size=(SIZE, SIZE),
+    )
 
 
 def context(n: int) -> dict:
@@ -39,10 +46,11 @@ def context(n: int) -> dict:
 
 def make_model(vision_layers: int = 3, seed: int = 0) -> MatexModel:
     torch.manual_seed(seed)
-    clip = open_clip.CLIP(embed_dim=32,
-                          vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=vision_layers,
-                                          head_width=16),
-                          text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=2)).eval()
+    clip = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=vision_layers, head_width=16),
+        text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=2),
+    ).eval()
     return MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(SIZE))
 
 
@@ -52,13 +60,16 @@ def _prior_available(monkeypatch):
     import matex.priors as priors
 
     if not hasattr(priors, "spatial_prior"):
+
         def stand_in(text, size, sigma=0.1, strength=2.5):
             p = np.ones(size, np.float32)
             if "left" in text:
-                p[:, size[1] // 2:] = strength
+                p[:, size[1] // 2 :] = strength
             return p
+
         monkeypatch.setattr(priors, "spatial_prior", stand_in, raising=False)
     from matex.attribution import matex_method
+
     matex_method._prior_cached.cache_clear()
 
 
@@ -97,11 +108,14 @@ def test_minmax_constant_map_is_zero_and_range_is_unit():
     assert out[1].min() == 0 and out[1].max() == 1 and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("grid,size", [((7, 7), (224, 224)), ((7, 7), (225, 100)), ((3, 5), (17, 16)), ((1, 1), (4, 4))])
+@pytest.mark.parametrize(
+    "grid,size", [((7, 7), (224, 224)), ((7, 7), (225, 100)), ((3, 5), (17, 16)), ((1, 1), (4, 4))]
+)
 def test_upsample_equals_torch_bilinear(grid, size):
     g = torch.rand(3, *grid, generator=torch.Generator().manual_seed(0))
-    reference = torch.nn.functional.interpolate(g.unsqueeze(1), size=size, mode="bilinear",
-                                                align_corners=False).squeeze(1)
+    reference = torch.nn.functional.interpolate(
+        g.unsqueeze(1), size=size, mode="bilinear", align_corners=False
+    ).squeeze(1)
     torch.testing.assert_close(upsample(g, size), reference, atol=1e-6, rtol=0)
 
 
@@ -121,8 +135,8 @@ def test_masked_minmax_ignores_padding():
 def test_discard_lowest_zeroes_the_smallest_but_keeps_cls_to_cls():
     from matex.attribution.rollout import discard_lowest
 
-    a = torch.arange(1.0, 17.0).view(1, 4, 4)      # CLS->CLS (1.0) is the smallest entry
-    out = discard_lowest(a, 0.25)                    # the 4 smallest are chosen, CLS->CLS survives
+    a = torch.arange(1.0, 17.0).view(1, 4, 4)  # CLS->CLS (1.0) is the smallest entry
+    out = discard_lowest(a, 0.25)  # the 4 smallest are chosen, CLS->CLS survives
     assert out[0, 0, 0] == 1.0 and int((out == 0).sum()) == 3
     assert torch.equal(out.flatten()[4:], a.flatten()[4:])
     assert torch.equal(discard_lowest(a, 0.0), a)
@@ -283,8 +297,9 @@ def test_text_features_from_the_prefix_equal_the_full_context(model):
     tokens = model.tokenize(texts)
     assert int(tokens.argmax(-1).max()) + 1 < tokens.shape[1], "test needs padding after the longest text"
     with torch.no_grad():
-        torch.testing.assert_close(encode_text_prefix(model.clip, tokens), model.clip.encode_text(tokens),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            encode_text_prefix(model.clip, tokens), model.clip.encode_text(tokens), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_text_prefix_falls_back_without_argmax_pooling(model, monkeypatch):
@@ -301,8 +316,7 @@ def test_gradient_maps_are_not_all_zero(model, images):
     out = explain(model, images, TEXTS, "matex")
     assert (out.components["gradient"].flatten(1).amax(1) > 0).all()
     # even the last block alone gives a non-zero gradient term
-    last = explain(model, images, TEXTS, "matex", gradient_layers=1, beta=0.0, gamma=0.0, delta=0.0,
-                   prior_strength=1.0)
+    last = explain(model, images, TEXTS, "matex", gradient_layers=1, beta=0.0, gamma=0.0, delta=0.0, prior_strength=1.0)
     assert (last.image.flatten(1).amax(1) > 0).all()
     assert (explain(model, images, TEXTS, "gradcam").image.flatten(1).amax(1) > 0).all()
     with pytest.raises(ConfigError, match="gradcam.layer"):
@@ -314,12 +328,16 @@ def test_matex_fusion_and_components(model, images):
     c = out.components
     assert set(c) == {"rollout", "consistency", "gradient", "prior", "grad_prior", "grad_consistency"}
     p = out.meta["params"]
-    fused = minmax_norm(p["alpha"] * c["grad_prior"] + p["beta"] * c["rollout"]
-                        + p["gamma"] * c["grad_consistency"] + p["delta"] * c["prior"])
+    fused = minmax_norm(
+        p["alpha"] * c["grad_prior"]
+        + p["beta"] * c["rollout"]
+        + p["gamma"] * c["grad_consistency"]
+        + p["delta"] * c["prior"]
+    )
     torch.testing.assert_close(out.image, fused, atol=1e-6, rtol=0)
     assert float(c["consistency"].min()) > 0 and float(c["consistency"].max()) <= 1 + 1e-6
     w = out.meta["options"]["layer_weights"]
-    assert abs(sum(w) - 1) < 1e-6 and w == sorted(w)          # deeper layers weigh more
+    assert abs(sum(w) - 1) < 1e-6 and w == sorted(w)  # deeper layers weigh more
     # text side: one score per real token (SOT .. EOT), in [0, 1]
     eot = model.tokenize(TEXTS).argmax(-1)
     assert [len(t) for t in out.text] == [int(e) + 1 for e in eot]
@@ -349,8 +367,20 @@ def test_contract_shape_range_finite(model, images, method):
 def test_batch_equals_one_by_one_and_runs_repeat(model, images, method):
     params = FAST.get(method, {})
     batched = explain(model, images, TEXTS, method, **context(3), **params).image
-    single = torch.cat([explain(model, images[i:i + 1], TEXTS[i:i + 1], method, training_boxes=training_boxes(),
-                                categories=CATEGORIES[i:i + 1], **params).image for i in range(len(TEXTS))])
+    single = torch.cat(
+        [
+            explain(
+                model,
+                images[i : i + 1],
+                TEXTS[i : i + 1],
+                method,
+                training_boxes=training_boxes(),
+                categories=CATEGORIES[i : i + 1],
+                **params,
+            ).image
+            for i in range(len(TEXTS))
+        ]
+    )
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
     assert torch.equal(explain(model, images, TEXTS, method, **context(3), **params).image, batched)
 
@@ -386,7 +416,7 @@ BUDGET_KEYS = {("rise", "n_masks")}
 def test_registry_defaults_match_config(config_file):
     from matex.config import load_config
 
-    cfg = load_config(config_file)          # mscxr.yaml is an overlay of config.yaml
+    cfg = load_config(config_file)  # mscxr.yaml is an overlay of config.yaml
     params = cfg["attribution"]["params"]
     assert set(cfg["attribution"]["methods"]) <= set(available_methods())
     for method, values in params.items():
@@ -415,9 +445,9 @@ def test_sobel_of_constant_image_is_zero_and_edges_are_found(model):
     flat = np.full((1, SIZE, SIZE), 90, np.uint8)
     assert float(explain(model, flat, TEXTS[:1], "sobel").image.abs().max()) == 0.0
     step = flat.copy()
-    step[:, :, SIZE // 2:] = 200
+    step[:, :, SIZE // 2 :] = 200
     m = explain(model, step, TEXTS[:1], "sobel").image[0]
-    assert float(m[:, SIZE // 2 - 1:SIZE // 2 + 1].min()) == 1.0 and float(m[:, :10].max()) == 0.0
+    assert float(m[:, SIZE // 2 - 1 : SIZE // 2 + 1].min()) == 1.0 and float(m[:, :10].max()) == 0.0
 
 
 @pytest.mark.slow

@@ -1,29 +1,45 @@
 """What an auditor reads beside the maps: MATEX's component maps, token strings next to token scores,
 and one pair's map read without decoding the rest of the file."""
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from matex.mapstore import attribute_rows, load_maps, write_attribution
 from matex.errors import MapError
 from matex.io import read_npz, read_npz_members
+from matex.mapstore import attribute_rows, load_maps, write_attribution
 from matex.models.loading import load_model
 
-DEMO = {"embed_dim": 32, "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 32},
-        "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16}}
+DEMO = {
+    "embed_dim": 32,
+    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 32},
+    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
+}
 
 
 @pytest.fixture(scope="module")
 def explained(tmp_path_factory):
     model = load_model("demo", demo=DEMO, seed=0)
-    pairs = pd.DataFrame({"pair_id": ["a", "b"], "category": ["Consolidation", "Pleural Effusion"],
-                          "phrase": ["left lower lobe consolidation", "small right pleural effusion"]})
+    pairs = pd.DataFrame(
+        {
+            "pair_id": ["a", "b"],
+            "category": ["Consolidation", "Pleural Effusion"],
+            "phrase": ["left lower lobe consolidation", "small right pleural effusion"],
+        }
+    )
     images = np.random.default_rng(0).integers(0, 255, (2, 224, 224), dtype=np.uint8)
     audit: dict = {}
     maps, table = attribute_rows(model, "matex", {}, pairs, images, [0, 1], 2, audit=audit, progress=False)
     folder = tmp_path_factory.mktemp("maps")
-    write_attribution(maps, table, {"method": "matex"}, folder / "matex.npz", folder / "matex.parquet",
-                      audit, folder / "matex.audit.npz")
+    write_attribution(
+        maps,
+        table,
+        {"method": "matex"},
+        folder / "matex.npz",
+        folder / "matex.parquet",
+        audit,
+        folder / "matex.audit.npz",
+    )
     return maps, audit, folder
 
 
@@ -32,12 +48,12 @@ def test_matex_components_and_token_strings_are_kept(explained):
     stored, meta = read_npz(folder / "matex.audit.npz")
     assert meta["method"] == "matex"
     names = {k.split("/")[1] for k in stored if k.startswith("components/")}
-    assert len(names) >= 4                                  # MATEX's fused terms
+    assert len(names) >= 4  # MATEX's fused terms
     for name in names:
         assert stored[f"components/{name}/a"].shape == (224, 224)
     tokens = stored["tokens/a"]
     assert list(tokens[1:-1]) == ["left", "lower", "lobe", "consolidation"]
-    assert len(tokens) == len(maps["text/a"])               # one string per token score
+    assert len(tokens) == len(maps["text/a"])  # one string per token score
 
 
 def test_one_pair_is_read_alone_and_a_missing_pair_is_named(explained):

@@ -4,6 +4,7 @@ file, image, pair or config key (never a traceback from inside torch), and leave
 Bad CSV rows (missing/truncated/corrupt JPGs, boxes outside or partly outside the image, zero-area
 boxes, empty phrases, missing columns) are covered row by row in test_mscxr.py; bad configs through
 ``load_config`` in test_project.py. This file covers the rest of the list in the reliability issue."""
+
 from __future__ import annotations
 
 import subprocess
@@ -25,8 +26,11 @@ from matex.io import read_npz, write_npz
 from matex.models.loading import demo_model_cfg, load_model, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_DEMO = {"embed_dim": 32, "vision": {"layers": 1, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0},
-             "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16}}
+TINY_DEMO = {
+    "embed_dim": 32,
+    "vision": {"layers": 1, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0},
+    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,7 @@ def test_corrupt_image_file_is_named(model, tmp_path, damage):
     bad.write_bytes(data[: len(data) // 3] if damage == "truncated" else b"\xff\xd8\xff\xe0 not a jpeg" * 8)
     with pytest.raises(DataError, match=r"image 1: cannot be decoded.*bad\.jpg"):
         explain(model, [good, bad], ["left effusion", "cardiomegaly"], "matex")
-    out = explain(model, [good], ["left effusion"], "matex")   # the good file alone works, any size
+    out = explain(model, [good], ["left effusion"], "matex")  # the good file alone works, any size
     assert out.image.shape == (1, 224, 224)
 
 
@@ -82,10 +86,15 @@ def test_wrong_array_and_object_types(model):
 
 
 # -------------------------------------------------------------------------------- API: texts
-@pytest.mark.parametrize("texts, match", [(["left effusion", "  "], r"texts \[1\] are empty"),
-                                          (["", ""], r"texts \[0, 1\] are empty"),
-                                          ("left effusion", "list of strings"),
-                                          (["ok", None], "list of strings")])
+@pytest.mark.parametrize(
+    "texts, match",
+    [
+        (["left effusion", "  "], r"texts \[1\] are empty"),
+        (["", ""], r"texts \[0, 1\] are empty"),
+        ("left effusion", "list of strings"),
+        (["ok", None], "list of strings"),
+    ],
+)
 def test_bad_texts_are_named(model, image_u8, texts, match):
     with pytest.raises(DataError, match=match):
         explain(model, image_u8, texts, "matex")
@@ -93,7 +102,7 @@ def test_bad_texts_are_named(model, image_u8, texts, match):
 
 @pytest.mark.parametrize("method", ["matex", "chefer", "saliency"])
 def test_very_long_and_non_ascii_phrases_give_finite_maps(model, image_u8, method):
-    long = "small left basal effusion with adjacent atelectasis " * 200   # far beyond the context length
+    long = "small left basal effusion with adjacent atelectasis " * 200  # far beyond the context length
     odd = "Épanchement pleural gauche — ∅ 肺 opacité « basale »"
     out = explain(model, image_u8, [long, odd], method)
     assert out.image.shape == (2, 224, 224) and torch.isfinite(out.image).all()
@@ -109,24 +118,41 @@ def _run_evaluate_step(tmp_path, model_ckpt, cfg, npz):
     pairs_path = tmp_path / "pairs.parquet"
     out = tmp_path / "metrics" / "m.parquet"
     smk = SimpleNamespace(
-        rule="evaluate", config=cfg, log=[str(tmp_path / "evaluate.log")], threads=1, params=SimpleNamespace(),
+        rule="evaluate",
+        config=cfg,
+        log=[str(tmp_path / "evaluate.log")],
+        threads=1,
+        params=SimpleNamespace(),
         wildcards=SimpleNamespace(method="matex"),
-        input=SimpleNamespace(pairs=str(pairs_path), images=str(tmp_path / "images.npy"), npz=str(npz),
-                              runtime=str(tmp_path / "runtime.parquet"), checkpoint=str(model_ckpt)),
-        output=SimpleNamespace(metrics=str(out)))
+        input=SimpleNamespace(
+            pairs=str(pairs_path),
+            images=str(tmp_path / "images.npy"),
+            npz=str(npz),
+            runtime=str(tmp_path / "runtime.parquet"),
+            checkpoint=str(model_ckpt),
+        ),
+        output=SimpleNamespace(metrics=str(out)),
+    )
     run_step(smk)
     return out
 
 
 @pytest.fixture
 def step_env(tmp_path, model, image_u8):
-    cfg = deep_update(load_config(ROOT / "config" / "config.yaml"),
-                      {"results_dir": str(tmp_path), "model": {"demo": TINY_DEMO}})
+    cfg = deep_update(
+        load_config(ROOT / "config" / "config.yaml"), {"results_dir": str(tmp_path), "model": {"demo": TINY_DEMO}}
+    )
     ckpt = tmp_path / "synthetic" / "demo" / "model.pt"
     save_checkpoint(model, ckpt, demo_model_cfg(TINY_DEMO, 224), {"seed": 0})
-    pairs = pd.DataFrame({"pair_id": ["p0", "p1"], "phrase": ["left effusion", "cardiomegaly"],
-                          "category": ["Pleural Effusion", "Cardiomegaly"], "split": ["val", "val"],
-                          "boxes": [[[10.0, 10.0, 60.0, 60.0]], [[100.0, 100.0, 180.0, 200.0]]]})
+    pairs = pd.DataFrame(
+        {
+            "pair_id": ["p0", "p1"],
+            "phrase": ["left effusion", "cardiomegaly"],
+            "category": ["Pleural Effusion", "Cardiomegaly"],
+            "split": ["val", "val"],
+            "boxes": [[[10.0, 10.0, 60.0, 60.0]], [[100.0, 100.0, 180.0, 200.0]]],
+        }
+    )
     pairs.to_parquet(tmp_path / "pairs.parquet")
     np.save(tmp_path / "images.npy", image_u8)
     pd.DataFrame({"pair_id": ["p0", "p1"], "runtime_s": [0.1, 0.1]}).to_parquet(tmp_path / "runtime.parquet")
@@ -178,15 +204,25 @@ def test_damaged_or_missing_npz_is_named(tmp_path, damage):
 
 
 # -------------------------------------------------------------------------------- bad configs
-@pytest.mark.parametrize("override, words", [({"attribution": {"batch_sise": 8}}, ["batch_sise"]),
-                                             ({"roar": {"epochs": "three"}}, ["epochs", "three"]),
-                                             ({"colour": "red"}, ["colour"])])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ({"attribution": {"batch_sise": 8}}, ["batch_sise"]),
+        ({"roar": {"epochs": "three"}}, ["epochs", "three"]),
+        ({"colour": "red"}, ["colour"]),
+    ],
+)
 def test_snakemake_refuses_a_bad_config_naming_the_key(tmp_path, override, words):
     cfg = deep_update(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()), override)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(path), "--cores", "1",
-                          "-d", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(path), "--cores", "1", "-d", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert all(w in out for w in words), out[-2000:]

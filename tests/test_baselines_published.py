@@ -2,6 +2,7 @@
 (plain loops and hooks on open_clip, nothing from matex.attribution): M2IB (Wang et al. 2023, image
 and text side), Grad-CAM read as pytorch-grad-cam reads ViTs, and the controls mean_box,
 category_box and matex_noprior. Tiny random open_clip CLIP: 56 px, 8 px patches -> 7x7 grid."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from matex.attribution import explain
-from matex.mapstore import attribute_rows
 from matex.attribution.m2ib import scaled_block
 from matex.attribution.mean_box import TrainingBoxes
 from matex.data.transforms import InputGeometry
 from matex.errors import DataError
+from matex.mapstore import attribute_rows
 from matex.models.base import MatexModel
 
 SIZE = 56
@@ -26,9 +27,11 @@ TEXTS = ["small left basal pleural effusion", "cardiomegaly", "right upper lobe 
 @pytest.fixture(scope="module")
 def model() -> MatexModel:
     torch.manual_seed(3)
-    clip = open_clip.CLIP(embed_dim=32,
-                          vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=3, head_width=16),
-                          text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=3)).eval()
+    clip = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=3, head_width=16),
+        text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=3),
+    ).eval()
     return MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(SIZE))
 
 
@@ -48,8 +51,20 @@ def to_image(patch_scores: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------- M2IB
-def m2ib_reference(clip, x, tokens, tower: str, block: int, *, steps: int, n_noise: int, beta: float = 0.1,
-                   lr: float = 1.0, init: float = 5.0, seed: int = 0) -> torch.Tensor:
+def m2ib_reference(
+    clip,
+    x,
+    tokens,
+    tower: str,
+    block: int,
+    *,
+    steps: int,
+    n_noise: int,
+    beta: float = 0.1,
+    lr: float = 1.0,
+    init: float = 5.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """One pair, as the authors' code does it: a bottleneck module after ``block`` of ``tower``,
     gates α (1, T, D), Z = λ·h + (1−λ)·ε, capacity −½(1 + log var − μ² − var), loss
     β·mean(capacity) − mean cos over the noisy copies, Adam; the map is the capacity of the last
@@ -66,9 +81,9 @@ def m2ib_reference(clip, x, tokens, tower: str, block: int, *, steps: int, n_noi
         handle = blocks[block].register_forward_hook(lambda m, i, o: seen.append(o))
         clip.encode_image(x) if tower == "image" else clip.encode_text(tokens)
         handle.remove()
-        h = seen[0]                                                  # (1, T, D), batch first
+        h = seen[0]  # (1, T, D), batch first
     t, d = h.shape[1:]
-    counted = t if tower == "image" else eot + 1                     # the authors' text has no padding
+    counted = t if tower == "image" else eot + 1  # the authors' text has no padding
     alpha = torch.full((1, t, d), init, requires_grad=True)
     opt = torch.optim.Adam([alpha], lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -77,10 +92,10 @@ def m2ib_reference(clip, x, tokens, tower: str, block: int, *, steps: int, n_noi
         eps = torch.randn(n_noise, t, d, generator=gen)
         lam = torch.sigmoid(alpha)
         mu, var = h * lam, (1 - lam) ** 2
-        cap = -0.5 * (1 + torch.log(var) - mu ** 2 - var)
+        cap = -0.5 * (1 + torch.log(var) - mu**2 - var)
         last_capacity = cap.detach()
         z = mu + var.sqrt() * eps
-        handle = blocks[block].register_forward_hook(lambda m, i, o: z)
+        handle = blocks[block].register_forward_hook(lambda m, i, o, z=z: z)
         if tower == "image":
             f = F.normalize(clip.encode_image(x.expand(n_noise, -1, -1, -1)), dim=-1)
             cos = (f * txt_f).sum(-1)
@@ -95,13 +110,13 @@ def m2ib_reference(clip, x, tokens, tower: str, block: int, *, steps: int, n_noi
     for p in clip.parameters():
         p.requires_grad_(True)
     per_token = last_capacity[0].sum(-1)
-    return to_image(per_token[1:]) if tower == "image" else minmax(per_token[:eot + 1])
+    return to_image(per_token[1:]) if tower == "image" else minmax(per_token[: eot + 1])
 
 
 def test_m2ib_block_is_the_published_depth_scaled():
-    assert scaled_block(None, 12, "k") == 9          # ViT-B/32: after block 9 of 12
-    assert scaled_block(None, 6, "k") == 4           # the demo's 6 blocks
-    assert scaled_block(None, 3, "k") == 1           # never after the last block
+    assert scaled_block(None, 12, "k") == 9  # ViT-B/32: after block 9 of 12
+    assert scaled_block(None, 6, "k") == 4  # the demo's 6 blocks
+    assert scaled_block(None, 3, "k") == 1  # never after the last block
     assert scaled_block(None, 1, "k") == 0
     assert scaled_block(-2, 6, "k") == 4
 
@@ -115,11 +130,13 @@ def test_m2ib_equals_an_independent_rederivation(model, images):
     assert (vblock, tblock) == (1, 1)
     tokens = model.tokenize(TEXTS)
     for i in range(len(TEXTS)):
-        ref_img = m2ib_reference(model.clip, images[i:i + 1], tokens[i:i + 1], "image", vblock,
-                                 steps=steps, n_noise=n_noise)
+        ref_img = m2ib_reference(
+            model.clip, images[i : i + 1], tokens[i : i + 1], "image", vblock, steps=steps, n_noise=n_noise
+        )
         torch.testing.assert_close(out.image[i], ref_img, atol=2e-4, rtol=0)
-        ref_txt = m2ib_reference(model.clip, images[i:i + 1], tokens[i:i + 1], "text", tblock,
-                                 steps=steps, n_noise=n_noise)
+        ref_txt = m2ib_reference(
+            model.clip, images[i : i + 1], tokens[i : i + 1], "text", tblock, steps=steps, n_noise=n_noise
+        )
         np.testing.assert_allclose(out.text[i], ref_txt.numpy(), atol=2e-4, rtol=0)
     # the per-token gate (one α per token, noise from the pair's token statistics) is another method
     token = explain(model, images, TEXTS, "m2ib_token", layer=vblock, steps=steps, n_noise=n_noise).image
@@ -166,7 +183,7 @@ def gradcam_reference(clip, x, tokens) -> torch.Tensor:
 def test_gradcam_reads_the_last_blocks_ln1_like_pytorch_grad_cam(model, images):
     out = explain(model, images, TEXTS, "gradcam")
     assert out.meta["options"]["block"] == 2 and "ln_1" in out.meta["options"]["tokens"]
-    assert (out.image.flatten(1).amax(1) > 0).all()                  # CLS pooling does not zero it
+    assert (out.image.flatten(1).amax(1) > 0).all()  # CLS pooling does not zero it
     ref = gradcam_reference(model.clip, images, model.tokenize(TEXTS))
     torch.testing.assert_close(out.image, ref, atol=1e-5, rtol=0)
     other = explain(model, images, TEXTS, "gradcam", layer=-2, point="input").image
@@ -176,16 +193,29 @@ def test_gradcam_reads_the_last_blocks_ln1_like_pytorch_grad_cam(model, images):
 # ---------------------------------------------------------------------------- bias controls
 def pairs_table() -> pd.DataFrame:
     """Six pairs: four train (one without a box), two val; boxes (x0, y0, x1, y1) in input pixels."""
-    return pd.DataFrame({
-        "pair_id": [f"p{i}" for i in range(6)],
-        "phrase": ["left effusion", "cardiomegaly", "left effusion", "opacity", "cardiomegaly", "effusion"],
-        "category": ["Pleural effusion", "Cardiomegaly", "Pleural effusion", "Lung Opacity", "Cardiomegaly",
-                     "Pleural effusion"],
-        "split": ["train", "train", "train", "train", "val", "val"],
-        "boxes": [[[30.0, 30.0, 50.0, 50.0]], [[10.0, 20.0, 40.0, 40.0]],
-                  [[28.0, 34.0, 54.0, 52.0], [2.0, 2.0, 6.0, 6.0]], [], [[0.0, 0.0, 56.0, 56.0]],
-                  [[0.0, 0.0, 10.0, 10.0]]],
-    })
+    return pd.DataFrame(
+        {
+            "pair_id": [f"p{i}" for i in range(6)],
+            "phrase": ["left effusion", "cardiomegaly", "left effusion", "opacity", "cardiomegaly", "effusion"],
+            "category": [
+                "Pleural effusion",
+                "Cardiomegaly",
+                "Pleural effusion",
+                "Lung Opacity",
+                "Cardiomegaly",
+                "Pleural effusion",
+            ],
+            "split": ["train", "train", "train", "train", "val", "val"],
+            "boxes": [
+                [[30.0, 30.0, 50.0, 50.0]],
+                [[10.0, 20.0, 40.0, 40.0]],
+                [[28.0, 34.0, 54.0, 52.0], [2.0, 2.0, 6.0, 6.0]],
+                [],
+                [[0.0, 0.0, 56.0, 56.0]],
+                [[0.0, 0.0, 10.0, 10.0]],
+            ],
+        }
+    )
 
 
 def hand_mask(boxes) -> np.ndarray:
@@ -204,7 +234,7 @@ def hand_minmax(m: np.ndarray) -> np.ndarray:
 def test_mean_box_is_the_mean_training_mask_and_ignores_image_and_phrase(model, images):
     pairs = pairs_table()
     tb = TrainingBoxes.from_pairs(pairs, SIZE)
-    expected = hand_minmax(np.mean([hand_mask(b) for b in pairs["boxes"][:3]], axis=0))   # train, with a box
+    expected = hand_minmax(np.mean([hand_mask(b) for b in pairs["boxes"][:3]], axis=0))  # train, with a box
     out = explain(model, images, TEXTS, "mean_box", training_boxes=tb)
     for m in out.image:
         np.testing.assert_allclose(m.numpy(), expected, atol=1e-6)
@@ -233,25 +263,26 @@ def test_bias_controls_need_training_boxes_and_get_them_from_the_pairs_table(mod
         explain(model, images, TEXTS, "mean_box")
     with pytest.raises(DataError, match="categor"):
         explain(model, images, TEXTS, "category_box", training_boxes=TrainingBoxes.from_pairs(pairs_table(), SIZE))
-    pairs_table().to_parquet(tmp_path / "pairs.parquet")            # boxes come back as nested arrays
+    pairs_table().to_parquet(tmp_path / "pairs.parquet")  # boxes come back as nested arrays
     pairs = pd.read_parquet(tmp_path / "pairs.parquet")
     images_u8 = np.random.default_rng(0).integers(0, 256, (len(pairs), SIZE, SIZE), dtype=np.uint8)
     maps, table = attribute_rows(model, "category_box", {}, pairs, images_u8, [4, 5], batch_size=2, progress=False)
-    np.testing.assert_allclose(maps["p4"], hand_mask(pairs_table()["boxes"][1]), atol=1e-6)      # Cardiomegaly (train)
+    np.testing.assert_allclose(maps["p4"], hand_mask(pairs_table()["boxes"][1]), atol=1e-6)  # Cardiomegaly (train)
     assert not np.allclose(maps["p4"], maps["p5"])
 
 
 def test_matex_noprior_is_matex_without_prior_renormalised(model, images):
     out = explain(model, images, TEXTS, "matex_noprior")
     k = (0.5 + 0.2 + 0.35 + 0.2) / (0.5 + 0.2 + 0.35)
-    ref = explain(model, images, TEXTS, "matex", alpha=0.5 * k, beta=0.2 * k, gamma=0.35 * k, delta=0.0,
-                  prior_strength=1.0)
+    ref = explain(
+        model, images, TEXTS, "matex", alpha=0.5 * k, beta=0.2 * k, gamma=0.35 * k, delta=0.0, prior_strength=1.0
+    )
     assert torch.equal(out.image, ref.image)
     assert all(np.array_equal(a, b) for a, b in zip(out.text, ref.text))
     assert abs(sum(out.meta["options"]["fusion_weights"].values()) - 1.25) < 1e-9
-    assert float(out.components["prior"].abs().max()) == 0.0           # P ≡ 1 normalises to zeros
+    assert float(out.components["prior"].abs().max()) == 0.0  # P ≡ 1 normalises to zeros
     # the final min-max makes the rescaling immaterial; the prior is what changes the map
     unscaled = explain(model, images, TEXTS, "matex", delta=0.0, prior_strength=1.0).image
     torch.testing.assert_close(out.image, unscaled, atol=1e-5, rtol=0)
     with_prior = explain(model, images, TEXTS, "matex").image
-    assert (with_prior[0] - out.image[0]).abs().amax() > 0.05       # "left basal" has a location
+    assert (with_prior[0] - out.image[0]).abs().amax() > 0.05  # "left basal" has a location

@@ -1,27 +1,37 @@
 """Cached attribution artifacts: sharded runs merged equal an unsharded run, NaN maps are refused."""
+
 import numpy as np
 import open_clip
 import pandas as pd
 import pytest
 import torch
 
-from matex.mapstore import attribute_rows, load_maps, merge_shards, select_pairs, shard_rows, write_attribution
 from matex.data.transforms import InputGeometry
 from matex.errors import MapError
 from matex.io import read_npz
+from matex.mapstore import attribute_rows, load_maps, merge_shards, select_pairs, shard_rows, write_attribution
 from matex.models.base import MatexModel
 
 
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    clip = open_clip.CLIP(embed_dim=32, vision_cfg=dict(image_size=56, patch_size=8, width=32, layers=3, head_width=16),
-                          text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=2)).eval()
+    clip = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=56, patch_size=8, width=32, layers=3, head_width=16),
+        text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=2),
+    ).eval()
     model = MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(56))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(10, 56, 56), dtype=np.uint8)
-    pairs = pd.DataFrame({"pair_id": [f"p{i}" for i in range(10)], "phrase": ["left lower lobe opacity"] * 10,
-                          "category": ["Lung Opacity"] * 10, "split": ["val"] * 7 + ["train"] * 3})
+    pairs = pd.DataFrame(
+        {
+            "pair_id": [f"p{i}" for i in range(10)],
+            "phrase": ["left lower lobe opacity"] * 10,
+            "category": ["Lung Opacity"] * 10,
+            "split": ["val"] * 7 + ["train"] * 3,
+        }
+    )
     return model, pairs, images
 
 
@@ -36,9 +46,12 @@ def test_sharded_equals_unsharded(tmp_path, tiny, method):
     write_attribution(maps, table, meta, tmp_path / "full.npz", tmp_path / "full.parquet")
     npzs, parquets = [], []
     for shard in range(3):
-        m, t = attribute_rows(model, method, params, pairs, images, shard_rows(rows, shard, 3), 2, "float32",
-                              progress=False)
-        write_attribution(m, t, {**meta, "shard": f"{shard}/3"}, tmp_path / f"s{shard}.npz", tmp_path / f"s{shard}.parquet")
+        m, t = attribute_rows(
+            model, method, params, pairs, images, shard_rows(rows, shard, 3), 2, "float32", progress=False
+        )
+        write_attribution(
+            m, t, {**meta, "shard": f"{shard}/3"}, tmp_path / f"s{shard}.npz", tmp_path / f"s{shard}.parquet"
+        )
         npzs.append(tmp_path / f"s{shard}.npz")
         parquets.append(tmp_path / f"s{shard}.parquet")
     merge_shards(npzs, parquets, tmp_path / "merged.npz", tmp_path / "merged.parquet")
@@ -60,8 +73,12 @@ def test_shards_made_with_different_settings_are_refused(tmp_path, tiny):
         m, t = attribute_rows(model, "random", {}, pairs, images, np.array([shard]), 1, progress=False)
         write_attribution(m, t, {"config_hash": h}, tmp_path / f"s{shard}.npz", tmp_path / f"s{shard}.parquet")
     with pytest.raises(MapError, match="different settings"):
-        merge_shards([tmp_path / "s0.npz", tmp_path / "s1.npz"], [tmp_path / "s0.parquet", tmp_path / "s1.parquet"],
-                     tmp_path / "m.npz", tmp_path / "m.parquet")
+        merge_shards(
+            [tmp_path / "s0.npz", tmp_path / "s1.npz"],
+            [tmp_path / "s0.parquet", tmp_path / "s1.parquet"],
+            tmp_path / "m.npz",
+            tmp_path / "m.parquet",
+        )
     assert not (tmp_path / "m.npz").exists()
 
 

@@ -1,6 +1,7 @@
 """``matex explain``, ``matex methods`` and ``matex check-config`` (override files merged onto the
 default config, as Snakemake merges ``--configfile``), on a tiny demo checkpoint the test writes where
 ``./run.sh pipeline`` would."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,8 +20,11 @@ from matex.models.loading import demo_model_cfg, load_model, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "img" / "example_chest.jpg"
-TINY_DEMO = {"embed_dim": 32, "vision": {"layers": 3, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0},
-             "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16}}
+TINY_DEMO = {
+    "embed_dim": 32,
+    "vision": {"layers": 3, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0},
+    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,30 +32,49 @@ def project(tmp_path_factory):
     """A folder laid out like a checkout after ``./run.sh pipeline``: config/config.yaml (with the tiny
     demo architecture) and results/synthetic/demo/model.pt."""
     root = tmp_path_factory.mktemp("project")
-    cfg = deep_update(load_config(ROOT / "config" / "config.yaml"),
-                      {"results_dir": "results", "model": {"demo": TINY_DEMO}})
+    cfg = deep_update(
+        load_config(ROOT / "config" / "config.yaml"), {"results_dir": "results", "model": {"demo": TINY_DEMO}}
+    )
     (root / "config").mkdir()
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     model = load_model("demo", demo=TINY_DEMO, seed=0)
-    save_checkpoint(model, root / "results" / "synthetic" / "demo" / "model.pt", demo_model_cfg(TINY_DEMO, 224),
-                    {"seed": 0})
+    save_checkpoint(
+        model, root / "results" / "synthetic" / "demo" / "model.pt", demo_model_cfg(TINY_DEMO, 224), {"seed": 0}
+    )
     shutil.copy(EXAMPLE, root / "scan.jpg")
     return root
 
 
 def test_explain_on_the_demo_checkpoint_writes_the_overlay(project, monkeypatch, capsys):
     monkeypatch.chdir(project)
-    assert main(["explain", "scan.jpg", "focal consolidation in the left mid zone", "-o", "out.png",
-                 "--npy", "out.npy", "--box", "221", "143", "61", "44"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "scan.jpg",
+                "focal consolidation in the left mid zone",
+                "-o",
+                "out.png",
+                "--npy",
+                "out.npy",
+                "--box",
+                "221",
+                "143",
+                "61",
+                "44",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr().out
     assert "wrote out.png (matex on demo" in said and "map maximum at" in said
     with Image.open(project / "out.png") as im:
         assert im.format == "PNG" and im.size == (448, 448)
         rgb = np.asarray(im.convert("RGB"))
-    assert (rgb == (0, 220, 0)).all(axis=2).sum() > 100           # the box outline is drawn
+    assert (rgb == (0, 220, 0)).all(axis=2).sum() > 100  # the box outline is drawn
     heat = np.load(project / "out.npy")
     assert heat.shape == (224, 224) and heat.dtype == np.float32 and 0 <= heat.min() and heat.max() <= 1
-    assert heat.max() > heat.min()                                  # not a blank map
+    assert heat.max() > heat.min()  # not a blank map
 
 
 def test_components_are_drawn_side_by_side(project, monkeypatch, capsys):
@@ -61,14 +84,16 @@ def test_components_are_drawn_side_by_side(project, monkeypatch, capsys):
     names = said.split("components: ")[1].rstrip(")\n").split(", ")
     assert len(names) >= 4
     with Image.open(project / "parts.png") as im:
-        assert im.width == 448 * (2 + len(names))                   # input, fused map, each component
+        assert im.width == 448 * (2 + len(names))  # input, fused map, each component
 
 
 def test_other_methods_params_and_a_checkpoint_path(project, monkeypatch, capsys):
     monkeypatch.chdir(project)
     ckpt = str(project / "results" / "synthetic" / "demo" / "model.pt")
-    assert main(["explain", "scan.jpg", "left effusion", "--method", "gradcam", "--model", ckpt,
-                 "--param", "layer=-2"]) == 0
+    assert (
+        main(["explain", "scan.jpg", "left effusion", "--method", "gradcam", "--model", ckpt, "--param", "layer=-2"])
+        == 0
+    )
     assert (project / "scan_gradcam.png").is_file()
     assert main(["explain", "scan.jpg", "left effusion", "--param", "nope=1"]) == 1
     assert "attribution.params.matex" in capsys.readouterr().err
@@ -100,7 +125,7 @@ def test_check_config_merges_an_override_file_like_snakemake(tmp_path, capsys):
     override.write_text("attribution:\n  batch_size: 8\nroar:\n  seeds: [0, 1, 2]\n")
     assert main(["check-config", str(override)]) == 0
     assert "valid (merged onto" in capsys.readouterr().out
-    assert main(["check-config", "--no-base", str(override)]) == 1     # alone it lacks required keys
+    assert main(["check-config", "--no-base", str(override)]) == 1  # alone it lacks required keys
     assert "'dataset' is a required property" in capsys.readouterr().err
     override.write_text("attribution:\n  batch_sise: 8\n")
     assert main(["check-config", str(override)]) == 1
@@ -112,8 +137,13 @@ def test_check_config_merges_an_override_file_like_snakemake(tmp_path, capsys):
 
 def test_console_script_runs(project):
     """The installed entry point (``python -m matex.cli``) end to end, as a user types it."""
-    res = subprocess.run([sys.executable, "-m", "matex.cli", "explain", "scan.jpg", "left apical pneumothorax",
-                          "-o", "cli.png"], cwd=project, capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    res = subprocess.run(
+        [sys.executable, "-m", "matex.cli", "explain", "scan.jpg", "left apical pneumothorax", "-o", "cli.png"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
     assert res.returncode == 0, res.stderr
     assert (project / "cli.png").is_file() and "wrote cli.png" in res.stdout

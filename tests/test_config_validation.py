@@ -1,5 +1,6 @@
 """Fail early: method names and method parameters are checked against the registry's catalogue by
 ``matex check-config`` and at Snakemake's DAG build, with one line naming the key path."""
+
 import re
 import subprocess
 import sys
@@ -16,22 +17,31 @@ from matex.methods_catalog import CATALOG_PATH, generate_catalog, load_catalog, 
 ROOT = Path(__file__).resolve().parents[1]
 
 BAD = {
-    "unknown method": ({"attribution": {"methods": ["matex", "gradcam_pp"]}},
-                       r"attribution\.methods\[1\]: unknown attribution method 'gradcam_pp'"),
-    "misspelt parameter": ({"attribution": {"params": {"matex": {"alpah": 0.5}}}},
-                           r"attribution\.params\.matex\.alpah: unknown parameter of 'matex'"),
-    "wrong type": ({"attribution": {"params": {"matex": {"alpha": "abc"}}}},
-                   r"attribution\.params\.matex\.alpha: expected float, got 'abc'"),
-    "unknown method in sanity list": ({"evaluation": {"sanity": {"methods": ["chefr"]}}},
-                                      r"evaluation\.sanity\.methods\[0\]: unknown attribution method 'chefr'"),
+    "unknown method": (
+        {"attribution": {"methods": ["matex", "gradcam_pp"]}},
+        r"attribution\.methods\[1\]: unknown attribution method 'gradcam_pp'",
+    ),
+    "misspelt parameter": (
+        {"attribution": {"params": {"matex": {"alpah": 0.5}}}},
+        r"attribution\.params\.matex\.alpah: unknown parameter of 'matex'",
+    ),
+    "wrong type": (
+        {"attribution": {"params": {"matex": {"alpha": "abc"}}}},
+        r"attribution\.params\.matex\.alpha: expected float, got 'abc'",
+    ),
+    "unknown method in sanity list": (
+        {"evaluation": {"sanity": {"methods": ["chefr"]}}},
+        r"evaluation\.sanity\.methods\[0\]: unknown attribution method 'chefr'",
+    ),
 }
 
 
 def test_catalogue_matches_the_registry():
     """matex/methods.yaml is generated from the methods' signatures: regenerate it after adding a method
     or changing a parameter (python -m matex.methods_catalog)."""
-    assert load_catalog() == yaml.safe_load(yaml.safe_dump(generate_catalog())), \
+    assert load_catalog() == yaml.safe_load(yaml.safe_dump(generate_catalog())), (
         f"{CATALOG_PATH} is out of date: run python -m matex.methods_catalog"
+    )
 
 
 def test_shipped_configs_are_valid():
@@ -42,7 +52,7 @@ def test_shipped_configs_are_valid():
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_check_config_names_the_bad_key(tmp_path, capsys, case):
     overlay, message = BAD[case]
-    overlay_path = tmp_path / "bad.yaml"     # an overlay, merged onto the default config
+    overlay_path = tmp_path / "bad.yaml"  # an overlay, merged onto the default config
     overlay_path.write_text(yaml.safe_dump(overlay))
     with pytest.raises(ConfigError, match=message):
         load_config(overlay_path, base=ROOT / "config" / "config.yaml")
@@ -58,8 +68,13 @@ def test_snakemake_dry_run_fails_at_dag_build(tmp_path, case):
     overlay, message = BAD[case]
     cfg = tmp_path / "overlay.yaml"
     cfg.write_text(yaml.safe_dump({**overlay, "results_dir": str(tmp_path / "results")}))
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(cfg)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode != 0
     assert re.search(message, res.stdout + res.stderr), res.stderr[-2000:]
 
@@ -68,5 +83,6 @@ def test_config_readme_is_current():
     """config/README.md documents every key; regenerate it with python -m matex.config_doc."""
     from matex.config_doc import render
 
-    assert (ROOT / "config" / "README.md").read_text() == render(ROOT), \
+    assert (ROOT / "config" / "README.md").read_text() == render(ROOT), (
         "config/README.md is out of date: run python -m matex.config_doc"
+    )

@@ -1,6 +1,7 @@
 """Counterfactual ground truth: each metric on maps that should pass and maps that should fail it,
 the re-rendered film against the prepared one, and a tiny model that provably uses only a planted
 marker (saliency and Chefer find it; prior_only, which never looks at the image, does not)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,9 +31,10 @@ def test_share_is_one_on_the_mask_zero_elsewhere_area_for_a_constant_map():
     on, off = mask.astype(float), square(40, 40).astype(float)
     np.testing.assert_allclose(lesion_share(np.stack([on, off]), np.stack([mask, mask])), [1.0, 0.0])
     # a constant map and a zero map both score the area fraction: no preference
-    np.testing.assert_allclose(drain_share(np.stack([np.ones((S, S)), np.zeros((S, S))]), np.stack([mask, mask])),
-                               [mask.mean()] * 2)
-    assert np.isnan(drain_share(on[None], np.zeros((1, S, S), bool)))[0]      # no drain on this film
+    np.testing.assert_allclose(
+        drain_share(np.stack([np.ones((S, S)), np.zeros((S, S))]), np.stack([mask, mask])), [mask.mean()] * 2
+    )
+    assert np.isnan(drain_share(on[None], np.zeros((1, S, S), bool)))[0]  # no drain on this film
     with pytest.raises(ValueError):
         lesion_share(-on[None], mask[None])
 
@@ -45,7 +47,7 @@ def test_agreement_is_plus_one_for_the_model_s_ranking_and_minus_one_reversed():
     rho = counterfactual_agreement(np.stack([faithful, reversed_]).astype(float), [masks, masks], [deltas, deltas])
     np.testing.assert_allclose(rho, [1.0, -1.0])
     two = counterfactual_agreement(faithful[None].astype(float), [masks[:2]], [deltas[:2]])
-    assert np.isnan(two[0])                                                  # fewer than 3 elements
+    assert np.isnan(two[0])  # fewer than 3 elements
 
 
 def test_shortcut_test_scores_the_peak_only_where_the_model_prefers_the_drain():
@@ -55,11 +57,12 @@ def test_shortcut_test_scores_the_peak_only_where_the_model_prefers_the_drain():
     peak_off = np.zeros((S, S))
     peak_off[5, 50] = 1.0
     maps = np.stack([peak_on, peak_off, peak_on, np.ones((S, S))])
-    out = shortcut_test(maps, np.stack([drain] * 4), np.array([0.2, 0.2, 0.0, 0.2]), np.array([0.1, 0.1, 0.1, 0.1]),
-                        tolerance_px=2)
+    out = shortcut_test(
+        maps, np.stack([drain] * 4), np.array([0.2, 0.2, 0.0, 0.2]), np.array([0.1, 0.1, 0.1, 0.1]), tolerance_px=2
+    )
     assert out[0] == 1.0 and out[1] == 0.0
-    assert np.isnan(out[2])                                 # the model relies on the lesion: not scored
-    assert 0 < out[3] < 0.1                                 # a constant map: the (dilated) drain's area
+    assert np.isnan(out[2])  # the model relies on the lesion: not scored
+    assert 0 < out[3] < 0.1  # a constant map: the (dilated) drain's area
 
 
 # ------------------------------------------------------------------------------------- synthetic film
@@ -72,28 +75,51 @@ def test_re_rendered_film_is_the_prepared_input_and_delta_s_is_measured(tmp_path
     from matex.models.loading import load_model
 
     small = {"width": (96, 128), "height": (112, 144)}
-    csv = generate_synthetic(tmp_path / "raw", n_images=8, seed=4, progress=False, drain_eval_fraction=1.0,
-                             val_fraction=0.5, **small)
+    csv = generate_synthetic(
+        tmp_path / "raw", n_images=8, seed=4, progress=False, drain_eval_fraction=1.0, val_fraction=0.5, **small
+    )
     geometry = InputGeometry(S)
-    prepare_dataset(csv, tmp_path / "raw", geometry, 0.5, 4, "error", tmp_path / "pairs.parquet",
-                    tmp_path / "report.json", tmp_path / "images.npy", meta={})
+    prepare_dataset(
+        csv,
+        tmp_path / "raw",
+        geometry,
+        0.5,
+        4,
+        "error",
+        tmp_path / "pairs.parquet",
+        tmp_path / "report.json",
+        tmp_path / "images.npy",
+        meta={},
+    )
     pairs = pd.read_parquet(tmp_path / "pairs.parquet")
     images = np.load(tmp_path / "images.npy")
     elements = pd.read_parquet(tmp_path / "raw" / "synthetic_elements.parquet").drop_duplicates("dicom_id")
     row = pairs.iloc[0]
     case = elements.set_index("dicom_id").loc[row["dicom_id"]]
-    demo = {"embed_dim": 16, "vision": {"layers": 1, "width": 16, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
-            "text": {"layers": 1, "width": 16, "heads": 2, "context_length": 16}}
+    demo = {
+        "embed_dim": 16,
+        "vision": {"layers": 1, "width": 16, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
+        "text": {"layers": 1, "width": 16, "heads": 2, "context_length": 16},
+    }
     model = load_model("demo", demo=demo, geometry=geometry, seed=0)
-    truth = pair_counterfactual(model, row["phrase"], 4, int(case["case_index"]), SyntheticSpec(**small),
-                                bool(case["drain"]), "lesion0", geometry, 92)
+    truth = pair_counterfactual(
+        model,
+        row["phrase"],
+        4,
+        int(case["case_index"]),
+        SyntheticSpec(**small),
+        bool(case["drain"]),
+        "lesion0",
+        geometry,
+        92,
+    )
     assert {"lesion0", "ribs", "clavicles"} <= set(truth.names)
     assert truth.masks.shape == (len(truth.names), S, S) and truth.masks.dtype == bool
     with torch.no_grad():
         s = model.similarity(model.preprocess(images[:1]), model.tokenize([row["phrase"]])).item()
-    assert truth.similarity == pytest.approx(s, abs=1e-6)      # the re-rendered x is the prepared image
+    assert truth.similarity == pytest.approx(s, abs=1e-6)  # the re-rendered x is the prepared image
     assert np.isfinite(truth.deltas).all() and np.abs(truth.deltas).max() > 0
-    back = truths_from_arrays(truths_to_arrays({"p": truth}))["p"]           # the counterfactual_truth artifact
+    back = truths_from_arrays(truths_to_arrays({"p": truth}))["p"]  # the counterfactual_truth artifact
     assert back.names == truth.names and back.lesion == truth.lesion
     np.testing.assert_array_equal(back.masks, truth.masks)
     np.testing.assert_array_equal(back.deltas, truth.deltas)
@@ -105,10 +131,14 @@ def _scene(rng):
     and two distractors (a disc, a bar) the text never depends on."""
     polarity = int(rng.integers(2))
     cells = rng.permutation(9)[:3]
-    (mx, my), (bx, by), (rx, ry) = [(9 + (c % 3) * 18 + rng.integers(-2, 3), 9 + (c // 3) * 18 + rng.integers(-2, 3))
-                                    for c in cells]
-    masks = {"marker": square(mx, my), "disc": (XX - bx) ** 2 + (YY - by) ** 2 <= 20,
-             "bar": (abs(XX - rx) <= 6) & (abs(YY - ry) <= 1)}
+    (mx, my), (bx, by), (rx, ry) = [
+        (9 + (c % 3) * 18 + rng.integers(-2, 3), 9 + (c // 3) * 18 + rng.integers(-2, 3)) for c in cells
+    ]
+    masks = {
+        "marker": square(mx, my),
+        "disc": (XX - bx) ** 2 + (YY - by) ** 2 <= 20,
+        "bar": (abs(XX - rx) <= 6) & (abs(YY - ry) <= 1),
+    }
     base = rng.normal(0, 8, (S, S)) + rng.uniform(90, 160)
     values = {"marker": 90.0 if polarity else -90.0, "disc": 60.0, "bar": 60.0}
     return base, masks, values, ["dark marker", "bright marker"][polarity]
@@ -125,13 +155,27 @@ def marker_model():
     from matex.models.loading import load_model
     from matex.models.train import train_clip
 
-    demo = {"embed_dim": 32, "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
-            "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8}}
+    demo = {
+        "embed_dim": 32,
+        "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
+        "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8},
+    }
     rng = np.random.default_rng(0)
     scenes = [_scene(rng) for _ in range(512)]
     model = load_model("demo", demo=demo, geometry=InputGeometry(S), seed=0)
-    train_clip(model, np.stack([_render(*s[:3]) for s in scenes]), [s[3] for s in scenes], epochs=12, batch_size=32,
-               lr=2e-3, weight_decay=0.0, warmup_steps=10, seed=0, threads=1, progress=False)
+    train_clip(
+        model,
+        np.stack([_render(*s[:3]) for s in scenes]),
+        [s[3] for s in scenes],
+        epochs=12,
+        batch_size=32,
+        lr=2e-3,
+        weight_decay=0.0,
+        warmup_steps=10,
+        seed=0,
+        threads=1,
+        progress=False,
+    )
     return model
 
 
@@ -147,9 +191,16 @@ def test_saliency_and_chefer_find_the_marker_the_model_uses_prior_only_does_not(
     tokens = model.tokenize(texts)
     with torch.no_grad():
         s_full = model.similarity(model.preprocess(images), tokens).numpy()
-        deltas = np.stack([s_full - model.similarity(model.preprocess(np.stack([_render(*s[:3], omit=(n,))
-                                                                                 for s in scenes])), tokens).numpy()
-                           for n in names], 1)
+        deltas = np.stack(
+            [
+                s_full
+                - model.similarity(
+                    model.preprocess(np.stack([_render(*s[:3], omit=(n,)) for s in scenes])), tokens
+                ).numpy()
+                for n in names
+            ],
+            1,
+        )
     # the truth: the model relies on the marker and on nothing else
     assert deltas[:, 0].mean() > 0.1 and np.abs(deltas[:, 1:]).mean() < 0.2 * deltas[:, 0].mean()
     marker = np.stack([s[1]["marker"] for s in scenes])

@@ -1,6 +1,7 @@
 """Deletion / insertion AUC (Petsiuk et al. 2018) and grey-scale masking: a model whose evidence
 sits in a known region, so the right map, its inverse, random maps and a constant map can be
 told apart; tie order, end points, the trapezoid rule and the substrate's colour."""
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +27,7 @@ REGION = (slice(0, 8), slice(4, 20))  # top rows: a row-major tie order would re
 
 class RegionModel:
     """Scores an image by the mean grey value inside REGION: the only evidence it uses."""
+
     mean, std, device = CLIP_MEAN, CLIP_STD, torch.device("cpu")
 
     def similarity(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -68,10 +70,12 @@ def test_region_map_beats_random_and_its_inverse(scene, fill):
     assert np.all(del_good < del_rand) and np.all(del_rand < del_inv)
     assert np.all(ins_good > ins_rand) and np.all(ins_rand > ins_inv)
     # the public per-metric functions agree with the shared curves
-    assert np.allclose(deletion_auc(RegionModel(), images, tokens, good, [0, 1, 2, 3], steps=16, fill=fill,
-                                    blur_sigma=2.0), del_good)
-    assert np.allclose(insertion_auc(RegionModel(), images, tokens, good, [0, 1, 2, 3], steps=16, fill=fill,
-                                     blur_sigma=2.0), ins_good)
+    assert np.allclose(
+        deletion_auc(RegionModel(), images, tokens, good, [0, 1, 2, 3], steps=16, fill=fill, blur_sigma=2.0), del_good
+    )
+    assert np.allclose(
+        insertion_auc(RegionModel(), images, tokens, good, [0, 1, 2, 3], steps=16, fill=fill, blur_sigma=2.0), ins_good
+    )
 
 
 def test_constant_map_scores_the_random_order_expectation(scene):
@@ -95,10 +99,10 @@ def test_ties_are_broken_by_a_seeded_random_order_not_row_major():
     rank = removal_rank(maps, [7, 8])
     assert rank[0, 2 * 6 + 3] == 0 and rank[1, 2 * 6 + 3] == 0  # the maximum comes first
     assert sorted(rank[0]) == list(range(36))
-    assert not np.array_equal(rank[0], rank[1])                    # seeds differ -> orders differ
-    assert np.array_equal(removal_rank(maps[:1], [7]), rank[:1])   # same seed -> same order
+    assert not np.array_equal(rank[0], rank[1])  # seeds differ -> orders differ
+    assert np.array_equal(removal_rank(maps[:1], [7]), rank[:1])  # same seed -> same order
     tied = np.delete(rank[0], 2 * 6 + 3)
-    assert not np.all(np.diff(tied) > 0)                            # the tied pixels are not row-major
+    assert not np.all(np.diff(tied) > 0)  # the tied pixels are not row-major
     with pytest.raises(MapError, match="not finite"):
         removal_rank(np.full((1, 2, 2), np.nan), [0])
 
@@ -178,16 +182,22 @@ def test_evaluate_maps_reports_deletion_and_insertion_auc(tmp_path):
 
     size = 56
     torch.manual_seed(0)
-    clip = open_clip.CLIP(embed_dim=32, vision_cfg={"image_size": size, "patch_size": 8, "width": 32, "layers": 2,
-                                                    "head_width": 16},
-                          text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
-                                    "layers": 1}).eval()
+    clip = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg={"image_size": size, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    ).eval()
     model = MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(size))
     rng = np.random.default_rng(5)
     images_u8 = rng.integers(0, 256, (3, size, size), dtype=np.uint8)
-    pairs = pd.DataFrame({"pair_id": ["a", "b", "c"], "category": ["x", "y", "x"],
-                          "phrase": ["left effusion", "cardiomegaly", "opacity"],
-                          "boxes": [[[2.0, 2.0, 20.0, 20.0]], [[10.0, 10.0, 40.0, 30.0]], [[0.0, 30.0, 56.0, 56.0]]]})
+    pairs = pd.DataFrame(
+        {
+            "pair_id": ["a", "b", "c"],
+            "category": ["x", "y", "x"],
+            "phrase": ["left effusion", "cardiomegaly", "opacity"],
+            "boxes": [[[2.0, 2.0, 20.0, 20.0]], [[10.0, 10.0, 40.0, 30.0]], [[0.0, 30.0, 56.0, 56.0]]],
+        }
+    )
     maps = {p: rng.random((size, size)).astype(np.float32) for p in ("a", "c")}
     npz = tmp_path / "maps.npz"
     write_npz(npz, maps, {})
@@ -197,16 +207,19 @@ def test_evaluate_maps_reports_deletion_and_insertion_auc(tmp_path):
     assert options["grey_level"] == pytest.approx(images_u8.mean() / 255.0)
     x = model.preprocess(images_u8[[0, 2]])
     tokens = model.tokenize(["left effusion", "opacity"])
-    curves = causal_curves(model, x, tokens, np.stack([maps["a"], maps["c"]]),
-                           [pair_seed(3, "a"), pair_seed(3, "c")], **options)
+    curves = causal_curves(
+        model, x, tokens, np.stack([maps["a"], maps["c"]]), [pair_seed(3, "a"), pair_seed(3, "c")], **options
+    )
     assert df["pair_id"].tolist() == ["a", "c"]
     assert np.allclose(df["deletion_auc"], curve_auc(curves["deletion"]), atol=1e-6)
     assert np.allclose(df["insertion_auc"], curve_auc(curves["insertion"]), atol=1e-6)
     # the cached-text-feature scorer gives the same curves as the model's own similarity
     from types import SimpleNamespace
+
     plain = SimpleNamespace(mean=model.mean, std=model.std, device=model.device, similarity=model.similarity)
-    again = causal_curves(plain, x, tokens, np.stack([maps["a"], maps["c"]]),
-                          [pair_seed(3, "a"), pair_seed(3, "c")], **options)
+    again = causal_curves(
+        plain, x, tokens, np.stack([maps["a"], maps["c"]]), [pair_seed(3, "a"), pair_seed(3, "c")], **options
+    )
     assert np.allclose(again["deletion"], curves["deletion"], atol=1e-5)
     assert np.allclose(again["insertion"], curves["insertion"], atol=1e-5)
 
@@ -221,10 +234,11 @@ def test_on_a_tiny_clip_the_occlusion_map_beats_random_and_its_inverse():
 
     size = 56
     torch.manual_seed(0)
-    clip = open_clip.CLIP(embed_dim=32, vision_cfg={"image_size": size, "patch_size": 8, "width": 32, "layers": 3,
-                                                    "head_width": 16},
-                          text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
-                                    "layers": 2}).eval()
+    clip = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg={"image_size": size, "patch_size": 8, "width": 32, "layers": 3, "head_width": 16},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    ).eval()
     model = MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(size))
     rng = np.random.default_rng(0)
     x = model.preprocess(rng.integers(0, 256, (4, size, size), dtype=np.uint8))

@@ -1,6 +1,7 @@
 """The documentation: every Markdown link in README.md and docs/ stays inside the repository and points
 at a file (and heading) that exists; the README fits in 8 KB; the generated pages' scripts work; the
 notebooks are valid, stripped of outputs, and their code compiles."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 
 
 def _links(text: str) -> list[str]:
-    text = FENCE.sub("", text)                            # code blocks hold commands, not links
+    text = FENCE.sub("", text)  # code blocks hold commands, not links
     text = re.sub(r"`[^`\n]*`", "", text)
     return LINK.findall(text) + HTML_SRC.findall(text)
 
@@ -41,7 +42,7 @@ def check_links(pages: list[Path], root: Path) -> list[str]:
     problems = []
     for page in pages:
         for target in _links(page.read_text()):
-            if re.match(r"^[a-z][a-z0-9+.-]*:", target):       # http:, https:, mailto: leave by design
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto: leave by design
                 continue
             path_part, _, anchor = target.partition("#")
             dest = (page.parent / path_part).resolve() if path_part else page.resolve()
@@ -65,9 +66,11 @@ def test_the_link_checker_catches_bad_links(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.md").write_text("# Title\n## Some part\n")
     page = tmp_path / "README.md"
-    page.write_text("[spec](../shared/DESIGN.md) [gone](docs/nope.md) [ok](docs/a.md#some-part) "
-                    "[bad anchor](docs/a.md#other) [web](https://example.org) ![img](docs/img.png)\n"
-                    "```\n[not a link](../x.md)\n```\n")
+    page.write_text(
+        "[spec](../shared/DESIGN.md) [gone](docs/nope.md) [ok](docs/a.md#some-part) "
+        "[bad anchor](docs/a.md#other) [web](https://example.org) ![img](docs/img.png)\n"
+        "```\n[not a link](../x.md)\n```\n"
+    )
     problems = check_links([page], tmp_path)
     assert len(problems) == 4, problems
     assert "leaves the repository" in problems[0] and "missing file" in problems[1]
@@ -94,8 +97,9 @@ def test_notebooks_are_stripped_and_compile(nb):
     cells = data["cells"]
     assert cells[0]["cell_type"] == "markdown"
     code = [c for c in cells if c["cell_type"] == "code"]
-    assert code and all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
+    assert code and all(not c.get("outputs") and c.get("execution_count") is None for c in code), (
         f"{nb.name}: strip outputs before committing"
+    )
     for k, c in enumerate(code):
         compile("".join(c["source"]), f"{nb.name}[{k}]", "exec")
 
@@ -124,16 +128,26 @@ def test_results_page_is_generated_from_the_artifacts(tmp_path):
     for k, value in enumerate([30.0, 34.5]):
         md = tmp_path / f"run{k}" / "demo"
         (md / "tables").mkdir(parents=True)
-        (md / "tables" / "results.md").write_text(f"### Overall\n\n| method | Pointing ↑ |\n|---|---|\n| matex | {value} |\n")
-        pd.DataFrame({"method": ["matex", "matex"], "metric": ["pointing_game", "pointing_game"],
-                      "category": ["all", "Edema"], "mean": [value, 99.0], "ci_low": [0, 0], "ci_high": [1, 1],
-                      "n": [10, 2]}).to_parquet(md / "tables" / "summary.parquet")
+        (md / "tables" / "results.md").write_text(
+            f"### Overall\n\n| method | Pointing ↑ |\n|---|---|\n| matex | {value} |\n"
+        )
+        pd.DataFrame(
+            {
+                "method": ["matex", "matex"],
+                "metric": ["pointing_game", "pointing_game"],
+                "category": ["all", "Edema"],
+                "mean": [value, 99.0],
+                "ci_low": [0, 0],
+                "ci_high": [1, 1],
+                "n": [10, 2],
+            }
+        ).to_parquet(md / "tables" / "summary.parquet")
         (md / "provenance.json").write_text(json.dumps({"config_hash": f"h{k}", "seed": k, "platform": "p"}))
         runs.append(md)
     text = results_markdown(runs, machine="test machine", commit="abc1234")
     assert "| matex | 30.0 |" in text and "| matex | 34.5 |" in text
     assert "commit: abc1234" in text and "test machine" in text and "`h1`" in text
-    assert "| matex | pointing_game | 30.00 | 34.50 | 4.50 |" in text     # the per-finding row is not mixed in
+    assert "| matex | pointing_game | 30.00 | 34.50 | 4.50 |" in text  # the per-finding row is not mixed in
 
 
 def test_prior_notebook_executes_without_a_run(tmp_path):

@@ -1,6 +1,7 @@
 """PhysioNet download against a local, loopback-only fake PhysioNet (basic auth, Range, SHA256SUMS).
 
 Nothing here contacts a non-loopback address: the server binds 127.0.0.1 on a free port."""
+
 from __future__ import annotations
 
 import base64
@@ -81,7 +82,7 @@ class FakePhysioNet:
                     return
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes="):
-                    start = int(rng[len("bytes="):].split("-")[0])
+                    start = int(rng[len("bytes=") :].split("-")[0])
                     if start >= len(body):
                         self.send_response(416)
                         self.send_header("Content-Range", f"bytes */{len(body)}")
@@ -99,8 +100,7 @@ class FakePhysioNet:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def image_requests(self) -> list[tuple[str, str | None]]:
@@ -113,8 +113,16 @@ class FakePhysioNet:
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    for var in ("PHYSIONET_USERNAME", "PHYSIONET_PASSWORD", "http_proxy", "HTTP_PROXY", "https_proxy",
-                "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    for var in (
+        "PHYSIONET_USERNAME",
+        "PHYSIONET_PASSWORD",
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
@@ -132,8 +140,11 @@ def fetch(server, dest, **kw):
 
 
 def total_bytes(server) -> int:
-    paths = [f"/files/{MIMIC}/{p}" for p in IMAGES] + [f"/files/{MSCXR}/{CSV_IN_PROJECT}",
-                                                      f"/files/{MSCXR}/SHA256SUMS.txt", f"/files/{MIMIC}/SHA256SUMS.txt"]
+    paths = [f"/files/{MIMIC}/{p}" for p in IMAGES] + [
+        f"/files/{MSCXR}/{CSV_IN_PROJECT}",
+        f"/files/{MSCXR}/SHA256SUMS.txt",
+        f"/files/{MIMIC}/SHA256SUMS.txt",
+    ]
     return sum(len(server.tree[p]) for p in paths)
 
 
@@ -233,8 +244,9 @@ def test_credentials_from_environment(server, tmp_path, monkeypatch):
 
 def test_credentials_from_netrc(server, tmp_path, monkeypatch):
     netrc_file = tmp_path / "my-netrc"
-    netrc_file.write_text(f"machine example.org login other password nope\n"
-                          f"machine 127.0.0.1 login {USER} password {PASSWORD}\n")
+    netrc_file.write_text(
+        f"machine example.org login other password nope\nmachine 127.0.0.1 login {USER} password {PASSWORD}\n"
+    )
     netrc_file.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc_file))
     summary = download_mscxr(tmp_path / "dest", base_url=server.base_url, progress=False)
@@ -268,7 +280,7 @@ def test_pipeline_download_never_writes_the_password(server, tmp_path, monkeypat
     root = Path(__file__).resolve().parents[1]
     from matex.config import load_config
 
-    cfg = load_config(root / "config" / "mscxr.yaml")      # the overlay merged onto config/config.yaml
+    cfg = load_config(root / "config" / "mscxr.yaml")  # the overlay merged onto config/config.yaml
     cfg["data"]["mscxr"]["root"] = str(tmp_path / "data" / "mscxr")
     cfg["data"]["mscxr"]["download"].update(base_url=server.base_url, workers=2)
     cfg["results_dir"] = str(tmp_path / "results")
@@ -277,8 +289,24 @@ def test_pipeline_download_never_writes_the_password(server, tmp_path, monkeypat
     monkeypatch.setenv("PHYSIONET_USERNAME", USER)
     monkeypatch.setenv("PHYSIONET_PASSWORD", PASSWORD)
     pairs = tmp_path / "results" / cfg["dataset"] / "pairs.parquet"
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", str(cfg_path), "--cores", "1",
-                          "-d", str(tmp_path), str(pairs)], cwd=root, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--configfile",
+            str(cfg_path),
+            "--cores",
+            "1",
+            "-d",
+            str(tmp_path),
+            str(pairs),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert pairs.exists() and (tmp_path / "data" / "mscxr" / IMAGES[0]).exists()
     encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()

@@ -1,5 +1,6 @@
 """Figures read at a glance: one fixed colour per method whatever the subset shown, MATEX apart,
 controls grey and dashed, sizes set by figures.style."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -24,8 +25,10 @@ def test_every_registered_method_has_its_own_colour():
 
 
 def _summary(methods):
-    rows = [{"category": "all", "metric": "pointing_game", "method": m, "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6}
-            for m in methods]
+    rows = [
+        {"category": "all", "metric": "pointing_game", "method": m, "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+        for m in methods
+    ]
     return pd.DataFrame(rows)
 
 
@@ -52,7 +55,7 @@ def test_style_scales_to_the_column_width(tmp_path):
         style.integer_ticks(ax)
         save(fig, [tmp_path / "f.png"])
         w, _ = Image.open(tmp_path / "f.png").size
-        assert abs(w - 350) < 60          # 3.5 in at 100 dpi (bbox_inches="tight" trims a little)
+        assert abs(w - 350) < 60  # 3.5 in at 100 dpi (bbox_inches="tight" trims a little)
         assert all(float(t).is_integer() for t in ax.get_xticks())
     finally:
         style._ACTIVE = None

@@ -1,10 +1,11 @@
 """Atomic artifact writing: no partial file under the final name, metadata round-trips, reruns are
 byte-identical."""
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from matex.io import (atomic_path, config_hash, read_npz, read_parquet_meta, write_npz, write_parquet)
+from matex.io import atomic_path, config_hash, read_npz, read_parquet_meta, write_npz, write_parquet
 
 
 def test_failed_write_leaves_nothing(tmp_path):
@@ -45,9 +46,9 @@ def test_config_hash_depends_on_content_not_key_order():
 
 def test_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path):
     target = tmp_path / "maps.npz"
-    stale = tmp_path / ".maps.npz.abc123.npz"   # what a SIGKILLed write leaves behind
+    stale = tmp_path / ".maps.npz.abc123.npz"  # what a SIGKILLed write leaves behind
     stale.write_bytes(b"half")
-    other = tmp_path / ".other.npz.xyz.npz"     # another artifact's temp file is not touched
+    other = tmp_path / ".other.npz.xyz.npz"  # another artifact's temp file is not touched
     other.write_bytes(b"x")
     write_npz(target, {"a": np.ones(2)})
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.npz.xyz.npz", "maps.npz"]

@@ -1,6 +1,7 @@
 """Tie rules of the localisation metrics (docs/evaluation.md): a tied maximum or a tied
 top-k threshold is scored by expectation under a random tie-break, a zero map scores the box's
 area fraction, and every method is scored on the same pairs."""
+
 import math
 
 import numpy as np
@@ -43,8 +44,9 @@ def monte_carlo_iou(value_map: np.ndarray, mask: np.ndarray, fraction: float, dr
 
 # ---------------------------------------------------------------- constant, zero and plateau maps
 
+
 def test_constant_map_scores_chance_not_a_hit():
-    mask = box(20, 20, slice(0, 5), slice(0, 8))[None]          # 40 of 400 pixels, top-left corner
+    mask = box(20, 20, slice(0, 5), slice(0, 8))[None]  # 40 of 400 pixels, top-left corner
     area = mask.mean()
     const = np.full((1, 20, 20), 0.7, dtype=np.float32)
     assert pointing_game(const, mask)[0] == pytest.approx(area)
@@ -57,7 +59,7 @@ def test_constant_map_scores_chance_not_a_hit():
 
 
 def test_zero_map_scores_the_area_fraction_on_every_localisation_metric():
-    mask = box(10, 10, slice(2, 7), slice(2, 7))[None]           # 25 % of the map
+    mask = box(10, 10, slice(2, 7), slice(2, 7))[None]  # 25 % of the map
     zero = np.zeros((1, 10, 10), dtype=np.float32)
     for metric in (pointing_game, energy_in_box):
         value = metric(zero, mask)[0]
@@ -82,12 +84,12 @@ def test_plateau_maximum_is_credited_only_for_its_part_inside_the_box():
 
 
 def test_float32_round_off_is_a_tie_but_a_float16_step_is_not():
-    mask = box(4, 4, slice(0, 1), slice(0, 1))[None]             # only pixel (0, 0)
+    mask = box(4, 4, slice(0, 1), slice(0, 1))[None]  # only pixel (0, 0)
     maps = np.zeros((3, 4, 4), dtype=np.float32)
     maps[:, 0, 0] = 1.0
-    maps[0, 3, 3] = np.float32(1.0) - np.float32(2 ** -23)        # one float32 ulp below: tied
-    maps[1, 3, 3] = np.float32(1.0) - np.float32(2 ** -11)        # one float16 step below: not tied
-    maps[2, 3, 3] = np.float32(1.0) - np.float32(4 * TIE_RTOL)    # beyond the tolerance: not tied
+    maps[0, 3, 3] = np.float32(1.0) - np.float32(2**-23)  # one float32 ulp below: tied
+    maps[1, 3, 3] = np.float32(1.0) - np.float32(2**-11)  # one float16 step below: not tied
+    maps[2, 3, 3] = np.float32(1.0) - np.float32(4 * TIE_RTOL)  # beyond the tolerance: not tied
     masks = np.repeat(mask, 3, axis=0)
     assert pointing_game(maps, masks).tolist() == [0.5, 1.0, 1.0]
 
@@ -105,8 +107,8 @@ def test_top_fraction_masks_break_ties_by_seeded_random_order():
     const = np.zeros((2, 20, 20))
     top = top_fraction_masks(const, 0.1)
     assert top.sum(axis=(1, 2)).tolist() == [40, 40]
-    assert not top[:, :2, :].all(axis=(1, 2)).any()              # not the first two rows
-    assert np.array_equal(top, top_fraction_masks(const, 0.1))   # deterministic for a seed
+    assert not top[:, :2, :].all(axis=(1, 2)).any()  # not the first two rows
+    assert np.array_equal(top, top_fraction_masks(const, 0.1))  # deterministic for a seed
     assert not np.array_equal(top, top_fraction_masks(const, 0.1, seed=1))
     # distinct values are still taken strictly by value
     ramp = np.arange(400, dtype=float).reshape(1, 20, 20)
@@ -120,20 +122,25 @@ SIZE = 56
 
 def _tiny_model() -> MatexModel:
     torch.manual_seed(0)
-    clip = open_clip.CLIP(embed_dim=32,
-                          vision_cfg={"image_size": SIZE, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
-                          text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}).eval()
+    clip = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg={"image_size": SIZE, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    ).eval()
     return MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(SIZE))
 
 
 def test_every_method_is_scored_on_the_same_pairs(tmp_path):
     from matex.metrics.evaluate import evaluate_maps
 
-    pairs = pd.DataFrame({
-        "pair_id": ["a", "b", "c", "d"], "category": ["Pneumonia"] * 4,
-        "phrase": ["left lower opacity", "cardiomegaly", "right effusion", "no box"],
-        "boxes": [[(4.0, 30.0, 20.0, 50.0)], [(18.0, 20.0, 40.0, 44.0)], [(34.0, 30.0, 52.0, 52.0)], []],
-    })
+    pairs = pd.DataFrame(
+        {
+            "pair_id": ["a", "b", "c", "d"],
+            "category": ["Pneumonia"] * 4,
+            "phrase": ["left lower opacity", "cardiomegaly", "right effusion", "no box"],
+            "boxes": [[(4.0, 30.0, 20.0, 50.0)], [(18.0, 20.0, 40.0, 44.0)], [(34.0, 30.0, 52.0, 52.0)], []],
+        }
+    )
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(4, SIZE, SIZE), dtype=np.uint8)
     plateau = np.zeros((SIZE, SIZE), dtype=np.float16)
@@ -155,5 +162,5 @@ def test_every_method_is_scored_on_the_same_pairs(tmp_path):
         assert set(scored.values()) == {frozenset({"a", "b", "c"})}, (metric, scored)
     # the zero map scores chance, not a hit: pair a's box covers 16 x 20 of 56 x 56 pixels
     zero = tables["zero"].set_index("pair_id")
-    assert zero.loc["a", "pointing_game"] == pytest.approx(16 * 20 / SIZE ** 2)
-    assert zero.loc["a", "energy_in_box"] == pytest.approx(16 * 20 / SIZE ** 2)
+    assert zero.loc["a", "pointing_game"] == pytest.approx(16 * 20 / SIZE**2)
+    assert zero.loc["a", "energy_in_box"] == pytest.approx(16 * 20 / SIZE**2)

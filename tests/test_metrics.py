@@ -1,5 +1,6 @@
 """Evaluation metrics on hand-computed cases: localisation, confidence drop/increase (with a tiny
 open_clip CLIP), model-randomisation sanity and bootstrap intervals."""
+
 import math
 
 import numpy as np
@@ -10,8 +11,13 @@ import torch
 
 from matex.data.transforms import InputGeometry
 from matex.errors import MapError
-from matex.metrics.faithfulness import (confidence_scores, image_confidence, masked_input, text_confidence,
-                                        text_keep_tokens)
+from matex.metrics.faithfulness import (
+    confidence_scores,
+    image_confidence,
+    masked_input,
+    text_confidence,
+    text_keep_tokens,
+)
 from matex.metrics.localisation import auroc, energy_in_box, iou_top_fraction, pointing_game, top_fraction_masks
 from matex.metrics.sanity import spearman_maps
 from matex.metrics.stats import bootstrap_ci, summarise
@@ -30,9 +36,11 @@ def box(h: int, w: int, rows: slice, cols: slice) -> np.ndarray:
 def tiny_model(seed: int = 0) -> MatexModel:
     # open_clip 3.3's vision config takes head_width (width / heads), not heads: 32 / 16 = 2 heads.
     torch.manual_seed(seed)
-    clip = open_clip.CLIP(embed_dim=32,
-                          vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=3, head_width=16),
-                          text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=2)).eval()
+    clip = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=3, head_width=16),
+        text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=2),
+    ).eval()
     return MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(SIZE))
 
 
@@ -50,6 +58,7 @@ def batch(model):
 
 
 # ---------------------------------------------------------------- localisation
+
 
 def test_map_equal_to_small_box_hits_and_iou_is_hand_computed():
     # 10x10 map, top 5 % = ceil(5) = 5 pixels, box of 3x3 = 9 pixels: all 5 top pixels inside.
@@ -69,8 +78,8 @@ def test_map_equal_to_small_box_hits_and_iou_is_hand_computed():
 def test_tied_maximum_scores_the_fraction_of_tied_pixels_inside():
     mask = box(8, 8, slice(4, 6), slice(4, 6))[None].repeat(2, axis=0)
     maps = np.zeros((2, 8, 8), dtype=np.float32)
-    maps[0, 0, 0] = maps[0, 5, 5] = 1.0     # max tied outside (first in flat order) and inside
-    maps[1, 0, 0] = 1.0                     # max only outside
+    maps[0, 0, 0] = maps[0, 5, 5] = 1.0  # max tied outside (first in flat order) and inside
+    maps[1, 0, 0] = 1.0  # max only outside
     maps[1, 5, 5] = 0.9
     assert pointing_game(maps, mask).tolist() == [0.5, 0.0]
 
@@ -130,6 +139,7 @@ def test_localisation_rejects_bad_shapes_and_non_finite_maps():
 
 
 # ---------------------------------------------------------------- faithfulness
+
 
 def test_all_ones_map_leaves_similarity_unchanged(model, batch):
     images, tokens = batch
@@ -203,11 +213,12 @@ def test_text_confidence_uses_the_reduced_tokens(model, batch):
 
 # ---------------------------------------------------------------- sanity
 
+
 def test_spearman_of_map_with_itself_negation_and_monotone_transform():
     maps = np.random.default_rng(0).random((3, 7, 7))
     assert np.allclose(spearman_maps(maps, maps), 1.0)
     assert np.allclose(spearman_maps(maps, -maps), -1.0)
-    assert np.allclose(spearman_maps(maps, maps ** 3), 1.0)  # ranks only
+    assert np.allclose(spearman_maps(maps, maps**3), 1.0)  # ranks only
     constant = maps.copy()
     constant[1] = 0.5
     rho = spearman_maps(maps, constant)
@@ -215,6 +226,7 @@ def test_spearman_of_map_with_itself_negation_and_monotone_transform():
 
 
 # ---------------------------------------------------------------- stats
+
 
 def test_bootstrap_ci_contains_mean_is_deterministic_and_ignores_nan():
     values = np.random.default_rng(0).normal(2.0, 1.0, 400)
@@ -231,8 +243,13 @@ def test_bootstrap_ci_contains_mean_is_deterministic_and_ignores_nan():
 
 
 def test_summarise_gives_a_tidy_table_per_group_and_metric():
-    df = pd.DataFrame({"method": ["a", "a", "a", "b", "b", "b"], "x": [1.0, 2.0, 3.0, 4.0, np.nan, 6.0],
-                       "y": [0.0, 1.0, 0.0, 1.0, 1.0, 1.0]})
+    df = pd.DataFrame(
+        {
+            "method": ["a", "a", "a", "b", "b", "b"],
+            "x": [1.0, 2.0, 3.0, 4.0, np.nan, 6.0],
+            "y": [0.0, 1.0, 0.0, 1.0, 1.0, 1.0],
+        }
+    )
     out = summarise(df, ["method"], ["x", "y"], n_resamples=200, ci=0.95, seed=0)
     assert list(out.columns) == ["method", "metric", "mean", "ci_low", "ci_high", "n"]
     row = out.set_index(["method", "metric"])

@@ -1,5 +1,6 @@
 """Model loading: demo config geometry, checkpoint round trips, open_clip raw state dicts and hub
 loads from a local file, and clear errors for bad files."""
+
 import copy
 
 import numpy as np
@@ -9,17 +10,21 @@ import torch
 from matex.data.transforms import InputGeometry
 from matex.errors import ConfigError
 from matex.io import file_sha256
-from matex.models.loading import (demo_model_cfg, load_model, load_model_from_config, resolve_device,
-                                  save_checkpoint)
+from matex.models.loading import demo_model_cfg, load_model, load_model_from_config, resolve_device, save_checkpoint
 
-TINY_DEMO = {"embed_dim": 32, "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
-             "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16}}
+TINY_DEMO = {
+    "embed_dim": 32,
+    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
+    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
+}
 GEOMETRY = InputGeometry(56)
 TEXTS = ["left upper opacity", "right lower effusion", "cardiomegaly"]
 TINY_ARCH = "matex-test-tiny-vit"
-TINY_ARCH_CFG = {"embed_dim": 32,
-                 "vision_cfg": {"image_size": 56, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-                 "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+TINY_ARCH_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 56, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
 
 
 def _inputs(model, n=3, seed=0):
@@ -50,8 +55,14 @@ def test_demo_model_has_vit_b32_grid_and_scores_pairs():
 
 
 def test_default_demo_config_is_7x7_at_224():
-    cfg = demo_model_cfg({"embed_dim": 128, "vision": {"layers": 6, "width": 192, "heads": 4, "patch_size": 32},
-                          "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32}}, 224)
+    cfg = demo_model_cfg(
+        {
+            "embed_dim": 128,
+            "vision": {"layers": 6, "width": 192, "heads": 4, "patch_size": 32},
+            "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32},
+        },
+        224,
+    )
     assert cfg["vision_cfg"]["image_size"] // cfg["vision_cfg"]["patch_size"] == 7
     assert cfg["vision_cfg"]["head_width"] == 48 and cfg["text_cfg"]["vocab_size"] == 49408
 
@@ -77,8 +88,10 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     path = tmp_path / "sub" / "model.pt"
     save_checkpoint(model, path, demo_model_cfg(TINY_DEMO, 56), {"config_hash": "abc", "history": [{"epoch": 1}]})
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left behind
-    for loaded in (load_model("checkpoint", checkpoint=str(path), geometry=GEOMETRY),
-                   load_model("demo", demo=TINY_DEMO, checkpoint=str(path), geometry=GEOMETRY, seed=99)):
+    for loaded in (
+        load_model("checkpoint", checkpoint=str(path), geometry=GEOMETRY),
+        load_model("demo", demo=TINY_DEMO, checkpoint=str(path), geometry=GEOMETRY, seed=99),
+    ):
         assert torch.equal(_similarity(loaded), _similarity(model))
         assert loaded.meta["checkpoint_sha256"] == file_sha256(path)
         assert loaded.meta["trained"]["config_hash"] == "abc" and "history" not in loaded.meta["trained"]
@@ -152,14 +165,25 @@ def test_wrong_files_give_clear_errors(tmp_path, tiny_arch):
 
 
 def test_load_model_from_config_uses_input_section(tmp_path):
-    cfg = {"seed": 4, "input": {"size": 56, "mode": "letterbox", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
-           "model": {"name": "tiny", "source": "demo", "arch": "ViT-B-32", "pretrained": None, "checkpoint": None,
-                     "demo": TINY_DEMO}}
+    cfg = {
+        "seed": 4,
+        "input": {"size": 56, "mode": "letterbox", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        "model": {
+            "name": "tiny",
+            "source": "demo",
+            "arch": "ViT-B-32",
+            "pretrained": None,
+            "checkpoint": None,
+            "demo": TINY_DEMO,
+        },
+    }
     model = load_model_from_config(cfg)
     assert model.geometry == InputGeometry(56, "letterbox") and model.name == "tiny"
     assert tuple(model.mean) == (0.5, 0.5, 0.5) and tuple(model.std) == (0.25, 0.25, 0.25)
-    assert torch.equal(_similarity(model), _similarity(load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY, seed=4,
-                                                                  mean=[0.5] * 3, std=[0.25] * 3)))
+    assert torch.equal(
+        _similarity(model),
+        _similarity(load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY, seed=4, mean=[0.5] * 3, std=[0.25] * 3)),
+    )
 
 
 def test_resolve_device():

@@ -1,6 +1,7 @@
 """MS-CXR loader: box alignment, grouping, bad rows, patient-level split, atomic artifacts.
 
 Every image and CSV here is made in tmp_path (no MIMIC-derived data)."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from matex.data.mscxr import (REQUIRED_COLUMNS, build_pairs, pair_id_for, prepare_dataset, read_mscxr_csv)
+from matex.data.mscxr import REQUIRED_COLUMNS, build_pairs, pair_id_for, prepare_dataset, read_mscxr_csv
 from matex.data.transforms import InputGeometry, box_mask
 from matex.errors import DataError
 from matex.io import read_parquet_meta
@@ -30,7 +31,7 @@ def save_image(root: Path, rel: str, width: int, height: int, box=None, fmt="JPE
     arr = np.full((height, width), 30, np.uint8)
     if box is not None:
         x, y, w, h = box
-        arr[y:y + h, x:x + w] = 230
+        arr[y : y + h, x : x + w] = 230
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
@@ -38,8 +39,18 @@ def save_image(root: Path, rel: str, width: int, height: int, box=None, fmt="JPE
 
 def row(dicom_id, rel, box, size, phrase="right lower lobe opacity", category="Lung Opacity"):
     x, y, w, h = box
-    return {"dicom_id": dicom_id, "category_name": category, "label_text": phrase, "path": rel,
-            "x": x, "y": y, "w": w, "h": h, "image_width": size[0], "image_height": size[1]}
+    return {
+        "dicom_id": dicom_id,
+        "category_name": category,
+        "label_text": phrase,
+        "path": rel,
+        "x": x,
+        "y": y,
+        "w": w,
+        "h": h,
+        "image_width": size[0],
+        "image_height": size[1],
+    }
 
 
 def write_csv(path: Path, rows: list[dict], columns=REQUIRED_COLUMNS) -> Path:
@@ -70,17 +81,32 @@ GEOM = InputGeometry(32, "center_crop")
 
 # -------------------------------------------------------------------------------- alignment
 @pytest.mark.parametrize("mode", ["center_crop", "letterbox"])
-@pytest.mark.parametrize("size_wh,box", [((160, 120), (100, 30, 40, 50)),   # landscape, box right of centre
-                                         ((120, 170), (20, 100, 50, 40)),   # portrait, box low left
-                                         ((150, 150), (5, 5, 60, 30))])     # square, near a corner
+@pytest.mark.parametrize(
+    "size_wh,box",
+    [
+        ((160, 120), (100, 30, 40, 50)),  # landscape, box right of centre
+        ((120, 170), (20, 100, 50, 40)),  # portrait, box low left
+        ((150, 150), (5, 5, 60, 30)),
+    ],
+)  # square, near a corner
 def test_painted_box_lands_on_mapped_box(tmp_path, mode, size_wh, box):
     """A bright rectangle drawn at the box in the original lands exactly where the mapped box says."""
     rel = rel_path(1, 1, "painted")
     save_image(tmp_path, rel, *size_wh, box=box, fmt="PNG")
     csv_path = write_csv(tmp_path / CSV_NAME, [row("painted", rel, box, size_wh)])
     geom = InputGeometry(64, mode)
-    pairs = prepare_dataset(csv_path, tmp_path, geom, 0.0, 0, "error", tmp_path / "pairs.parquet",
-                            tmp_path / "report.json", tmp_path / "images.npy", progress=False)
+    pairs = prepare_dataset(
+        csv_path,
+        tmp_path,
+        geom,
+        0.0,
+        0,
+        "error",
+        tmp_path / "pairs.parquet",
+        tmp_path / "report.json",
+        tmp_path / "images.npy",
+        progress=False,
+    )
     images = np.load(tmp_path / "images.npy")
     assert images.shape == (1, 64, 64) and images.dtype == np.uint8
     bright = images[0] > 130
@@ -117,17 +143,31 @@ def test_center_crop_clips_box_in_cropped_margin(tmp_path):
 def test_rows_grouped_into_pairs(tmp_path):
     csv_path = small_dataset(tmp_path)
     pairs, report = build_pairs(csv_path, tmp_path, GEOM, 0.0, 0)
-    assert list(pairs.columns) == ["pair_id", "dicom_id", "patient_id", "study_id", "category", "phrase",
-                                   "image_path", "image_width", "image_height", "boxes_orig", "boxes",
-                                   "box_status", "split"]
+    assert list(pairs.columns) == [
+        "pair_id",
+        "dicom_id",
+        "patient_id",
+        "study_id",
+        "category",
+        "phrase",
+        "image_path",
+        "image_width",
+        "image_height",
+        "boxes_orig",
+        "boxes",
+        "box_status",
+        "split",
+    ]
     assert len(pairs) == 4 and report["n_rows"] == 5 and report["n_pairs"] == 4 and report["n_boxes"] == 5
     assert list(pairs["pair_id"]) == sorted(pairs["pair_id"])
     two = pairs[pairs["pair_id"] == pair_id_for("img001", "right lower lobe opacity", "Lung Opacity")].iloc[0]
     assert len(two["boxes"]) == 2 and two["box_status"] == ["ok", "ok"]
     assert two["patient_id"] == "p00000001" and two["study_id"] == "s50000001"
     assert two["image_path"] == rel_path(1, 50000001, "img001")
-    assert report["per_category"] == {"Cardiomegaly": {"pairs": 1, "boxes": 1},
-                                      "Lung Opacity": {"pairs": 3, "boxes": 4}}
+    assert report["per_category"] == {
+        "Cardiomegaly": {"pairs": 1, "boxes": 1},
+        "Lung Opacity": {"pairs": 3, "boxes": 4},
+    }
     json.dumps(report)  # JSON-able
 
 
@@ -141,9 +181,19 @@ def test_prepare_decodes_each_image_once_and_writes_artifacts(tmp_path):
             return super().image_to_input(img)
 
     out = tmp_path / "out"
-    pairs = prepare_dataset(csv_path, tmp_path, CountingGeometry(32, "center_crop"), 0.0, 0, "error",
-                            out / "pairs.parquet", out / "report.json", out / "images.npy",
-                            meta={"config_hash": "abc"}, progress=False)
+    pairs = prepare_dataset(
+        csv_path,
+        tmp_path,
+        CountingGeometry(32, "center_crop"),
+        0.0,
+        0,
+        "error",
+        out / "pairs.parquet",
+        out / "report.json",
+        out / "images.npy",
+        meta={"config_hash": "abc"},
+        progress=False,
+    )
     assert len(calls) == 3  # 3 images, 4 pairs
     images = np.load(out / "images.npy")
     assert images.shape == (4, 32, 32)
@@ -224,8 +274,11 @@ def test_bad_row_skip_records_it(tmp_path, kind):
 def test_skip_keeps_pair_with_one_good_box_and_drops_pair_without_box(tmp_path):
     rel = rel_path(1, 1, "a")
     save_image(tmp_path, rel, 64, 48)
-    rows = [row("a", rel, (10, 10, 20, 15), (64, 48)), row("a", rel, (500, 10, 20, 15), (64, 48)),
-            row("a", rel, (500, 10, 20, 15), (64, 48), phrase="left effusion")]
+    rows = [
+        row("a", rel, (10, 10, 20, 15), (64, 48)),
+        row("a", rel, (500, 10, 20, 15), (64, 48)),
+        row("a", rel, (500, 10, 20, 15), (64, 48), phrase="left effusion"),
+    ]
     csv_path = write_csv(tmp_path / CSV_NAME, rows)
     pairs, report = build_pairs(csv_path, tmp_path, GEOM, 0.0, 0, on_bad_row="skip")
     assert len(pairs) == 1 and pairs["box_status"].iloc[0] == ["ok", "dropped"]
@@ -247,8 +300,18 @@ def test_error_leaves_no_artifacts(tmp_path):
     csv_path, _ = _bad_dataset(tmp_path, "corrupt_jpg")
     out = tmp_path / "out"
     with pytest.raises(DataError):
-        prepare_dataset(csv_path, tmp_path, GEOM, 0.2, 0, "error", out / "pairs.parquet", out / "report.json",
-                        out / "images.npy", progress=False)
+        prepare_dataset(
+            csv_path,
+            tmp_path,
+            GEOM,
+            0.2,
+            0,
+            "error",
+            out / "pairs.parquet",
+            out / "report.json",
+            out / "images.npy",
+            progress=False,
+        )
     assert not out.exists() or list(out.iterdir()) == []
 
 
@@ -279,7 +342,9 @@ def test_patient_level_split_and_determinism(tmp_path):
     again, _ = build_pairs(csv_path, tmp_path, geom, 0.2, seed=3)
     pd.testing.assert_frame_equal(pairs, again)
     other, _ = build_pairs(csv_path, tmp_path, geom, 0.2, seed=4)
-    assert set(other.loc[other["split"] == "val", "patient_id"]) != set(pairs.loc[pairs["split"] == "val", "patient_id"])
+    assert set(other.loc[other["split"] == "val", "patient_id"]) != set(
+        pairs.loc[pairs["split"] == "val", "patient_id"]
+    )
     # row order of the CSV does not matter
     df = pd.read_csv(csv_path, dtype=str, keep_default_na=False).iloc[::-1]
     df.to_csv(tmp_path / "reversed.csv", index=False)
@@ -293,9 +358,11 @@ def test_one_phrase_under_two_categories_gives_two_pairs_with_their_own_boxes(tm
     rel = rel_path(1, 50000001, "img001")
     save_image(tmp_path, rel, 64, 48)
     phrase = "patchy right lower lobe opacity"
-    rows = [row("img001", rel, (4, 6, 10, 10), (64, 48), phrase=phrase, category="Pneumonia"),
-            row("img001", rel, (30, 20, 12, 8), (64, 48), phrase=phrase, category="Consolidation"),
-            row("img001", rel, (40, 10, 6, 6), (64, 48), phrase=phrase, category="Consolidation")]
+    rows = [
+        row("img001", rel, (4, 6, 10, 10), (64, 48), phrase=phrase, category="Pneumonia"),
+        row("img001", rel, (30, 20, 12, 8), (64, 48), phrase=phrase, category="Consolidation"),
+        row("img001", rel, (40, 10, 6, 6), (64, 48), phrase=phrase, category="Consolidation"),
+    ]
     pairs, report = build_pairs(write_csv(tmp_path / CSV_NAME, rows), tmp_path, GEOM, 0.0, 0)
     assert len(pairs) == 2 and report["n_pairs"] == 2
     by_cat = {r.category: r for r in pairs.itertuples()}
@@ -305,8 +372,16 @@ def test_one_phrase_under_two_categories_gives_two_pairs_with_their_own_boxes(tm
     assert by_cat["Pneumonia"].pair_id == pair_id_for("img001", phrase, "Pneumonia")
 
 
-MSCXR_COUNTS = {"Atelectasis": 61, "Cardiomegaly": 333, "Consolidation": 117, "Edema": 46,
-                "Lung Opacity": 82, "Pleural Effusion": 96, "Pneumonia": 182, "Pneumothorax": 245}
+MSCXR_COUNTS = {
+    "Atelectasis": 61,
+    "Cardiomegaly": 333,
+    "Consolidation": 117,
+    "Edema": 46,
+    "Lung Opacity": 82,
+    "Pleural Effusion": 96,
+    "Pneumonia": 182,
+    "Pneumothorax": 245,
+}
 
 
 def test_mscxr_shaped_csv_gives_1162_pairs_with_the_published_counts(tmp_path):
@@ -322,10 +397,10 @@ def test_mscxr_shaped_csv_gives_1162_pairs_with_the_published_counts(tmp_path):
     rows = []
     for cat, j in slots:
         k, phrase = image_of[(cat, j)], f"{cat.lower()} finding number {j}"
-        if cat == "Consolidation" and j < 2:        # the same phrase of the same image as a Pneumonia pair
+        if cat == "Consolidation" and j < 2:  # the same phrase of the same image as a Pneumonia pair
             k, phrase = image_of[("Pneumonia", j)], f"pneumonia finding number {j}"
         rows.append(row(f"img{k:03d}", rels[k], (2 + j % 5, 3, 10, 12), (40, 48), phrase=phrase, category=cat))
-        if j % 7 == 0:   # a second box for the same pair
+        if j % 7 == 0:  # a second box for the same pair
             rows.append(row(f"img{k:03d}", rels[k], (20, 20, 8, 8), (40, 48), phrase=phrase, category=cat))
     pairs, report = build_pairs(write_csv(tmp_path / CSV_NAME, rows), tmp_path, GEOM, 0.2, 0)
     assert len(pairs) == 1162 == report["n_pairs"]

@@ -3,6 +3,7 @@
 Phrases are written for these tests in the style of MS-CXR; none is taken from MIMIC.
 Remember the radiological convention: the patient's right is the IMAGE LEFT (x < 0.5).
 """
+
 from __future__ import annotations
 
 import time
@@ -62,16 +63,28 @@ def test_region_table_follows_radiological_convention_and_stated_proportions():
     assert 0.31 <= box_centre("right_hilum")[1] <= 0.50
     lx0, lx1, ly0, _ = regions["lingula"].box
     assert lx0 < regions["heart"].box[1] < lx1 and ly0 >= regions["heart"].box[2] - 0.02
-    for needed in ["right_middle_lobe", "lingula", "left_lower_lobe", "right_hilum", "left_perihilar",
-                   "retrocardiac", "right_costophrenic_angle", "left_hemidiaphragm", "mediastinum",
-                   "right_apex", "right_upper_zone", "left_mid_zone", "right_lower_zone"]:
+    for needed in [
+        "right_middle_lobe",
+        "lingula",
+        "left_lower_lobe",
+        "right_hilum",
+        "left_perihilar",
+        "retrocardiac",
+        "right_costophrenic_angle",
+        "left_hemidiaphragm",
+        "mediastinum",
+        "right_apex",
+        "right_upper_zone",
+        "left_mid_zone",
+        "right_lower_zone",
+    ]:
         assert needed in regions
 
 
 def test_retrocardiac_lies_behind_the_heart_on_the_patients_left():
     x0, x1, y0, y1 = load_regions()["retrocardiac"].box
     hx0, hx1, hy0, hy1 = load_regions()["heart"].box
-    assert x0 >= 0.5                      # image right of the spine = patient's left
+    assert x0 >= 0.5  # image right of the spine = patient's left
     assert hx0 <= x0 and x1 <= hx1 and hy0 <= y0 and y1 <= hy1  # projects inside the heart shadow
     cx, cy = core_centre("retrocardiac opacity")
     assert cx > 0.5 and cy > 0.5
@@ -107,53 +120,62 @@ def test_bibasilar_means_both_lower_zones():
 
 
 def test_cardiomegaly_alone_implies_the_heart():
-    for text in ["Cardiomegaly", "Moderately enlarged cardiac silhouette", "Heart is enlarged",
-                 "heart size is mildly enlarged"]:
+    for text in [
+        "Cardiomegaly",
+        "Moderately enlarged cardiac silhouette",
+        "Heart is enlarged",
+        "heart size is mildly enlarged",
+    ]:
         assert names(text) == {"heart"}, text
         assert [f.finding for f in parse_phrase(text).findings] == ["cardiomegaly"], text
     cx, cy = core_centre("cardiomegaly")
     assert cx == pytest.approx(box_centre("heart")[0], abs=0.02)
 
 
-BOTH_BASES_AND_ANGLES = {"right_lower_zone", "left_lower_zone", "right_costophrenic_angle",
-                         "left_costophrenic_angle"}
+BOTH_BASES_AND_ANGLES = {"right_lower_zone", "left_lower_zone", "right_costophrenic_angle", "left_costophrenic_angle"}
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("left base opacity", {"left_lower_zone"}),
-    ("Right basilar consolidation", {"right_lower_zone"}),
-    ("bilateral lower zone opacities", {"right_lower_zone", "left_lower_zone"}),
-    ("opacities at both lung bases", {"right_lower_zone", "left_lower_zone"}),
-    ("patchy mid lung opacity", {"right_mid_zone", "left_mid_zone"}),      # zone without side
-    ("left upper zone nodular opacity", {"left_upper_zone"}),
-    ("Right-sided opacity", {"right_lung"}),                                # side alone -> lung field
-    ("Right-sided pleural effusion", {"right_lower_zone", "right_costophrenic_angle"}),  # default
-    ("small bilateral pleural effusions", BOTH_BASES_AND_ANGLES),
-    ("right and left pleural effusions", BOTH_BASES_AND_ANGLES),
-    ("RLL consolidation", {"right_lower_lobe"}),
-    ("opacity in the LUL", {"left_upper_lobe"}),
-    ("R lower lobe opacity", {"right_lower_lobe"}),
-    ("L base atelectasis", {"left_lower_zone"}),
-    ("right middle lobe pneumonia", {"right_middle_lobe"}),
-    ("middle lobe collapse", {"right_middle_lobe"}),                        # only the right has one
-    ("lingular atelectasis", {"lingula"}),
-    ("left upper and lower lobe opacities", {"left_upper_lobe", "left_lower_lobe"}),
-    ("bilateral perihilar haziness", {"right_perihilar", "left_perihilar"}),
-    ("prominent left hilar contour", {"left_hilum"}),
-    ("blunting of the right costophrenic angle", {"right_costophrenic_angle"}),
-    ("elevated left hemidiaphragm", {"left_hemidiaphragm"}),
-    ("widened mediastinum", {"mediastinum"}),
-    ("left retrocardiac opacity", {"retrocardiac"}),
-    ("biapical pleural thickening", {"right_apex", "left_apex"}),
-    ("retrocardiac and left lower lobe opacity", {"retrocardiac", "left_lower_lobe"}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("left base opacity", {"left_lower_zone"}),
+        ("Right basilar consolidation", {"right_lower_zone"}),
+        ("bilateral lower zone opacities", {"right_lower_zone", "left_lower_zone"}),
+        ("opacities at both lung bases", {"right_lower_zone", "left_lower_zone"}),
+        ("patchy mid lung opacity", {"right_mid_zone", "left_mid_zone"}),  # zone without side
+        ("left upper zone nodular opacity", {"left_upper_zone"}),
+        ("Right-sided opacity", {"right_lung"}),  # side alone -> lung field
+        ("Right-sided pleural effusion", {"right_lower_zone", "right_costophrenic_angle"}),  # default
+        ("small bilateral pleural effusions", BOTH_BASES_AND_ANGLES),
+        ("right and left pleural effusions", BOTH_BASES_AND_ANGLES),
+        ("RLL consolidation", {"right_lower_lobe"}),
+        ("opacity in the LUL", {"left_upper_lobe"}),
+        ("R lower lobe opacity", {"right_lower_lobe"}),
+        ("L base atelectasis", {"left_lower_zone"}),
+        ("right middle lobe pneumonia", {"right_middle_lobe"}),
+        ("middle lobe collapse", {"right_middle_lobe"}),  # only the right has one
+        ("lingular atelectasis", {"lingula"}),
+        ("left upper and lower lobe opacities", {"left_upper_lobe", "left_lower_lobe"}),
+        ("bilateral perihilar haziness", {"right_perihilar", "left_perihilar"}),
+        ("prominent left hilar contour", {"left_hilum"}),
+        ("blunting of the right costophrenic angle", {"right_costophrenic_angle"}),
+        ("elevated left hemidiaphragm", {"left_hemidiaphragm"}),
+        ("widened mediastinum", {"mediastinum"}),
+        ("left retrocardiac opacity", {"retrocardiac"}),
+        ("biapical pleural thickening", {"right_apex", "left_apex"}),
+        ("retrocardiac and left lower lobe opacity", {"retrocardiac", "left_lower_lobe"}),
+    ],
+)
 def test_phrase_patterns_map_to_regions(text, expected):
     assert names(text) == expected
 
 
 def test_several_findings_in_one_sentence():
     assert names("right effusion and left lower lobe atelectasis") == {
-        "right_lower_zone", "right_costophrenic_angle", "left_lower_lobe"}
+        "right_lower_zone",
+        "right_costophrenic_angle",
+        "left_lower_lobe",
+    }
     p = parse_phrase("right effusion and left lower lobe atelectasis")
     assert {f.finding for f in p.findings} == {"pleural effusion", "atelectasis"}
 
@@ -168,15 +190,18 @@ def test_negated_finding_gives_a_flat_prior():
     assert prior.shape == SIZE and np.all(prior == 1.0)
 
 
-@pytest.mark.parametrize("text", [
-    "no left pleural effusion",
-    "without right lower lobe consolidation",
-    "negative for left apical pneumothorax",
-    "right lung base is clear",
-    "left basilar opacity has resolved",
-    "right costophrenic angle is free of fluid",
-    "pneumothorax is not seen at the right apex",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no left pleural effusion",
+        "without right lower lobe consolidation",
+        "negative for left apical pneumothorax",
+        "right lung base is clear",
+        "left basilar opacity has resolved",
+        "right costophrenic angle is free of fluid",
+        "pneumothorax is not seen at the right apex",
+    ],
+)
 def test_negation_cues_remove_the_location(text):
     p = parse_phrase(text)
     assert p.negated and not p.has_location, (text, p)
@@ -197,11 +222,14 @@ def test_negation_is_scoped_to_its_clause():
     assert flags == {("pleural effusion", False), ("pleural effusion", True)}
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Left lower lobe opacity with no effusion", {"left_lower_lobe"}),
-    ("No pneumothorax but right basilar atelectasis", {"right_lower_zone"}),
-    ("no change in the left basilar opacity", {"left_lower_zone"}),  # "no change" is not negation
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Left lower lobe opacity with no effusion", {"left_lower_lobe"}),
+        ("No pneumothorax but right basilar atelectasis", {"right_lower_zone"}),
+        ("no change in the left basilar opacity", {"left_lower_zone"}),  # "no change" is not negation
+    ],
+)
 def test_mixed_clauses_keep_the_positive_location(text, expected):
     assert names(text) == expected
     assert not parse_phrase(text).negated
@@ -218,15 +246,18 @@ def test_uncertain_finding_keeps_its_location():
     assert p.findings[0].uncertain and not p.findings[0].negated
 
 
-@pytest.mark.parametrize("text", [
-    "left basilar opacity may represent atelectasis",
-    "likely right lower lobe pneumonia",
-    "pneumonia in the left lower lobe cannot be excluded",
-    "right apical pneumothorax cannot be excluded",
-    "opacity at the right base concerning for pneumonia",
-    "left retrocardiac opacity suggestive of consolidation",
-    "questionable small left effusion",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "left basilar opacity may represent atelectasis",
+        "likely right lower lobe pneumonia",
+        "pneumonia in the left lower lobe cannot be excluded",
+        "right apical pneumothorax cannot be excluded",
+        "opacity at the right base concerning for pneumonia",
+        "left retrocardiac opacity suggestive of consolidation",
+        "questionable small left effusion",
+    ],
+)
 def test_uncertainty_cues(text):
     p = parse_phrase(text)
     assert p.uncertain and p.has_location and not p.negated, (text, p)
@@ -255,7 +286,10 @@ def test_odd_text_does_not_crash_and_is_flat(text):
 
 
 def test_non_ascii_punctuation_and_case_are_tolerated():
-    assert names("LEFT\u2011SIDED PLEURAL EFFUSION.") == {"left_lower_zone", "left_costophrenic_angle"}       # non-breaking hyphen
+    assert names("LEFT\u2011SIDED PLEURAL EFFUSION.") == {
+        "left_lower_zone",
+        "left_costophrenic_angle",
+    }  # non-breaking hyphen
     assert names("Left lower lobe consolidation") == names("left LOWER lobe: consolidation!!")
     assert names("opacité at the right base") == {"right_lower_zone"}
 
@@ -290,7 +324,7 @@ def test_prior_dtype_shape_and_orientation_on_a_non_square_image():
     x0, x1, y0, y1 = load_regions()["left_lower_lobe"].box
     inside_row, inside_col = int(((y0 + y1) / 2) * h), int(((x0 + x1) / 2) * w)
     assert prior[inside_row, inside_col] == np.float32(2.5)
-    assert prior[int(0.2 * h), int(0.2 * w)] == 1.0     # image upper left: far away
+    assert prior[int(0.2 * h), int(0.2 * w)] == 1.0  # image upper left: far away
 
 
 @pytest.mark.parametrize("strength", [1.5, 2.5, 3.5])
@@ -309,13 +343,13 @@ def test_prior_falls_linearly_with_distance_up_to_sigma():
     h, w = 200, 400
     prior = spatial_prior("left lower lobe consolidation", (h, w), sigma=sigma, strength=strength)
     x0, x1, y0, y1 = load_regions()["left_lower_lobe"].box
-    row = int(((y0 + y1) / 2) * h)                      # a row through the box: distance = x - x1
+    row = int(((y0 + y1) / 2) * h)  # a row through the box: distance = x - x1
     xs = (np.arange(w) + 0.5) / w
     right = xs > x1
     dist = xs[right] - x1
     expected = 1 + (strength - 1) * np.clip(1 - dist / sigma, 0, 1)
     np.testing.assert_allclose(prior[row, right], expected, atol=1e-6)
-    assert np.all(np.diff(prior[row, right]) <= 0)      # monotone outside the box
+    assert np.all(np.diff(prior[row, right]) <= 0)  # monotone outside the box
     assert np.all(prior[row, right][dist >= sigma] == 1.0)
     assert np.any((prior[row, right] > 1) & (prior[row, right] < strength))  # a real ramp
 
@@ -324,7 +358,7 @@ def test_prior_distance_to_a_box_corner_is_euclidean():
     sigma, h, w = 0.2, 100, 100
     mask = region_mask("right apical pneumothorax", (h, w), sigma=sigma)
     x0, x1, y0, y1 = load_regions()["right_apex"].box
-    i, j = 30, 50                                       # below and to the image right of the box
+    i, j = 30, 50  # below and to the image right of the box
     cx, cy = (j + 0.5) / w, (i + 0.5) / h
     d = np.hypot(cx - x1, cy - y1)
     assert cx > x1 and cy > y1 and d < sigma
@@ -343,8 +377,8 @@ def test_region_mask_accepts_a_parse_and_returns_a_fresh_array():
     assert isinstance(parse, PhraseParse)
     first = region_mask(parse, SIZE)
     np.testing.assert_array_equal(first, region_mask("left base opacity", SIZE))
-    first[:] = 7.0                                      # callers may write into it ...
-    assert region_mask(parse, SIZE).max() == 1.0        # ... without corrupting the cache
+    first[:] = 7.0  # callers may write into it ...
+    assert region_mask(parse, SIZE).max() == 1.0  # ... without corrupting the cache
     assert first.flags.writeable
 
 
@@ -355,9 +389,10 @@ def test_sigma_scales_the_ramp():
     np.testing.assert_array_equal(narrow == 1, wide == 1)  # the core (inside the box) is the same
 
 
-@pytest.mark.parametrize("kwargs, key", [({"sigma": 0.0}, "prior_sigma"),
-                                         ({"sigma": float("nan")}, "prior_sigma"),
-                                         ({"strength": 0.5}, "prior_strength")])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [({"sigma": 0.0}, "prior_sigma"), ({"sigma": float("nan")}, "prior_sigma"), ({"strength": 0.5}, "prior_strength")],
+)
 def test_bad_parameters_name_the_config_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         spatial_prior("left base opacity", SIZE, **kwargs)
@@ -370,6 +405,12 @@ def test_bad_size_is_rejected():
 
 def test_as_record_for_the_parse_table():
     rec = parse_phrase("possible small left effusion, no pneumothorax").as_record()
-    assert rec == {"prior_regions": "left_lower_zone;left_costophrenic_angle", "prior_weights": "1.00;1.00",
-                   "prior_has_location": True, "prior_negated": False, "prior_uncertain": True,
-                   "prior_findings": "pleural effusion", "prior_negated_findings": "pneumothorax"}
+    assert rec == {
+        "prior_regions": "left_lower_zone;left_costophrenic_angle",
+        "prior_weights": "1.00;1.00",
+        "prior_has_location": True,
+        "prior_negated": False,
+        "prior_uncertain": True,
+        "prior_findings": "pleural effusion",
+        "prior_negated_findings": "pneumothorax",
+    }

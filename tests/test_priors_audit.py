@@ -1,5 +1,6 @@
 """The audit artifacts of the prior (issue 13): the parse table and the figure of one phrase per
 category."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,13 +12,26 @@ S = 64
 
 
 def pairs_table() -> pd.DataFrame:
-    rows = [("a1", "Pleural Effusion", "Effusion.", 300, 400),
-            ("a2", "Pleural Effusion", "Small left pleural effusion, no pneumothorax.", 300, 400),
-            ("b1", "Cardiomegaly", "Cardiomegaly.", 400, 300),
-            ("c1", "Pneumonia", "Possible pneumonia.", 320, 320),
-            ("c2", "Pneumonia", "No focal consolidation.", 320, 320)]
-    return pd.DataFrame([{"pair_id": p, "category": c, "phrase": t, "image_width": w, "image_height": h,
-                          "boxes": [[4.0, 30.0, 28.0, 60.0]]} for p, c, t, w, h in rows])
+    rows = [
+        ("a1", "Pleural Effusion", "Effusion.", 300, 400),
+        ("a2", "Pleural Effusion", "Small left pleural effusion, no pneumothorax.", 300, 400),
+        ("b1", "Cardiomegaly", "Cardiomegaly.", 400, 300),
+        ("c1", "Pneumonia", "Possible pneumonia.", 320, 320),
+        ("c2", "Pneumonia", "No focal consolidation.", 320, 320),
+    ]
+    return pd.DataFrame(
+        [
+            {
+                "pair_id": p,
+                "category": c,
+                "phrase": t,
+                "image_width": w,
+                "image_height": h,
+                "boxes": [[4.0, 30.0, 28.0, 60.0]],
+            }
+            for p, c, t, w, h in rows
+        ]
+    )
 
 
 def test_parse_table_has_one_row_per_pair_with_the_parse():
@@ -34,7 +48,7 @@ def test_parse_table_has_one_row_per_pair_with_the_parse():
 
 def test_example_pairs_prefer_a_phrase_with_a_location():
     chosen = example_pairs(pairs_table())
-    assert chosen == ["b1", "a1", "c1"]       # one per category (sorted); "Effusion." has its default
+    assert chosen == ["b1", "a1", "c1"]  # one per category (sorted); "Effusion." has its default
 
 
 def test_prior_figure_draws_one_panel_per_pair(tmp_path):

@@ -2,6 +2,7 @@
 pattern class must be at least 97 %. A sentence counts as right when the parser gives exactly its
 labelled regions, side and negation, and, where a label names primary regions, exactly those carry
 the highest weight. Run this file as a script to print the per-class table."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -13,7 +14,7 @@ import yaml
 from matex.priors import parse_phrase
 
 DEVSET = Path(__file__).parent / "data" / "prior_devset.yaml"
-HELDOUT = Path(__file__).parent / "data" / "prior_heldout.yaml"   # variants written after the rewrite
+HELDOUT = Path(__file__).parent / "data" / "prior_heldout.yaml"  # variants written after the rewrite
 MIN_ACCURACY = 0.97
 LEFT_ONLY = {"lingula", "retrocardiac"}
 
@@ -23,16 +24,25 @@ def load_devset(path: Path = DEVSET) -> list[dict]:
     for cls, entries in yaml.safe_load(path.read_text(encoding="utf-8"))["classes"].items():
         for entry in entries:
             text, regions, side, negated, *rest = entry
-            rows.append({"class": cls, "text": text,
-                         "regions": frozenset() if regions == "-" else frozenset(regions.split()),
-                         "side": side, "negated": bool(negated),
-                         "primary": frozenset(rest[0].split()) if rest and rest[0] != "-" else None})
+            rows.append(
+                {
+                    "class": cls,
+                    "text": text,
+                    "regions": frozenset() if regions == "-" else frozenset(regions.split()),
+                    "side": side,
+                    "negated": bool(negated),
+                    "primary": frozenset(rest[0].split()) if rest and rest[0] != "-" else None,
+                }
+            )
     return rows
 
 
 def side_of(names) -> str:
-    sides = {("right" if n.startswith("right_") else "left") for n in names
-             if n.startswith(("right_", "left_")) or n in LEFT_ONLY}
+    sides = {
+        ("right" if n.startswith("right_") else "left")
+        for n in names
+        if n.startswith(("right_", "left_")) or n in LEFT_ONLY
+    }
     return "bilateral" if len(sides) == 2 else (sides.pop() if sides else "none")
 
 
@@ -41,8 +51,12 @@ def predict(text: str) -> dict:
     names = frozenset(parse.region_names)
     weights = dict(zip(parse.region_names, getattr(parse, "weights", (1.0,) * len(names))))
     top = max(weights.values(), default=0.0)
-    return {"regions": names, "side": side_of(names), "negated": parse.negated,
-            "primary": frozenset(n for n, w in weights.items() if w >= top - 1e-9)}
+    return {
+        "regions": names,
+        "side": side_of(names),
+        "negated": parse.negated,
+        "primary": frozenset(n for n, w in weights.items() if w >= top - 1e-9),
+    }
 
 
 def is_correct(row: dict, got: dict) -> bool:
@@ -69,13 +83,14 @@ def test_devset_is_large_and_labels_are_consistent():
     assert len(load_devset()) >= 200
     assert len({r["text"] for r in rows}) == len(rows), "duplicate sentences"
     for r in rows:
-        assert r["side"] == side_of(r["regions"]), r["text"]          # side label agrees with regions
+        assert r["side"] == side_of(r["regions"]), r["text"]  # side label agrees with regions
         assert not (r["negated"] and r["regions"]), r["text"]
         assert r["primary"] is None or r["primary"] <= r["regions"], r["text"]
 
 
 def test_devset_label_names_exist_in_the_region_table():
     from matex.priors import load_regions
+
     table = load_regions()
     for r in load_devset() + load_devset(HELDOUT):
         assert r["regions"] <= set(table), (r["text"], r["regions"] - set(table))
@@ -85,10 +100,12 @@ def test_devset_label_names_exist_in_the_region_table():
 def test_devset_accuracy_per_class_is_at_least_97_percent(path):
     counts, wrong = accuracy_per_class(load_devset(path))
     low = {k: f"{g}/{n}" for k, (g, n) in counts.items() if g / n < MIN_ACCURACY}
-    detail = "\n".join(f"  [{r['class']}] {r['text']!r}: want {sorted(r['regions'])} {r['side']} "
-                       f"neg={r['negated']} primary={sorted(r['primary'] or [])}; got "
-                       f"{sorted(g['regions'])} {g['side']} neg={g['negated']} primary={sorted(g['primary'])}"
-                       for r, g in wrong)
+    detail = "\n".join(
+        f"  [{r['class']}] {r['text']!r}: want {sorted(r['regions'])} {r['side']} "
+        f"neg={r['negated']} primary={sorted(r['primary'] or [])}; got "
+        f"{sorted(g['regions'])} {g['side']} neg={g['negated']} primary={sorted(g['primary'])}"
+        for r, g in wrong
+    )
     assert not low, f"classes below {MIN_ACCURACY:.0%}: {low}\n{detail}"
 
 
@@ -101,11 +118,14 @@ def test_scoring_can_fail():
 
 if __name__ == "__main__":  # pragma: no cover
     import sys
+
     counts, wrong = accuracy_per_class(load_devset(Path(sys.argv[1]) if len(sys.argv) > 1 else DEVSET))
     for k, (g, n) in counts.items():
         print(f"{k:22s} {g:3d}/{n:3d} {g / n:6.1%}")
     g, n = (sum(v[i] for v in counts.values()) for i in (0, 1))
     print(f"{'all':22s} {g:3d}/{n:3d} {g / n:6.1%}")
     for r, got in wrong:
-        print(f"  [{r['class']}] {r['text']!r}: want {sorted(r['regions'])} / got {sorted(got['regions'])} "
-              f"neg={got['negated']} primary={sorted(got['primary'])}")
+        print(
+            f"  [{r['class']}] {r['text']!r}: want {sorted(r['regions'])} / got {sorted(got['regions'])} "
+            f"neg={got['negated']} primary={sorted(got['primary'])}"
+        )

@@ -1,6 +1,7 @@
 """The prior in the model's frame (issue 12, finding 10): regions are boxes on the whole film, and
 the prior must land on the model input exactly where the same film's boxes land (centre crop and
 letterbox), for portrait and landscape films."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,7 @@ from matex.priors import load_regions, parse_phrase, spatial_prior
 from matex.priors.prior import film_grid
 
 S = 112
-PORTRAIT, LANDSCAPE = (400, 300), (300, 400)     # film (height, width)
+PORTRAIT, LANDSCAPE = (400, 300), (300, 400)  # film (height, width)
 
 
 def mapped_box(name: str, film: tuple[int, int], mode: str) -> np.ndarray:
@@ -34,13 +35,12 @@ def test_prior_lies_where_the_films_boxes_land(film, mode):
     prior = spatial_prior(text, (S, S), sigma=0.02, image_size=film, input_mode=mode)
     inside = mapped_box("left_lower_lobe", film, mode)
     assert inside.any()
-    assert np.allclose(prior[inside], 2.5)            # the whole mapped box is at full strength
+    assert np.allclose(prior[inside], 2.5)  # the whole mapped box is at full strength
     # and the prior does not spill: beyond the box (plus sigma) it is flat
     grid = film_grid((S, S), film, mode)
     xs, ys = np.asarray(grid[0]), np.asarray(grid[1])
     x0, x1, y0, y1 = load_regions()["left_lower_lobe"].box
-    far = ((xs[None, :] < x0 - 0.03) | (xs[None, :] > x1 + 0.03)
-           | (ys[:, None] < y0 - 0.03) | (ys[:, None] > y1 + 0.03))
+    far = (xs[None, :] < x0 - 0.03) | (xs[None, :] > x1 + 0.03) | (ys[:, None] < y0 - 0.03) | (ys[:, None] > y1 + 0.03)
     assert np.all(prior[far] == 1.0)
 
 
@@ -49,9 +49,12 @@ def test_centre_crop_of_a_portrait_film_moves_the_prior_down():
     text = "right lower zone opacity"
     naive = spatial_prior(text, (S, S), sigma=0.02)
     framed = spatial_prior(text, (S, S), sigma=0.02, image_size=PORTRAIT, input_mode="center_crop")
-    centre = lambda p: np.flatnonzero(p.max(axis=1) >= 2.5).mean() + 0.5
+
+    def centre(p):
+        return np.flatnonzero(p.max(axis=1) >= 2.5).mean() + 0.5
+
     _, _, y0, y1 = load_regions()["right_lower_zone"].box
-    film_centre = (y0 + y1) / 2 * 400                      # film pixels; the crop cuts 50 px top and bottom
+    film_centre = (y0 + y1) / 2 * 400  # film pixels; the crop cuts 50 px top and bottom
     assert centre(framed) == pytest.approx((film_centre - 50) * S / 300, abs=1.0)
     assert centre(naive) < centre(framed) - 3
     inside = mapped_box("right_lower_zone", PORTRAIT, "center_crop")
@@ -62,11 +65,14 @@ def test_landscape_crop_moves_the_prior_sideways_and_letterbox_pads_flat():
     text = "right apical pneumothorax"
     naive = spatial_prior(text, (S, S), sigma=0.02)
     framed = spatial_prior(text, (S, S), sigma=0.02, image_size=LANDSCAPE, input_mode="center_crop")
-    cols = lambda p: np.flatnonzero(p.max(axis=0) >= 2.5)
-    assert cols(framed).min() < cols(naive).min()      # the crop cut the film's sides: boxes spread out
+
+    def cols(p):
+        return np.flatnonzero(p.max(axis=0) >= 2.5)
+
+    assert cols(framed).min() < cols(naive).min()  # the crop cut the film's sides: boxes spread out
     boxed = spatial_prior("bilateral effusions", (S, S), sigma=0.02, image_size=PORTRAIT, input_mode="letterbox")
-    pad = (S - round(300 * S / 400)) // 2               # black columns left and right of the film
-    assert pad > 5 and np.all(boxed[:, :pad - 3] == 1.0) and np.all(boxed[:, -(pad - 3):] == 1.0)
+    pad = (S - round(300 * S / 400)) // 2  # black columns left and right of the film
+    assert pad > 5 and np.all(boxed[:, : pad - 3] == 1.0) and np.all(boxed[:, -(pad - 3) :] == 1.0)
 
 
 def test_a_square_film_or_no_size_is_the_input_itself():
@@ -78,10 +84,11 @@ def test_a_square_film_or_no_size_is_the_input_itself():
 
 def _tiny_model() -> MatexModel:
     torch.manual_seed(0)
-    clip = open_clip.CLIP(embed_dim=16, vision_cfg={"image_size": S, "patch_size": 16, "width": 16, "layers": 1,
-                                                        "head_width": 8},
-                          text_cfg={"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2,
-                                    "layers": 1}).eval()
+    clip = open_clip.CLIP(
+        embed_dim=16,
+        vision_cfg={"image_size": S, "patch_size": 16, "width": 16, "layers": 1, "head_width": 8},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+    ).eval()
     return MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(S))
 
 
@@ -114,9 +121,11 @@ def test_matex_lays_its_prior_in_the_films_frame():
 
 def test_bad_image_sizes_are_rejected():
     from matex.errors import DataError
+
     with pytest.raises(DataError, match="image_sizes"):
-        explain(_tiny_model(), np.zeros((1, S, S), dtype=np.uint8), ["cardiomegaly"], "prior_only",
-                image_sizes=[(0, 10)])
+        explain(
+            _tiny_model(), np.zeros((1, S, S), dtype=np.uint8), ["cardiomegaly"], "prior_only", image_sizes=[(0, 10)]
+        )
 
 
 def test_parse_weights_lift_the_prior_less():

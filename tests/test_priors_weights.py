@@ -1,4 +1,5 @@
 """Issue 13's table, phrase by phrase, and the weights of several findings in one phrase."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,9 @@ def top(text: str) -> set[str]:
 
 def test_effusion_reads_as_lower_zone_and_costophrenic_angle():
     assert set(weights("Moderate right pleural effusion, unchanged.")) == {
-        "right_lower_zone", "right_costophrenic_angle"}
+        "right_lower_zone",
+        "right_costophrenic_angle",
+    }
 
 
 def test_layering_bilateral_effusions_larger_on_the_right():
@@ -45,12 +48,15 @@ def test_opacities_most_pronounced_at_the_bases():
     assert top(text) == {"right_lower_zone", "left_lower_zone"}
 
 
-@pytest.mark.parametrize("text, lobe", [
-    ("Right middle lobe scarring and atelectasis.", "right_middle_lobe"),
-    ("Left lower lobe consolidation and atelectasis.", "left_lower_lobe"),
-    ("Right upper lobe mass and collapse.", "right_upper_lobe"),
-    ("Lingular opacity and consolidation.", "lingula"),
-])
+@pytest.mark.parametrize(
+    "text, lobe",
+    [
+        ("Right middle lobe scarring and atelectasis.", "right_middle_lobe"),
+        ("Left lower lobe consolidation and atelectasis.", "left_lower_lobe"),
+        ("Right upper lobe mass and collapse.", "right_upper_lobe"),
+        ("Lingular opacity and consolidation.", "lingula"),
+    ],
+)
 def test_lobe_x_and_y_keeps_the_lobe(text, lobe):
     assert set(weights(text)) == {lobe}
 
@@ -61,12 +67,15 @@ def test_lingular_opacity_without_effusion_keeps_the_lingula():
     assert {(f.finding, f.negated) for f in p.findings} == {("lung opacity", False), ("pleural effusion", True)}
 
 
-@pytest.mark.parametrize("text", [
-    "Aeration at both bases has improved, with a persisting right basal effusion.",
-    "With a persisting right basal effusion, aeration at both bases has improved.",
-    "Aeration at both bases has improved. Persisting right basal effusion.",
-    "Persisting right basal effusion. Aeration at both bases has improved.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Aeration at both bases has improved, with a persisting right basal effusion.",
+        "With a persisting right basal effusion, aeration at both bases has improved.",
+        "Aeration at both bases has improved. Persisting right basal effusion.",
+        "Persisting right basal effusion. Aeration at both bases has improved.",
+    ],
+)
 def test_improved_statement_is_not_a_finding_whatever_the_order(text):
     assert set(weights(text)) == {"right_lower_zone"}
 
@@ -119,5 +128,7 @@ def test_finding_defaults_are_data():
 def test_negation_in_another_clause_leaves_the_finding_alone():
     assert set(weights("Consolidation in the lingula, without pleural fluid.")) == {"lingula"}
     assert set(weights("No pneumothorax. Small left pleural effusion.")) == {
-        "left_lower_zone", "left_costophrenic_angle"}
+        "left_lower_zone",
+        "left_costophrenic_angle",
+    }
     assert not weights("Small left pleural effusion has resolved. No pneumothorax.")

@@ -1,12 +1,13 @@
 """Project-level checks: environment.yml mirrors pyproject.toml, configs validate, bad configs are named."""
-from pathlib import Path
+
 import re
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
 
-from matex.config import load_config, validate_config, deep_update
+from matex.config import deep_update, load_config, validate_config
 from matex.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,7 @@
 """ROAR as Hooker et al. (NeurIPS 2019) define it: both splits degraded, smooth random control,
 the curve's area, and (tiny synthetic task, tiny model retrained from scratch) a map that removes
 the label's evidence hurts the retrained model more than smooth random removal."""
+
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from matex.roar.curve import auc_table, roar_auc, roar_curve, roar_note, with_ro
 
 # --- degradation of both splits ---------------------------------------------------------------
 
+
 def test_degrade_splits_removes_the_top_pixels_of_train_and_val_alike():
     rng = np.random.default_rng(0)
     train = rng.choice(np.array([0, 255], dtype=np.uint8), size=(4, 16, 16))
@@ -27,7 +29,7 @@ def test_degrade_splits_removes_the_top_pixels_of_train_and_val_alike():
         for i in range(len(src)):
             top = np.argsort(-maps[i].ravel())[:k]
             assert (out[i].ravel()[top] == 128).all()
-            assert (out[i] == 128).sum() == k          # nothing else filled (originals are 0 or 255)
+            assert (out[i] == 128).sum() == k  # nothing else filled (originals are 0 or 255)
             rest = np.setdiff1d(np.arange(256), top)
             assert np.array_equal(out[i].ravel()[rest], src[i].ravel()[rest])
     clean_t, clean_v = rt.degrade_splits(train, val, tmaps, vmaps, 0.0, fill=128.0, seed=0)
@@ -40,7 +42,7 @@ def test_ties_are_broken_at_random_not_from_the_top_left_corner():
     flat = np.zeros((1, 20, 20))
     mask = rt.top_fraction_random_ties(flat, 0.25, seed=0)
     assert mask.sum() == 100
-    assert mask[0, :5].sum() < 60          # row-major tie-breaking would take exactly rows 0..4 (100 pixels)
+    assert mask[0, :5].sum() < 60  # row-major tie-breaking would take exactly rows 0..4 (100 pixels)
 
 
 def test_the_run_measures_a_model_retrained_on_degraded_train_on_degraded_val(monkeypatch):
@@ -61,11 +63,26 @@ def test_the_run_measures_a_model_retrained_on_degraded_train_on_degraded_val(mo
     images = rng.choice(np.array([10, 250], dtype=np.uint8), size=(6, 14, 14))
     pairs = pd.DataFrame({"phrase": list("abcdef"), "category": list("ababab"), "pair_id": list("uvwxyz")})
     maps = rng.random((6, 14, 14))
-    cfg = {"seed": 0, "model": {"source": "demo", "demo": {"batch_size": 4}},
-           "roar": {"batch_size": 4, "retrain": {"fractions": [0.2, 0.6], "epochs": 1, "random_grid": 7}}}
+    cfg = {
+        "seed": 0,
+        "model": {"source": "demo", "demo": {"batch_size": 4}},
+        "roar": {"batch_size": 4, "retrain": {"fractions": [0.2, 0.6], "epochs": 1, "random_grid": 7}},
+    }
     samples: dict = {}
-    rows = rt.roar_retrain_runs(cfg, None, pairs, images, np.arange(4), np.arange(4, 6), "m", maps[:4], maps[4:], 0,
-                                samples=samples, n_samples=2)
+    rows = rt.roar_retrain_runs(
+        cfg,
+        None,
+        pairs,
+        images,
+        np.arange(4),
+        np.arange(4, 6),
+        "m",
+        maps[:4],
+        maps[4:],
+        0,
+        samples=samples,
+        n_samples=2,
+    )
     assert [r["k"] for r in rows] == [0.2, 0.6]
     # the auditor's view: the degraded training images actually trained on, per k
     assert sorted(samples) == ["k20/u", "k20/v", "k60/u", "k60/v"]
@@ -83,11 +100,13 @@ def test_the_run_measures_a_model_retrained_on_degraded_train_on_degraded_val(mo
 
 # --- smooth random maps ----------------------------------------------------------------------
 
+
 def test_smooth_random_maps_are_patch_grid_noise_upsampled_bilinearly():
     maps = rt.smooth_random_maps(3, 224, 7, seed=5)
     cells = np.random.default_rng(5).random((3, 7, 7), dtype=np.float32)
-    expected = F.interpolate(torch.from_numpy(cells)[:, None], size=(224, 224), mode="bilinear",
-                             align_corners=False)[:, 0].numpy()
+    expected = F.interpolate(torch.from_numpy(cells)[:, None], size=(224, 224), mode="bilinear", align_corners=False)[
+        :, 0
+    ].numpy()
     np.testing.assert_allclose(maps, expected, atol=1e-5)
     assert not np.allclose(maps, rt.smooth_random_maps(3, 224, 7, seed=6))
 
@@ -106,6 +125,7 @@ def test_smooth_random_maps_remove_contiguous_blobs_like_the_methods_but_noise_d
 
 # --- curve and area --------------------------------------------------------------------------
 
+
 def test_auc_is_the_trapezoid_area_over_k():
     assert roar_auc([0.0, 0.5, 1.0], [1.0, 0.5, 0.0]) == pytest.approx(0.5)
     assert roar_auc([0.3, 0.0, 0.1], [0.0, 1.0, 1.0]) == pytest.approx(0.1 + 0.2 * 0.5)  # unsorted, unequal steps
@@ -118,10 +138,14 @@ def test_auc_is_the_trapezoid_area_over_k():
 def _runs():
     rows = [{"variant": "clean", "k": 0.0, "seed": s, "val_loss": 2.0, "zero_shot_accuracy": 0.8} for s in (0, 1)]
     for s in (0, 1):
-        rows += [{"variant": "good", "k": k, "seed": s, "val_loss": 2 + 3 * k, "zero_shot_accuracy": 0.8 - k}
-                 for k in (0.3, 0.7)]
-        rows += [{"variant": "random", "k": k, "seed": s, "val_loss": 2 + k, "zero_shot_accuracy": 0.8 - 0.2 * k + 0.01 * s}
-                 for k in (0.3, 0.7)]
+        rows += [
+            {"variant": "good", "k": k, "seed": s, "val_loss": 2 + 3 * k, "zero_shot_accuracy": 0.8 - k}
+            for k in (0.3, 0.7)
+        ]
+        rows += [
+            {"variant": "random", "k": k, "seed": s, "val_loss": 2 + k, "zero_shot_accuracy": 0.8 - 0.2 * k + 0.01 * s}
+            for k in (0.3, 0.7)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -142,7 +166,9 @@ def test_a_curve_missing_a_k_has_no_area_and_the_table_column_says_so():
     runs = runs[~((runs["variant"] == "good") & (runs["k"] == 0.7))]
     curve = roar_curve(runs)
     assert math.isnan(auc_table(curve).set_index("method").loc["good", "auc_zero_shot_accuracy"])
-    table = pd.DataFrame({"Img ROAR+ ↑": ["1", "2", "3"], "AUROC ↑": ["x", "y", "z"]}, index=["good", "random", "other"])
+    table = pd.DataFrame(
+        {"Img ROAR+ ↑": ["1", "2", "3"], "AUROC ↑": ["x", "y", "z"]}, index=["good", "random", "other"]
+    )
     out = with_roar_auc(table, curve)
     assert list(out.columns) == ["Img ROAR+ ↑", "ROAR AUC ↓", "AUROC ↑"]
     assert out["ROAR AUC ↓"].tolist()[0] == "–" and out["ROAR AUC ↓"].tolist()[2] == "–"
@@ -161,8 +187,13 @@ def test_a_hub_model_cannot_be_retrained_from_init_and_defaults_to_finetuning():
 
 
 def test_the_note_names_a_reduced_protocol():
-    cfg = {"model": {"source": "demo"}, "roar": {"train_pairs": 400, "retrain": {
-        "methods": ["matex"], "fractions": [0.3, 0.7], "seeds": [0], "epochs": 4}}}
+    cfg = {
+        "model": {"source": "demo"},
+        "roar": {
+            "train_pairs": 400,
+            "retrain": {"methods": ["matex"], "fractions": [0.3, 0.7], "seeds": [0], "epochs": 4},
+        },
+    }
     note = roar_note(cfg)
     assert "Reduced protocol" in note and "k = 0, 30, 70 %" in note and "matex, random" in note
     cfg["roar"]["retrain"]["fractions"] = [0.1, 0.3, 0.5, 0.7, 0.9]
@@ -171,7 +202,7 @@ def test_the_note_names_a_reduced_protocol():
 
 # --- a tiny task where we know which pixels carry the label ----------------------------------
 
-QUADRANTS = ["alpha", "beta", "gamma", "delta"]   # category = phrase: where the bright square is
+QUADRANTS = ["alpha", "beta", "gamma", "delta"]  # category = phrase: where the bright square is
 
 
 def _task(n, seed, size=56):
@@ -183,8 +214,8 @@ def _task(n, seed, size=56):
     for i, q in enumerate(labels):
         y0 = (q // 2) * half + rng.integers(4, half - 16)
         x0 = (q % 2) * half + rng.integers(4, half - 16)
-        images[i, y0:y0 + 12, x0:x0 + 12] = 230
-        truth[i, y0:y0 + 12, x0:x0 + 12] = 1.0
+        images[i, y0 : y0 + 12, x0 : x0 + 12] = 230
+        truth[i, y0 : y0 + 12, x0 : x0 + 12] = 1.0
     names = [QUADRANTS[q] for q in labels]
     return images, truth, pd.DataFrame({"phrase": names, "category": names})
 
@@ -192,21 +223,45 @@ def _task(n, seed, size=56):
 def test_removing_the_label_evidence_hurts_the_retrained_model_more_than_smooth_random_removal():
     images, truth, pairs = _task(320, seed=0)
     train, val = np.arange(256), np.arange(256, 320)
-    cfg = {"seed": 0,
-           "input": {"size": 56, "mode": "center_crop", "mean": [0.35] * 3, "std": [0.2] * 3},
-           "model": {"source": "demo", "name": "tiny", "demo": {
-               "embed_dim": 32, "vision": {"layers": 2, "width": 64, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
-               "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8},
-               "batch_size": 32, "lr": 5e-4, "weight_decay": 0.0, "warmup_steps": 0}},
-           "roar": {"batch_size": 32, "retrain": {"fractions": [0.2], "epochs": 12, "warmup_steps": 0,
-                                                  "random_grid": None}}}
+    cfg = {
+        "seed": 0,
+        "input": {"size": 56, "mode": "center_crop", "mean": [0.35] * 3, "std": [0.2] * 3},
+        "model": {
+            "source": "demo",
+            "name": "tiny",
+            "demo": {
+                "embed_dim": 32,
+                "vision": {"layers": 2, "width": 64, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
+                "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8},
+                "batch_size": 32,
+                "lr": 5e-4,
+                "weight_decay": 0.0,
+                "warmup_steps": 0,
+            },
+        },
+        "roar": {
+            "batch_size": 32,
+            "retrain": {"fractions": [0.2], "epochs": 12, "warmup_steps": 0, "random_grid": None},
+        },
+    }
     from matex.models.loading import load_model_from_config
 
     base = load_model_from_config(cfg)
+
     def run(variant, maps):
-        return rt.roar_retrain_runs(cfg, base, pairs, images, train, val, variant,
-                                    None if maps is None else maps[train], None if maps is None else maps[val],
-                                    0, threads=1)[0]
+        return rt.roar_retrain_runs(
+            cfg,
+            base,
+            pairs,
+            images,
+            train,
+            val,
+            variant,
+            None if maps is None else maps[train],
+            None if maps is None else maps[val],
+            0,
+            threads=1,
+        )[0]
 
     clean, oracle, random = run("clean", None), run("oracle", truth), run("random", None)
     # the task is learnable (otherwise the comparison below says nothing) ...

@@ -1,5 +1,6 @@
 """Each rule sees only the settings it depends on (its params.config), and a step refuses an input
 artifact whose recorded settings disagree with the run's, naming the artifact and the setting."""
+
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,23 +23,35 @@ def test_a_methods_jobs_see_only_its_own_parameters():
     a = rule_config(CFG, "attribute", _w(method="rollout"))
     assert set(a["attribution"]["params"]) <= {"rollout"}
     changed = deep_update(CFG, {"attribution": {"params": {"matex": {"alpha": 0.9}}}})
-    assert rule_config(changed, "attribute", _w(method="rollout")) == a          # rollout: no rerun
+    assert rule_config(changed, "attribute", _w(method="rollout")) == a  # rollout: no rerun
     assert rule_config(changed, "attribute", _w(method="matex")) != rule_config(CFG, "attribute", _w(method="matex"))
-    assert rule_config(changed, "ablation") != rule_config(CFG, "ablation")      # the ablation varies MATEX
+    assert rule_config(changed, "ablation") != rule_config(CFG, "ablation")  # the ablation varies MATEX
 
 
 def test_figure_options_reach_only_figure_rules():
     changed = deep_update(CFG, {"figures": {"qualitative_per_category": 3}})
-    moved = {r for r in RULE_SECTIONS if rule_config(changed, r, _w(method="matex")) != rule_config(CFG, r, _w(method="matex"))}
+    moved = {
+        r
+        for r in RULE_SECTIONS
+        if rule_config(changed, r, _w(method="matex")) != rule_config(CFG, r, _w(method="matex"))
+    }
     assert moved == {"figure_qualitative"}
     changed = deep_update(CFG, {"figures": {"style": {"width": "single"}, "formats": ["png"]}})
-    moved = {r for r in RULE_SECTIONS if rule_config(changed, r, _w(method="matex")) != rule_config(CFG, r, _w(method="matex"))}
+    moved = {
+        r
+        for r in RULE_SECTIONS
+        if rule_config(changed, r, _w(method="matex")) != rule_config(CFG, r, _w(method="matex"))
+    }
     assert moved == {r for r in RULE_SECTIONS if r.startswith("figure_")}
 
 
 def test_model_settings_reach_every_model_rule_but_not_data_rules():
     changed = deep_update(CFG, {"model": {"demo": {"lr": 0.002}}})
-    moved = {r for r in RULE_SECTIONS if rule_config(changed, r, _w(method="matex")) != rule_config(CFG, r, _w(method="matex"))}
+    moved = {
+        r
+        for r in RULE_SECTIONS
+        if rule_config(changed, r, _w(method="matex")) != rule_config(CFG, r, _w(method="matex"))
+    }
     assert {"train_demo_model", "attribute", "evaluate", "sanity", "ablation", "roar_finetune"} <= moved
     assert not moved & {"make_synthetic", "prepare", "figure_metrics"}
 
@@ -49,10 +62,13 @@ def test_unknown_rule_gets_the_whole_config():
 
 def test_stale_maps_are_refused_naming_the_setting():
     meta = {"settings": recorded_settings(CFG, "attribute", _w(method="matex"))}
-    require_settings("maps/matex.npz", meta, CFG, "attribute", _w(method="matex"))   # same settings: fine
+    require_settings("maps/matex.npz", meta, CFG, "attribute", _w(method="matex"))  # same settings: fine
     changed = deep_update(CFG, {"attribution": {"params": {"matex": {"alpha": 0.9}}}})
-    with pytest.raises(StaleArtifactError, match=r"maps/matex\.npz .*attribution\.params\.matex\.alpha "
-                                                 r"\(made with the default, now 0\.9\)"):
+    with pytest.raises(
+        StaleArtifactError,
+        match=r"maps/matex\.npz .*attribution\.params\.matex\.alpha "
+        r"\(made with the default, now 0\.9\)",
+    ):
         require_settings("maps/matex.npz", meta, changed, "attribute", _w(method="matex"))
     # another method's setting is not this artifact's business
     other = deep_update(CFG, {"attribution": {"params": {"rollout": {"discard_ratio": 0.5}}}})
@@ -64,4 +80,6 @@ def test_key_order_of_a_config_file_does_not_matter():
     import json
 
     reordered = json.loads(json.dumps(CFG, sort_keys=True))
-    assert repr(rule_config(reordered, "attribute", _w(method="matex"))) == repr(rule_config(CFG, "attribute", _w(method="matex")))
+    assert repr(rule_config(reordered, "attribute", _w(method="matex"))) == repr(
+        rule_config(CFG, "attribute", _w(method="matex"))
+    )

@@ -1,6 +1,7 @@
 """Sanity check (Adebayo et al. 2018): SSIM against hand computations, |Spearman rho| (an
 anti-correlated map does not pass), the cascade from the top (heads and final norms, then blocks),
 a weight-independent map that the measures flag, and the figure."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -25,23 +26,26 @@ from matex.metrics.studies import cascade_points, sanity_curve
 from matex.models.base import MatexModel
 
 SIZE = 56
-C1, C2 = 0.01 ** 2, 0.03 ** 2
+C1, C2 = 0.01**2, 0.03**2
 HEAD_KEYS = ("visual.proj", "visual.ln_post.", "text_projection", "ln_final.")
 
 
 def tiny_model(seed: int = 0) -> MatexModel:
     torch.manual_seed(seed)
-    clip = open_clip.CLIP(embed_dim=32,
-                          vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=3, head_width=16),
-                          text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=2)).eval()
+    clip = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=3, head_width=16),
+        text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=2),
+    ).eval()
     return MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(SIZE))
 
 
 def ssim_formula(mu_a, mu_b, var_a, var_b, cov):
-    return (2 * mu_a * mu_b + C1) * (2 * cov + C2) / ((mu_a ** 2 + mu_b ** 2 + C1) * (var_a + var_b + C2))
+    return (2 * mu_a * mu_b + C1) * (2 * cov + C2) / ((mu_a**2 + mu_b**2 + C1) * (var_a + var_b + C2))
 
 
 # ---------------------------------------------------------------- SSIM
+
 
 def test_ssim_matches_a_hand_computation_with_a_uniform_window():
     # x: columns 0, 1; y: rows 0, 1 -> both means 0.5, variances 0.25, covariance 0
@@ -49,7 +53,9 @@ def test_ssim_matches_a_hand_computation_with_a_uniform_window():
     y = np.array([[[0.0, 0.0], [1.0, 1.0]]])
     assert ssim(x, y, window=2, sigma=None)[0] == pytest.approx((0.5 + C1) * C2 / ((0.5 + C1) * (0.5 + C2)))
     # 1 - x: covariance -0.25 -> negative
-    assert ssim(x, 1 - x, window=2, sigma=None)[0] == pytest.approx((0.5 + C1) * (-0.5 + C2) / ((0.5 + C1) * (0.5 + C2)))
+    assert ssim(x, 1 - x, window=2, sigma=None)[0] == pytest.approx(
+        (0.5 + C1) * (-0.5 + C2) / ((0.5 + C1) * (0.5 + C2))
+    )
     assert ssim(x, x, window=2, sigma=None)[0] == pytest.approx(1.0)
 
 
@@ -63,10 +69,17 @@ def test_ssim_gaussian_window_matches_an_explicit_loop_over_valid_positions():
     values = []
     for i in range(13 - 11 + 1):
         for j in range(12 - 11 + 1):
-            pa, pb = a[i:i + 11, j:j + 11], b[i:i + 11, j:j + 11]
+            pa, pb = a[i : i + 11, j : j + 11], b[i : i + 11, j : j + 11]
             mu_a, mu_b = (w * pa).sum(), (w * pb).sum()
-            values.append(ssim_formula(mu_a, mu_b, (w * (pa - mu_a) ** 2).sum(), (w * (pb - mu_b) ** 2).sum(),
-                                       (w * (pa - mu_a) * (pb - mu_b)).sum()))
+            values.append(
+                ssim_formula(
+                    mu_a,
+                    mu_b,
+                    (w * (pa - mu_a) ** 2).sum(),
+                    (w * (pb - mu_b) ** 2).sum(),
+                    (w * (pa - mu_a) * (pb - mu_b)).sum(),
+                )
+            )
     assert len(values) == 6
     assert ssim(a[None], b[None])[0] == pytest.approx(np.mean(values), rel=1e-9)
 
@@ -86,11 +99,12 @@ def test_ssim_rescales_maps_to_unit_range_and_rejects_bad_input():
 def test_abs_spearman_does_not_reward_an_anti_correlated_map():
     maps = np.random.default_rng(3).random((3, 9, 9))
     assert np.allclose(spearman_maps(maps, 1 - maps), -1.0)  # signed rho: "lowest" = looks best
-    assert np.allclose(abs_spearman(maps, 1 - maps), 1.0)    # |rho|: as bad as an unchanged map
+    assert np.allclose(abs_spearman(maps, 1 - maps), 1.0)  # |rho|: as bad as an unchanged map
     assert np.allclose(abs_spearman(maps, maps), 1.0)
 
 
 # ---------------------------------------------------------------- cascade
+
 
 def perturbed_model() -> MatexModel:
     model = tiny_model()
@@ -142,15 +156,21 @@ def test_sanity_curve_flags_a_map_that_ignores_the_weights():
     model = perturbed_model()
     rng = np.random.default_rng(6)
     images = rng.integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8)
-    pairs = pd.DataFrame({"pair_id": ["a", "b", "c"], "category": ["x", "y", "x"],
-                          "phrase": ["left effusion", "cardiomegaly", "right upper opacity"]})
+    pairs = pd.DataFrame(
+        {
+            "pair_id": ["a", "b", "c"],
+            "category": ["x", "y", "x"],
+            "phrase": ["left effusion", "cardiomegaly", "right upper opacity"],
+        }
+    )
     rows = np.arange(3)
     edges = sanity_curve(model, "sobel", {}, pairs, images, rows, batch_size=2, seed=0)
     assert sorted(edges["cascade_step"].unique()) == [1, 2, 3, 4] and len(edges) == 12
     assert np.allclose(edges["abs_spearman"], 1.0) and np.allclose(edges["ssim"], 1.0)
     kept: dict = {}
-    grads = sanity_curve(model, "saliency", {}, pairs, images, rows, batch_size=2, seed=0, steps=[4, 1],
-                         keep_maps=kept, keep_pairs=2)
+    grads = sanity_curve(
+        model, "saliency", {}, pairs, images, rows, batch_size=2, seed=0, steps=[4, 1], keep_maps=kept, keep_pairs=2
+    )
     assert sorted(grads["cascade_step"].unique()) == [1, 4]
     # the auditor's view: the kept pairs' maps, trained and at each step run
     assert sorted(kept) == ["step1/a", "step1/b", "step4/a", "step4/b", "trained/a", "trained/b"]
@@ -164,8 +184,17 @@ def test_sanity_figure_labels_steps_and_draws_matex_on_top():
     rows = []
     for method in ("random", "matex", "gradcam"):
         for step, label in enumerate([HEADS_LABEL, "+ block 2", "+ block 1"], start=1):
-            rows += [{"pair_id": p, "method": method, "cascade_step": step, "randomized": label,
-                      "abs_spearman": 1.0 / step, "ssim": 0.5 / step} for p in ("a", "b")]
+            rows += [
+                {
+                    "pair_id": p,
+                    "method": method,
+                    "cascade_step": step,
+                    "randomized": label,
+                    "abs_spearman": 1.0 / step,
+                    "ssim": 0.5 / step,
+                }
+                for p in ("a", "b")
+            ]
     fig = sanity_cascade(pd.DataFrame(rows), ["matex", "gradcam", "random"])
     assert len(fig.axes) == 2
     ax = fig.axes[0]

@@ -2,6 +2,7 @@
 (every block's attention probabilities, queries, keys, values and context are graph tensors of this
 file, not of the wrapper), differentiated with plain ``torch.autograd.grad``. Tiny random open_clip
 CLIPs, 56 px with 8 px patches (7x7 grid)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,10 +23,11 @@ TEXTS = ["small left basal pleural effusion", "cardiomegaly", "right upper lobe 
 
 def make_model(vision_layers: int = 3, seed: int = 0) -> MatexModel:
     torch.manual_seed(seed)
-    clip = open_clip.CLIP(embed_dim=32,
-                          vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=vision_layers,
-                                          head_width=16),
-                          text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=2)).eval()
+    clip = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=SIZE, patch_size=8, width=32, layers=vision_layers, head_width=16),
+        text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2, layers=2),
+    ).eval()
     return MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(SIZE))
 
 
@@ -75,15 +77,17 @@ def legrad_reference(m: MatexModel, x: torch.Tensor, texts, start: int = 0, pool
     ft = text_features(m, texts)
     with torch.enable_grad():
         recs = explicit_blocks(visual.transformer.resblocks, visual._embeds(x))
-        torch.testing.assert_close(visual._pool(recs[-1]["out"])[0] @ visual.proj, m.clip.encode_image(x),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            visual._pool(recs[-1]["out"])[0] @ visual.proj, m.clip.encode_image(x), atol=1e-5, rtol=1e-5
+        )
         per_layer = []
         for r in recs[start:]:
             tok = r["out"]
             pooled = visual.ln_post(tok.mean(1)) if pooling == "mean" else visual.ln_post(tok[:, 0])
             s = (F.normalize(pooled @ visual.proj, dim=-1) * ft).sum(-1)
-            per_layer.append(torch.stack([torch.autograd.grad(s[i], [r["a"]], retain_graph=True)[0][i]
-                                          for i in range(len(texts))]))     # one pair at a time
+            per_layer.append(
+                torch.stack([torch.autograd.grad(s[i], [r["a"]], retain_graph=True)[0][i] for i in range(len(texts))])
+            )  # one pair at a time
     e = [g.clamp_min(0).mean(1).mean(1)[:, 1:] for g in per_layer]
     return grid_map(torch.stack(e).mean(0))
 
@@ -132,7 +136,7 @@ def grad_eclip_image_reference(m: MatexModel, x: torch.Tensor, texts, loosen: bo
         last = recs[-1]
         s = (F.normalize(visual._pool(last["out"])[0] @ visual.proj, dim=-1) * ft).sum(-1)
         (g,) = torch.autograd.grad(s.sum(), [last["ctx"]])
-    w = g[:, 0]                                                   # channel weights at the CLS row
+    w = g[:, 0]  # channel weights at the CLS row
     lam = loosened(last["q"][:, 0], last["k"][:, 1:]) if loosen else torch.ones(x.shape[0], 49)
     maps = torch.stack([torch.relu((w[i] * last["v"][i, 1:] * lam[i, :, None]).sum(-1)) for i in range(len(texts))])
     return grid_map(maps.detach())
@@ -163,10 +167,10 @@ def grad_eclip_text_reference(m: MatexModel, x: torch.Tensor, texts, n_layers: i
     for i, e in enumerate(eot.tolist()):
         total = 0
         for r, g in zip(recs[-n_layers:], grads):
-            lam = loosened(r["q"][i:i + 1, e], r["k"][i:i + 1, :e + 1])[0]
-            total = total + (g[i, e] * r["v"][i, :e + 1] * lam[:, None]).sum(-1)
+            lam = loosened(r["q"][i : i + 1, e], r["k"][i : i + 1, : e + 1])[0]
+            total = total + (g[i, e] * r["v"][i, : e + 1] * lam[:, None]).sum(-1)
         sc = torch.relu(total).detach().numpy().copy()
-        sc[0] = sc[e] = 0.0                                      # start and end tokens carry no word
+        sc[0] = sc[e] = 0.0  # start and end tokens carry no word
         inner = sc[1:e]
         sc[1:e] = (inner - inner.min()) / (inner.max() - inner.min())
         scores.append(sc)
@@ -199,7 +203,7 @@ def test_grad_eclip_channel_weights_matter(model, images):
 @pytest.mark.parametrize("method", ["legrad", "grad_eclip"])
 def test_batch_equals_one_by_one(model, images, method):
     batch = explain(model, images, TEXTS, method).image
-    single = torch.cat([explain(model, images[i:i + 1], TEXTS[i:i + 1], method).image for i in range(3)])
+    single = torch.cat([explain(model, images[i : i + 1], TEXTS[i : i + 1], method).image for i in range(3)])
     torch.testing.assert_close(batch, single, atol=1e-5, rtol=0)
 
 
@@ -208,11 +212,15 @@ def test_benchmark_reports_newer_methods_as_ratios_to_matex():
 
     from matex.bench import target_summary
 
-    rows = [("demo", 1, "matex", 20.0, 40), ("demo", 1, "legrad", 30.0, 20), ("demo", 1, "grad_eclip", 10.0, 60),
-            ("demo", 8, "matex", 5.0, 60)]
+    rows = [
+        ("demo", 1, "matex", 20.0, 40),
+        ("demo", 1, "legrad", 30.0, 20),
+        ("demo", 1, "grad_eclip", 10.0, 60),
+        ("demo", 8, "matex", 5.0, 60),
+    ]
     df = pd.DataFrame(rows, columns=["model", "batch", "method", "ms_per_pair", "peak_mb"])
     df["pairs_per_s"] = 1000.0 / df["ms_per_pair"]
     text = target_summary(df)
     assert "LeGrad/MATEX time 1.50, peak memory 0.50" in text
     assert "Grad-ECLIP/MATEX time 0.50, peak memory 1.50" in text
-    assert "batch 8, newer" not in text          # not measured at batch 8: no line rather than nan
+    assert "batch 8, newer" not in text  # not measured at batch 8: no line rather than nan

@@ -1,6 +1,7 @@
 """Patient (cluster) bootstrap, paired differences on the same resamples, and the tables built on
 them: Δ vs MATEX, faithfulness relative to random, localisation by phrase with the gain over
 prior_only, and per-finding cells marked when they rest on fewer than 20 pairs."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,7 +35,7 @@ def test_pairs_of_one_patient_widen_the_interval_as_one_draw():
     assert clustered[0] == pytest.approx(values.mean())
     assert clustered[3:] == (300, 60)
     assert width(clustered) == pytest.approx(width(per_patient), rel=0.12)
-    assert width(clustered) > 1.8 * width(naive)   # the pair bootstrap is about sqrt(5) too narrow
+    assert width(clustered) > 1.8 * width(naive)  # the pair bootstrap is about sqrt(5) too narrow
 
 
 def test_one_pair_per_patient_matches_the_pair_bootstrap_and_is_seeded():
@@ -57,15 +58,18 @@ def test_one_pair_per_patient_matches_the_pair_bootstrap_and_is_seeded():
 def test_paired_difference_uses_the_same_resamples_and_is_narrow_when_methods_move_together():
     rng = np.random.default_rng(2)
     patients = np.repeat([f"p{i}" for i in range(40)], 3)
-    base = np.repeat(rng.normal(0, 1.0, 40), 3)                # large between-patient spread
+    base = np.repeat(rng.normal(0, 1.0, 40), 3)  # large between-patient spread
     a, b = base + 0.3 + rng.normal(0, 0.02, 120), base + rng.normal(0, 0.02, 120)
     boot = PatientBootstrap(patients, 2000, 0.95, 0)
     diff = paired_difference(a, b)
     # same resamples: the resampled means of the difference are the differences of resampled means
-    np.testing.assert_allclose(boot.resample_means(diff, patients),
-                               boot.resample_means(a, patients) - boot.resample_means(b, patients), atol=1e-12)
+    np.testing.assert_allclose(
+        boot.resample_means(diff, patients),
+        boot.resample_means(a, patients) - boot.resample_means(b, patients),
+        atol=1e-12,
+    )
     ci_a, ci_b, ci_d = (boot.mean_ci(v, patients) for v in (a, b, diff))
-    assert ci_a[1] < ci_b[2]                                   # unpaired intervals overlap ...
+    assert ci_a[1] < ci_b[2]  # unpaired intervals overlap ...
     assert 0.0 < ci_d[1] < 0.3 < ci_d[2] and width(ci_d) < 0.05  # ... the paired one excludes 0
     # a pair one side does not score is left out of the difference
     b_nan = b.copy()
@@ -75,18 +79,37 @@ def test_paired_difference_uses_the_same_resamples_and_is_narrow_when_methods_mo
 
 # ---------------------------------------------------------------- tables
 
+
 def _metrics_tables(n_pairs: int, rng) -> tuple[list[pd.DataFrame], pd.DataFrame]:
     """Per-method metric tables of ``n_pairs`` pairs from n_pairs // 2 patients; matex is exactly
     0.1 better than prior_only on pointing, random is worse on confidence drop."""
     pair_ids = [f"x{i}" for i in range(n_pairs)]
-    pairs = pd.DataFrame({"pair_id": pair_ids, "patient_id": [f"p{i // 2}" for i in range(n_pairs)],
-                          "category": ["Pneumonia"] * (n_pairs - 8) + ["Cardiomegaly"] * 8,
-                          "phrase": ["left lower lobe opacity", "opacity"] * (n_pairs // 2)})
+    pairs = pd.DataFrame(
+        {
+            "pair_id": pair_ids,
+            "patient_id": [f"p{i // 2}" for i in range(n_pairs)],
+            "category": ["Pneumonia"] * (n_pairs - 8) + ["Cardiomegaly"] * 8,
+            "phrase": ["left lower lobe opacity", "opacity"] * (n_pairs // 2),
+        }
+    )
     base = rng.random(n_pairs) * 0.8
-    values = {"matex": (base + 0.1, 0.2 + rng.random(n_pairs) * 0.1), "prior_only": (base, 0.3 + rng.random(n_pairs) * 0.1),
-              "random": (rng.random(n_pairs), 0.5 + rng.random(n_pairs) * 0.1)}
-    tables = [pd.DataFrame({"pair_id": pair_ids, "method": m, "category": pairs["category"],
-                            "pointing_game": pg, "img_conf_drop": drop}) for m, (pg, drop) in values.items()]
+    values = {
+        "matex": (base + 0.1, 0.2 + rng.random(n_pairs) * 0.1),
+        "prior_only": (base, 0.3 + rng.random(n_pairs) * 0.1),
+        "random": (rng.random(n_pairs), 0.5 + rng.random(n_pairs) * 0.1),
+    }
+    tables = [
+        pd.DataFrame(
+            {
+                "pair_id": pair_ids,
+                "method": m,
+                "category": pairs["category"],
+                "pointing_game": pg,
+                "img_conf_drop": drop,
+            }
+        )
+        for m, (pg, drop) in values.items()
+    ]
     return tables, pairs
 
 
@@ -100,8 +123,8 @@ def test_summary_has_paired_columns_per_reference():
     assert pg["vs_prior_only"] == pytest.approx(10.0) and pg["vs_prior_only_low"] == pytest.approx(10.0)
     assert pg["n_patients"] == 30 and pg["n"] == 60
     drop = s.loc[("matex", "img_conf_drop")]
-    assert drop["vs_random_high"] < 0 and np.isnan(drop["vs_prior_only"])   # prior_only: localisation only
-    assert np.isnan(pg["vs_random"])                                        # random: faithfulness only
+    assert drop["vs_random_high"] < 0 and np.isnan(drop["vs_prior_only"])  # prior_only: localisation only
+    assert np.isnan(pg["vs_random"])  # random: faithfulness only
 
 
 def test_localisation_by_phrase_splits_on_the_parser_and_reports_the_gain():
@@ -119,11 +142,21 @@ def test_result_tables_mark_small_cells_and_explain_the_columns():
     tidy = tidy_metrics(tables, pair_info(pairs))
     overall = summarise_tidy(tidy, ["method"], 200, 0.95, 0)
     per_cat = summarise_tidy(tidy, ["category", "method"], 200, 0.95, 0)
-    out = {name: (table, note) for name, table, note in
-           result_tables(overall, per_cat, localisation_by_phrase(tidy, 200, 0.95, 0), None, ["matex", "prior_only", "random"])}
-    assert set(out) == {"All findings", "Δ vs MATEX (paired)", "Faithfulness relative to random (paired)",
-                        "Pointing ↑ by phrase", "Cardiomegaly", "Pneumonia"}
-    small, big = out["Cardiomegaly"][0], out["Pneumonia"][0]   # 8 and 52 pairs
+    out = {
+        name: (table, note)
+        for name, table, note in result_tables(
+            overall, per_cat, localisation_by_phrase(tidy, 200, 0.95, 0), None, ["matex", "prior_only", "random"]
+        )
+    }
+    assert set(out) == {
+        "All findings",
+        "Δ vs MATEX (paired)",
+        "Faithfulness relative to random (paired)",
+        "Pointing ↑ by phrase",
+        "Cardiomegaly",
+        "Pneumonia",
+    }
+    small, big = out["Cardiomegaly"][0], out["Pneumonia"][0]  # 8 and 52 pairs
     assert MIN_CELL_PAIRS == 20 and DAGGER in out["Cardiomegaly"][1]
     assert all(c.endswith(DAGGER) for c in small.to_numpy().ravel())
     assert not any(DAGGER in c for c in big.to_numpy().ravel())
@@ -131,8 +164,11 @@ def test_result_tables_mark_small_cells_and_explain_the_columns():
     assert "matex" not in delta.index and delta.loc["prior_only", "Pointing ↑"].startswith("-10.00 [-10.00, -10.00]")
     assert list(out["Faithfulness relative to random (paired)"][0].columns) == ["Img conf. drop ↓"]
     loc = out["Pointing ↑ by phrase"][0]
-    assert list(loc.columns)[:3] == ["All pairs (n=60)", "Phrase names a location (n=30)",
-                                     "Phrase names no location (n=30)"]
+    assert list(loc.columns)[:3] == [
+        "All pairs (n=60)",
+        "Phrase names a location (n=30)",
+        "Phrase names no location (n=30)",
+    ]
     assert loc.loc["matex", "Gain over prior_only: all pairs"].startswith("+10.00")
     assert "prior_only" in out["Pointing ↑ by phrase"][1]
     md = to_markdown(small, "Cardiomegaly", out["Cardiomegaly"][1])
@@ -161,23 +197,46 @@ def test_aggregate_step_writes_every_table_from_the_pairs_table(tmp_path):
         metrics.append(tmp_path / f"{method}.parquet")
         keys = t.iloc[:8][["pair_id", "method", "category"]]
         # two cascade steps: the table reports the last one (everything randomised)
-        san = pd.concat([keys.assign(cascade_step=1, spearman=-0.9, abs_spearman=0.9, ssim=0.8),
-                         keys.assign(cascade_step=2, spearman=-0.5, abs_spearman=0.5, ssim=0.25)])
+        san = pd.concat(
+            [
+                keys.assign(cascade_step=1, spearman=-0.9, abs_spearman=0.9, ssim=0.8),
+                keys.assign(cascade_step=2, spearman=-0.5, abs_spearman=0.5, ssim=0.25),
+            ]
+        )
         san.to_parquet(tmp_path / f"sanity_{method}.parquet")
         sanity.append(tmp_path / f"sanity_{method}.parquet")
-    pd.DataFrame({"modality": ["image"], "method": ["matex"], "roar_plus_mean": [1.0], "roar_plus_sd": [0.5],
-                  "n_seeds": [2]}).to_parquet(tmp_path / "roar.parquet")
-    pd.DataFrame({"method": ["matex", "matex", "random", "random"], "k": [0.3, 0.7, 0.3, 0.7],
-                  "zero_shot_accuracy": [0.6, 0.3, 0.7, 0.6]}).to_parquet(tmp_path / "roar_curve.parquet")
-    inp = types.SimpleNamespace(metrics=metrics, sanity=sanity, roar=tmp_path / "roar.parquet",
-                                pairs=tmp_path / "pairs.parquet", roar_curve=tmp_path / "roar_curve.parquet")
-    out = types.SimpleNamespace(**{k: tmp_path / f"out_{k}.parquet" for k in ("tidy", "summary", "localisation", "roar")},
-                                markdown=tmp_path / "results.md", html=tmp_path / "results.html",
-                                latex=tmp_path / "results.tex")
+    pd.DataFrame(
+        {"modality": ["image"], "method": ["matex"], "roar_plus_mean": [1.0], "roar_plus_sd": [0.5], "n_seeds": [2]}
+    ).to_parquet(tmp_path / "roar.parquet")
+    pd.DataFrame(
+        {
+            "method": ["matex", "matex", "random", "random"],
+            "k": [0.3, 0.7, 0.3, 0.7],
+            "zero_shot_accuracy": [0.6, 0.3, 0.7, 0.6],
+        }
+    ).to_parquet(tmp_path / "roar_curve.parquet")
+    inp = types.SimpleNamespace(
+        metrics=metrics,
+        sanity=sanity,
+        roar=tmp_path / "roar.parquet",
+        pairs=tmp_path / "pairs.parquet",
+        roar_curve=tmp_path / "roar_curve.parquet",
+    )
+    out = types.SimpleNamespace(
+        **{k: tmp_path / f"out_{k}.parquet" for k in ("tidy", "summary", "localisation", "roar")},
+        markdown=tmp_path / "results.md",
+        html=tmp_path / "results.html",
+        latex=tmp_path / "results.tex",
+    )
     aggregate(cfg, inp, out, None, None, 1)
     md = out.markdown.read_text()
-    for title in ("All findings", "Δ vs MATEX (paired)", "Faithfulness relative to random (paired)",
-                  "Pointing ↑ by phrase", "Cardiomegaly"):
+    for title in (
+        "All findings",
+        "Δ vs MATEX (paired)",
+        "Faithfulness relative to random (paired)",
+        "Pointing ↑ by phrase",
+        "Cardiomegaly",
+    ):
         assert f"### {title}" in md
     assert "Img ROAR+ ↑" in md and "30 patients, 60 pairs" in md and DAGGER in md
     summary = pd.read_parquet(out.summary)

@@ -1,5 +1,6 @@
 """The synthetic MS-CXR stand-in: file contract, determinism, boxes on the drawn findings,
 radiological laterality, and MS-CXR-like category frequencies."""
+
 from __future__ import annotations
 
 import re
@@ -44,7 +45,7 @@ def test_csv_has_mscxr_columns_in_order_and_mimic_layout(dataset):
             assert im.mode == "L"
             assert im.size == (row["image_width"], row["image_height"])
     patients = df.drop_duplicates("dicom_id")["path"].str.split("/").str[2]
-    assert patients.nunique() < 40                      # several images per patient: a patient split matters
+    assert patients.nunique() < 40  # several images per patient: a patient split matters
     assert set(df["category_name"]) <= set(CATEGORY_COUNTS)
     assert df["label_text"].map(lambda t: isinstance(t, str) and t.strip() != "" and t.isascii()).all()
     sizes = df.drop_duplicates("dicom_id")
@@ -102,9 +103,9 @@ def test_boxes_lie_on_the_drawn_findings(category):
         (finding,) = findings
         assert finding.boxes, (category, index)
         for x, y, w, h in finding.boxes:
-            inside[y:y + h, x:x + w] = True
-            assert diff[y:y + h, x:x + w].mean() > 4.0, (category, index)   # grey levels: visible
-        assert inside.mean() < 0.35                                       # a box, not the whole image
+            inside[y : y + h, x : x + w] = True
+            assert diff[y : y + h, x : x + w].mean() > 4.0, (category, index)  # grey levels: visible
+        assert inside.mean() < 0.35  # a box, not the whole image
         assert diff[inside].mean() > 8 * diff[~inside].mean(), (category, index)
 
 
@@ -117,9 +118,9 @@ def test_laterality_follows_the_radiological_convention():
         words = set(re.findall(r"[a-z]+", finding.label_text.lower()))
         if finding.category_name == "Cardiomegaly":
             (box,) = finding.boxes
-            assert box[0] + box[2] / 2 > image.shape[1] / 2       # the heart bulges to the image right
+            assert box[0] + box[2] / 2 > image.shape[1] / 2  # the heart bulges to the image right
             continue
-        for x, y, w, h in finding.boxes:
+        for x, _y, w, _h in finding.boxes:
             centre = (x + w / 2) / image.shape[1]
             if "right" in words and "left" not in words:
                 assert centre < 0.5, finding
@@ -136,9 +137,9 @@ def test_heart_is_denser_on_the_image_right():
     for index in range(5):
         image, _ = render_case(2, index, spec, with_findings=False)
         h, w = image.shape
-        band = image[int(0.5 * h):int(0.62 * h)].astype(float)
-        left_half = band[:, int(0.15 * w):int(0.45 * w)].mean()
-        right_half = band[:, int(0.55 * w):int(0.85 * w)].mean()
+        band = image[int(0.5 * h) : int(0.62 * h)].astype(float)
+        left_half = band[:, int(0.15 * w) : int(0.45 * w)].mean()
+        right_half = band[:, int(0.55 * w) : int(0.85 * w)].mean()
         assert right_half > left_half + 10
 
 
@@ -161,8 +162,9 @@ def test_location_and_second_finding_fractions():
     for c in cases:
         for f in c:
             if not f.location_named:
-                assert not re.search(r"\b(right|left|bilateral|bibasilar|apical|apex|base|basilar|lobe)\b",
-                                     f.label_text.lower()), f.label_text
+                assert not re.search(
+                    r"\b(right|left|bilateral|bibasilar|apical|apex|base|basilar|lobe)\b", f.label_text.lower()
+                ), f.label_text
 
 
 def test_bad_settings_name_the_key(tmp_path):
@@ -182,9 +184,14 @@ def test_generator_data_files_are_declared_for_the_wheel():
     import matex
 
     root = Path(matex.__file__).parent
-    patterns = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["matex"]
-    data_files = [p.relative_to(root).as_posix() for p in (root / "data" / "synthetic").rglob("*")
-                  if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    patterns = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "matex"
+    ]
+    data_files = [
+        p.relative_to(root).as_posix()
+        for p in (root / "data" / "synthetic").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
     assert "data/synthetic/phrases.yaml" in data_files
     missing = [f for f in data_files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
     assert not missing, f"not in [tool.setuptools.package-data]: {missing}"

@@ -1,5 +1,6 @@
 """Elements of the synthetic films: the chest drain shortcut, per-element pixel masks, and
 re-rendering a film without any one element (the counterfactual x without e)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,14 +57,22 @@ def test_drain_enters_laterally_on_the_pneumothorax_side_with_its_tip_above():
         ys, xs = np.nonzero(masks["drain"])
         width = masks["drain"].shape[1]
         on_image_left = xs.mean() < width / 2
-        assert on_image_left == (findings[0].side == "right")      # patient right = image left
-        assert xs.min() < 0.1 * width or xs.max() > 0.9 * width    # it enters from the side
-        assert ys.min() < 0.45 * masks["drain"].shape[0]           # tip towards the apex
+        assert on_image_left == (findings[0].side == "right")  # patient right = image left
+        assert xs.min() < 0.1 * width or xs.max() > 0.9 * width  # it enters from the side
+        assert ys.min() < 0.45 * masks["drain"].shape[0]  # tip towards the apex
 
 
 def test_generator_draws_drains_by_split_and_records_masks(tmp_path):
-    csv = generate_synthetic(tmp_path, n_images=120, seed=2, progress=False, drain_pneumothorax_train_fraction=1.0,
-                             drain_eval_fraction=0.5, val_fraction=0.3, **SMALL)
+    csv = generate_synthetic(
+        tmp_path,
+        n_images=120,
+        seed=2,
+        progress=False,
+        drain_pneumothorax_train_fraction=1.0,
+        drain_eval_fraction=0.5,
+        val_fraction=0.3,
+        **SMALL,
+    )
     elements = pd.read_parquet(tmp_path / "synthetic_elements.parquet")
     truth = pd.read_parquet(tmp_path / "synthetic_truth.parquet")
     rows = pd.read_csv(csv)
@@ -73,11 +82,12 @@ def test_generator_draws_drains_by_split_and_records_masks(tmp_path):
     ptx = set(truth.loc[truth["category_name"] == "Pneumothorax", "dicom_id"])
     for dicom_id, row in per_image.iterrows():
         if patient[dicom_id] not in val:
-            assert row["drain"] == (dicom_id in ptx)          # every training pneumothorax, nothing else
+            assert row["drain"] == (dicom_id in ptx)  # every training pneumothorax, nothing else
     val_ids = [d for d in per_image.index if patient[d] in val]
     assert 0 < per_image.loc[val_ids, "drain"].mean() < 1
-    assert {c for c in truth.set_index("dicom_id").loc[[d for d in val_ids if per_image.loc[d, "drain"]], "category_name"]} \
-        - {"Pneumothorax"}, "evaluation drains must be independent of the finding"
+    assert {
+        c for c in truth.set_index("dicom_id").loc[[d for d in val_ids if per_image.loc[d, "drain"]], "category_name"]
+    } - {"Pneumothorax"}, "evaluation drains must be independent of the finding"
     one = per_image.iloc[0]
     masks = read_masks(tmp_path / one["masks_path"])
     assert set(masks) == set(elements.loc[elements["dicom_id"] == per_image.index[0], "element"])

@@ -1,5 +1,6 @@
 """Contrastive training: the loss is CLIP's, training is seeded and deterministic, a tiny model
 learns where a bright blob is, and train_demo writes a checkpoint and log the loader reads back."""
+
 import json
 
 import numpy as np
@@ -18,8 +19,11 @@ from matex.models.train import (
     validation_loss,
 )
 
-TINY_DEMO = {"embed_dim": 32, "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
-             "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8}}
+TINY_DEMO = {
+    "embed_dim": 32,
+    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
+    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8},
+}
 SIDES, ZONES = ("left", "right"), ("upper", "lower")
 
 
@@ -63,8 +67,18 @@ def test_training_is_deterministic_for_a_seed():
     weights = []
     for seed in (0, 0, 1):
         model = tiny_model()
-        history = train_clip(model, images, texts, epochs=1, batch_size=16, lr=1e-3, weight_decay=0.01,
-                             warmup_steps=2, seed=seed, progress=False)
+        history = train_clip(
+            model,
+            images,
+            texts,
+            epochs=1,
+            batch_size=16,
+            lr=1e-3,
+            weight_decay=0.01,
+            warmup_steps=2,
+            seed=seed,
+            progress=False,
+        )
         assert [row["epoch"] for row in history] == [1] and np.isfinite(history[0]["train_loss"])
         assert not model.clip.training
         weights.append(torch.cat([p.detach().flatten() for p in model.clip.parameters()]))
@@ -85,10 +99,16 @@ def test_validation_loss_is_fixed_and_gradient_free():
 
     tokens = model.tokenizer(texts)
     with torch.no_grad():
-        direct = [(float(contrastive_loss(model, normalize_batch(images[idx.numpy()], model.mean, model.std),
-                                          tokens[idx])), len(idx))
-                  for idx in _batches(len(texts), 16, torch.Generator().manual_seed(0))]
-    assert a == pytest.approx(sum(l * n for l, n in direct) / sum(n for _, n in direct), rel=1e-5)
+        direct = [
+            (
+                float(
+                    contrastive_loss(model, normalize_batch(images[idx.numpy()], model.mean, model.std), tokens[idx])
+                ),
+                len(idx),
+            )
+            for idx in _batches(len(texts), 16, torch.Generator().manual_seed(0))
+        ]
+    assert a == pytest.approx(sum(loss * n for loss, n in direct) / sum(n for _, n in direct), rel=1e-5)
 
 
 def test_retrieval_chance_levels():
@@ -110,8 +130,19 @@ def test_tiny_model_learns_blob_location():
     model = tiny_model()
     before = evaluate_retrieval(model, val_images, val_texts, val_texts)
     before_laterality = laterality_accuracy(model, val_images, val_texts)
-    history = train_clip(model, train_images, train_texts, epochs=8, batch_size=8, lr=1e-3, weight_decay=0.0,
-                         warmup_steps=5, seed=0, progress=False, val=(val_images, val_texts, val_texts))
+    history = train_clip(
+        model,
+        train_images,
+        train_texts,
+        epochs=8,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup_steps=5,
+        seed=0,
+        progress=False,
+        val=(val_images, val_texts, val_texts),
+    )
     final = history[-1]
     assert final["zero_shot_chance"] == pytest.approx(0.25)
     assert final["zero_shot_accuracy"] >= 0.6 > before["zero_shot_accuracy"]
@@ -125,17 +156,38 @@ def test_tiny_model_learns_blob_location():
 
 def test_train_demo_writes_checkpoint_and_log(tmp_path):
     images, texts = blob_pairs(40, 3)
-    pairs = pd.DataFrame({"pair_id": np.arange(40), "phrase": texts, "category": [t.split()[0].title() for t in texts],
-                          "split": ["train"] * 30 + ["val"] * 10})
+    pairs = pd.DataFrame(
+        {
+            "pair_id": np.arange(40),
+            "phrase": texts,
+            "category": [t.split()[0].title() for t in texts],
+            "split": ["train"] * 30 + ["val"] * 10,
+        }
+    )
     pairs.to_parquet(tmp_path / "pairs.parquet")
     np.save(tmp_path / "images.npy", images)
     demo = dict(TINY_DEMO, epochs=2, batch_size=16, lr=1e-3, weight_decay=0.05, warmup_steps=2, threads=1)
-    cfg = {"seed": 0, "data": {"source": "synthetic"},
-           "input": {"size": 56, "mode": "center_crop", "mean": [0.5] * 3, "std": [0.25] * 3},
-           "model": {"name": "demo", "source": "demo", "arch": "ViT-B-32", "pretrained": None, "checkpoint": None,
-                     "demo": demo}}
-    log = train_demo(tmp_path / "pairs.parquet", tmp_path / "images.npy", cfg, tmp_path / "m" / "model.pt",
-                     tmp_path / "m" / "train_log.json", progress=False)
+    cfg = {
+        "seed": 0,
+        "data": {"source": "synthetic"},
+        "input": {"size": 56, "mode": "center_crop", "mean": [0.5] * 3, "std": [0.25] * 3},
+        "model": {
+            "name": "demo",
+            "source": "demo",
+            "arch": "ViT-B-32",
+            "pretrained": None,
+            "checkpoint": None,
+            "demo": demo,
+        },
+    }
+    log = train_demo(
+        tmp_path / "pairs.parquet",
+        tmp_path / "images.npy",
+        cfg,
+        tmp_path / "m" / "model.pt",
+        tmp_path / "m" / "train_log.json",
+        progress=False,
+    )
     assert json.loads((tmp_path / "m" / "train_log.json").read_text()) == json.loads(json.dumps(log))
     assert (log["n_train"], log["n_val"]) == (30, 10) and len(log["epochs"]) == 2
     assert log["final"]["zero_shot_chance"] == pytest.approx(0.5) and "val_loss" in log["final"]
@@ -152,7 +204,7 @@ def test_swap_sides_and_lateralised_phrases():
     from matex.models.train import _lateralised, swap_sides
 
     assert swap_sides("Left apical pneumothorax, right effusion") == "Right apical pneumothorax, left effusion"
-    assert swap_sides("leftover opacity") == "leftover opacity"          # whole words only
+    assert swap_sides("leftover opacity") == "leftover opacity"  # whole words only
     assert _lateralised("small left pleural effusion")
     assert not _lateralised("bibasilar atelectasis") and not _lateralised("left and right effusions")
 
@@ -169,4 +221,3 @@ def test_side_swapped_hard_negatives_raise_the_loss_and_masked_ones_do_not():
         masked = contrastive_loss(model, images, tokens, swapped, torch.ones(4, 2, dtype=torch.bool))
     assert harder > plain
     assert torch.allclose(masked, plain)
-

@@ -1,9 +1,10 @@
 """The Snakemake DAG: dry runs of both shipped configs, the linter, and one real end-to-end run of the
 implemented rules on a tiny synthetic config."""
+
 import json
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -115,25 +116,34 @@ def test_dry_run_has_text_roar_jobs_for_matex_and_random_per_seed(tmp_path):
         assert any(f.endswith("/roar/maps/matex.npz") for f in inputs) == name.startswith("matex")
     summary_inputs = _job_files(out, "roar_summary")[0][0]
     assert {o for _, o in names.values()} <= set(summary_inputs)
-    assert not any("/runs/text/clean" in f for f in summary_inputs)   # one clean run per seed, shared
+    assert not any("/runs/text/clean" in f for f in summary_inputs)  # one clean run per seed, shared
     cfg["roar"]["text_methods"] = []
     path = tmp_path / "no_text.yaml"
     path.write_text(yaml.safe_dump(cfg))
     res = _run(["-n", "--configfile", str(path), "--cores", "1", "-d", str(tmp_path)])
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "roar_finetune_text" not in dict(_job_counts(res.stdout)) and "roar_finetune" in dict(_job_counts(res.stdout))
+    assert "roar_finetune_text" not in dict(_job_counts(res.stdout)) and "roar_finetune" in dict(
+        _job_counts(res.stdout)
+    )
 
 
 def test_slurm_profile_dry_run_places_gpu_and_cpu_jobs(tmp_path):
     """The SLURM profile (snakemake-executor-plugin-slurm): every job of the paper run gets memory and a
     time limit; the jobs that run the model ask for one GPU on the GPU partition, the rest go to the CPU
     partition."""
-    res = _run(["-n", "--profile", "workflow/profiles/slurm", "--configfile", "config/mscxr.yaml",
-                "-d", str(tmp_path)])
+    res = _run(["-n", "--profile", "workflow/profiles/slurm", "--configfile", "config/mscxr.yaml", "-d", str(tmp_path)])
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = _jobs_and_resources(res.stdout + res.stderr)
-    gpu_rules = {"attribute", "evaluate", "sanity", "ablation", "attribute_roar_train", "roar_finetune",
-                 "roar_finetune_text", "roar_retrain"}
+    gpu_rules = {
+        "attribute",
+        "evaluate",
+        "sanity",
+        "ablation",
+        "attribute_roar_train",
+        "roar_finetune",
+        "roar_finetune_text",
+        "roar_retrain",
+    }
     assert {r for r, _ in jobs} >= gpu_rules | {"prepare", "download_mscxr", "aggregate", "figure_metrics"}
     assert len(jobs) > 100
     for rule, resources in jobs:
@@ -154,8 +164,17 @@ def test_lint_clean():
 
 
 def _pipeline(cfg_path: Path, workdir: Path) -> list[str]:
-    return SNAKEMAKE + ["--profile", "workflow/profiles/local", "--configfile", str(cfg_path), "--cores", "2",
-                        "-d", str(workdir), "--rerun-incomplete"]
+    return SNAKEMAKE + [
+        "--profile",
+        "workflow/profiles/local",
+        "--configfile",
+        str(cfg_path),
+        "--cores",
+        "2",
+        "-d",
+        str(workdir),
+        "--rerun-incomplete",
+    ]
 
 
 def _kill_during(cmd: list[str], logs: Path, rule: str, timeout: float = 900) -> bool:
@@ -165,13 +184,16 @@ def _kill_during(cmd: list[str], logs: Path, rule: str, timeout: float = 900) ->
     import signal
     import time
 
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            started = [f for f in (logs / rule).glob("*.log") if f"step {rule} started" in f.read_text(errors="ignore")
-                       and f"step {rule} finished" not in f.read_text(errors="ignore")]
+            started = [
+                f
+                for f in (logs / rule).glob("*.log")
+                if f"step {rule} started" in f.read_text(errors="ignore")
+                and f"step {rule} finished" not in f.read_text(errors="ignore")
+            ]
             if started:
                 time.sleep(1.0)
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -226,9 +248,17 @@ def _assert_config_tracked_reruns(cfg_path: Path, workdir: Path) -> None:
     assert not rules & {"make_synthetic", "prepare", "train_demo_model"}, jobs
     methods = {w.get("method") or w.get("variant") for r, w in jobs if w.get("method") or w.get("variant")}
     assert methods == {"matex"}, jobs
-    assert rules - _SUMMARIES <= {"attribute", "merge_attribution", "evaluate", "counterfactual", "sanity", "ablation",
-                                  "attribute_roar_train", "roar_finetune", "roar_finetune_text"} | {
-                                      r for r in rules if r.startswith("figure_")}, jobs
+    assert rules - _SUMMARIES <= {
+        "attribute",
+        "merge_attribution",
+        "evaluate",
+        "counterfactual",
+        "sanity",
+        "ablation",
+        "attribute_roar_train",
+        "roar_finetune",
+        "roar_finetune_text",
+    } | {r for r in rules if r.startswith("figure_")}, jobs
     # the model: training and everything downstream of it, for every method
     jobs = _jobs_after_change(cfg_path, workdir, {"model": {"demo": {"lr": 0.002}}})
     cfg = yaml.safe_load(cfg_path.read_text())
@@ -277,7 +307,7 @@ def test_end_to_end_tiny(tmp_path):
     assert "Img ROAR+" in table and "Txt ROAR+" in table
     prov = json.loads((md / "provenance.json").read_text())
     assert prov["seed"] == 0 and prov["model"]["checkpoint_sha256"] == meta["model_checkpoint_sha256"]
-    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):   # 01_alignment ... 05_prior, audit_pair
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):  # 01_alignment ... 05_prior, audit_pair
         _execute_notebook(notebook, md)
     report = tmp_path / "report.html"
     rep = _run(["--configfile", str(cfg_path), "--cores", "1", "-d", str(tmp_path), "--report", str(report)])
@@ -297,9 +327,10 @@ def test_end_to_end_tiny(tmp_path):
     assert _kill_during(cmd, md / "logs", "roar_finetune"), "the run ended before a ROAR+ job started"
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
-    leftovers = [p for p in (tmp_path / "results").rglob(".*")
-                 if p.is_file() and p.name != ".snakemake_timestamp"]   # Snakemake's marker in directory() outputs
-    assert leftovers == [], leftovers   # no temporary file of an interrupted write survives
+    leftovers = [
+        p for p in (tmp_path / "results").rglob(".*") if p.is_file() and p.name != ".snakemake_timestamp"
+    ]  # Snakemake's marker in directory() outputs
+    assert leftovers == [], leftovers  # no temporary file of an interrupted write survives
     diff = compare_runs(first, tmp_path / "results")
     assert diff["compared"] > 60 and diff["identical_bytes"] > 40
     assert diff["differences"] == [] and diff["only_in_a"] == [] and diff["only_in_b"] == [], diff

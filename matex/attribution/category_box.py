@@ -2,6 +2,7 @@
 finding category as the explained pair. It reads the pair's category label, never the image or the
 phrase's words: what it scores shows how much "where this finding usually is" explains. A category
 with no training pair falls back to the mean box of all training pairs (recorded in the meta)."""
+
 from __future__ import annotations
 
 from ..errors import DataError
@@ -15,8 +16,10 @@ def category_box(ctx: ForwardContext) -> ExplainOutput:
     tb = require_training_boxes(ctx, "category_box")
     if ctx.categories is None or len(ctx.categories) != ctx.batch:
         got = "none" if ctx.categories is None else f"{len(ctx.categories)} for {ctx.batch} pairs"
-        raise DataError(f"method 'category_box' needs each pair's finding category: call "
-                        f"explain(..., categories=[...]) with one category per pair (got {got})")
+        raise DataError(
+            f"method 'category_box' needs each pair's finding category: call "
+            f"explain(..., categories=[...]) with one category per pair (got {got})"
+        )
     masks, fallback = [], []
     for i, cat in enumerate(ctx.categories):
         m = tb.category_mean(cat)
@@ -25,6 +28,9 @@ def category_box(ctx: ForwardContext) -> ExplainOutput:
             m = tb.mean
         masks.append(m)
     counts = tb.counts()
-    return ExplainOutput(image=as_maps(masks, ctx),
-                         meta={"options": {"training_pairs": [counts.get(c, 0) for c in ctx.categories],
-                                           "fallback_to_mean_box": fallback}})
+    return ExplainOutput(
+        image=as_maps(masks, ctx),
+        meta={
+            "options": {"training_pairs": [counts.get(c, 0) for c in ctx.categories], "fallback_to_mean_box": fallback}
+        },
+    )

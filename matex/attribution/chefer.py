@@ -1,6 +1,7 @@
 """Gradient-weighted attention relevance (Chefer et al. 2021; docs/evaluation.md): R = I, then for every
 block l ≥ start_layer R += mean_h((∂S/∂A_l ⊙ A_l)^+)·R; the map is R[CLS, patches]. The target is
 each pair's own (diagonal) image-text similarity."""
+
 from __future__ import annotations
 
 import torch
@@ -20,5 +21,7 @@ def chefer(ctx: ForwardContext, *, start_layer: int = 0) -> ExplainOutput:
         cam = (g.float() * a.float()).clamp_min(0).mean(1)
         r = identity_like(cam).clone() if r is None else r
         r = r + torch.bmm(cam, r)
-    return ExplainOutput(image=grid_to_image(r[:, 0, 1:], ctx.size),
-                         meta={"options": {"start_layer": start, "target": "diagonal similarity"}})
+    return ExplainOutput(
+        image=grid_to_image(r[:, 0, 1:], ctx.size),
+        meta={"options": {"start_layer": start, "target": "diagonal similarity"}},
+    )

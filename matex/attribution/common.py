@@ -1,11 +1,12 @@
 """Helpers every attribution method shares: per-map min-max normalisation (docs/method.md, ``norm``),
 bilinear upsampling from the patch grid to the input size, finiteness checks and small tensor
 utilities. All functions are batched over the leading dimension."""
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ def minmax_norm(x: torch.Tensor) -> torch.Tensor:
     if x.ndim < 2:
         raise MapError(f"minmax_norm expects maps (..., H, W), got shape {tuple(x.shape)}")
     flat = x.flatten(-2)
-    lo = flat.amin(-1, keepdim=True)   # two reductions: torch.aminmax is ~15x slower on CPU (torch 2.15)
+    lo = flat.amin(-1, keepdim=True)  # two reductions: torch.aminmax is ~15x slower on CPU (torch 2.15)
     hi = flat.amax(-1, keepdim=True)
     span = hi - lo
     flat_map = span <= _RELATIVE_FLAT * torch.maximum(hi.abs(), lo.abs())
@@ -79,7 +80,7 @@ def bilinear_matrix(n_in: int, n_out: int, device: str = "cpu") -> torch.Tensor:
 def tokens_to_grid(patch_scores: torch.Tensor) -> torch.Tensor:
     """(B, N) patch-token scores -> (B, g, g) with g = sqrt(N), row-major as the ViT flattens them."""
     b, n = patch_scores.shape
-    g = int(round(n ** 0.5))
+    g = int(round(n**0.5))
     if g * g != n:
         raise MapError(f"{n} patch tokens do not form a square grid; only square ViT grids are supported")
     return patch_scores.reshape(b, g, g)

@@ -17,6 +17,7 @@ rest). ``loosen=False`` uses λ ≡ 1. One forward and one backward pass.
 
 Deviation: the authors' code recomputes the last block with the heads merged into one; we keep the
 model's own multi-head forward, so S is the model's similarity."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,9 @@ def loosened_attention(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return (cos - lo) / (hi - lo).clamp_min(torch.finfo(cos.dtype).tiny)
 
 
-def _decomposition(grad_row: torch.Tensor, values: torch.Tensor, query: torch.Tensor, keys: torch.Tensor,
-                   loosen: bool) -> torch.Tensor:
+def _decomposition(
+    grad_row: torch.Tensor, values: torch.Tensor, query: torch.Tensor, keys: torch.Tensor, loosen: bool
+) -> torch.Tensor:
     """Σ_c w_c · v_{j,c} · λ_j (B, N) before the ReLU."""
     scores = (grad_row.float().unsqueeze(1) * values.float()).sum(-1)
     return scores * loosened_attention(query, keys) if loosen else scores
@@ -49,19 +51,29 @@ def grad_eclip(ctx: ForwardContext, *, loosen: bool = True, text_layers: int = 1
     with ctx.recorded_pass(text=use_text) as (vrec, trec, sim):
         n_text = len(trec.contexts) if trec is not None else 0
         if use_text and not 1 <= text_layers <= n_text:
-            raise ConfigError(f"attribution.params.grad_eclip.text_layers={text_layers}: the text tower has "
-                              f"{n_text} blocks")
-        wanted = [vrec.contexts[-1]] + (trec.contexts[n_text - text_layers:] if trec is not None else [])
+            raise ConfigError(
+                f"attribution.params.grad_eclip.text_layers={text_layers}: the text tower has {n_text} blocks"
+            )
+        wanted = [vrec.contexts[-1]] + (trec.contexts[n_text - text_layers :] if trec is not None else [])
         grads = torch.autograd.grad(sim.sum(), wanted)
         q, k, v = vrec.projections(len(vrec.contexts) - 1)
-        w = grads[0][:, 0]                                          # CLS row: channel weights
+        w = grads[0][:, 0]  # CLS row: channel weights
         image = _decomposition(w, v[:, 1:], q[:, 0], k[:, 1:], loosen).relu()
         text_scores = None
         if trec is not None:
             text_scores = _text_scores(ctx, trec, grads[1:], n_text - text_layers, loosen)
-    return ExplainOutput(image=grid_to_image(image.detach(), ctx.size), text=text_scores,
-                         meta={"options": {"loosen": loosen, "text_layers": text_layers if use_text else None,
-                                           "image_layer": "last block", "target": "diagonal similarity"}})
+    return ExplainOutput(
+        image=grid_to_image(image.detach(), ctx.size),
+        text=text_scores,
+        meta={
+            "options": {
+                "loosen": loosen,
+                "text_layers": text_layers if use_text else None,
+                "image_layer": "last block",
+                "target": "diagonal similarity",
+            }
+        },
+    )
 
 
 def _text_scores(ctx: ForwardContext, trec, grads, first: int, loosen: bool) -> list[np.ndarray]:
@@ -72,12 +84,13 @@ def _text_scores(ctx: ForwardContext, trec, grads, first: int, loosen: bool) -> 
     total = 0
     for layer, g in enumerate(grads, start=first):
         q, k, v = trec.projections(layer)
-        total = total + _decomposition(g[rows, query], v, q[rows, query], k, False) * \
-            (_masked_loosened(q[rows, query], k, eot) if loosen else 1.0)
+        total = total + _decomposition(g[rows, query], v, q[rows, query], k, False) * (
+            _masked_loosened(q[rows, query], k, eot) if loosen else 1.0
+        )
     scores = total.detach().relu().cpu().numpy()
     out = []
     for i, e in enumerate(eot.tolist()):
-        s = scores[i, :e + 1].astype(np.float32).copy()
+        s = scores[i, : e + 1].astype(np.float32).copy()
         s[0] = s[e] = 0.0
         words = s[1:e]
         if words.size:

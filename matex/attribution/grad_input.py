@@ -1,4 +1,5 @@
 """Gradient × input (docs/method.md): |Σ_c x_c ⊙ ∂S/∂x_c| on the normalised input."""
+
 from __future__ import annotations
 
 from .common import minmax_norm

@@ -9,6 +9,7 @@ stream; the last block's is fine, its OUTPUT would get zero patch gradient). ``w
 (Grad-CAM proper): w_d = mean over patches of ∂S/∂act_d, map = ReLU(Σ_d w_d·act_d);
 ``'elementwise'``: ReLU(Σ_d ∂S/∂act_d ⊙ act_d) per patch. S = cos(f_I(x), f_T(t)); the map is
 upsampled bilinearly to the input and min-max normalised like every map."""
+
 from __future__ import annotations
 
 import contextlib
@@ -38,10 +39,13 @@ def target_activations(ctx: ForwardContext, block: int, point: str) -> tuple[tor
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.enable_grad())
-        handle = first_norm(blk).register_forward_hook(keep_output) if point == "ln_1" \
+        handle = (
+            first_norm(blk).register_forward_hook(keep_output)
+            if point == "ln_1"
             else blk.register_forward_pre_hook(keep_input, with_kwargs=True)
+        )
         stack.callback(handle.remove)
-        x = ctx.images.detach().clone().requires_grad_(True)      # so the graph reaches every block
+        x = ctx.images.detach().clone().requires_grad_(True)  # so the graph reaches every block
         fi = F.normalize(ctx.clip.encode_image(x).float(), dim=-1)
         sim = (fi * ctx.text_features()).sum(-1)
         if len(kept) != 1:
@@ -67,6 +71,7 @@ def gradcam(ctx: ForwardContext, *, layer: int = -1, point: str = "ln_1", weight
     else:
         cam = (grad * act).sum(-1).relu()
     where = "first LayerNorm (ln_1) output" if point == "ln_1" else "input tokens"
-    return ExplainOutput(image=grid_to_image(cam, ctx.size),
-                         meta={"options": {"block": block, "tokens": f"block {block} {where}",
-                                           "weighting": weighting}})
+    return ExplainOutput(
+        image=grid_to_image(cam, ctx.size),
+        meta={"options": {"block": block, "tokens": f"block {block} {where}", "weighting": weighting}},
+    )

@@ -12,6 +12,7 @@ through block l, so the L backward calls together cost about one backward pass.
 describes); ``mean`` averages all tokens first, as the authors' open_clip code does. ``start_layer``
 default 0 (all layers, as the paper aggregates); the authors' code defaults to the last two.
 Image side only."""
+
 from __future__ import annotations
 
 import torch
@@ -34,11 +35,12 @@ def legrad(ctx: ForwardContext, *, start_layer: int = 0, pooling: str = "model")
     with ctx.recorded_pass() as (vrec, _, _):
         for layer in range(start, n_blocks):
             feats = F.normalize(ctx.vision_readout(vrec.output_tokens(layer), pooling).float(), dim=-1)
-            score = (feats * text).sum()        # Σ_i s_l(pair i): pairs never interact in the model
+            score = (feats * text).sum()  # Σ_i s_l(pair i): pairs never interact in the model
             (grad,) = torch.autograd.grad(score, [vrec.attention[layer]], retain_graph=layer < n_blocks - 1)
-            e_l = grad.float().clamp_min(0).mean((1, 2))[:, 1:]     # heads, then every query row
+            e_l = grad.float().clamp_min(0).mean((1, 2))[:, 1:]  # heads, then every query row
             total = e_l if total is None else total + e_l
     layer_mean = total / (n_blocks - start)
-    return ExplainOutput(image=grid_to_image(layer_mean, ctx.size),
-                         meta={"options": {"layers": list(range(start, n_blocks)), "pooling": pooling,
-                                           "target": "diagonal similarity"}})
+    return ExplainOutput(
+        image=grid_to_image(layer_mean, ctx.size),
+        meta={"options": {"layers": list(range(start, n_blocks)), "pooling": pooling, "target": "diagonal similarity"}},
+    )

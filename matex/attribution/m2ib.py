@@ -19,6 +19,7 @@ order (text: a second generator with the same seed, (n_noise, context_length, D)
 tokens), shared by the pairs of a batch: a pair's map does not depend on its batch. Pairs are
 optimised together: each pair's loss depends only on its own gates and Adam is element-wise, so
 this equals one-by-one optimisation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,7 @@ from .common import grid_to_image, masked_minmax, resolve_block
 from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
-PUBLISHED_BLOCK, PUBLISHED_DEPTH = 9, 12     # bottleneck after block 9 (0-based) of ViT-B/32's 12
+PUBLISHED_BLOCK, PUBLISHED_DEPTH = 9, 12  # bottleneck after block 9 (0-based) of ViT-B/32's 12
 
 
 def scaled_block(layer: int | None, n_blocks: int, key: str) -> int:
@@ -47,11 +48,21 @@ def capacity(h: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     finite where 1 − λ rounds to 0 in float32 (α ≳ 17)."""
     log_sd = F.logsigmoid(-alpha)
     mu = torch.sigmoid(alpha) * h
-    return 0.5 * (torch.exp(2 * log_sd) + mu ** 2 - 1.0) - log_sd
+    return 0.5 * (torch.exp(2 * log_sd) + mu**2 - 1.0) - log_sd
 
 
-def fit_bottleneck(h: torch.Tensor, similarity, token_mask: torch.Tensor, *, beta: float, steps: int,
-                   lr: float, n_noise: int, init: float, noise: torch.Tensor) -> torch.Tensor:
+def fit_bottleneck(
+    h: torch.Tensor,
+    similarity,
+    token_mask: torch.Tensor,
+    *,
+    beta: float,
+    steps: int,
+    lr: float,
+    n_noise: int,
+    init: float,
+    noise: torch.Tensor,
+) -> torch.Tensor:
     """Optimise the gates α (B, T, D) of tokens h (B, T, D); return the α of the last forward pass.
 
     similarity: (n_noise·B, T, D) bottlenecked tokens -> (n_noise·B,) S. token_mask (B, T): tokens
@@ -62,15 +73,15 @@ def fit_bottleneck(h: torch.Tensor, similarity, token_mask: torch.Tensor, *, bet
     weight = (token_mask.float() / (token_mask.sum(1, keepdim=True).float() * d)).unsqueeze(-1)  # mean over T·D
     read = alpha.detach().clone()
     for k in range(int(steps)):
-        eps = noise[k].unsqueeze(1).to(h.device)                                 # (n_noise, 1, T, D)
+        eps = noise[k].unsqueeze(1).to(h.device)  # (n_noise, 1, T, D)
         read = alpha.detach().clone()
         with torch.enable_grad():
             lam = torch.sigmoid(alpha)
-            z = lam * h + (1 - lam) * eps                                        # (n_noise, B, T, D)
+            z = lam * h + (1 - lam) * eps  # (n_noise, B, T, D)
             s = similarity(z.reshape(n_noise * b, t, d)).view(n_noise, b)
             kl = (capacity(h, alpha) * weight).sum((1, 2))
             loss = (float(beta) * kl - s.mean(0)).sum()
-            (grad,) = torch.autograd.grad(loss, [alpha])                         # model .grad untouched
+            (grad,) = torch.autograd.grad(loss, [alpha])  # model .grad untouched
         opt.zero_grad(set_to_none=True)
         alpha.grad = grad
         opt.step()
@@ -85,12 +96,28 @@ def readout_scores(h: torch.Tensor, alpha: torch.Tensor, readout: str) -> torch.
 
 def draw_noise(seed: int, steps: int, n_noise: int, t: int, d: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(int(seed))
-    return torch.stack([torch.randn(n_noise, t, d, generator=gen) for _ in range(int(steps))]) if steps \
+    return (
+        torch.stack([torch.randn(n_noise, t, d, generator=gen) for _ in range(int(steps))])
+        if steps
         else torch.zeros(0, n_noise, t, d)
+    )
 
 
 @register("m2ib", reference="Wang, Rudner, Wilson, NeurIPS 2023")
-def m2ib(ctx: ForwardContext, *, layer: int | None = None, text_layer: int | None = None, beta: float = 0.1, steps: int = 10, lr: float = 1.0, n_noise: int = 10, init: float = 5.0, readout: str = "capacity", text_side: bool = True, seed: int = 0) -> ExplainOutput:
+def m2ib(
+    ctx: ForwardContext,
+    *,
+    layer: int | None = None,
+    text_layer: int | None = None,
+    beta: float = 0.1,
+    steps: int = 10,
+    lr: float = 1.0,
+    n_noise: int = 10,
+    init: float = 5.0,
+    readout: str = "capacity",
+    text_side: bool = True,
+    seed: int = 0,
+) -> ExplainOutput:
     if steps < 0 or n_noise < 1:
         raise ConfigError(f"attribution.params.m2ib: need steps>=0 and n_noise>=1 (got {steps}, {n_noise})")
     if readout not in ("capacity", "gate"):
@@ -109,11 +136,15 @@ def m2ib(ctx: ForwardContext, *, layer: int | None = None, text_layer: int | Non
     every = torch.ones(b, t, dtype=torch.bool, device=h.device)
     alpha = fit_bottleneck(h, image_similarity, every, noise=draw_noise(seed, steps, n_noise, t, d), **fit)
     image = grid_to_image(readout_scores(h, alpha, readout)[:, 1:], ctx.size)
-    options = {"block": block, "noise": "N(0, 1) on the raw block output, one draw per step shared by the batch",
-               "readout": f"{readout} summed over features, gates of the last forward pass", "seed": int(seed)}
+    options = {
+        "block": block,
+        "noise": "N(0, 1) on the raw block output, one draw per step shared by the batch",
+        "readout": f"{readout} summed over features, gates of the last forward pass",
+        "seed": int(seed),
+    }
 
     text_scores = None
-    if text_side and ctx.text_tower_kind == "open_clip":    # a BERT text tower (BiomedCLIP): image side only
+    if text_side and ctx.text_tower_kind == "open_clip":  # a BERT text tower (BiomedCLIP): image side only
         n_text = len(ctx.clip.transformer.resblocks)
         tblock = scaled_block(text_layer, n_text, "attribution.params.m2ib.text_layer")
         ttokens = ctx.text_tokens_after(tblock)
@@ -124,12 +155,11 @@ def m2ib(ctx: ForwardContext, *, layer: int | None = None, text_layer: int | Non
         real = torch.arange(n, device=th.device).unsqueeze(0) <= eot.unsqueeze(1)
 
         def text_similarity(z: torch.Tensor) -> torch.Tensor:
-            return ctx.text_similarity(ctx.text_features_from(z.to(tdtype), tblock + 1, repeat=n_noise),
-                                       repeat=n_noise)
+            return ctx.text_similarity(ctx.text_features_from(z.to(tdtype), tblock + 1, repeat=n_noise), repeat=n_noise)
 
         tnoise = draw_noise(seed, steps, n_noise, ctx.tokens.shape[1], th.shape[2])[:, :, :n]
         talpha = fit_bottleneck(th, text_similarity, real, noise=tnoise, **fit)
         scores = masked_minmax(readout_scores(th, talpha, readout), real).cpu().numpy().astype(np.float32)
-        text_scores = [scores[i, :int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
+        text_scores = [scores[i, : int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
         options["text_block"] = tblock
     return ExplainOutput(image=image, text=text_scores, meta={"options": options})

@@ -9,19 +9,21 @@ Returned components, all (B, H, W): ``rollout`` = M_roll, ``consistency`` = C (i
 ``grad_consistency`` = norm(G⊙C); the map is norm(α·grad_prior + β·rollout + γ·grad_consistency
 + δ·prior).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .common import identity_like, masked_minmax, minmax_norm, resolve_block, rownorm, upsample, tokens_to_grid
+from .common import identity_like, masked_minmax, minmax_norm, resolve_block, rownorm, tokens_to_grid, upsample
 from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
+
 
 def layer_set(spec: int | Sequence[int] | None, n_blocks: int, key: str, last_k: bool = False) -> list[int]:
     """0-based sorted block indices: None = all; an int k with ``last_k`` = the last k blocks;
@@ -64,16 +66,24 @@ def query_rows(mats: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     return mats.gather(-2, idx).squeeze(-2)
 
 
-def token_components(attention: list[torch.Tensor], tokens: list[torch.Tensor], token_grads: list[torch.Tensor],
-                     query: torch.Tensor, key_mask: torch.Tensor, rollout_layers: list[int],
-                     gradient_layers: list[int], tau: float, eps: float) -> dict[str, torch.Tensor]:
+def token_components(
+    attention: list[torch.Tensor],
+    tokens: list[torch.Tensor],
+    token_grads: list[torch.Tensor],
+    query: torch.Tensor,
+    key_mask: torch.Tensor,
+    rollout_layers: list[int],
+    gradient_layers: list[int],
+    tau: float,
+    eps: float,
+) -> dict[str, torch.Tensor]:
     """Rollout, consistency and gradient scores (B, T) over the tokens selected by ``key_mask``,
     read from the attention row of token ``query`` (CLS for images, EOT for text)."""
     n_blocks = len(attention)
-    mean_att = torch.stack([a.float().mean(1) for a in attention])           # (L, B, T, T)
+    mean_att = torch.stack([a.float().mean(1) for a in attention])  # (L, B, T, T)
     mask = key_mask.unsqueeze(0)
     # Eq. 1: multi-scale rollout
-    r = query_rows(rollout_matrices(mean_att)[rollout_layers], query)        # (|𝓛|, B, T)
+    r = query_rows(rollout_matrices(mean_att)[rollout_layers], query)  # (|𝓛|, B, T)
     w = layer_weights(rollout_layers, n_blocks, tau, r.device).view(-1, 1, 1)
     m_roll = (w * masked_minmax(r, mask.expand_as(r))).sum(0)
     # Eq. 2: layer consistency of the raw (head-mean) attention row
@@ -90,19 +100,23 @@ def token_components(attention: list[torch.Tensor], tokens: list[torch.Tensor], 
 class PriorMaps:
     """The text-guided priors of a batch: P (Eqs. 3-5), norm(P), and whether each phrase named a
     location (False: P is flat and norm(P) all zeros)."""
-    raw: torch.Tensor           # (B, H, W)
-    normalised: torch.Tensor    # (B, H, W)
+
+    raw: torch.Tensor  # (B, H, W)
+    normalised: torch.Tensor  # (B, H, W)
     present: list[bool]
 
 
-@lru_cache(maxsize=256)   # ~0.4 MB per entry at 224 px: films of many sizes would fill a big cache
-def _prior_cached(text: str, size: tuple[int, int], sigma: float, strength: float,
-                  image_size: tuple[int, int] | None, input_mode: str) -> tuple[np.ndarray, np.ndarray, bool]:
+@lru_cache(maxsize=256)  # ~0.4 MB per entry at 224 px: films of many sizes would fill a big cache
+def _prior_cached(
+    text: str, size: tuple[int, int], sigma: float, strength: float, image_size: tuple[int, int] | None, input_mode: str
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """P, norm(P) and "a location was found" for one phrase on one film size; computed once."""
     from matex.priors import spatial_prior
 
-    p = np.asarray(spatial_prior(text, size, sigma=sigma, strength=strength, image_size=image_size,
-                                 input_mode=input_mode), dtype=np.float32)
+    p = np.asarray(
+        spatial_prior(text, size, sigma=sigma, strength=strength, image_size=image_size, input_mode=input_mode),
+        dtype=np.float32,
+    )
     if p.shape != tuple(size):
         raise ConfigError(f"spatial_prior returned shape {p.shape} for size {size}")
     normalised = minmax_norm(torch.from_numpy(p)).numpy()
@@ -111,23 +125,47 @@ def _prior_cached(text: str, size: tuple[int, int], sigma: float, strength: floa
     return p, normalised, bool((p != 1).any())
 
 
-def spatial_priors(texts: Sequence[str], size: tuple[int, int], sigma: float, strength: float,
-                   device=None, image_sizes: Sequence[tuple[int, int]] | None = None,
-                   input_mode: str = "center_crop") -> PriorMaps:
+def spatial_priors(
+    texts: Sequence[str],
+    size: tuple[int, int],
+    sigma: float,
+    strength: float,
+    device=None,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+    input_mode: str = "center_crop",
+) -> PriorMaps:
     """Stack the text-guided priors of ``texts`` at ``size``, each laid on the model input as its
     film (``image_sizes``: (height, width) per text; None = the input is the film) went through
     ``input_mode`` (issue 12, finding 10). Each (phrase, film size) is computed once."""
     films = list(image_sizes) if image_sizes is not None else [None] * len(texts)
-    cached = [_prior_cached(t, tuple(size), float(sigma), float(strength),
-                            None if f is None else (int(f[0]), int(f[1])), input_mode)
-              for t, f in zip(texts, films)]
-    return PriorMaps(raw=torch.from_numpy(np.stack([c[0] for c in cached])).to(device),
-                     normalised=torch.from_numpy(np.stack([c[1] for c in cached])).to(device),
-                     present=[c[2] for c in cached])
+    cached = [
+        _prior_cached(
+            t, tuple(size), float(sigma), float(strength), None if f is None else (int(f[0]), int(f[1])), input_mode
+        )
+        for t, f in zip(texts, films)
+    ]
+    return PriorMaps(
+        raw=torch.from_numpy(np.stack([c[0] for c in cached])).to(device),
+        normalised=torch.from_numpy(np.stack([c[1] for c in cached])).to(device),
+        present=[c[2] for c in cached],
+    )
 
 
 @register("matex", reference="Imran, Lee, Lee, arXiv 2601.11666, 2026")
-def matex(ctx: ForwardContext, *, alpha: float = 0.5, beta: float = 0.2, gamma: float = 0.35, delta: float = 0.2, tau: float = 0.5, rollout_layers: int | list[int] | None = None, gradient_layers: int | list[int] = 4, consistency_eps: float = 1e-06, prior_sigma: float = 0.1, prior_strength: float = 2.5) -> ExplainOutput:
+def matex(
+    ctx: ForwardContext,
+    *,
+    alpha: float = 0.5,
+    beta: float = 0.2,
+    gamma: float = 0.35,
+    delta: float = 0.2,
+    tau: float = 0.5,
+    rollout_layers: int | list[int] | None = None,
+    gradient_layers: int | list[int] = 4,
+    consistency_eps: float = 1e-06,
+    prior_sigma: float = 0.1,
+    prior_strength: float = 2.5,
+) -> ExplainOutput:
     """The fused MATEX map, its components, and per-token text scores."""
     use_text = ctx.has_text_tower
     n_blocks = len(ctx.vision_blocks)
@@ -140,38 +178,71 @@ def matex(ctx: ForwardContext, *, alpha: float = 0.5, beta: float = 0.2, gamma: 
     patches = torch.ones(b, t, dtype=torch.bool, device=device)
     patches[:, 0] = False
     cls = torch.zeros(b, dtype=torch.long, device=device)
-    comp = token_components(tr.vision.attention, tr.vision.tokens, tr.vision.token_grads, cls, patches,
-                            roll_layers, grad_layers, tau, consistency_eps)
+    comp = token_components(
+        tr.vision.attention,
+        tr.vision.tokens,
+        tr.vision.token_grads,
+        cls,
+        patches,
+        roll_layers,
+        grad_layers,
+        tau,
+        consistency_eps,
+    )
     size = ctx.size
     rollout = upsample(tokens_to_grid(comp["rollout"][:, 1:]), size)
     consistency = upsample(tokens_to_grid(comp["consistency"][:, 1:]), size)
     gradient = upsample(tokens_to_grid(comp["gradient"][:, 1:]), size)
     prior = spatial_priors(ctx.texts, size, prior_sigma, prior_strength, device, ctx.image_sizes, ctx.input_mode)
-    components = {"rollout": rollout, "consistency": consistency, "gradient": minmax_norm(gradient),
-                  "prior": prior.normalised, "grad_prior": minmax_norm(gradient * prior.raw),
-                  "grad_consistency": minmax_norm(gradient * consistency)}
+    components = {
+        "rollout": rollout,
+        "consistency": consistency,
+        "gradient": minmax_norm(gradient),
+        "prior": prior.normalised,
+        "grad_prior": minmax_norm(gradient * prior.raw),
+        "grad_consistency": minmax_norm(gradient * consistency),
+    }
     # fusion (docs/method.md), accumulated in place (full-size maps: every temporary costs a pass over B x H x W)
     fused = components["grad_prior"].mul(alpha).add_(rollout, alpha=beta)
     fused = minmax_norm(fused.add_(components["grad_consistency"], alpha=gamma).add_(prior.normalised, alpha=delta))
 
     text_scores = None
     if use_text and tr.text is not None:
-        eot = tr.eot.to(device)                  # last real token (EOT; [SEP] for a BERT tower)
-        query = tr.text_query.to(device) if tr.text_query is not None else eot   # the pooled token
+        eot = tr.eot.to(device)  # last real token (EOT; [SEP] for a BERT tower)
+        query = tr.text_query.to(device) if tr.text_query is not None else eot  # the pooled token
         n_text = len(tr.text.attention)
         real = torch.arange(tr.text.tokens[0].shape[1], device=device).unsqueeze(0) <= eot.unsqueeze(1)
-        tcomp = token_components(tr.text.attention, tr.text.tokens, tr.text.token_grads, query, real,
-                                 list(range(n_text)), [0], tau, consistency_eps)
+        tcomp = token_components(
+            tr.text.attention,
+            tr.text.tokens,
+            tr.text.token_grads,
+            query,
+            real,
+            list(range(n_text)),
+            [0],
+            tau,
+            consistency_eps,
+        )
         g = masked_minmax(tcomp["gradient"], real)
-        scores = masked_minmax(alpha * g + beta * tcomp["rollout"]
-                               + gamma * masked_minmax(tcomp["gradient"] * tcomp["consistency"], real), real)
+        scores = masked_minmax(
+            alpha * g + beta * tcomp["rollout"] + gamma * masked_minmax(tcomp["gradient"] * tcomp["consistency"], real),
+            real,
+        )
         scores = scores.cpu().numpy().astype(np.float32)
-        text_scores = [scores[i, :int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
+        text_scores = [scores[i, : int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
 
     present = prior.present
-    return ExplainOutput(image=fused, text=text_scores, components=components,
-                         meta={"options": {"rollout_layers": roll_layers, "gradient_layers": grad_layers,
-                                           "layer_weights": layer_weights(roll_layers, n_blocks, tau).tolist(),
-                                           "prior_present": present,
-                                           "text_side": "rollout(EOT row) + gradient x token embedding"
-                                           if text_scores is not None else None}})
+    return ExplainOutput(
+        image=fused,
+        text=text_scores,
+        components=components,
+        meta={
+            "options": {
+                "rollout_layers": roll_layers,
+                "gradient_layers": grad_layers,
+                "layer_weights": layer_weights(roll_layers, n_blocks, tau).tolist(),
+                "prior_present": present,
+                "text_side": "rollout(EOT row) + gradient x token embedding" if text_scores is not None else None,
+            }
+        },
+    )

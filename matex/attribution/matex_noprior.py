@@ -4,6 +4,7 @@ MATEX's total weight α + β + γ + δ (with MATEX's default δ). The final min-
 leave the map unchanged; it only keeps the recorded weights comparable. Every other setting (layers,
 τ, ε) is MATEX's. Gap to ``matex`` = what the phrase's location words add; gap to the model-only
 baselines = what MATEX's fusion adds without the text."""
+
 from __future__ import annotations
 
 from ..errors import ConfigError
@@ -15,8 +16,9 @@ from .wrapper import ForwardContext
 def renormalised_weights(alpha: float, beta: float, gamma: float) -> tuple[float, float, float]:
     """α, β, γ scaled so that they sum to MATEX's default α + β + γ + δ."""
     if alpha + beta + gamma <= 0:
-        raise ConfigError(f"attribution.params.matex_noprior: alpha + beta + gamma must be > 0, got "
-                          f"{alpha + beta + gamma}")
+        raise ConfigError(
+            f"attribution.params.matex_noprior: alpha + beta + gamma must be > 0, got {alpha + beta + gamma}"
+        )
     d = get_method("matex").defaults
     total = float(d["alpha"]) + float(d["beta"]) + float(d["gamma"]) + float(d["delta"])
     k = total / (alpha + beta + gamma)
@@ -24,9 +26,29 @@ def renormalised_weights(alpha: float, beta: float, gamma: float) -> tuple[float
 
 
 @register("matex_noprior", reference="ablation of MATEX: no text prior (δ = 0, λ_s = 1)")
-def matex_noprior(ctx: ForwardContext, *, alpha: float = 0.5, beta: float = 0.2, gamma: float = 0.35, tau: float = 0.5, rollout_layers: int | list[int] | None = None, gradient_layers: int | list[int] = 4, consistency_eps: float = 1e-06) -> ExplainOutput:
+def matex_noprior(
+    ctx: ForwardContext,
+    *,
+    alpha: float = 0.5,
+    beta: float = 0.2,
+    gamma: float = 0.35,
+    tau: float = 0.5,
+    rollout_layers: int | list[int] | None = None,
+    gradient_layers: int | list[int] = 4,
+    consistency_eps: float = 1e-06,
+) -> ExplainOutput:
     a, b, g = renormalised_weights(alpha, beta, gamma)
-    out = matex(ctx, alpha=a, beta=b, gamma=g, delta=0.0, tau=tau, rollout_layers=rollout_layers,
-                gradient_layers=gradient_layers, consistency_eps=consistency_eps, prior_strength=1.0)
+    out = matex(
+        ctx,
+        alpha=a,
+        beta=b,
+        gamma=g,
+        delta=0.0,
+        tau=tau,
+        rollout_layers=rollout_layers,
+        gradient_layers=gradient_layers,
+        consistency_eps=consistency_eps,
+        prior_strength=1.0,
+    )
     out.meta.setdefault("options", {})["fusion_weights"] = {"alpha": a, "beta": b, "gamma": g, "delta": 0.0}
     return out

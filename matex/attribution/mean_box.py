@@ -5,11 +5,12 @@ min-max normalised like every other map.
 
 The training pairs' aligned boxes reach the method through ``explain(..., training_boxes=...)``
 (a :class:`TrainingBoxes`; the pipeline builds it from the pairs table's train split)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,12 +27,13 @@ from .wrapper import ForwardContext
 class TrainingBoxes:
     """The aligned boxes (x0, y0, x1, y1 in input pixels) and finding categories of the training
     pairs that have at least one box, with their mean masks (computed on first use)."""
+
     boxes: list[list[tuple[float, float, float, float]]]
     categories: list[str]
     size: tuple[int, int]
 
     @classmethod
-    def from_pairs(cls, pairs: pd.DataFrame, size: int | Sequence[int], split: str = "train") -> "TrainingBoxes":
+    def from_pairs(cls, pairs: pd.DataFrame, size: int | Sequence[int], split: str = "train") -> TrainingBoxes:
         """The pairs of ``split`` in a pairs table (columns ``split``, ``boxes``, ``category``)."""
         missing = sorted({"split", "boxes", "category"} - set(pairs.columns))
         if missing:
@@ -79,15 +81,19 @@ def require_training_boxes(ctx: ForwardContext, method: str) -> TrainingBoxes:
     """The context's TrainingBoxes at the input size, or a DataError that says what to pass."""
     tb = ctx.training_boxes
     if tb is None:
-        raise DataError(f"method {method!r} needs the training pairs' aligned boxes, which were not given: call "
-                        "explain(..., training_boxes=TrainingBoxes.from_pairs(pairs, size)) with "
-                        "matex.attribution.mean_box.TrainingBoxes and the pairs table (columns split, boxes, "
-                        "category)")
+        raise DataError(
+            f"method {method!r} needs the training pairs' aligned boxes, which were not given: call "
+            "explain(..., training_boxes=TrainingBoxes.from_pairs(pairs, size)) with "
+            "matex.attribution.mean_box.TrainingBoxes and the pairs table (columns split, boxes, "
+            "category)"
+        )
     if not isinstance(tb, TrainingBoxes):
         raise DataError(f"method {method!r}: training_boxes must be a TrainingBoxes, got {type(tb).__name__}")
     if not tb.boxes:
-        raise DataError(f"method {method!r}: no training pair has a box (the pairs table's train split is "
-                        "empty or all its boxes were dropped)")
+        raise DataError(
+            f"method {method!r}: no training pair has a box (the pairs table's train split is "
+            "empty or all its boxes were dropped)"
+        )
     if tuple(tb.size) != tuple(ctx.size):
         raise DataError(f"method {method!r}: training boxes were aligned to {tb.size}, the model input is {ctx.size}")
     return tb
@@ -101,5 +107,4 @@ def as_maps(masks: Sequence[np.ndarray], ctx: ForwardContext) -> torch.Tensor:
 @register("mean_box", reference="bias control: mean training box mask")
 def mean_box(ctx: ForwardContext) -> ExplainOutput:
     tb = require_training_boxes(ctx, "mean_box")
-    return ExplainOutput(image=as_maps([tb.mean] * ctx.batch, ctx),
-                         meta={"options": {"training_pairs": len(tb.boxes)}})
+    return ExplainOutput(image=as_maps([tb.mean] * ctx.batch, ctx), meta={"options": {"training_pairs": len(tb.boxes)}})

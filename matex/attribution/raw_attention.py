@@ -1,4 +1,5 @@
 """Raw attention (docs/method.md): the last vision block's CLS→patch attention, mean over heads."""
+
 from __future__ import annotations
 
 from .common import grid_to_image

@@ -4,11 +4,13 @@ A method is a function ``fn(ctx: ForwardContext, **params) -> ExplainOutput`` in
 registered with ``@register("name")``; its parameters and their defaults are the function's
 keyword-only arguments (read with ``inspect.signature``). The package imports every module in this
 folder, so adding a method means adding one file and nothing else."""
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ class ExplainOutput:
     text: per-token scores, one array per text (real tokens incl. SOT/EOT), or None.
     components: named (B, H, W) maps the method fused (MATEX: its six terms).
     meta: method name, the params used (defaults filled in) and method options."""
+
     image: torch.Tensor
     text: list[np.ndarray] | None = None
     components: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -37,6 +40,7 @@ class MethodSpec:
     """A registered method: its function, and its parameters read from the function's signature
     (keyword-only arguments after ``ctx``: name, default, annotation). The signature is the one
     source of defaults; configs hold only overrides."""
+
     name: str
     fn: Callable[..., ExplainOutput]
     defaults: Mapping[str, Any]
@@ -67,13 +71,16 @@ def register(name: str, reference: str = "") -> Callable:
     """Decorator: register ``fn(ctx, *, param: type = default, ...)`` as attribution method ``name``.
 
     ``reference``: the paper the method comes from (shown by ``matex.methods()``)."""
+
     def deco(fn: Callable[..., ExplainOutput]) -> Callable[..., ExplainOutput]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-            raise ConfigError(f"attribution method {name!r} is registered twice "
-                              f"({_REGISTRY[name].fn.__module__} and {fn.__module__})")
+            raise ConfigError(
+                f"attribution method {name!r} is registered twice ({_REGISTRY[name].fn.__module__} and {fn.__module__})"
+            )
         defaults, annotations = _signature_params(name, fn)
         _REGISTRY[name] = MethodSpec(name, fn, defaults, annotations, reference)
         return fn
+
     return deco
 
 
@@ -108,8 +115,7 @@ def resolve_params(spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any
     naming the config path ``attribution.params.<method>.<key>``."""
     unknown = sorted(set(params) - set(spec.defaults))
     if unknown:
-        raise ConfigError(f"attribution.params.{spec.name}: unknown key(s) {unknown}; "
-                          f"known: {sorted(spec.defaults)}")
+        raise ConfigError(f"attribution.params.{spec.name}: unknown key(s) {unknown}; known: {sorted(spec.defaults)}")
     for key, value in params.items():
         check_param_type(spec.name, key, value, spec.annotations.get(key, ""))
     return {**spec.defaults, **dict(params)}
@@ -131,9 +137,17 @@ def _film_sizes(images, image_sizes, n: int) -> list[tuple[int, int]] | None:
     return sizes
 
 
-def explain(model, images, texts: Sequence[str], method: str = "matex", *,
-            image_sizes: Sequence[tuple[int, int]] | None = None, training_boxes: Any = None,
-            categories: Sequence[str] | None = None, **params: Any) -> ExplainOutput:
+def explain(
+    model,
+    images,
+    texts: Sequence[str],
+    method: str = "matex",
+    *,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+    training_boxes: Any = None,
+    categories: Sequence[str] | None = None,
+    **params: Any,
+) -> ExplainOutput:
     """Explain each (image, text) pair with ``method``.
 
     images: normalised (B, 3, H, W) tensor, (B, H, W) uint8 array or list of PIL images.
@@ -142,9 +156,8 @@ def explain(model, images, texts: Sequence[str], method: str = "matex", *,
     the image is taken to be the input itself). Returns maps (B, H, W) float32 in [0, 1] on CPU.
     training_boxes, categories: only the bias controls read them (``mean_box``: the training pairs'
     boxes, a ``mean_box.TrainingBoxes``; ``category_box``: those and each pair's finding category)."""
-    from .wrapper import ForwardContext
-
     from ..errors import DataError
+    from .wrapper import ForwardContext
 
     spec = get_method(method)
     used = resolve_params(spec, params)
@@ -160,10 +173,15 @@ def explain(model, images, texts: Sequence[str], method: str = "matex", *,
     was_training = model.clip.training
     model.clip.eval()  # dropout off: maps must be deterministic
     try:
-        ctx = ForwardContext(model=model, images=x, tokens=model.tokenize(texts), texts=texts,
-                             image_sizes=_film_sizes(images, image_sizes, len(texts)),
-                             training_boxes=training_boxes,
-                             categories=None if categories is None else [str(c) for c in categories])
+        ctx = ForwardContext(
+            model=model,
+            images=x,
+            tokens=model.tokenize(texts),
+            texts=texts,
+            image_sizes=_film_sizes(images, image_sizes, len(texts)),
+            training_boxes=training_boxes,
+            categories=None if categories is None else [str(c) for c in categories],
+        )
         out = spec.fn(ctx, **used)
     finally:
         model.clip.train(was_training)
@@ -173,7 +191,9 @@ def explain(model, images, texts: Sequence[str], method: str = "matex", *,
         raise MapError(f"method {method!r} returned maps of shape {tuple(image.shape)}, expected {expected}")
     check_finite(image, method)
     out.image = image.clamp(0.0, 1.0)
-    out.components = {k: check_finite(v.detach().to("cpu", torch.float32), method, f"component {k!r}")
-                      for k, v in out.components.items()}
+    out.components = {
+        k: check_finite(v.detach().to("cpu", torch.float32), method, f"component {k!r}")
+        for k, v in out.components.items()
+    }
     out.meta = {"method": method, "params": used, "options": dict(out.meta.get("options", {}))}
     return out

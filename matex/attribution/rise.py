@@ -4,6 +4,7 @@ probability ``p``, upsampled bilinearly with a random sub-cell shift; the map is
 channel, as the faithfulness metrics fill removed pixels: no colour cast). The same
 seeded masks serve every pair, so a pair's map does not depend on the batch it is in. ``batch`` is
 the number of masked images per forward pass."""
+
 from __future__ import annotations
 
 import math
@@ -31,26 +32,32 @@ def rise_masks(n_masks: int, cells: int, p: float, size: tuple[int, int], genera
 
 
 @register("rise", reference="Petsiuk, Das, Saenko, BMVC 2018")
-def rise(ctx: ForwardContext, *, n_masks: int = 500, cells: int = 8, p: float = 0.1, batch: int = 100, seed: int = 0) -> ExplainOutput:
+def rise(
+    ctx: ForwardContext, *, n_masks: int = 500, cells: int = 8, p: float = 0.1, batch: int = 100, seed: int = 0
+) -> ExplainOutput:
     if n_masks < 1 or cells < 1 or not 0 < p <= 1 or batch < 1:
-        raise ConfigError(f"attribution.params.rise: need n_masks>=1, cells>=1, 0<p<=1, batch>=1 "
-                          f"(got n_masks={n_masks}, cells={cells}, p={p}, batch={batch})")
+        raise ConfigError(
+            f"attribution.params.rise: need n_masks>=1, cells>=1, 0<p<=1, batch>=1 "
+            f"(got n_masks={n_masks}, cells={cells}, p={p}, batch={batch})"
+        )
     gen = torch.Generator().manual_seed(int(seed))
     masks = rise_masks(int(n_masks), int(cells), float(p), ctx.size, gen).to(ctx.images.device)
     from ..metrics.faithfulness import grey_fill
 
     x = ctx.images
-    grey = grey_fill(ctx.model).to(x.device)[0]                                  # (3, 1, 1)
+    grey = grey_fill(ctx.model).to(x.device)[0]  # (3, 1, 1)
     b = ctx.batch
     per_pass = max(1, int(batch) // b)
     sal = torch.zeros(b, *ctx.size, dtype=torch.float64, device=x.device)
     with torch.no_grad():
         for start in range(0, masks.shape[0], per_pass):
-            m = masks[start:start + per_pass]                                   # (M, H, W)
-            keep = m[:, None, None]                                              # (M, 1, 1, H, W)
-            masked = (keep * x[None] + (1 - keep) * grey).reshape(-1, *x.shape[1:])   # (M·B, 3, H, W)
+            m = masks[start : start + per_pass]  # (M, H, W)
+            keep = m[:, None, None]  # (M, 1, 1, H, W)
+            masked = (keep * x[None] + (1 - keep) * grey).reshape(-1, *x.shape[1:])  # (M·B, 3, H, W)
             s = ctx.image_similarity(ctx.clip.encode_image(masked), repeat=m.shape[0]).view(m.shape[0], b)
             sal += torch.einsum("mb,mhw->bhw", s.double(), m.double())
     sal /= n_masks * p
-    return ExplainOutput(image=minmax_norm(sal.float()),
-                         meta={"options": {"masked_input": "image x mask + grey x (1 - mask)", "seed": int(seed)}})
+    return ExplainOutput(
+        image=minmax_norm(sal.float()),
+        meta={"options": {"masked_input": "image x mask + grey x (1 - mask)", "seed": int(seed)}},
+    )

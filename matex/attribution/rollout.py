@@ -2,6 +2,7 @@
 read R[CLS, patches]. Rows are normalised with keepdim (vit-explain's bug drops it); head fusion
 mean | max | min; ``discard_ratio`` zeroes that fraction of the smallest fused attention entries
 per block (never the CLS→CLS entry). The options are recorded in the output's metadata."""
+
 from __future__ import annotations
 
 import torch
@@ -31,10 +32,11 @@ def discard_lowest(fused: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 @register("rollout", reference="Abnar & Zuidema, ACL 2020")
-def rollout(ctx: ForwardContext, *, discard_ratio: float = 0.0, head_fusion: str = 'mean') -> ExplainOutput:
+def rollout(ctx: ForwardContext, *, discard_ratio: float = 0.0, head_fusion: str = "mean") -> ExplainOutput:
     if head_fusion not in HEAD_FUSIONS:
-        raise ConfigError(f"attribution.params.rollout.head_fusion={head_fusion!r}; expected one of "
-                          f"{sorted(HEAD_FUSIONS)}")
+        raise ConfigError(
+            f"attribution.params.rollout.head_fusion={head_fusion!r}; expected one of {sorted(HEAD_FUSIONS)}"
+        )
     if not 0.0 <= float(discard_ratio) < 1.0:
         raise ConfigError(f"attribution.params.rollout.discard_ratio={discard_ratio} must be in [0, 1)")
     tr = ctx.trace()
@@ -43,6 +45,14 @@ def rollout(ctx: ForwardContext, *, discard_ratio: float = 0.0, head_fusion: str
         fused = discard_lowest(HEAD_FUSIONS[head_fusion](a.float()), float(discard_ratio))
         a_bar = rownorm(0.5 * fused + 0.5 * identity_like(fused))
         r = a_bar if r is None else a_bar @ r
-    return ExplainOutput(image=grid_to_image(r[:, 0, 1:], ctx.size),
-                         meta={"options": {"head_fusion": head_fusion, "discard_ratio": float(discard_ratio),
-                                           "residual": 0.5, "rownorm": "keepdim"}})
+    return ExplainOutput(
+        image=grid_to_image(r[:, 0, 1:], ctx.size),
+        meta={
+            "options": {
+                "head_fusion": head_fusion,
+                "discard_ratio": float(discard_ratio),
+                "residual": 0.5,
+                "rownorm": "keepdim",
+            }
+        },
+    )

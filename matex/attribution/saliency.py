@@ -1,4 +1,5 @@
 """Saliency (docs/method.md): |∂S/∂x|, max over colour channels."""
+
 from __future__ import annotations
 
 from .common import minmax_norm

@@ -7,6 +7,7 @@ model's, that keeps the probabilities in the graph and appends to the tower reco
 probabilities (B, heads, T, T), q/k/v (B, heads, T, head_dim) and the context (B, T, heads·head_dim)
 that enters the output projection. Nothing is edited on disk or on the class: the swap is an
 instance attribute, removed when the record closes."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,8 +28,10 @@ def tower_kind(tower: nn.Module) -> str:
         return "timm"
     if hasattr(getattr(tower, "encoder", None), "layer"):
         return "hf_bert"
-    raise MatexError(f"{type(tower).__name__} is not a supported transformer: expected an open_clip transformer "
-                     "(.resblocks), a timm VisionTransformer (.blocks) or a Hugging Face BERT encoder (.encoder.layer)")
+    raise MatexError(
+        f"{type(tower).__name__} is not a supported transformer: expected an open_clip transformer "
+        "(.resblocks), a timm VisionTransformer (.blocks) or a Hugging Face BERT encoder (.encoder.layer)"
+    )
 
 
 def tower_blocks(tower: nn.Module) -> list[nn.Module]:
@@ -39,8 +42,10 @@ def tower_blocks(tower: nn.Module) -> list[nn.Module]:
         for i, blk in enumerate(blocks):
             attn = getattr(blk, "attn", None)
             if not isinstance(attn, nn.MultiheadAttention) or attn.in_proj_weight is None:
-                raise MatexError(f"block {i} ({type(blk).__name__}) has no packed nn.MultiheadAttention at .attn; "
-                                 "only open_clip ResidualAttentionBlock ViTs are supported")
+                raise MatexError(
+                    f"block {i} ({type(blk).__name__}) has no packed nn.MultiheadAttention at .attn; "
+                    "only open_clip ResidualAttentionBlock ViTs are supported"
+                )
         return blocks
     if kind == "timm":
         blocks = list(tower.blocks)
@@ -76,25 +81,32 @@ def _record(rec: Any, probs, q, k, v, context) -> None:
 
 
 def _open_clip_attention(attn: nn.MultiheadAttention, rec: Any) -> Callable:
-    def attention(q_x: torch.Tensor, k_x: torch.Tensor | None = None, v_x: torch.Tensor | None = None,
-                  attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def attention(
+        q_x: torch.Tensor,
+        k_x: torch.Tensor | None = None,
+        v_x: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if k_x is not None or v_x is not None:
             raise MatexError("cross-attention blocks are not supported by the attribution wrapper")
         x = q_x if attn.batch_first else q_x.transpose(0, 1)
         b, t, d = x.shape
         heads = attn.num_heads
-        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, heads, d // heads) \
-            .permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+        )
         scores = (q @ k.transpose(-2, -1)) * (d // heads) ** -0.5
         if attn_mask is not None:
             mask = attn_mask if attn_mask.ndim == 2 else attn_mask.view(b, heads, t, t)
-            scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool \
-                else scores + mask.to(scores.dtype)
+            scores = (
+                scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.to(scores.dtype)
+            )
         probs = scores.softmax(-1)
         context = (probs @ v).transpose(1, 2).reshape(b, t, d)
         _record(rec, probs, q, k, v, context)
         out = attn.out_proj(context)
         return out if attn.batch_first else out.transpose(0, 1)
+
     return attention
 
 
@@ -103,7 +115,10 @@ def _timm_attention(attn: nn.Module, rec: Any) -> Callable:
         if is_causal:
             raise MatexError("causal timm attention is not supported by the attribution wrapper")
         b, t, _ = x.shape
-        heads, head_dim = attn.num_heads, getattr(attn, "head_dim", None) or attn.qkv.out_features // (3 * attn.num_heads)
+        heads, head_dim = (
+            attn.num_heads,
+            getattr(attn, "head_dim", None) or attn.qkv.out_features // (3 * attn.num_heads),
+        )
         q, k, v = attn.qkv(x).reshape(b, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = attn.q_norm(q), attn.k_norm(k)
         probs = _masked((q * attn.scale) @ k.transpose(-2, -1), attn_mask).softmax(-1)
@@ -111,6 +126,7 @@ def _timm_attention(attn: nn.Module, rec: Any) -> Callable:
         _record(rec, probs, q, k, v, context)
         out = getattr(attn, "norm", nn.Identity())(context)
         return attn.proj_drop(attn.proj(out))
+
     return forward
 
 
@@ -120,11 +136,12 @@ def _bert_self_attention(sa: nn.Module, rec: Any) -> Callable:
         size = sa.attention_head_size
         split = lambda z: z.view(b, t, -1, size).transpose(1, 2)  # noqa: E731
         q, k, v = split(sa.query(hidden_states)), split(sa.key(hidden_states)), split(sa.value(hidden_states))
-        scale = getattr(sa, "scaling", size ** -0.5)
+        scale = getattr(sa, "scaling", size**-0.5)
         probs = _masked((q @ k.transpose(-1, -2)) * scale, attention_mask).softmax(-1)
         context = (probs @ v).transpose(1, 2).reshape(b, t, -1)
         _record(rec, probs, q, k, v, context)
         return context, probs
+
     return forward
 
 

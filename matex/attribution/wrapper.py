@@ -12,6 +12,7 @@ the probabilities in the graph, and records block inputs with forward pre-hooks.
 not outputs, carry the gradient: CLIP pools the CLS token, so the last block's output patch
 tokens get zero gradient (docs/evaluation.md).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,10 +33,11 @@ _MISSING = object()
 @dataclass
 class TowerRecord:
     """What one transformer recorded during the forward pass (tensors still in the graph)."""
+
     batch_first: bool
-    attention: list[torch.Tensor] = field(default_factory=list)   # per block (B, heads, T, T)
-    inputs: list[torch.Tensor] = field(default_factory=list)      # per block, as the block saw it
-    outputs: list[torch.Tensor] = field(default_factory=list)     # per block, as the block returned it
+    attention: list[torch.Tensor] = field(default_factory=list)  # per block (B, heads, T, T)
+    inputs: list[torch.Tensor] = field(default_factory=list)  # per block, as the block saw it
+    outputs: list[torch.Tensor] = field(default_factory=list)  # per block, as the block returned it
     # per block: the attention's queries, keys and values after the input projection, as computed
     # (B, heads, T, head_dim; no copy is made), and its context softmax(qk^T)·v with heads
     # concatenated (B, T, D), the input of the output projection
@@ -60,20 +62,21 @@ class TowerRecord:
 @dataclass
 class TowerTrace:
     """Detached per-block tensors of one tower and, when requested, their gradients w.r.t. S."""
-    attention: list[torch.Tensor]                  # (B, heads, T, T)
-    tokens: list[torch.Tensor]                     # block inputs (B, T, D)
+
+    attention: list[torch.Tensor]  # (B, heads, T, T)
+    tokens: list[torch.Tensor]  # block inputs (B, T, D)
     attention_grads: list[torch.Tensor] | None = None
-    token_grads: list[torch.Tensor | None] | None = None   # None for blocks not asked for
+    token_grads: list[torch.Tensor | None] | None = None  # None for blocks not asked for
 
 
 @dataclass
 class Trace:
-    similarity: torch.Tensor                       # (B,) S per pair
+    similarity: torch.Tensor  # (B,) S per pair
     vision: TowerTrace
     text: TowerTrace | None = None
-    input_grad: torch.Tensor | None = None         # (B, 3, H, W) dS/dx
-    eot: torch.Tensor | None = None                # (B,) index of the last real text token (EOT / [SEP])
-    text_query: torch.Tensor | None = None         # (B,) index of the token the text tower pools
+    input_grad: torch.Tensor | None = None  # (B, 3, H, W) dS/dx
+    eot: torch.Tensor | None = None  # (B,) index of the last real text token (EOT / [SEP])
+    text_query: torch.Tensor | None = None  # (B,) index of the token the text tower pools
 
 
 def blocks_of(transformer: nn.Module) -> list[nn.Module]:
@@ -179,16 +182,17 @@ def _detach_all(ts: list[torch.Tensor]) -> list[torch.Tensor]:
 @dataclass
 class ForwardContext:
     """The inputs of one ``explain`` call plus the passes methods can ask for."""
-    model: object                   # matex.models.base.MatexModel
-    images: torch.Tensor            # normalised (B, 3, H, W) on the model's device
-    tokens: torch.Tensor            # (B, context_length)
+
+    model: object  # matex.models.base.MatexModel
+    images: torch.Tensor  # normalised (B, 3, H, W) on the model's device
+    tokens: torch.Tensor  # (B, context_length)
     texts: list[str]
     # the original films' (height, width) per pair, for priors laid in the model's frame (issue 12,
     # finding 10); None: each image is taken to be the model input itself
     image_sizes: list[tuple[int, int]] | None = None
     # the training pairs' aligned boxes and each explained pair's finding category: read only by the
     # bias controls mean_box and category_box (None when the caller did not supply them)
-    training_boxes: object | None = None     # matex.attribution.mean_box.TrainingBoxes
+    training_boxes: object | None = None  # matex.attribution.mean_box.TrainingBoxes
     categories: list[str] | None = None
     _text_features: torch.Tensor | None = field(default=None, repr=False)
     _image_features: torch.Tensor | None = field(default=None, repr=False)
@@ -247,7 +251,11 @@ class ForwardContext:
         pooling, 0 = [CLS] for a BERT tower) and of the last real token (EOT / [SEP])."""
         text = getattr(self.clip, "text", None)
         config = getattr(text, "config", None)
-        if config is not None and hasattr(config, "pad_token_id") and self.text_tower is getattr(text, "transformer", None):
+        if (
+            config is not None
+            and hasattr(config, "pad_token_id")
+            and self.text_tower is getattr(text, "transformer", None)
+        ):
             last = (self.tokens != int(config.pad_token_id or 0)).sum(-1) - 1
             return torch.zeros_like(last), last
         eot = eot_index(self.tokens)
@@ -277,8 +285,14 @@ class ForwardContext:
         ft = self.text_features().repeat(repeat, 1)
         return (F.normalize(image_features.float(), dim=-1) * ft).sum(-1)
 
-    def trace(self, *, text: bool = False, attention_grads: bool = False,
-              token_grads: bool | Mapping[str, Iterable[int]] = False, input_grad: bool = False) -> Trace:
+    def trace(
+        self,
+        *,
+        text: bool = False,
+        attention_grads: bool = False,
+        token_grads: bool | Mapping[str, Iterable[int]] = False,
+        input_grad: bool = False,
+    ) -> Trace:
         """One forward pass (recording every block) and, if any gradient is asked for, one
         ``torch.autograd.grad`` call that serves all requested layers at once.
 
@@ -304,8 +318,9 @@ class ForwardContext:
             vision = TowerTrace(_detach_all(vrec.attention), [vrec.tokens(i).detach() for i in range(n_blocks)])
             text_trace = None
             if trec is not None:
-                text_trace = TowerTrace(_detach_all(trec.attention),
-                                        [trec.tokens(i).detach() for i in range(len(trec.inputs))])
+                text_trace = TowerTrace(
+                    _detach_all(trec.attention), [trec.tokens(i).detach() for i in range(len(trec.inputs))]
+                )
             input_g = None
             if backward:
                 wanted: list[tuple[str, int, torch.Tensor]] = []
@@ -314,8 +329,9 @@ class ForwardContext:
                         continue
                     if attention_grads:
                         wanted += [(name + ".attention", i, a) for i, a in enumerate(rec.attention)]
-                    wanted += [(name + ".tokens", i, rec.inputs[i])
-                               for i in _grad_blocks(token_grads, name, len(rec.inputs))]
+                    wanted += [
+                        (name + ".tokens", i, rec.inputs[i]) for i in _grad_blocks(token_grads, name, len(rec.inputs))
+                    ]
                 if input_grad:
                     wanted.append(("input", 0, x))
                 grads = torch.autograd.grad(sim.sum(), [w[2] for w in wanted], allow_unused=True)
@@ -334,8 +350,9 @@ class ForwardContext:
                         setattr(target, lst, [None] * len(target.attention))
                     getattr(target, lst)[i] = g.detach()
         query, last = self.text_positions()
-        return Trace(similarity=sim.detach(), vision=vision, text=text_trace, input_grad=input_g,
-                     eot=last, text_query=query)
+        return Trace(
+            similarity=sim.detach(), vision=vision, text=text_trace, input_grad=input_g, eot=last, text_query=query
+        )
 
     @contextlib.contextmanager
     def recorded_pass(self, *, text: bool = False) -> Iterator[tuple[TowerRecord, TowerRecord | None, torch.Tensor]]:
@@ -362,7 +379,7 @@ class ForwardContext:
         """Tokens (B, T, D) after vision block ``block`` (0-based), no graph."""
         with torch.no_grad():
             x = vision_embed(self.clip.visual, self.images)
-            x = self._run_blocks(x, self.vision_blocks[:block + 1])
+            x = self._run_blocks(x, self.vision_blocks[: block + 1])
         return x
 
     def vision_features_from(self, tokens: torch.Tensor, start_block: int) -> torch.Tensor:
@@ -394,8 +411,8 @@ class ForwardContext:
         ids, mask = self._text_ids_and_mask()
         dtype = clip.transformer.get_cast_dtype()
         with torch.no_grad():
-            x = clip.token_embedding(ids).to(dtype) + clip.positional_embedding[:ids.shape[1]].to(dtype)
-            x = self._run_text_blocks(x, clip.transformer.resblocks[:block + 1], mask)
+            x = clip.token_embedding(ids).to(dtype) + clip.positional_embedding[: ids.shape[1]].to(dtype)
+            x = self._run_text_blocks(x, clip.transformer.resblocks[: block + 1], mask)
         return x
 
     def text_features_from(self, tokens: torch.Tensor, start_block: int, repeat: int = 1) -> torch.Tensor:
@@ -406,8 +423,9 @@ class ForwardContext:
         clip = self.clip
         ids, mask = self._text_ids_and_mask()
         x = clip.ln_final(self._run_text_blocks(tokens, clip.transformer.resblocks[start_block:], mask))
-        pooled = text_global_pool(x, ids.repeat(repeat, 1), clip.text_pool_type,
-                                  eos_token_id=getattr(clip, "text_eos_id", None))
+        pooled = text_global_pool(
+            x, ids.repeat(repeat, 1), clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None)
+        )
         proj = clip.text_projection
         if proj is None:
             return pooled

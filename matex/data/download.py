@@ -11,6 +11,7 @@ right checksum is skipped; a partial download lives in ``<file>.part`` and resum
 request; a finished file is checked and then renamed into place atomically. A checksum mismatch moves
 the file to ``<file>.sha256-mismatch`` and raises an error naming it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -46,6 +47,7 @@ class DownloadError(MatexError):
 @dataclass
 class _Session:
     """What every request needs; ``secret`` is scrubbed from any text that leaves this module."""
+
     auth_header: str
     secret: str
     opener: urllib.request.OpenerDirector
@@ -63,8 +65,7 @@ class _Session:
 
 
 # ---------------------------------------------------------------------------------- credentials
-def resolve_credentials(base_url: str, username: str | None = None, password: str | None = None
-                        ) -> tuple[str, str]:
+def resolve_credentials(base_url: str, username: str | None = None, password: str | None = None) -> tuple[str, str]:
     """(username, password) from the arguments, else the environment, else the netrc entry for the
     host of ``base_url``. Raises DownloadError explaining the three ways when none is found."""
     user = username or os.environ.get(USER_ENV) or None
@@ -76,8 +77,9 @@ def resolve_credentials(base_url: str, username: str | None = None, password: st
             try:
                 entry = netrc.netrc(str(netrc_path)).authenticators(host)
             except (netrc.NetrcParseError, OSError) as e:
-                raise DownloadError(f"cannot parse the netrc file {netrc_path} (line {getattr(e, 'lineno', '?')})"
-                                    ) from None
+                raise DownloadError(
+                    f"cannot parse the netrc file {netrc_path} (line {getattr(e, 'lineno', '?')})"
+                ) from None
             if entry is not None:
                 login, _, secret = entry
                 if user is None or user == login:
@@ -88,7 +90,8 @@ def resolve_credentials(base_url: str, username: str | None = None, password: st
             f"Provide them as username/password arguments, as the environment variables {USER_ENV} and "
             f"{PASSWORD_ENV}, or as a netrc entry 'machine {host} login <user> password <password>' in "
             f"~/.netrc (or the file named by NETRC, mode 600). Your PhysioNet account must have signed "
-            f"the data use agreements of both projects.")
+            f"the data use agreements of both projects."
+        )
     return user, pw
 
 
@@ -134,9 +137,10 @@ def _open(sess: _Session, url: str, offset: int = 0):
         if e.code == 416:
             return e
         if e.code in (401, 403):
-            raise DownloadError(f"PhysioNet refused the credentials (HTTP {e.code}) for {_public_url(url)}: check "
-                                f"the username/password and that the account has access to this project"
-                                ) from None
+            raise DownloadError(
+                f"PhysioNet refused the credentials (HTTP {e.code}) for {_public_url(url)}: check "
+                f"the username/password and that the account has access to this project"
+            ) from None
         raise DownloadError(sess.scrub(f"HTTP {e.code} {e.reason} for {_public_url(url)}")) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
@@ -186,7 +190,7 @@ def _fetch(sess: _Session, url: str, dest: Path, expected: str | None, count: bo
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    for attempt in range(2):
+    for _attempt in range(2):
         offset = part.stat().st_size if part.is_file() else 0
         resp = _open(sess, url, offset)
         with resp:
@@ -199,7 +203,7 @@ def _fetch(sess: _Session, url: str, dest: Path, expected: str | None, count: bo
             mode = "ab" if (status == 206 and offset) else "wb"
             got = 0
             with open(part, mode) as f:
-                for block in iter(lambda: resp.read(CHUNK), b""):
+                for block in iter(lambda r=resp: r.read(CHUNK), b""):
                     f.write(block)
                     got += len(block)
             with sess.lock:
@@ -212,8 +216,10 @@ def _fetch(sess: _Session, url: str, dest: Path, expected: str | None, count: bo
         if actual != expected:
             bad = dest.with_name(dest.name + ".sha256-mismatch")
             os.replace(part, bad)
-            raise DownloadError(f"checksum mismatch for {dest}: SHA256SUMS.txt says {expected}, the download has "
-                                f"{actual}; the file was moved to {bad}")
+            raise DownloadError(
+                f"checksum mismatch for {dest}: SHA256SUMS.txt says {expected}, the download has "
+                f"{actual}; the file was moved to {bad}"
+            )
     os.replace(part, dest)
     if count:
         with sess.lock:
@@ -238,11 +244,20 @@ def referenced_images(csv_path: str | Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- public entry
-def download_mscxr(dest_root: str | Path, *, base_url: str = "https://physionet.org/files",
-                   mscxr_project: str = "ms-cxr/1.1.0", csv_in_project: str = "MS_CXR_Local_Alignment_v1.1.0.csv",
-                   csv_name: str = "MS_CXR_Local_Alignment_v1.0.0.csv", images_project: str = "mimic-cxr-jpg/2.1.0",
-                   verify_sha256: bool = True, workers: int = 4, username: str | None = None,
-                   password: str | None = None, progress: bool = True) -> dict[str, Any]:
+def download_mscxr(
+    dest_root: str | Path,
+    *,
+    base_url: str = "https://physionet.org/files",
+    mscxr_project: str = "ms-cxr/1.1.0",
+    csv_in_project: str = "MS_CXR_Local_Alignment_v1.1.0.csv",
+    csv_name: str = "MS_CXR_Local_Alignment_v1.0.0.csv",
+    images_project: str = "mimic-cxr-jpg/2.1.0",
+    verify_sha256: bool = True,
+    workers: int = 4,
+    username: str | None = None,
+    password: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Fetch the MS-CXR CSV to ``dest_root/csv_name`` and the MIMIC-CXR-JPG images it references to
     ``dest_root/<path>``. Returns ``{"csv", "images", "fetched", "skipped", "bytes"}``: the CSV's
     path, the number of referenced images, files (CSV + images) downloaded now, files already complete
@@ -252,16 +267,36 @@ def download_mscxr(dest_root: str | Path, *, base_url: str = "https://physionet.
     user, pw = resolve_credentials(base_url, username, password)
     sess = _session(user, pw)
     try:
-        return _download(sess, dest_root, base_url, mscxr_project, csv_in_project, csv_name, images_project,
-                         verify_sha256, max(1, int(workers)), progress)
+        return _download(
+            sess,
+            dest_root,
+            base_url,
+            mscxr_project,
+            csv_in_project,
+            csv_name,
+            images_project,
+            verify_sha256,
+            max(1, int(workers)),
+            progress,
+        )
     except DownloadError as e:
         raise DownloadError(sess.scrub(str(e))) from None
     except Exception as e:  # never let a stray message carry the secret
         raise DownloadError(sess.scrub(f"download failed: {type(e).__name__}: {e}")) from None
 
 
-def _download(sess: _Session, dest_root: Path, base_url: str, mscxr_project: str, csv_in_project: str,
-              csv_name: str, images_project: str, verify: bool, workers: int, progress: bool) -> dict[str, Any]:
+def _download(
+    sess: _Session,
+    dest_root: Path,
+    base_url: str,
+    mscxr_project: str,
+    csv_in_project: str,
+    csv_name: str,
+    images_project: str,
+    verify: bool,
+    workers: int,
+    progress: bool,
+) -> dict[str, Any]:
     dest_root.mkdir(parents=True, exist_ok=True)
     csv_sums = _project_sums(sess, base_url, mscxr_project, dest_root) if verify else {}
     if verify and csv_in_project not in csv_sums:
@@ -275,18 +310,28 @@ def _download(sess: _Session, dest_root: Path, base_url: str, mscxr_project: str
     if verify:
         unlisted = [p for p in images if p not in img_sums]
         if unlisted:
-            raise DownloadError(f"{len(unlisted)} image(s) referenced by {csv_path} are not listed in "
-                                f"{base_url}/{images_project}/{SUMS_NAME}, e.g. {unlisted[0]}")
-    log.info("fetching %d referenced images from %s/%s with %d workers", len(images), _public_url(base_url),
-             images_project, workers)
+            raise DownloadError(
+                f"{len(unlisted)} image(s) referenced by {csv_path} are not listed in "
+                f"{base_url}/{images_project}/{SUMS_NAME}, e.g. {unlisted[0]}"
+            )
+    log.info(
+        "fetching %d referenced images from %s/%s with %d workers",
+        len(images),
+        _public_url(base_url),
+        images_project,
+        workers,
+    )
     bar = None
     if progress:
         from tqdm import tqdm
+
         bar = tqdm(total=len(images), desc="MIMIC-CXR-JPG images", unit="file")
     pool = cf.ThreadPoolExecutor(max_workers=workers)
     try:
-        futures = {pool.submit(_fetch, sess, f"{base_url}/{images_project}/{p}", dest_root / p, img_sums.get(p)): p
-                   for p in images}
+        futures = {
+            pool.submit(_fetch, sess, f"{base_url}/{images_project}/{p}", dest_root / p, img_sums.get(p)): p
+            for p in images
+        }
         for fut in cf.as_completed(futures):
             fut.result()  # the first failure stops the run; finished files stay for the next resume
             if bar is not None:
@@ -295,7 +340,12 @@ def _download(sess: _Session, dest_root: Path, base_url: str, mscxr_project: str
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
-    summary = {"csv": str(csv_path), "images": len(images), "fetched": sess.fetched, "skipped": sess.skipped,
-               "bytes": sess.bytes}
+    summary = {
+        "csv": str(csv_path),
+        "images": len(images),
+        "fetched": sess.fetched,
+        "skipped": sess.skipped,
+        "bytes": sess.bytes,
+    }
     log.info("download finished: %s", summary)
     return summary

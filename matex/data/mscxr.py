@@ -15,6 +15,7 @@ A box only partly outside the image is clipped, recorded, and kept. Phrases are 
 ``prepare_dataset`` writes the three artifacts of the ``prepare`` rule: the pairs table, the
 alignment report and the model-input images (decoded once per image, even when pairs share it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,9 @@ import csv
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,10 +35,33 @@ from ..errors import DataError
 from ..io import atomic_path, write_json, write_parquet
 from .transforms import InputGeometry
 
-REQUIRED_COLUMNS = ["dicom_id", "category_name", "label_text", "path", "x", "y", "w", "h",
-                    "image_width", "image_height"]
-PAIR_COLUMNS = ["pair_id", "dicom_id", "patient_id", "study_id", "category", "phrase", "image_path",
-                "image_width", "image_height", "boxes_orig", "boxes", "box_status", "split"]
+REQUIRED_COLUMNS = [
+    "dicom_id",
+    "category_name",
+    "label_text",
+    "path",
+    "x",
+    "y",
+    "w",
+    "h",
+    "image_width",
+    "image_height",
+]
+PAIR_COLUMNS = [
+    "pair_id",
+    "dicom_id",
+    "patient_id",
+    "study_id",
+    "category",
+    "phrase",
+    "image_path",
+    "image_width",
+    "image_height",
+    "boxes_orig",
+    "boxes",
+    "box_status",
+    "split",
+]
 BAD_ROW_POLICIES = ("error", "skip")
 
 _PATIENT_RE = re.compile(r"(?<![0-9A-Za-z])(p\d{8})(?!\d)")
@@ -55,8 +80,7 @@ def read_mscxr_csv(path: str | Path) -> pd.DataFrame:
         raise DataError(f"cannot read the MS-CXR CSV: {type(e).__name__}: {e}", file=str(path)) from e
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise DataError(f"the MS-CXR CSV lacks required column(s) {missing}; it has {list(df.columns)}",
-                        file=str(path))
+        raise DataError(f"the MS-CXR CSV lacks required column(s) {missing}; it has {list(df.columns)}", file=str(path))
     lines = _record_start_lines(path)
     df["_line"] = lines[: len(df)] if len(lines) >= len(df) else np.arange(len(df)) + 2
     return df.reset_index(drop=True)
@@ -109,15 +133,18 @@ class _BadRows:
 
     def __call__(self, row: int, line: int, dicom_id: str, image_path: str, reason: str) -> None:
         if self.policy == "error":
-            raise DataError(f"bad MS-CXR row {row} (CSV line {line}, image {image_path}): {reason}; "
-                            f"set data.on_bad_row: skip to drop such rows and record them in the report",
-                            file=str(self.csv_path), row=row)
-        self.skipped.append({"row": int(row), "line": int(line), "dicom_id": dicom_id,
-                             "path": image_path, "reason": reason})
+            raise DataError(
+                f"bad MS-CXR row {row} (CSV line {line}, image {image_path}): {reason}; "
+                f"set data.on_bad_row: skip to drop such rows and record them in the report",
+                file=str(self.csv_path),
+                row=row,
+            )
+        self.skipped.append(
+            {"row": int(row), "line": int(line), "dicom_id": dicom_id, "path": image_path, "reason": reason}
+        )
 
 
-def _check_image(file: Path, width: int, height: int,
-                 on_image: Callable[[Image.Image], None] | None) -> str | None:
+def _check_image(file: Path, width: int, height: int, on_image: Callable[[Image.Image], None] | None) -> str | None:
     """Decode the image fully; return the reason it is unusable, or None."""
     if not file.is_file():
         return f"image file not found: {file}"
@@ -125,8 +152,10 @@ def _check_image(file: Path, width: int, height: int,
         with Image.open(file) as img:
             img.load()
             if img.size != (width, height):
-                return (f"image is {img.size[0]}x{img.size[1]} pixels but the CSV says "
-                        f"image_width={width}, image_height={height}")
+                return (
+                    f"image is {img.size[0]}x{img.size[1]} pixels but the CSV says "
+                    f"image_width={width}, image_height={height}"
+                )
             if on_image is not None:
                 on_image(img)
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
@@ -149,10 +178,17 @@ def _float(value: str) -> float:
         return float("nan")
 
 
-def build_pairs(csv_path: str | Path, image_root: str | Path, geometry: InputGeometry, val_fraction: float,
-                seed: int, on_bad_row: str = "error", *,
-                on_image: Callable[[str, Image.Image], None] | None = None,
-                progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+def build_pairs(
+    csv_path: str | Path,
+    image_root: str | Path,
+    geometry: InputGeometry,
+    val_fraction: float,
+    seed: int,
+    on_bad_row: str = "error",
+    *,
+    on_image: Callable[[str, Image.Image], None] | None = None,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Group the CSV's box rows into image-phrase pairs with boxes aligned to the model input.
 
     Returns ``(pairs, report)``: ``pairs`` has ``PAIR_COLUMNS`` sorted by ``pair_id``; ``report`` is
@@ -169,6 +205,7 @@ def build_pairs(csv_path: str | Path, image_root: str | Path, geometry: InputGeo
     rows_iter = range(len(df))
     if progress:
         from tqdm import tqdm
+
         rows_iter = tqdm(rows_iter, desc="checking MS-CXR rows", unit="row")
 
     kept: list[dict[str, Any]] = []
@@ -189,8 +226,13 @@ def build_pairs(csv_path: str | Path, image_root: str | Path, geometry: InputGeo
             continue
         width, height = _positive_int(r["image_width"]), _positive_int(r["image_height"])
         if width is None or height is None:
-            bad(i, line, dicom_id, rel, f"image_width/image_height are not positive integers "
-                                        f"({r['image_width']!r}, {r['image_height']!r})")
+            bad(
+                i,
+                line,
+                dicom_id,
+                rel,
+                f"image_width/image_height are not positive integers ({r['image_width']!r}, {r['image_height']!r})",
+            )
             continue
         key = (rel, width, height)
         if key not in image_reason:
@@ -201,10 +243,21 @@ def build_pairs(csv_path: str | Path, image_root: str | Path, geometry: InputGeo
             continue
         x, y, w, h = (_float(r[c]) for c in ("x", "y", "w", "h"))
         box, status = geometry.map_box(x, y, w, h, width, height)
-        row = {"row": i, "line": line, "dicom_id": dicom_id, "phrase": phrase, "category": str(r["category_name"]).strip(),
-               "image_path": rel, "patient_id": patient.group(1), "study_id": study.group(1),
-               "image_width": width, "image_height": height, "box_orig": [x, y, w, h],
-               "box": None if box is None else [float(v) for v in box], "status": status}
+        row = {
+            "row": i,
+            "line": line,
+            "dicom_id": dicom_id,
+            "phrase": phrase,
+            "category": str(r["category_name"]).strip(),
+            "image_path": rel,
+            "patient_id": patient.group(1),
+            "study_id": study.group(1),
+            "image_width": width,
+            "image_height": height,
+            "box_orig": [x, y, w, h],
+            "box": None if box is None else [float(v) for v in box],
+            "status": status,
+        }
         if status == "dropped":
             bad(i, line, dicom_id, rel, _drop_reason(x, y, w, h, width, height, geometry))
             n_dropped += 1
@@ -213,7 +266,7 @@ def build_pairs(csv_path: str | Path, image_root: str | Path, geometry: InputGeo
         kept.append(row)
 
     pairs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for row in kept:   # one pair per (image, phrase, category)
+    for row in kept:  # one pair per (image, phrase, category)
         pairs.setdefault((row["dicom_id"], row["phrase"], row["category"]), []).append(row)
 
     records = []
@@ -221,15 +274,30 @@ def build_pairs(csv_path: str | Path, image_root: str | Path, geometry: InputGeo
         first = rows[0]
         boxes = [row["box"] for row in rows if row["box"] is not None]
         if not boxes:  # only reachable with on_bad_row="skip": every box of the pair was dropped
-            bad(first["row"], first["line"], dicom_id, first["image_path"],
-                f"pair left with no box (rows {[row['row'] for row in rows]})")
+            bad(
+                first["row"],
+                first["line"],
+                dicom_id,
+                first["image_path"],
+                f"pair left with no box (rows {[row['row'] for row in rows]})",
+            )
             continue
-        records.append({
-            "pair_id": pair_id_for(dicom_id, phrase, category), "dicom_id": dicom_id,
-            "patient_id": first["patient_id"], "study_id": first["study_id"], "category": category, "phrase": phrase,
-            "image_path": first["image_path"], "image_width": first["image_width"],
-            "image_height": first["image_height"], "boxes_orig": [row["box_orig"] for row in rows],
-            "boxes": boxes, "box_status": [row["status"] for row in rows]})
+        records.append(
+            {
+                "pair_id": pair_id_for(dicom_id, phrase, category),
+                "dicom_id": dicom_id,
+                "patient_id": first["patient_id"],
+                "study_id": first["study_id"],
+                "category": category,
+                "phrase": phrase,
+                "image_path": first["image_path"],
+                "image_width": first["image_width"],
+                "image_height": first["image_height"],
+                "boxes_orig": [row["box_orig"] for row in rows],
+                "boxes": boxes,
+                "box_status": [row["status"] for row in rows],
+            }
+        )
 
     val_patients = split_patients([rec["patient_id"] for rec in records], val_fraction, seed)
     for rec in records:
@@ -253,8 +321,9 @@ def _drop_reason(x: float, y: float, w: float, h: float, width: int, height: int
     return f"{box} lies entirely outside the model input ({geometry.mode} to {geometry.size} px)"
 
 
-def _report(df: pd.DataFrame, pairs: pd.DataFrame, skipped: list[dict], n_clipped: int, n_dropped: int,
-            geometry: InputGeometry) -> dict[str, Any]:
+def _report(
+    df: pd.DataFrame, pairs: pd.DataFrame, skipped: list[dict], n_clipped: int, n_dropped: int, geometry: InputGeometry
+) -> dict[str, Any]:
     per_split = {}
     for split in ("train", "val"):
         sub = pairs[pairs["split"] == split]
@@ -280,10 +349,19 @@ def _report(df: pd.DataFrame, pairs: pd.DataFrame, skipped: list[dict], n_clippe
 
 
 # ------------------------------------------------------------------------------------- prepare
-def prepare_dataset(csv_path: str | Path, image_root: str | Path, geometry: InputGeometry, val_fraction: float,
-                    seed: int, on_bad_row: str, out_pairs: str | Path, out_report: str | Path,
-                    out_images: str | Path, meta: Mapping[str, Any] | None = None,
-                    progress: bool = True) -> pd.DataFrame:
+def prepare_dataset(
+    csv_path: str | Path,
+    image_root: str | Path,
+    geometry: InputGeometry,
+    val_fraction: float,
+    seed: int,
+    on_bad_row: str,
+    out_pairs: str | Path,
+    out_report: str | Path,
+    out_images: str | Path,
+    meta: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Build the pairs and write ``out_pairs`` (Parquet), ``out_report`` (JSON) and ``out_images``
     (uint8 ``.npy`` of shape (n_pairs, S, S), the model inputs in pairs row order). Each image is
     decoded once, however many pairs share it. All three files appear together or not at all."""
@@ -292,8 +370,9 @@ def prepare_dataset(csv_path: str | Path, image_root: str | Path, geometry: Inpu
     def keep_input(dicom_id: str, img: Image.Image) -> None:
         inputs[dicom_id] = geometry.image_to_input(img)
 
-    pairs, report = build_pairs(csv_path, image_root, geometry, val_fraction, seed, on_bad_row,
-                                on_image=keep_input, progress=progress)
+    pairs, report = build_pairs(
+        csv_path, image_root, geometry, val_fraction, seed, on_bad_row, on_image=keep_input, progress=progress
+    )
     size = geometry.size
     images = np.zeros((len(pairs), size, size), dtype=np.uint8)
     for k, dicom_id in enumerate(pairs["dicom_id"]):

@@ -6,10 +6,12 @@ Both the image and its boxes go through the *same* per-axis affine map ``x_in = 
 Modes: ``center_crop`` (scale the short side to ``size``, crop the centre: open_clip's default) and
 ``letterbox`` (scale the long side to ``size``, pad with black: nothing is cut off).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -22,6 +24,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 @dataclass(frozen=True)
 class Affine:
     """Per-axis map from original pixel coordinates to input pixel coordinates."""
+
     sx: float
     sy: float
     ox: float
@@ -66,8 +69,9 @@ class InputGeometry:
         canvas.paste(resized, (int(a.ox), int(a.oy)))
         return np.asarray(canvas, dtype=np.uint8)
 
-    def map_box(self, x: float, y: float, w: float, h: float, width: int, height: int
-                ) -> tuple[tuple[float, float, float, float] | None, str]:
+    def map_box(
+        self, x: float, y: float, w: float, h: float, width: int, height: int
+    ) -> tuple[tuple[float, float, float, float] | None, str]:
         """Map an MS-CXR box (x, y top-left, w, h; original pixels) onto the input.
 
         Returns ``((x0, y0, x1, y1), status)`` in input pixels, status one of ``ok``, ``clipped``

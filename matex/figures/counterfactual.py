@@ -1,5 +1,6 @@
 """What each method sees: per method, the mean share of its map's mass on the lesion against the
 share on the chest drain (the planted shortcut), on the synthetic films with a drain."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -25,17 +26,30 @@ def lesion_vs_drain(metrics: pd.DataFrame, method_order: list[str] | None = None
         x, y = d["lesion_share"].dropna(), d["drain_share"].dropna()
         if not len(x) or not len(y):
             continue
-        ax.errorbar(100 * x.mean(), 100 * y.mean(), xerr=100 * x.sem() if len(x) > 1 else None,
-                    yerr=100 * y.sem() if len(y) > 1 else None, fmt="s" if is_control(m) else "o",
-                    color=method_color(m), markersize=7 if m == "matex" else 5, capsize=2, label=m,
-                    zorder=5 if m == "matex" else 2)
+        ax.errorbar(
+            100 * x.mean(),
+            100 * y.mean(),
+            xerr=100 * x.sem() if len(x) > 1 else None,
+            yerr=100 * y.sem() if len(y) > 1 else None,
+            fmt="s" if is_control(m) else "o",
+            color=method_color(m),
+            markersize=7 if m == "matex" else 5,
+            capsize=2,
+            label=m,
+            zorder=5 if m == "matex" else 2,
+        )
     one = with_drain.drop_duplicates("pair_id")
     relies = int((one["delta_s_drain"] > one["delta_s_lesion"]).sum()) if "delta_s_drain" in one else 0
     lim = max(ax.get_xlim()[1], ax.get_ylim()[1], 1.0)
     ax.plot([0, lim], [0, lim], color="#BBBBBB", linewidth=0.8, linestyle=":")
-    ax.set(xlabel="map mass on the lesion (%)", ylabel="map mass on the chest drain (%)", xlim=(0, lim), ylim=(0, lim),
-           title=f"What each method sees ({len(one)} pairs with a drain;\n"
-                 f"the model relies more on the drain than on the lesion in {relies})")
+    ax.set(
+        xlabel="map mass on the lesion (%)",
+        ylabel="map mass on the chest drain (%)",
+        xlim=(0, lim),
+        ylim=(0, lim),
+        title=f"What each method sees ({len(one)} pairs with a drain;\n"
+        f"the model relies more on the drain than on the lesion in {relies})",
+    )
     ax.legend(frameon=False, fontsize=7, ncol=2, loc="upper right")
     fig.tight_layout()
     return fig

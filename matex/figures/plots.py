@@ -1,8 +1,9 @@
 """The paper's figures from cached artifacts (colour-blind-safe palette, PNG and PDF)."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -33,8 +34,9 @@ def save(fig, outputs: Sequence[str | Path], style: dict | None = None) -> None:
     plt.close(fig)
 
 
-def pick_qualitative_pairs(pairs: pd.DataFrame, explained: Sequence[str], per_category: int,
-                           fixed: Sequence[str] | None = None) -> list[str]:
+def pick_qualitative_pairs(
+    pairs: pd.DataFrame, explained: Sequence[str], per_category: int, fixed: Sequence[str] | None = None
+) -> list[str]:
     """The configured pair ids, else the first ``per_category`` explained pairs of each category."""
     if fixed:
         return list(fixed)
@@ -42,15 +44,21 @@ def pick_qualitative_pairs(pairs: pd.DataFrame, explained: Sequence[str], per_ca
     return [pid for _, grp in sub.groupby("category", sort=True) for pid in grp["pair_id"].head(per_category)]
 
 
-def qualitative_grid(pairs: pd.DataFrame, images_u8: np.ndarray, maps: Mapping[str, Mapping[str, np.ndarray]],
-                     pair_ids: Sequence[str], show_images: bool = True):
+def qualitative_grid(
+    pairs: pd.DataFrame,
+    images_u8: np.ndarray,
+    maps: Mapping[str, Mapping[str, np.ndarray]],
+    pair_ids: Sequence[str],
+    show_images: bool = True,
+):
     """Rows: pairs; columns: the image with its radiologist box, then each method's map overlaid.
     ``show_images=False`` draws maps on a grey background and labels rows by finding category, so
     neither the radiograph nor its report phrase ends up in the figure (MIMIC licence)."""
     methods = list(maps)
     row_of = {p: i for i, p in enumerate(pairs["pair_id"])}
-    fig, axes = plt.subplots(len(pair_ids), len(methods) + 1, squeeze=False,
-                             figsize=(1.6 * (len(methods) + 1), 1.75 * len(pair_ids)))
+    fig, axes = plt.subplots(
+        len(pair_ids), len(methods) + 1, squeeze=False, figsize=(1.6 * (len(methods) + 1), 1.75 * len(pair_ids))
+    )
     for r, pid in enumerate(pair_ids):
         row = pairs.iloc[row_of[pid]]
         img = images_u8[row_of[pid]]
@@ -68,7 +76,8 @@ def qualitative_grid(pairs: pd.DataFrame, images_u8: np.ndarray, maps: Mapping[s
             if r == 0:
                 axes[r, c].set_title(m, fontsize=7)
     for ax in axes.ravel():
-        ax.set_xticks([]); ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     return fig
 
@@ -78,23 +87,39 @@ def metric_bars(summary: pd.DataFrame, method_order: Sequence[str]):
     from ..metrics.aggregate import METRICS
 
     overall = summary[summary["category"] == "all"]
-    metrics = [(c, l) for c, l, _ in METRICS if c in set(overall["metric"])]
+    metrics = [(c, label) for c, label, _ in METRICS if c in set(overall["metric"])]
     cols = 3
     rows = int(np.ceil(len(metrics) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
     from .style import is_control, method_color
 
     for ax, (metric, label) in zip(axes.ravel(), metrics):
-        d = overall[overall["metric"] == metric].set_index("method").reindex(
-            [m for m in method_order if m in set(overall["method"])])
+        d = (
+            overall[overall["metric"] == metric]
+            .set_index("method")
+            .reindex([m for m in method_order if m in set(overall["method"])])
+        )
         x = np.arange(len(d))
-        ax.bar(x, d["mean"], color=[method_color(m) for m in d.index],
-               hatch=["//" if is_control(m) else "" for m in d.index], edgecolor="white", linewidth=0.3)
-        ax.errorbar(x, d["mean"], yerr=[d["mean"] - d["ci_low"], d["ci_high"] - d["mean"]], fmt="none",
-                    ecolor="black", elinewidth=0.8, capsize=2)
+        ax.bar(
+            x,
+            d["mean"],
+            color=[method_color(m) for m in d.index],
+            hatch=["//" if is_control(m) else "" for m in d.index],
+            edgecolor="white",
+            linewidth=0.3,
+        )
+        ax.errorbar(
+            x,
+            d["mean"],
+            yerr=[d["mean"] - d["ci_low"], d["ci_high"] - d["mean"]],
+            fmt="none",
+            ecolor="black",
+            elinewidth=0.8,
+            capsize=2,
+        )
         ax.set_xticks(x, d.index, rotation=60, ha="right", fontsize=7)
         ax.set_title(label, fontsize=9)
-    for ax in axes.ravel()[len(metrics):]:
+    for ax in axes.ravel()[len(metrics) :]:
         ax.axis("off")
     fig.tight_layout()
     return fig
@@ -102,8 +127,19 @@ def metric_bars(summary: pd.DataFrame, method_order: Sequence[str]):
 
 def curves(df: pd.DataFrame, x: str, y: str, hue: str, title: str, xlabel: str, ylabel: str, col: str | None = None):
     """Line plot with one line per ``hue`` (ablation, lambda sweep, sanity)."""
-    g = sns.relplot(data=df, x=x, y=y, hue=hue, col=col, kind="line", marker="o", palette=PALETTE,
-                    height=2.8, aspect=1.2, facet_kws={"sharey": False})
+    g = sns.relplot(
+        data=df,
+        x=x,
+        y=y,
+        hue=hue,
+        col=col,
+        kind="line",
+        marker="o",
+        palette=PALETTE,
+        height=2.8,
+        aspect=1.2,
+        facet_kws={"sharey": False},
+    )
     g.set_axis_labels(xlabel, ylabel)
     g.figure.suptitle(title, y=1.03, fontsize=10)
     return g.figure

@@ -1,6 +1,7 @@
 """Figure of the text-guided spatial prior (docs/method.md) for one phrase per category, laid on the
 model input exactly as the pair's boxes are (issue 12, finding 10), with the regions the parser read
 and their weights: the audit of what the phrase alone contributes to MATEX and prior_only."""
+
 from __future__ import annotations
 
 import textwrap
@@ -18,8 +19,16 @@ from ..priors import parse_phrase, spatial_prior
 from .style import method_color
 
 
-def prior_grid(pairs: pd.DataFrame, images_u8: np.ndarray, pair_ids: Sequence[str], *, sigma: float = 0.1,
-               strength: float = 2.5, input_mode: str = "center_crop", show_images: bool = True):
+def prior_grid(
+    pairs: pd.DataFrame,
+    images_u8: np.ndarray,
+    pair_ids: Sequence[str],
+    *,
+    sigma: float = 0.1,
+    strength: float = 2.5,
+    input_mode: str = "center_crop",
+    show_images: bool = True,
+):
     """One panel per pair: the input image (or a blank, when images may not be shown), the prior P as
     a heat map with its contour, the radiologist boxes, and the parse (regions: weights)."""
     index = {pid: i for i, pid in enumerate(pairs["pair_id"])}
@@ -33,23 +42,30 @@ def prior_grid(pairs: pd.DataFrame, images_u8: np.ndarray, pair_ids: Sequence[st
         i = index[pid]
         pair = pairs.iloc[i]
         size = images_u8.shape[1:]
-        prior = spatial_prior(pair["phrase"], size, sigma=sigma, strength=strength,
-                              image_size=(int(pair["image_height"]), int(pair["image_width"])),
-                              input_mode=input_mode)
+        prior = spatial_prior(
+            pair["phrase"],
+            size,
+            sigma=sigma,
+            strength=strength,
+            image_size=(int(pair["image_height"]), int(pair["image_width"])),
+            input_mode=input_mode,
+        )
         background = images_u8[i] if show_images else np.full(size, 255, np.uint8)
         ax.imshow(background, cmap="gray", vmin=0, vmax=255)
         ax.imshow(prior, cmap="magma", alpha=0.45, vmin=1.0, vmax=max(strength, 1.0 + 1e-6))
         if prior.max() > 1.0:
-            ax.contour(prior, levels=[1.0 + 0.5 * (prior.max() - 1.0)], colors=[method_color("prior_only")],
-                       linewidths=1.0)
+            ax.contour(
+                prior, levels=[1.0 + 0.5 * (prior.max() - 1.0)], colors=[method_color("prior_only")], linewidths=1.0
+            )
         boxes = box_mask([tuple(b) for b in pair["boxes"]], size)
         ax.contour(boxes, levels=[0.5], colors=["#00CC66"], linewidths=1.2)
         parse = parse_phrase(pair["phrase"])
         read = ", ".join(f"{r.name} {w:.1f}" for r, w in zip(parse.regions, parse.weights)) or "flat (no location)"
         flags = "".join([" [negated]" if parse.negated else "", " [hedged]" if parse.uncertain else ""])
         ax.set_title(f"{pair['category']}\n" + "\n".join(textwrap.wrap(f'"{pair["phrase"]}"', 34)[:2]), fontsize=8)
-        ax.text(0.0, -0.02, "\n".join(textwrap.wrap(read + flags, 44)[:3]), transform=ax.transAxes,
-                fontsize=6.5, va="top")
+        ax.text(
+            0.0, -0.02, "\n".join(textwrap.wrap(read + flags, 44)[:3]), transform=ax.transAxes, fontsize=6.5, va="top"
+        )
     fig.suptitle("Text-guided spatial prior P per phrase (green: radiologist boxes)", fontsize=10)
     fig.tight_layout()
     return fig

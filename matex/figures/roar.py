@@ -1,5 +1,6 @@
 """The ROAR figure: the retrained model's measure on degraded validation pairs against the removed
 fraction k, one line per method (Hooker et al. 2019, Fig. 4's layout), with its area in the legend."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,8 +15,10 @@ import pandas as pd  # noqa: E402
 from .style import method_style  # noqa: E402
 
 # (measure, axis label, scale to the plotted unit, chance column)
-PANELS = [("zero_shot_accuracy", "zero-shot accuracy (%)", 100.0, "zero_shot_chance"),
-          ("val_loss", "validation contrastive loss", 1.0, None)]
+PANELS = [
+    ("zero_shot_accuracy", "zero-shot accuracy (%)", 100.0, "zero_shot_chance"),
+    ("val_loss", "validation contrastive loss", 1.0, None),
+]
 
 
 def roar_curve_figure(curve: pd.DataFrame, method_order: Sequence[str] = (), caption: str | None = None):
@@ -41,8 +44,7 @@ def roar_curve_figure(curve: pd.DataFrame, method_order: Sequence[str] = (), cap
                 s = np.nan_to_num(sd.to_numpy(dtype=float)) * scale
                 ax.fill_between(x, y - s, y + s, color=method_style(m)["color"], alpha=0.12, linewidth=0)
         if chance and chance in curve.columns:
-            ax.axhline(float(curve[chance].mean()) * scale, color="black", linestyle=":", linewidth=0.9,
-                       label="chance")
+            ax.axhline(float(curve[chance].mean()) * scale, color="black", linestyle=":", linewidth=0.9, label="chance")
         ax.set_xticks(ks)
         ax.set_xticklabels([f"{k:d}" for k in ks])
         ax.set_xlabel("pixels removed from train and validation images, k (%)")

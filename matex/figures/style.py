@@ -3,6 +3,7 @@ distinct colours that never change between figures, the controls grey and dashed
 
 Use ``method_style(name)`` for lines and ``method_color(name)`` for bars, so that a method keeps its
 colour whichever subset of methods a figure shows."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,7 +14,7 @@ MATEX_COLOR = "#C0392B"  # strong red: MATEX stands out in every figure
 # not among them.
 METHOD_COLORS: dict[str, str] = {
     "matex": MATEX_COLOR,
-    "matex_noprior": "#E67E73",     # MATEX's family, lighter
+    "matex_noprior": "#E67E73",  # MATEX's family, lighter
     "raw_attention": "#0072B2",
     "rollout": "#56B4E9",
     "gradcam": "#009E73",
@@ -93,9 +94,18 @@ def rc_params(style: dict[str, Any] | None) -> dict[str, Any]:
     thin spines, no top/right frame."""
     s = style_settings(style)
     fs = float(s["font_size"])
-    return {"font.size": fs, "axes.titlesize": fs + 1, "axes.labelsize": fs, "xtick.labelsize": fs - 1,
-            "ytick.labelsize": fs - 1, "legend.fontsize": fs - 1, "axes.linewidth": 0.6,
-            "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": int(s["dpi"])}
+    return {
+        "font.size": fs,
+        "axes.titlesize": fs + 1,
+        "axes.labelsize": fs,
+        "xtick.labelsize": fs - 1,
+        "ytick.labelsize": fs - 1,
+        "legend.fontsize": fs - 1,
+        "axes.linewidth": 0.6,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "savefig.dpi": int(s["dpi"]),
+    }
 
 
 def fit_to_column(fig, style: dict[str, Any] | None) -> None:

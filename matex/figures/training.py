@@ -1,5 +1,6 @@
 """Learning curves of the demo model (``train_log.json``): loss, and the three held-out targets
 (zero-shot accuracy over the categories, text-to-image R@5, laterality), each with its chance level."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -27,7 +28,9 @@ def learning_curves(log: Mapping[str, Any]):
     ax = axes[0]
     ax.plot(epochs, [row["train_loss"] for row in history], color="#333333", marker="o", markersize=3, label="train")
     if history and "val_loss" in history[0]:
-        ax.plot(epochs, [row["val_loss"] for row in history], color="#CC3311", marker="o", markersize=3, label="validation")
+        ax.plot(
+            epochs, [row["val_loss"] for row in history], color="#CC3311", marker="o", markersize=3, label="validation"
+        )
     ax.set(title="Contrastive loss", xlabel="epoch", ylabel="InfoNCE")
     ax.legend(frameon=False)
     for ax, (key, chance, title, target) in zip(axes[1:], PANELS):
@@ -39,7 +42,10 @@ def learning_curves(log: Mapping[str, Any]):
         ax.axhline(100 * target, color="#333333", linestyle="--", linewidth=1, label="target")
         ax.set(title=title, xlabel="epoch", ylabel="%", ylim=(0, 100))
         ax.legend(frameon=False, loc="lower right")
-    fig.suptitle(f"Demo model: {log.get('n_train', '?')} training pairs, {log.get('wall_time_s', '?')} s "
-                 f"on {log.get('threads', '?')} thread(s)", fontsize=9)
+    fig.suptitle(
+        f"Demo model: {log.get('n_train', '?')} training pairs, {log.get('wall_time_s', '?')} s "
+        f"on {log.get('threads', '?')} thread(s)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

@@ -7,6 +7,7 @@ paired difference is computed on the same resamples. Paired differences are take
 then averaged: each method against MATEX (every metric), against ``random`` (faithfulness) and
 against ``prior_only`` (localisation: what the model adds to the phrase's words).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -36,8 +37,14 @@ METRICS: list[tuple[str, str, float]] = [
     ("runtime_ms", "ms / pair", 1.0),
 ]
 # Faithfulness scores: also reported relative to the random map on the same pairs.
-FAITHFULNESS = ["img_conf_drop", "img_conf_increase", "txt_conf_drop", "txt_conf_increase", "deletion_auc",
-                "insertion_auc"]
+FAITHFULNESS = [
+    "img_conf_drop",
+    "img_conf_increase",
+    "txt_conf_drop",
+    "txt_conf_increase",
+    "deletion_auc",
+    "insertion_auc",
+]
 # Localisation scores: also reported per phrase subset and as the gain over prior_only.
 LOCALISATION = ["pointing_game", "energy_in_box", "iou_top5", "auroc"]
 # Paired references: name -> the metrics compared against it (None = every metric).
@@ -58,8 +65,13 @@ def pair_info(pairs: pd.DataFrame) -> pd.DataFrame:
     from ..priors import parse_phrase
 
     patients = pairs["patient_id"].astype(str) if "patient_id" in pairs else pairs["pair_id"].astype(str)
-    return pd.DataFrame({"pair_id": pairs["pair_id"].to_numpy(), "patient_id": patients.to_numpy(),
-                         "has_location": [parse_phrase(str(p)).has_location for p in pairs["phrase"]]})
+    return pd.DataFrame(
+        {
+            "pair_id": pairs["pair_id"].to_numpy(),
+            "patient_id": patients.to_numpy(),
+            "has_location": [parse_phrase(str(p)).has_location for p in pairs["phrase"]],
+        }
+    )
 
 
 def tidy_metrics(per_method: Sequence[pd.DataFrame], info: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -67,8 +79,9 @@ def tidy_metrics(per_method: Sequence[pd.DataFrame], info: pd.DataFrame | None =
     when ``info`` from :func:`pair_info` is given)."""
     wide = pd.concat(per_method, ignore_index=True)
     value_cols = [c for c, _, _ in METRICS if c in wide.columns]
-    tidy = wide.melt(id_vars=["pair_id", "method", "category"], value_vars=value_cols,
-                     var_name="metric", value_name="value")
+    tidy = wide.melt(
+        id_vars=["pair_id", "method", "category"], value_vars=value_cols, var_name="metric", value_name="value"
+    )
     return attach_pair_info(tidy, info)
 
 
@@ -84,8 +97,14 @@ def attach_pair_info(tidy: pd.DataFrame, info: pd.DataFrame | None) -> pd.DataFr
     return out
 
 
-def summarise_tidy(tidy: pd.DataFrame, by: Sequence[str], n_resamples: int, ci: float, seed: int,
-                   references: Mapping[str, Sequence[str] | None] = REFERENCES) -> pd.DataFrame:
+def summarise_tidy(
+    tidy: pd.DataFrame,
+    by: Sequence[str],
+    n_resamples: int,
+    ci: float,
+    seed: int,
+    references: Mapping[str, Sequence[str] | None] = REFERENCES,
+) -> pd.DataFrame:
     """One row per (by..., metric): mean, ci_low, ci_high, n (pairs), n_patients, and for each
     reference r present: vs_r, vs_r_low, vs_r_high, vs_r_n (the per-pair difference method - r,
     averaged over the pairs both score, with its interval), scaled for reporting.
@@ -108,14 +127,28 @@ def summarise_tidy(tidy: pd.DataFrame, by: Sequence[str], n_resamples: int, ci: 
             k = scale.get(metric, 1.0)
             for method in wide.columns:
                 est, lo, hi, n, n_pat = boot.mean_ci(wide[method], patients)
-                row = {**dict(zip(outer, key)), "method": method, "metric": metric, "mean": est * k,
-                       "ci_low": lo * k, "ci_high": hi * k, "n": n, "n_patients": n_pat}
+                row = {
+                    **dict(zip(outer, key)),
+                    "method": method,
+                    "metric": metric,
+                    "mean": est * k,
+                    "ci_low": lo * k,
+                    "ci_high": hi * k,
+                    "n": n,
+                    "n_patients": n_pat,
+                }
                 for ref, applies in references.items():
                     d = (np.nan,) * 3 + (0,)
                     if ref in wide.columns and (applies is None or metric in applies):
                         d = boot.mean_ci(paired_difference(wide[method], wide[ref]), patients)[:4]
-                    row.update({f"vs_{ref}": d[0] * k, f"vs_{ref}_low": d[1] * k, f"vs_{ref}_high": d[2] * k,
-                                f"vs_{ref}_n": d[3]})
+                    row.update(
+                        {
+                            f"vs_{ref}": d[0] * k,
+                            f"vs_{ref}_low": d[1] * k,
+                            f"vs_{ref}_high": d[2] * k,
+                            f"vs_{ref}_n": d[3],
+                        }
+                    )
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -124,8 +157,11 @@ def localisation_by_phrase(tidy: pd.DataFrame, n_resamples: int, ci: float, seed
     """Localisation summaries for all pairs, pairs whose phrase names a location and pairs whose
     phrase names none (``subset`` column), each with its paired gain over prior_only."""
     loc = tidy[tidy["metric"].isin(LOCALISATION)]
-    parts = [loc.assign(subset="all"), loc[loc["has_location"]].assign(subset="location"),
-             loc[~loc["has_location"].astype(bool)].assign(subset="no_location")]
+    parts = [
+        loc.assign(subset="all"),
+        loc[loc["has_location"]].assign(subset="location"),
+        loc[~loc["has_location"].astype(bool)].assign(subset="no_location"),
+    ]
     parts = [p for p in parts if len(p)]
     refs = {"matex": LOCALISATION, "prior_only": LOCALISATION}
     return summarise_tidy(pd.concat(parts, ignore_index=True), ["subset", "method"], n_resamples, ci, seed, refs)
@@ -134,8 +170,11 @@ def localisation_by_phrase(tidy: pd.DataFrame, n_resamples: int, ci: float, seed
 def _cell(r, prefix: str = "mean", min_pairs: int | None = None) -> str:
     """'value [low, high]' from the columns ``prefix`` (mean | vs_<ref>), a dagger when the cell
     rests on fewer than ``min_pairs`` pairs."""
-    value, low, high = (r["mean"], r["ci_low"], r["ci_high"]) if prefix == "mean" else (
-        r[prefix], r[f"{prefix}_low"], r[f"{prefix}_high"])
+    value, low, high = (
+        (r["mean"], r["ci_low"], r["ci_high"])
+        if prefix == "mean"
+        else (r[prefix], r[f"{prefix}_low"], r[f"{prefix}_high"])
+    )
     if not np.isfinite(value):
         return "–"
     n = r["n"] if prefix == "mean" else r[f"{prefix}_n"]
@@ -145,25 +184,32 @@ def _cell(r, prefix: str = "mean", min_pairs: int | None = None) -> str:
     return f"{value:.2f} [{low:.2f}, {high:.2f}]{mark}"
 
 
-def _pivot(summary: pd.DataFrame, column: str, method_order: Sequence[str], metrics: Sequence[str],
-           prefix: str, min_pairs: int | None) -> pd.DataFrame:
+def _pivot(
+    summary: pd.DataFrame,
+    column: str,
+    method_order: Sequence[str],
+    metrics: Sequence[str],
+    prefix: str,
+    min_pairs: int | None,
+) -> pd.DataFrame:
     cells = summary.apply(lambda r: _cell(r, prefix, min_pairs), axis=1) if len(summary) else []
     table = summary.assign(cell=cells).pivot(index="method", columns=column, values="cell")
     order = [m for m in method_order if m in table.index] + [m for m in table.index if m not in method_order]
     return table.reindex(index=order, columns=list(metrics)).fillna("–")
 
 
-def wide_table(summary: pd.DataFrame, method_order: Sequence[str], value: str = "mean",
-               min_pairs: int | None = None) -> pd.DataFrame:
+def wide_table(
+    summary: pd.DataFrame, method_order: Sequence[str], value: str = "mean", min_pairs: int | None = None
+) -> pd.DataFrame:
     """Methods (rows) x metrics (columns), paper's column order. ``value`` = "mean" gives cells
     'mean [low, high]'; "vs_<ref>" gives the paired difference to <ref>, its interval, and only
     the metrics compared with <ref> (the reference's own row is dropped). ``min_pairs`` marks
     cells resting on fewer pairs with a dagger."""
-    labels = {c: l for c, l, _ in METRICS}
+    labels = {c: label for c, label, _ in METRICS}
     present = [c for c, _, _ in METRICS if c in set(summary["metric"])]
     if value != "mean":
         present = [c for c in present if np.isfinite(summary.loc[summary["metric"] == c, value]).any()]
-        summary = summary[summary["method"] != value[len("vs_"):]]
+        summary = summary[summary["method"] != value[len("vs_") :]]
     return _pivot(summary, "metric", method_order, present, value, min_pairs).rename(columns=labels)
 
 
@@ -171,7 +217,7 @@ def localisation_tables(by_phrase: pd.DataFrame, method_order: Sequence[str]) ->
     """One table per localisation metric: rows = methods; columns = the metric on all pairs, on
     pairs whose phrase names a location and on those whose phrase names none, then the paired gain
     over prior_only on each of the three subsets."""
-    labels = {c: l for c, l, _ in METRICS}
+    labels = {c: label for c, label, _ in METRICS}
     out = []
     for metric in [m for m in LOCALISATION if m in set(by_phrase["metric"])]:
         sub = by_phrase[by_phrase["metric"] == metric]
@@ -187,33 +233,47 @@ def localisation_tables(by_phrase: pd.DataFrame, method_order: Sequence[str]) ->
     return out
 
 
-_PAIRED = ("per pair, then averaged over the pairs both score; the interval uses the same patient resamples "
-           "for both, so an interval that excludes 0 is a difference beyond resampling noise. The arrow of a "
-           "column says which sign is better.")
+_PAIRED = (
+    "per pair, then averaged over the pairs both score; the interval uses the same patient resamples "
+    "for both, so an interval that excludes 0 is a difference beyond resampling noise. The arrow of a "
+    "column says which sign is better."
+)
 NOTES = {
     "vs_matex": f"Method − MATEX, {_PAIRED}",
     "vs_random": f"Method − random, {_PAIRED} Confidence drop/increase follow the map's mean value; this "
-                 "table says what a map adds over a random map on the same pairs.",
+    "table says what a map adds over a random map on the same pairs.",
     "by_phrase": "Phrase names a location: the phrase parser (matex.priors) finds an anatomical region in it, so "
-                 "the text prior alone carries location information. Gain over prior_only: method − prior_only, "
-                 f"{_PAIRED} It is what the model adds beyond the phrase's words.",
+    "the text prior alone carries location information. Gain over prior_only: method − prior_only, "
+    f"{_PAIRED} It is what the model adds beyond the phrase's words.",
 }
 
 
-def result_tables(overall: pd.DataFrame, per_cat: pd.DataFrame, by_phrase: pd.DataFrame, roar: pd.DataFrame | None,
-                  method_order: Sequence[str]) -> list[tuple[str, pd.DataFrame, str]]:
+def result_tables(
+    overall: pd.DataFrame,
+    per_cat: pd.DataFrame,
+    by_phrase: pd.DataFrame,
+    roar: pd.DataFrame | None,
+    method_order: Sequence[str],
+) -> list[tuple[str, pd.DataFrame, str]]:
     """(title, table, note) of every results table: the main table (with ROAR+ when ``roar`` is
     given), the paired differences to MATEX and to random, localisation by phrase subset with the
     gain over prior_only, and one table per finding with small cells marked. A table without
     columns (e.g. no MATEX or random run) is left out."""
     main = wide_table(overall, method_order)
-    tables = [("All findings", with_roar(main, roar) if roar is not None else main, ""),
-              ("Δ vs MATEX (paired)", wide_table(overall, method_order, "vs_matex"), NOTES["vs_matex"]),
-              ("Faithfulness relative to random (paired)", wide_table(overall, method_order, "vs_random"),
-               NOTES["vs_random"])]
+    tables = [
+        ("All findings", with_roar(main, roar) if roar is not None else main, ""),
+        ("Δ vs MATEX (paired)", wide_table(overall, method_order, "vs_matex"), NOTES["vs_matex"]),
+        (
+            "Faithfulness relative to random (paired)",
+            wide_table(overall, method_order, "vs_random"),
+            NOTES["vs_random"],
+        ),
+    ]
     tables += [(f"{name} by phrase", t, NOTES["by_phrase"]) for name, t in localisation_tables(by_phrase, method_order)]
-    tables += [(str(cat), wide_table(grp, method_order, min_pairs=MIN_CELL_PAIRS), DAGGER_NOTE)
-               for cat, grp in per_cat.groupby("category")]
+    tables += [
+        (str(cat), wide_table(grp, method_order, min_pairs=MIN_CELL_PAIRS), DAGGER_NOTE)
+        for cat, grp in per_cat.groupby("category")
+    ]
     return [t for t in tables if t[1].shape[1]]
 
 
@@ -228,17 +288,40 @@ def to_markdown(table: pd.DataFrame, title: str, note: str = "") -> str:
 
 def to_latex(table: pd.DataFrame, caption: str) -> str:
     def esc(s) -> str:
-        for old, tex in (("%", r"\%"), ("_", r"\_"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"),
-                         ("†", r"$^\dagger$"), ("Δ", r"$\Delta$"), ("ρ", r"$\rho$"), ("±", r"$\pm$"), ("−", "$-$")):
+        for old, tex in (
+            ("%", r"\%"),
+            ("_", r"\_"),
+            ("↑", r"$\uparrow$"),
+            ("↓", r"$\downarrow$"),
+            ("†", r"$^\dagger$"),
+            ("Δ", r"$\Delta$"),
+            ("ρ", r"$\rho$"),
+            ("±", r"$\pm$"),
+            ("−", "$-$"),
+        ):
             s = str(s).replace(old, tex)
         return s
 
     cols = ["Method"] + [esc(c) for c in table.columns]
     body = [" & ".join([esc(m)] + [esc(v) for v in row]) + r" \\" for m, row in table.iterrows()]
-    return "\n".join([r"\begin{table}[t]", r"\centering\small", f"\\caption{{{esc(caption)}}}",
-                      r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\toprule",
-                      " & ".join(cols) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
-                      r"\end{table}"]) + "\n"
+    return (
+        "\n".join(
+            [
+                r"\begin{table}[t]",
+                r"\centering\small",
+                f"\\caption{{{esc(caption)}}}",
+                r"\begin{tabular}{l" + "c" * len(table.columns) + "}",
+                r"\toprule",
+                " & ".join(cols) + r" \\",
+                r"\midrule",
+                *body,
+                r"\bottomrule",
+                r"\end{tabular}",
+                r"\end{table}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def to_html(tables: Sequence[tuple], title: str, notes: Sequence[str] = ()) -> str:
@@ -246,10 +329,13 @@ def to_html(tables: Sequence[tuple], title: str, notes: Sequence[str] = ()) -> s
     Snakemake report."""
     import html
 
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse;margin-bottom:1.5em}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th:first-child,td:first-child"
-             "{text-align:left}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}th:first-child,td:first-child"
+        "{text-align:left}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
     for name, table, *note in tables:
         parts.append(f"<h3>{html.escape(name)}</h3>")
@@ -282,5 +368,3 @@ def _roar_cell(r) -> str:
     if np.isfinite(r["roar_plus_sd"]):
         return f"{r['roar_plus_mean']:.2f} ± {r['roar_plus_sd']:.2f}"
     return f"{r['roar_plus_mean']:.2f}"
-
-

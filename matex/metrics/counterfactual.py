@@ -21,6 +21,7 @@ ACM CHIL 2020. Removing an element to measure reliance is the occlusion/counterf
 Zeiler & Fergus (ECCV 2014) and Chang et al. (ICLR 2019), here with an exact counterfactual instead of
 an in-filled one, so no out-of-distribution fill confounds ΔS.
 """
+
 from __future__ import annotations
 
 import io
@@ -75,8 +76,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def counterfactual_agreement(maps: np.ndarray, element_masks: Sequence[np.ndarray],
-                             deltas: Sequence[np.ndarray]) -> np.ndarray:
+def counterfactual_agreement(
+    maps: np.ndarray, element_masks: Sequence[np.ndarray], deltas: Sequence[np.ndarray]
+) -> np.ndarray:
     """Spearman ρ per pair between the map mass on each element and the element's ΔS_e.
 
     ``element_masks[i]``: (E_i, H, W) bool masks of pair i's elements; ``deltas[i]``: (E_i,) ΔS.
@@ -89,7 +91,7 @@ def counterfactual_agreement(maps: np.ndarray, element_masks: Sequence[np.ndarra
             continue
         m = np.asarray(m, dtype=np.float64)
         if m.sum() <= 0:
-            m = np.ones_like(m)         # a zero map counts as uniform, as in the shares
+            m = np.ones_like(m)  # a zero map counts as uniform, as in the shares
         mass = (m[None] * masks).reshape(len(masks), -1).sum(1)
         out[i] = _spearman(mass, np.asarray(d, dtype=np.float64))
     return out
@@ -98,12 +100,17 @@ def counterfactual_agreement(maps: np.ndarray, element_masks: Sequence[np.ndarra
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     from scipy.ndimage import binary_dilation
 
-    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return binary_dilation(mask, structure=(yy**2 + xx**2) <= radius**2)
 
 
-def shortcut_test(maps: np.ndarray, drain_masks: np.ndarray, delta_drain: np.ndarray, delta_lesion: np.ndarray,
-                  tolerance_px: int = SHORTCUT_TOLERANCE_PX) -> np.ndarray:
+def shortcut_test(
+    maps: np.ndarray,
+    drain_masks: np.ndarray,
+    delta_drain: np.ndarray,
+    delta_lesion: np.ndarray,
+    tolerance_px: int = SHORTCUT_TOLERANCE_PX,
+) -> np.ndarray:
     """Per pair: the share of the map's tied maximum within ``tolerance_px`` of the drain, on pairs
     where the model relies more on the drain than on the lesion (ΔS_drain > ΔS_lesion); NaN on the
     other pairs. Its mean is the share of such pairs where the method's peak lies on the drain."""
@@ -123,6 +130,7 @@ def shortcut_test(maps: np.ndarray, drain_masks: np.ndarray, delta_drain: np.nda
 class PairCounterfactual:
     """One pair's elements at the model input: masks (E, S, S) bool, ΔS_e (E,), their names, which
     one is the pair's own lesion, and S(x) itself."""
+
     names: list[str]
     masks: np.ndarray
     deltas: np.ndarray
@@ -148,8 +156,9 @@ def _mask_to_input(mask: np.ndarray, geometry) -> np.ndarray:
     return geometry.image_to_input(Image.fromarray(mask.astype(np.uint8) * 255)) > 127
 
 
-def pair_counterfactual(model, phrase: str, seed: int, case_index: int, spec, drain: bool, lesion: str,
-                        geometry, jpeg_quality: int | None) -> PairCounterfactual:
+def pair_counterfactual(
+    model, phrase: str, seed: int, case_index: int, spec, drain: bool, lesion: str, geometry, jpeg_quality: int | None
+) -> PairCounterfactual:
     """Re-render case ``case_index`` whole and without each of its elements, and measure ΔS_e for
     ``phrase`` with ``model``; masks are mapped through the same geometry as the image."""
     import torch
@@ -159,17 +168,24 @@ def pair_counterfactual(model, phrase: str, seed: int, case_index: int, spec, dr
     image, _, masks = render_case(seed, case_index, spec, drain=drain, return_elements=True)
     names = sorted(n for n, m in masks.items() if m.any())
     inputs = [_to_input(image, geometry, jpeg_quality)]
-    inputs += [_to_input(render_case(seed, case_index, spec, drain=drain, omit={n})[0], geometry, jpeg_quality)
-               for n in names]
+    inputs += [
+        _to_input(render_case(seed, case_index, spec, drain=drain, omit={n})[0], geometry, jpeg_quality) for n in names
+    ]
     with torch.no_grad():
         x = model.preprocess(np.stack(inputs))
         s = model.similarity(x, model.tokenize([phrase] * len(inputs))).cpu().numpy().astype(np.float64)
-    return PairCounterfactual(names=names, masks=np.stack([_mask_to_input(masks[n], geometry) for n in names]),
-                              deltas=s[0] - s[1:], lesion=lesion, similarity=float(s[0]))
+    return PairCounterfactual(
+        names=names,
+        masks=np.stack([_mask_to_input(masks[n], geometry) for n in names]),
+        deltas=s[0] - s[1:],
+        lesion=lesion,
+        similarity=float(s[0]),
+    )
 
 
-def counterfactual_metrics(maps: np.ndarray, truths: Sequence[PairCounterfactual],
-                           tolerance_px: int = SHORTCUT_TOLERANCE_PX) -> Mapping[str, np.ndarray]:
+def counterfactual_metrics(
+    maps: np.ndarray, truths: Sequence[PairCounterfactual], tolerance_px: int = SHORTCUT_TOLERANCE_PX
+) -> Mapping[str, np.ndarray]:
     """The four per-pair metrics plus the ΔS of the lesion and the drain, for maps (B, S, S)."""
     size = maps.shape[1:]
 
@@ -186,16 +202,18 @@ def counterfactual_metrics(maps: np.ndarray, truths: Sequence[PairCounterfactual
     return {
         "lesion_share": lesion_share(maps, lesion_masks),
         "drain_share": drain_share(maps, drain_masks),
-        "counterfactual_agreement": counterfactual_agreement(maps, [t.masks for t in truths],
-                                                             [t.deltas for t in truths]),
+        "counterfactual_agreement": counterfactual_agreement(
+            maps, [t.masks for t in truths], [t.deltas for t in truths]
+        ),
         "shortcut_test": shortcut_test(maps, drain_masks, d_drain, d_lesion, tolerance_px),
         "delta_s_lesion": d_lesion,
         "delta_s_drain": d_drain,
     }
 
 
-def compute_truths(model, pairs: pd.DataFrame, pair_ids, truth: pd.DataFrame, elements: pd.DataFrame,
-                   cfg: Mapping) -> dict[str, PairCounterfactual]:
+def compute_truths(
+    model, pairs: pd.DataFrame, pair_ids, truth: pd.DataFrame, elements: pd.DataFrame, cfg: Mapping
+) -> dict[str, PairCounterfactual]:
     """ΔS_e of every element for each pair in ``pair_ids`` (synthetic data only), keyed by pair id.
 
     ``truth``/``elements``: the generator's ``synthetic_truth.parquet`` / ``synthetic_elements.parquet``.
@@ -205,22 +223,36 @@ def compute_truths(model, pairs: pd.DataFrame, pair_ids, truth: pd.DataFrame, el
     from ..data.transforms import InputGeometry
 
     syn = cfg["data"].get("synthetic", {})
-    spec = SyntheticSpec(width=tuple(syn.get("width", (288, 352))), height=tuple(syn.get("height", (320, 384))),
-                         no_location_fraction=float(syn.get("no_location_fraction", 0.15)),
-                         second_finding_fraction=float(syn.get("second_finding_fraction", 0.1)),
-                         conspicuity=float(syn.get("conspicuity", 1.0)))
+    spec = SyntheticSpec(
+        width=tuple(syn.get("width", (288, 352))),
+        height=tuple(syn.get("height", (320, 384))),
+        no_location_fraction=float(syn.get("no_location_fraction", 0.15)),
+        second_finding_fraction=float(syn.get("second_finding_fraction", 0.1)),
+        conspicuity=float(syn.get("conspicuity", 1.0)),
+    )
     geometry = InputGeometry(int(cfg["input"]["size"]), cfg["input"].get("mode", "center_crop"))
     by_pair = pairs.set_index("pair_id")
     per_image = elements.drop_duplicates("dicom_id").set_index("dicom_id")
-    finding_of = {(d, " ".join(str(t).split())): int(k)
-                  for d, t, k in zip(truth["dicom_id"], truth["label_text"], truth["finding_index"])}
+    finding_of = {
+        (d, " ".join(str(t).split())): int(k)
+        for d, t, k in zip(truth["dicom_id"], truth["label_text"], truth["finding_index"])
+    }
     out = {}
     for pid in pair_ids:
         row = by_pair.loc[pid]
         image = per_image.loc[row["dicom_id"]]
         k = finding_of.get((row["dicom_id"], " ".join(str(row["phrase"]).split())), 0)
-        out[pid] = pair_counterfactual(model, str(row["phrase"]), int(cfg["seed"]), int(image["case_index"]), spec,
-                                       bool(image["drain"]), f"lesion{k}", geometry, syn.get("jpeg_quality", 92))
+        out[pid] = pair_counterfactual(
+            model,
+            str(row["phrase"]),
+            int(cfg["seed"]),
+            int(image["case_index"]),
+            spec,
+            bool(image["drain"]),
+            f"lesion{k}",
+            geometry,
+            syn.get("jpeg_quality", 92),
+        )
     return out
 
 
@@ -247,14 +279,19 @@ def truths_from_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, PairCounte
         pid = key[: -len("/shape")]
         shape = tuple(int(v) for v in arrays[key])
         masks = np.unpackbits(arrays[f"{pid}/masks"], count=int(np.prod(shape))).astype(bool).reshape(shape)
-        out[pid] = PairCounterfactual(names=[str(n) for n in arrays[f"{pid}/names"]], masks=masks,
-                                      deltas=np.asarray(arrays[f"{pid}/deltas"], dtype=np.float64),
-                                      lesion=str(arrays[f"{pid}/lesion"]), similarity=float(arrays[f"{pid}/similarity"]))
+        out[pid] = PairCounterfactual(
+            names=[str(n) for n in arrays[f"{pid}/names"]],
+            masks=masks,
+            deltas=np.asarray(arrays[f"{pid}/deltas"], dtype=np.float64),
+            lesion=str(arrays[f"{pid}/lesion"]),
+            similarity=float(arrays[f"{pid}/similarity"]),
+        )
     return out
 
 
-def evaluate_counterfactual(method: str, pairs: pd.DataFrame, maps_npz, truths: Mapping[str, PairCounterfactual],
-                            elements: pd.DataFrame) -> pd.DataFrame:
+def evaluate_counterfactual(
+    method: str, pairs: pd.DataFrame, maps_npz, truths: Mapping[str, PairCounterfactual], elements: pd.DataFrame
+) -> pd.DataFrame:
     """One row per explained pair of ``method`` with the counterfactual metrics and the pair's ΔS."""
     import pandas as pd
 
@@ -270,6 +307,13 @@ def evaluate_counterfactual(method: str, pairs: pd.DataFrame, maps_npz, truths: 
     drain_of = elements.drop_duplicates("dicom_id").set_index("dicom_id")["drain"]
     maps = np.stack([arrays[p].astype(np.float32) for p in ids]) if ids else np.zeros((0, 1, 1), np.float32)
     rec = counterfactual_metrics(maps, [truths[p] for p in ids])
-    return pd.DataFrame({"pair_id": ids, "method": method, "category": [by_pair.loc[p, "category"] for p in ids],
-                         "has_drain": [bool(drain_of.loc[by_pair.loc[p, "dicom_id"]]) for p in ids],
-                         "n_elements": [len(truths[p].names) for p in ids], **rec})
+    return pd.DataFrame(
+        {
+            "pair_id": ids,
+            "method": method,
+            "category": [by_pair.loc[p, "category"] for p in ids],
+            "has_drain": [bool(drain_of.loc[by_pair.loc[p, "dicom_id"]]) for p in ids],
+            "n_elements": [len(truths[p].names) for p in ids],
+            **rec,
+        }
+    )

@@ -1,6 +1,7 @@
 """Per-pair evaluation of one method's cached maps (docs/evaluation.md): localisation against the
 aligned boxes, image/text confidence drop and increase, and deletion/insertion AUC. Never
 recomputes a map."""
+
 from __future__ import annotations
 
 import logging
@@ -32,12 +33,21 @@ def check_cached_maps(arrays: Mapping[str, np.ndarray], ids, npz_path, shape: tu
             raise MapError(f"{npz_path}: map of pair {p} has shape {m.shape}, expected {shape}")
         if not np.isfinite(m).all():
             n = int((~np.isfinite(m)).sum())
-            raise MapError(f"{npz_path}: map of pair {p} has {n} NaN/Inf values; delete the file and rerun "
-                           "the attribution")
+            raise MapError(
+                f"{npz_path}: map of pair {p} has {n} NaN/Inf values; delete the file and rerun the attribution"
+            )
 
 
-def evaluate_maps(model, method: str, pairs: pd.DataFrame, images_u8: np.ndarray, npz_path,
-                  cfg: Mapping[str, Any], batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
+def evaluate_maps(
+    model,
+    method: str,
+    pairs: pd.DataFrame,
+    images_u8: np.ndarray,
+    npz_path,
+    cfg: Mapping[str, Any],
+    batch_size: int = 32,
+    progress: bool = True,
+) -> pd.DataFrame:
     """One row per explained pair with every per-pair metric of ``method``."""
     from .faithfulness import (
         causal_curves,
@@ -55,8 +65,10 @@ def evaluate_maps(model, method: str, pairs: pd.DataFrame, images_u8: np.ndarray
     row_of = pd.Series(np.arange(len(pairs)), index=pairs["pair_id"])
     unknown = [p for p in ids if p not in row_of.index]
     if unknown:
-        raise MapError(f"{npz_path} holds maps of pairs that are not in the pairs table: {unknown[:5]} "
-                       "(made from another dataset? rerun the attribution)")
+        raise MapError(
+            f"{npz_path} holds maps of pairs that are not in the pairs table: {unknown[:5]} "
+            "(made from another dataset? rerun the attribution)"
+        )
     rows = row_of.loc[ids].to_numpy()
     ev = cfg.get("evaluation", {})
     conf = ev.get("confidence", {})
@@ -66,23 +78,32 @@ def evaluate_maps(model, method: str, pairs: pd.DataFrame, images_u8: np.ndarray
     size = model.geometry.size
     out = []
     for start in tqdm(range(0, len(ids), batch_size), desc=f"evaluate {method}", disable=not progress):
-        bid = ids[start:start + batch_size]
-        brow = rows[start:start + batch_size]
+        bid = ids[start : start + batch_size]
+        brow = rows[start : start + batch_size]
         sub = pairs.iloc[brow]
         maps = np.stack([arrays[p].astype(np.float32) for p in bid])
         masks = box_masks(sub, size)
         rec = {
-            "pair_id": bid, "method": method, "category": sub["category"].to_numpy(),
-            "pointing_game": pointing_game(maps, masks), "energy_in_box": energy_in_box(maps, masks),
-            f"iou_top{round(frac * 100)}": iou_top_fraction(maps, masks, frac), "auroc": auroc(maps, masks),
+            "pair_id": bid,
+            "method": method,
+            "category": sub["category"].to_numpy(),
+            "pointing_game": pointing_game(maps, masks),
+            "energy_in_box": energy_in_box(maps, masks),
+            f"iou_top{round(frac * 100)}": iou_top_fraction(maps, masks, frac),
+            "auroc": auroc(maps, masks),
         }
         images = model.preprocess(np.ascontiguousarray(images_u8[brow]))
         tokens = model.tokenize(sub["phrase"].tolist())
-        s, s_img = image_confidence(model, images, tokens, torch.from_numpy(maps),
-                                    broadcast=conf.get("map_broadcast", "full"))
+        s, s_img = image_confidence(
+            model, images, tokens, torch.from_numpy(maps), broadcast=conf.get("map_broadcast", "full")
+        )
         sc = confidence_scores(np.asarray(s), np.asarray(s_img), variant=conf.get("drop_variant", "absolute"))
-        rec.update(similarity=np.asarray(s), img_similarity_masked=np.asarray(s_img),
-                   img_conf_drop=sc["drop"], img_conf_increase=sc["increase"])
+        rec.update(
+            similarity=np.asarray(s),
+            img_similarity_masked=np.asarray(s_img),
+            img_conf_drop=sc["drop"],
+            img_conf_increase=sc["increase"],
+        )
         curves = causal_curves(model, images, tokens, maps, [pair_seed(seed, p) for p in bid], **causal)
         rec.update(deletion_auc=curve_auc(curves["deletion"]), insertion_auc=curve_auc(curves["insertion"]))
         text_maps = [arrays.get(f"text/{p}") for p in bid]
@@ -103,5 +124,9 @@ def deletion_options(section: Mapping[str, Any], images_u8: np.ndarray) -> dict[
     grey = section.get("grey_level")
     if fill == "grey" and grey is None:
         grey = float(np.mean(images_u8, dtype=np.float64)) / 255.0
-    return {"steps": int(section.get("steps", 16)), "fill": fill,
-            "blur_sigma": float(section.get("blur_sigma", 5.0)), "grey_level": grey}
+    return {
+        "steps": int(section.get("steps", 16)),
+        "fill": fill,
+        "blur_sigma": float(section.get("blur_sigma", 5.0)),
+        "grey_level": grey,
+    }

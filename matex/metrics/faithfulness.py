@@ -9,6 +9,7 @@ colour cast to a grey radiograph. Text side: s' on the text with its low-scoring
 Per pair: drop = max(0, s - s') and increase = 1[s' > s]; the x100 and the averaging over pairs
 happen in aggregation (``matex.metrics.aggregate``). Deletion / insertion: see ``causal_curves``.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -47,13 +48,17 @@ def masked_input(images: torch.Tensor, maps, broadcast: Broadcast = "full", fill
     equals ``full`` exactly when all rows of the map are identical.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise MapError(f"masked_input: images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+        raise MapError(
+            f"masked_input: images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}"
+        )
     weights = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps)
     weights = weights.to(device=images.device, dtype=images.dtype)
     b, _, h, w = images.shape
     if weights.shape != (b, h, w):
-        raise MapError(f"masked_input: maps {tuple(weights.shape)} do not match images {tuple(images.shape)}; "
-                       f"expected ({b}, {h}, {w})")
+        raise MapError(
+            f"masked_input: maps {tuple(weights.shape)} do not match images {tuple(images.shape)}; "
+            f"expected ({b}, {h}, {w})"
+        )
     if not torch.isfinite(weights).all():
         raise MapError("masked_input: maps are not finite")
     fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device)
@@ -97,8 +102,9 @@ def grey_fill(model, level: float | None = None) -> torch.Tensor:
     return ((level - mean) / std).to(model.device)
 
 
-def image_confidence(model, images: torch.Tensor, tokens: torch.Tensor, maps, broadcast: Broadcast = "full",
-                     batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def image_confidence(
+    model, images: torch.Tensor, tokens: torch.Tensor, maps, broadcast: Broadcast = "full", batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """(s, s') per pair, float64 arrays (B,): similarity on the images and on the map-masked images
     (removed pixels go to ``grey_fill(model)``)."""
     images = images.to(model.device)
@@ -125,14 +131,15 @@ def text_keep_tokens(tokens: torch.Tensor, token_maps: Sequence[np.ndarray]) -> 
     every position, so the positional embeddings of the kept tokens do not change.
     """
     if tokens.ndim != 2 or len(token_maps) != tokens.shape[0]:
-        raise MapError(f"text_keep_tokens: {tokens.shape[0] if tokens.ndim == 2 else '?'} texts but "
-                       f"{len(token_maps)} token maps")
+        raise MapError(
+            f"text_keep_tokens: {tokens.shape[0] if tokens.ndim == 2 else '?'} texts but {len(token_maps)} token maps"
+        )
     eot = tokens.argmax(dim=-1).tolist()
     keep = torch.zeros_like(tokens, dtype=torch.bool)
     for i, (scores, e) in enumerate(zip(token_maps, eot)):
         scores = real_token_scores(scores, e, tokens.shape[1], i)
         above = torch.from_numpy(scores > np.median(scores))
-        keep[i, :e + 1] = above.to(tokens.device)
+        keep[i, : e + 1] = above.to(tokens.device)
         keep[i, 0] = True
         keep[i, e] = True
     return torch.where(keep, tokens, torch.full_like(tokens, REMOVED_TOKEN_ID))
@@ -145,17 +152,20 @@ def real_token_scores(scores, eot: int, context_length: int, index: int) -> np.n
     tokens); anything else, or a non-finite score, is a MapError."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if len(scores) == context_length:
-        scores = scores[:eot + 1]
+        scores = scores[: eot + 1]
     if len(scores) != eot + 1:
-        raise MapError(f"text map of text {index} has {len(scores)} scores, expected {eot + 1} (SOT..EOT) "
-                       f"or {context_length} (context length)")
+        raise MapError(
+            f"text map of text {index} has {len(scores)} scores, expected {eot + 1} (SOT..EOT) "
+            f"or {context_length} (context length)"
+        )
     if not np.isfinite(scores).all():
         raise MapError(f"text map of text {index} is not finite")
     return scores
 
 
-def text_confidence(model, images: torch.Tensor, tokens: torch.Tensor, token_maps: Sequence[np.ndarray],
-                    batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def text_confidence(
+    model, images: torch.Tensor, tokens: torch.Tensor, token_maps: Sequence[np.ndarray], batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """(s, s') per pair, float64 arrays (B,): similarity with the full text and with the text
     reduced to its above-median tokens (``text_keep_tokens``)."""
     images = images.to(model.device)
@@ -186,8 +196,9 @@ def removal_rank(maps, seeds: Sequence[int]) -> np.ndarray:
     a constant map is removed in a random order, i.e. it scores the random-order expectation."""
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 3 or len(seeds) != maps.shape[0]:
-        raise MapError(f"removal_rank: maps must be (B, H, W) with one seed per map, got {maps.shape} "
-                       f"and {len(seeds)} seeds")
+        raise MapError(
+            f"removal_rank: maps must be (B, H, W) with one seed per map, got {maps.shape} and {len(seeds)} seeds"
+        )
     if not np.isfinite(maps).all():
         raise MapError("removal_rank: maps are not finite")
     flat = maps.reshape(maps.shape[0], -1)
@@ -209,15 +220,18 @@ def gaussian_blur(grey: torch.Tensor, sigma: float) -> torch.Tensor:
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     kernel = kernel / kernel.sum()
     out = grey[:, None]
-    out = torch.nn.functional.conv2d(torch.nn.functional.pad(out, (radius, radius, 0, 0), mode="reflect"),
-                                     kernel.view(1, 1, 1, -1))
-    out = torch.nn.functional.conv2d(torch.nn.functional.pad(out, (0, 0, radius, radius), mode="reflect"),
-                                     kernel.view(1, 1, -1, 1))
+    out = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(out, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1)
+    )
+    out = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(out, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1)
+    )
     return out[:, 0]
 
 
-def fill_images(model, images: torch.Tensor, fill: Fill = "blur", blur_sigma: float = 5.0,
-                grey_level: float | None = None) -> torch.Tensor:
+def fill_images(
+    model, images: torch.Tensor, fill: Fill = "blur", blur_sigma: float = 5.0, grey_level: float | None = None
+) -> torch.Tensor:
     """The substrate removed pixels are replaced with, normalised like ``images`` (B, 3, H, W).
 
     ``blur``: a Gaussian-blurred copy of the image (RISE's substrate); ``grey``: the constant grey
@@ -236,9 +250,18 @@ def fill_images(model, images: torch.Tensor, fill: Fill = "blur", blur_sigma: fl
     return (grey[:, None] - mean) / std
 
 
-def causal_curves(model, images: torch.Tensor, tokens: torch.Tensor, maps, seeds: Sequence[int], steps: int = 16,
-                  fill: Fill = "blur", blur_sigma: float = 5.0, grey_level: float | None = None,
-                  batch_size: int = 64) -> dict[str, np.ndarray]:
+def causal_curves(
+    model,
+    images: torch.Tensor,
+    tokens: torch.Tensor,
+    maps,
+    seeds: Sequence[int],
+    steps: int = 16,
+    fill: Fill = "blur",
+    blur_sigma: float = 5.0,
+    grey_level: float | None = None,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
     """Deletion and insertion curves (Petsiuk et al. 2018, section 4.1), float64 (B, steps + 1).
 
     Point k is the similarity s after removing (deletion: from the image; insertion: from the
@@ -266,12 +289,12 @@ def causal_curves(model, images: torch.Tensor, tokens: torch.Tensor, maps, seeds
     jobs = [(i, m, k) for i in range(b) for m in (0, 1) for k in range(1, steps)]
     score = _scorer(model, tokens)
     for start in range(0, len(jobs), batch_size):
-        pair, mode, k = (torch.tensor(c, device=model.device) for c in zip(*jobs[start:start + batch_size]))
-        removed = rank[pair] < counts[k][:, None]                        # (C, H*W)
+        pair, mode, k = (torch.tensor(c, device=model.device) for c in zip(*jobs[start : start + batch_size]))
+        removed = rank[pair] < counts[k][:, None]  # (C, H*W)
         from_image = (removed ^ (mode == 0)[:, None]).view(-1, 1, h, w)  # deletion keeps the unremoved
         x = torch.where(from_image, images[pair], substrate[pair])
         s = score(x, pair).double().cpu().numpy()
-        for (i, m, kk), value in zip(jobs[start:start + batch_size], s):
+        for (i, m, kk), value in zip(jobs[start : start + batch_size], s):
             curves["deletion" if m == 0 else "insertion"][i, kk] = value
     return curves
 
@@ -299,16 +322,18 @@ def curve_auc(curves: np.ndarray) -> np.ndarray:
     return (curves.sum(-1) - 0.5 * (curves[..., 0] + curves[..., -1])) / n
 
 
-def deletion_auc(model, images: torch.Tensor, tokens: torch.Tensor, maps, seeds: Sequence[int],
-                 **options) -> np.ndarray:
+def deletion_auc(
+    model, images: torch.Tensor, tokens: torch.Tensor, maps, seeds: Sequence[int], **options
+) -> np.ndarray:
     """Deletion AUC per pair (Petsiuk et al., RISE, BMVC 2018): area under s as the map's top pixels
     are replaced by the substrate; lower = the map finds what the score needs. Options: see
     ``causal_curves``."""
     return curve_auc(causal_curves(model, images, tokens, maps, seeds, **options)["deletion"])
 
 
-def insertion_auc(model, images: torch.Tensor, tokens: torch.Tensor, maps, seeds: Sequence[int],
-                  **options) -> np.ndarray:
+def insertion_auc(
+    model, images: torch.Tensor, tokens: torch.Tensor, maps, seeds: Sequence[int], **options
+) -> np.ndarray:
     """Insertion AUC per pair (Petsiuk et al. 2018): area under s as the map's top pixels are put
     back into the substrate; higher = the map's top pixels alone restore the score."""
     return curve_auc(causal_curves(model, images, tokens, maps, seeds, **options)["insertion"])

@@ -9,6 +9,7 @@ Ties are scored by expectation (docs/evaluation.md): a method is credited with w
 random tie-break would give it, never with the tie-break most favourable to it or with row-major
 order, so constant, all-zero and plateau maps score chance rather than a hit.
 """
+
 from __future__ import annotations
 
 import math
@@ -135,8 +136,11 @@ def _expected_iou(values: np.ndarray, inside: np.ndarray, k: int, tol: float) ->
 
 
 def _log_choose(n, k) -> np.ndarray:
-    return gammaln(np.asarray(n, dtype=np.float64) + 1) - gammaln(np.asarray(k, dtype=np.float64) + 1) \
+    return (
+        gammaln(np.asarray(n, dtype=np.float64) + 1)
+        - gammaln(np.asarray(k, dtype=np.float64) + 1)
         - gammaln(np.asarray(n, dtype=np.float64) - k + 1)
+    )
 
 
 def _hypergeom_pmf(x: np.ndarray, m: int, t: int, r: int) -> np.ndarray:
@@ -155,8 +159,9 @@ def iou_top_fraction(maps, masks, fraction: float = 0.05) -> np.ndarray:
     flat, inside = _check(maps, masks, "iou_top_fraction")
     k = top_k_count(fraction, flat.shape[1])
     tol = tie_tolerance(flat)[:, 0]
-    iou = np.array([_expected_iou(flat[i], inside[i], k, tol[i]) if inside[i].any() else np.nan
-                    for i in range(len(flat))])
+    iou = np.array(
+        [_expected_iou(flat[i], inside[i], k, tol[i]) if inside[i].any() else np.nan for i in range(len(flat))]
+    )
     return iou
 
 

@@ -7,6 +7,7 @@ the trained model's by |Spearman rho| and SSIM (Wang et al. 2004); both are "low
 on the weights". A map that survives randomisation explains the input or the text prior, not the
 model. The signed rho is kept for reference only: an anti-correlated map also depends on the weights.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,10 @@ def vision_blocks(model) -> torch.nn.ModuleList:
     try:
         return model.clip.visual.transformer.resblocks
     except AttributeError as err:
-        raise MatexError(f"sanity check: model {getattr(model, 'name', '?')!r} has no "
-                         "clip.visual.transformer.resblocks (only open_clip ViTs are supported)") from err
+        raise MatexError(
+            f"sanity check: model {getattr(model, 'name', '?')!r} has no "
+            "clip.visual.transformer.resblocks (only open_clip ViTs are supported)"
+        ) from err
 
 
 @torch.no_grad()
@@ -63,15 +66,17 @@ def _reinit_heads(clip: torch.nn.Module, generator: torch.Generator) -> None:
             proj, width = proj.weight, proj.in_features  # (out, in)
         if isinstance(proj, torch.Tensor):
             width = width or proj.shape[0]  # open_clip stores (width, embed_dim) and multiplies x @ proj
-            proj.copy_((torch.randn(proj.shape, generator=generator) * width ** -0.5).to(proj.dtype))
+            proj.copy_((torch.randn(proj.shape, generator=generator) * width**-0.5).to(proj.dtype))
             found = True
         norm = getattr(owner, norm_name, None)
         if isinstance(norm, torch.nn.LayerNorm):
             _reinit_block(norm, generator)
             found = True
     if not found:
-        raise MatexError("sanity check: the model has no projection head or final LayerNorm to randomise "
-                         "(only open_clip CLIPs are supported)")
+        raise MatexError(
+            "sanity check: the model has no projection head or final LayerNorm to randomise "
+            "(only open_clip CLIPs are supported)"
+        )
 
 
 def cascade_labels(model) -> list[str]:
@@ -91,8 +96,10 @@ def randomize_cascading(model, step: int, seed: int):
     blocks = vision_blocks(model)
     n_total = len(blocks)
     if not 0 <= int(step) <= n_total + 1:
-        raise MatexError(f"sanity check: cascade step {step} must lie in [0, {n_total + 1}] "
-                         f"(heads, then the vision tower's {n_total} blocks)")
+        raise MatexError(
+            f"sanity check: cascade step {step} must lie in [0, {n_total + 1}] "
+            f"(heads, then the vision tower's {n_total} blocks)"
+        )
     clip = copy.deepcopy(model.clip)
     if step >= 1:
         _reinit_heads(clip, torch.Generator().manual_seed(int(seed) * 1_000_003 + n_total))
@@ -101,8 +108,13 @@ def randomize_cascading(model, step: int, seed: int):
     for index in range(n_total - n_blocks, n_total):
         generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
         _reinit_block(copied_blocks[index], generator)
-    meta = {**model.meta, "cascade_step": int(step), "randomized_heads": int(step) >= 1,
-            "randomized_vision_blocks": n_blocks, "randomization_seed": int(seed)}
+    meta = {
+        **model.meta,
+        "cascade_step": int(step),
+        "randomized_heads": int(step) >= 1,
+        "randomized_vision_blocks": n_blocks,
+        "randomization_seed": int(seed),
+    }
     return dataclasses.replace(model, clip=clip, meta=meta)
 
 
@@ -120,7 +132,7 @@ def spearman_maps(a, b) -> np.ndarray:
     rb = rankdata(b.reshape(n, -1), method="average", axis=1)
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
-    denom = np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
+    denom = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = (ra * rb).sum(axis=1) / denom
     rho[denom == 0] = np.nan
@@ -161,11 +173,11 @@ def ssim(a, b, window: int = 11, sigma: float | None = 1.5, k1: float = 0.01, k2
         return torch.nn.functional.conv2d(torch.from_numpy(x)[:, None], kernel)[:, 0]
 
     mu_a, mu_b = local_mean(a), local_mean(b)
-    var_a = local_mean(a * a) - mu_a ** 2
-    var_b = local_mean(b * b) - mu_b ** 2
+    var_a = local_mean(a * a) - mu_a**2
+    var_b = local_mean(b * b) - mu_b**2
     cov = local_mean(a * b) - mu_a * mu_b
-    c1, c2 = k1 ** 2, k2 ** 2
-    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    c1, c2 = k1**2, k2**2
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return index.mean((-2, -1)).numpy()
 
 

@@ -1,6 +1,7 @@
 """Percentile-bootstrap confidence intervals for per-pair metrics (every table carries them,
 docs/evaluation.md): the plain pair bootstrap (``bootstrap_ci``) and the patient (cluster)
 bootstrap the tables use, with paired differences taken on the same resamples."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -12,8 +13,9 @@ import pandas as pd
 _MAX_CELLS = 20_000_000
 
 
-def bootstrap_ci(values, n_resamples: int = 1000, ci: float = 0.95, seed: int = 0,
-                 statistic: Callable[..., np.ndarray] = np.nanmean) -> tuple[float, float, float]:
+def bootstrap_ci(
+    values, n_resamples: int = 1000, ci: float = 0.95, seed: int = 0, statistic: Callable[..., np.ndarray] = np.nanmean
+) -> tuple[float, float, float]:
     """(estimate, low, high): ``statistic`` of the values and its percentile-bootstrap interval.
 
     NaN values are dropped first (a NaN metric means "undefined for this pair", e.g. an empty box).
@@ -34,15 +36,25 @@ def bootstrap_ci(values, n_resamples: int = 1000, ci: float = 0.95, seed: int = 
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(int(n_resamples), n))
     rows_per_chunk = max(1, _MAX_CELLS // n)
-    stats = np.concatenate([np.asarray(statistic(vals[idx[i:i + rows_per_chunk]], axis=1), dtype=np.float64)
-                            for i in range(0, idx.shape[0], rows_per_chunk)])
+    stats = np.concatenate(
+        [
+            np.asarray(statistic(vals[idx[i : i + rows_per_chunk]], axis=1), dtype=np.float64)
+            for i in range(0, idx.shape[0], rows_per_chunk)
+        ]
+    )
     alpha = (1.0 - ci) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return estimate, float(low), float(high)
 
 
-def summarise(df: pd.DataFrame, group_cols: Sequence[str], value_cols: Sequence[str], n_resamples: int = 1000,
-              ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def summarise(
+    df: pd.DataFrame,
+    group_cols: Sequence[str],
+    value_cols: Sequence[str],
+    n_resamples: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Tidy summary: one row per (group..., metric) with mean, ci_low, ci_high and n (the number
     of non-NaN values the mean is taken over). Empty ``group_cols`` summarises the whole table."""
     group_cols = list(group_cols)
@@ -56,8 +68,16 @@ def summarise(df: pd.DataFrame, group_cols: Sequence[str], value_cols: Sequence[
         for metric in value_cols:
             vals = pd.to_numeric(grp[metric], errors="coerce").to_numpy(dtype=np.float64)
             mean, low, high = bootstrap_ci(vals, n_resamples=n_resamples, ci=ci, seed=seed)
-            rows.append({**dict(zip(group_cols, key)), "metric": metric, "mean": mean, "ci_low": low,
-                         "ci_high": high, "n": int((~np.isnan(vals)).sum())})
+            rows.append(
+                {
+                    **dict(zip(group_cols, key)),
+                    "metric": metric,
+                    "mean": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n": int((~np.isnan(vals)).sum()),
+                }
+            )
     return pd.DataFrame(rows, columns=group_cols + ["metric", "mean", "ci_low", "ci_high", "n"])
 
 
@@ -85,8 +105,11 @@ class PatientBootstrap:
         n_resamples, n_patients = int(n_resamples), len(self.patients)
         draws = np.random.default_rng(seed).integers(0, max(n_patients, 1), size=(n_resamples, n_patients))
         offsets = (np.arange(n_resamples) * n_patients)[:, None]
-        self.weights = np.bincount((draws + offsets).ravel(), minlength=n_resamples * n_patients).reshape(
-            n_resamples, n_patients).astype(np.float64)
+        self.weights = (
+            np.bincount((draws + offsets).ravel(), minlength=n_resamples * n_patients)
+            .reshape(n_resamples, n_patients)
+            .astype(np.float64)
+        )
 
     def _sums(self, values, patients) -> tuple[np.ndarray, np.ndarray]:
         vals = np.asarray(values, dtype=np.float64).ravel()
@@ -94,12 +117,16 @@ class PatientBootstrap:
         if len(codes) != len(vals):
             raise ValueError(f"PatientBootstrap: {len(vals)} values but {len(codes)} patient ids")
         if (codes < 0).any():
-            raise KeyError("PatientBootstrap: patients outside the resampled set, e.g. "
-                           f"{np.asarray(list(patients), dtype=object)[codes < 0][:3].tolist()}")
+            raise KeyError(
+                "PatientBootstrap: patients outside the resampled set, e.g. "
+                f"{np.asarray(list(patients), dtype=object)[codes < 0][:3].tolist()}"
+            )
         ok = np.isfinite(vals)
         n_patients = len(self.patients)
-        return (np.bincount(codes[ok], weights=vals[ok], minlength=n_patients),
-                np.bincount(codes[ok], minlength=n_patients).astype(np.float64))
+        return (
+            np.bincount(codes[ok], weights=vals[ok], minlength=n_patients),
+            np.bincount(codes[ok], minlength=n_patients).astype(np.float64),
+        )
 
     def resample_means(self, values, patients) -> np.ndarray:
         """(n_resamples,) pair means of the finite values; NaN for a resample with none."""

@@ -1,6 +1,7 @@
 """Studies that need the model, not just cached maps: the cascading-randomisation sanity check
 (Adebayo et al. 2018; |Spearman rho| and SSIM per cascade step) and MATEX's fusion-weight
 ablation and prior-strength sweep."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -13,14 +14,21 @@ import torch
 from .evaluate import box_masks
 
 
-def _explain_rows(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
-                  rows: np.ndarray, batch_size: int) -> np.ndarray:
+def _explain_rows(
+    model,
+    method: str,
+    params: Mapping[str, Any],
+    pairs: pd.DataFrame,
+    images_u8: np.ndarray,
+    rows: np.ndarray,
+    batch_size: int,
+) -> np.ndarray:
     from ..mapstore import explain_batch, training_boxes_of
 
     out = []
-    boxes = training_boxes_of(pairs, model.geometry.size)          # read by mean_box / category_box only
+    boxes = training_boxes_of(pairs, model.geometry.size)  # read by mean_box / category_box only
     for start in range(0, len(rows), batch_size):
-        idx = rows[start:start + batch_size]
+        idx = rows[start : start + batch_size]
         imgs = model.preprocess(np.ascontiguousarray(images_u8[idx]))
         res = explain_batch(model, method, params, pairs.iloc[idx], imgs, boxes)
         out.append(res.image.detach().float().cpu().numpy())
@@ -41,9 +49,19 @@ def cascade_points(n_steps: int, points: int | None) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(1, n_steps, int(points))})
 
 
-def sanity_curve(model, method: str, params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
-                 rows: np.ndarray, batch_size: int, seed: int, steps: Sequence[int] | None = None,
-                 keep_maps: dict[str, np.ndarray] | None = None, keep_pairs: int = 4) -> pd.DataFrame:
+def sanity_curve(
+    model,
+    method: str,
+    params: Mapping[str, Any],
+    pairs: pd.DataFrame,
+    images_u8: np.ndarray,
+    rows: np.ndarray,
+    batch_size: int,
+    seed: int,
+    steps: Sequence[int] | None = None,
+    keep_maps: dict[str, np.ndarray] | None = None,
+    keep_pairs: int = 4,
+) -> pd.DataFrame:
     """Cascading randomisation (Adebayo et al. 2018): each pair's map on the trained model against
     its map on copies randomised up to cascade step k (1 = heads and final norms, 1 + j = also the
     top j vision blocks; ``steps`` = the steps to run, default all 1..L+1, see ``cascade_points``).
@@ -73,11 +91,21 @@ def sanity_curve(model, method: str, params: Mapping[str, Any], pairs: pd.DataFr
         maps = _explain_rows(randomized, method, params, pairs, images_u8, rows, batch_size)
         if keep_maps is not None:
             keep_maps.update({f"step{k}/{p}": maps[i].astype(np.float16) for i, p in enumerate(kept_ids)})
-        frames.append(pd.DataFrame({"pair_id": pairs["pair_id"].iloc[rows].to_numpy(), "method": method,
-                                    "category": pairs["category"].iloc[rows].to_numpy(), "cascade_step": k,
-                                    "randomized": labels[k - 1], "blocks_randomized": k - 1,
-                                    "spearman": spearman_maps(reference, maps),
-                                    "abs_spearman": abs_spearman(reference, maps), "ssim": ssim(reference, maps)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "pair_id": pairs["pair_id"].iloc[rows].to_numpy(),
+                    "method": method,
+                    "category": pairs["category"].iloc[rows].to_numpy(),
+                    "cascade_step": k,
+                    "randomized": labels[k - 1],
+                    "blocks_randomized": k - 1,
+                    "spearman": spearman_maps(reference, maps),
+                    "abs_spearman": abs_spearman(reference, maps),
+                    "ssim": ssim(reference, maps),
+                }
+            )
+        )
         del randomized
     return pd.concat(frames, ignore_index=True)
 
@@ -85,29 +113,46 @@ def sanity_curve(model, method: str, params: Mapping[str, Any], pairs: pd.DataFr
 def localisation_summary(maps: np.ndarray, masks: np.ndarray, top_fraction: float) -> dict[str, float]:
     from .localisation import energy_in_box, iou_top_fraction, pointing_game
 
-    return {"pointing_game": float(np.nanmean(pointing_game(maps, masks))),
-            "energy_in_box": float(np.nanmean(energy_in_box(maps, masks))),
-            "iou_top5": float(np.nanmean(iou_top_fraction(maps, masks, top_fraction)))}
+    return {
+        "pointing_game": float(np.nanmean(pointing_game(maps, masks))),
+        "energy_in_box": float(np.nanmean(energy_in_box(maps, masks))),
+        "iou_top5": float(np.nanmean(iou_top_fraction(maps, masks, top_fraction))),
+    }
 
 
-def confidence_increase(model, pairs: pd.DataFrame, images_u8: np.ndarray, rows: np.ndarray, maps: np.ndarray,
-                        broadcast: str, batch_size: int) -> float:
+def confidence_increase(
+    model,
+    pairs: pd.DataFrame,
+    images_u8: np.ndarray,
+    rows: np.ndarray,
+    maps: np.ndarray,
+    broadcast: str,
+    batch_size: int,
+) -> float:
     from .faithfulness import image_confidence
 
     hits = []
     for start in range(0, len(rows), batch_size):
-        idx = rows[start:start + batch_size]
+        idx = rows[start : start + batch_size]
         imgs = model.preprocess(np.ascontiguousarray(images_u8[idx]))
         tokens = model.tokenize(pairs["phrase"].iloc[idx].tolist())
-        s, s2 = image_confidence(model, imgs, tokens, torch.from_numpy(maps[start:start + batch_size]),
-                                 broadcast=broadcast)
+        s, s2 = image_confidence(
+            model, imgs, tokens, torch.from_numpy(maps[start : start + batch_size]), broadcast=broadcast
+        )
         hits.append(np.asarray(s2) > np.asarray(s))
     return float(np.concatenate(hits).mean())
 
 
-def ablation_study(model, base_params: Mapping[str, Any], pairs: pd.DataFrame, images_u8: np.ndarray,
-                   rows: np.ndarray, cfg: Mapping[str, Any], batch_size: int,
-                   weight_values: Sequence[float] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)) -> pd.DataFrame:
+def ablation_study(
+    model,
+    base_params: Mapping[str, Any],
+    pairs: pd.DataFrame,
+    images_u8: np.ndarray,
+    rows: np.ndarray,
+    cfg: Mapping[str, Any],
+    batch_size: int,
+    weight_values: Sequence[float] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0),
+) -> pd.DataFrame:
     """Vary one fusion weight (alpha, beta, gamma, delta) at a time, then the prior strength
     lambda_s over ``figures.lambda_sweep``; localisation and confidence increase for each setting."""
     masks = box_masks(pairs.iloc[rows], model.geometry.size)
@@ -119,7 +164,11 @@ def ablation_study(model, base_params: Mapping[str, Any], pairs: pd.DataFrame, i
     for name, value in settings:
         params = {**base_params, name: value}
         maps = _explain_rows(model, "matex", params, pairs, images_u8, rows, batch_size)
-        rec = {"parameter": name, "value": float(value), **localisation_summary(maps, masks, frac),
-               "img_conf_increase": confidence_increase(model, pairs, images_u8, rows, maps, broadcast, batch_size)}
+        rec = {
+            "parameter": name,
+            "value": float(value),
+            **localisation_summary(maps, masks, frac),
+            "img_conf_increase": confidence_increase(model, pairs, images_u8, rows, maps, broadcast, batch_size),
+        }
         records.append(rec)
     return pd.DataFrame(records)

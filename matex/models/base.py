@@ -1,9 +1,11 @@
 """The model handle every part of matex passes around: an open_clip CLIP plus its tokenizer and
 input geometry, so preprocessing and tokenisation are never guessed twice."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,8 +15,8 @@ from ..data.transforms import CLIP_MEAN, CLIP_STD, InputGeometry, normalize_batc
 
 @dataclass
 class MatexModel:
-    clip: torch.nn.Module                 # open_clip CLIP (eval mode)
-    tokenizer: Any                        # open_clip tokenizer: list[str] -> LongTensor (B, ctx)
+    clip: torch.nn.Module  # open_clip CLIP (eval mode)
+    tokenizer: Any  # open_clip tokenizer: list[str] -> LongTensor (B, ctx)
     geometry: InputGeometry = field(default_factory=InputGeometry)
     mean: Sequence[float] = CLIP_MEAN
     std: Sequence[float] = CLIP_STD
@@ -25,7 +27,7 @@ class MatexModel:
     def device(self) -> torch.device:
         return next(self.clip.parameters()).device
 
-    def to(self, device: str | torch.device) -> "MatexModel":
+    def to(self, device: str | torch.device) -> MatexModel:
         self.clip.to(device)
         return self
 
@@ -43,13 +45,16 @@ class MatexModel:
         s = self.geometry.size
         if isinstance(images, torch.Tensor):
             if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (s, s):
-                raise DataError(f"image tensor must be (B, 3, {s}, {s}) for this model (input.size {s}), "
-                                f"got {tuple(images.shape)}")
+                raise DataError(
+                    f"image tensor must be (B, 3, {s}, {s}) for this model (input.size {s}), got {tuple(images.shape)}"
+                )
             x = images.to(self.device, torch.float32)
         elif isinstance(images, np.ndarray):
             if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (s, s):
-                raise DataError(f"image array must be uint8 (B, {s}, {s}) grey input images, got "
-                                f"{images.dtype} {images.shape}; pass PIL images or file paths to resize")
+                raise DataError(
+                    f"image array must be uint8 (B, {s}, {s}) grey input images, got "
+                    f"{images.dtype} {images.shape}; pass PIL images or file paths to resize"
+                )
             x = normalize_batch(images, self.mean, self.std).to(self.device)
         else:
             images = list(images)
@@ -93,5 +98,7 @@ def _open_image(im, index: int):
             raise DataError(f"image {index}: file not found", file=str(im)) from None
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise DataError(f"image {index}: cannot be decoded ({type(e).__name__}: {e})", file=str(im)) from None
-    raise DataError(f"image {index} is a {type(im).__name__}; expected a PIL image, a file path, a (B, H, W) "
-                    "uint8 array or a (B, 3, H, W) tensor")
+    raise DataError(
+        f"image {index} is a {type(im).__name__}; expected a PIL image, a file path, a (B, H, W) "
+        "uint8 array or a (B, 3, H, W) tensor"
+    )

@@ -5,6 +5,7 @@ Before any download, one TCP connection to the Hub endpoint (``HF_ENDPOINT``) is
 timeout. When it fails, the model is built from the local cache only (Hugging Face offline mode);
 when the cache lacks it, a :class:`ConfigError` names the ways out: a local weights file,
 ``HF_HUB_OFFLINE=1`` with a filled cache, or the demo model."""
+
 from __future__ import annotations
 
 import contextlib
@@ -65,9 +66,11 @@ def hub_offline() -> Iterator[None]:
 
 
 def ways_out(what: str) -> str:
-    return (f"{what}. Ways out: pass a local weights file (pretrained='/path/to/weights.bin' or a "
-            "checkpoint path as the model), run once with network access so the Hugging Face cache holds "
-            "the weights and then set HF_HUB_OFFLINE=1, or use the demo model (load_model('demo'))")
+    return (
+        f"{what}. Ways out: pass a local weights file (pretrained='/path/to/weights.bin' or a "
+        "checkpoint path as the model), run once with network access so the Hugging Face cache holds "
+        "the weights and then set HF_HUB_OFFLINE=1, or use the demo model (load_model('demo'))"
+    )
 
 
 def create_from_hub(name: str, pretrained: str | None, arg: str, arch_arg: str | None = None):
@@ -88,8 +91,11 @@ def create_from_hub(name: str, pretrained: str | None, arg: str, arch_arg: str |
     if hub_reachable():
         return _wrapped(create, *args)
     with hub_offline():
-        return _wrapped(create, *args, offline=f"the Hugging Face Hub ({hub_endpoint()}) cannot be reached and the "
-                                               "local cache lacks them")
+        return _wrapped(
+            create,
+            *args,
+            offline=f"the Hugging Face Hub ({hub_endpoint()}) cannot be reached and the local cache lacks them",
+        )
 
 
 def _wrapped(create, name: str, pretrained: str | None, arg: str, arch_arg: str, offline: str | None = None):
@@ -99,7 +105,9 @@ def _wrapped(create, name: str, pretrained: str | None, arg: str, arch_arg: str,
     except Exception as e:  # noqa: BLE001 - open_clip/hub raise many kinds; all mean "cannot load"
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "not found in built-ins" in msg or "Unknown model" in msg:
-            raise ConfigError(f"{arch_arg}: unknown open_clip architecture {name!r}; see open_clip.list_models()") from None
+            raise ConfigError(
+                f"{arch_arg}: unknown open_clip architecture {name!r}; see open_clip.list_models()"
+            ) from None
         what = f"cannot load the weights of open_clip model {name!r} (pretrained={pretrained!r})"
         if offline:
             raise ConfigError(f"{arg}: " + ways_out(f"{what}: {offline}")) from None

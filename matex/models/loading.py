@@ -17,6 +17,7 @@ Sources (config key ``model.source``):
 Loading failures (missing file, unknown architecture, mismatched keys or shapes) raise
 :class:`ConfigError` naming the file or config key, never a deep torch traceback.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,8 +34,8 @@ from ..io import atomic_path, file_sha256
 from .base import MatexModel
 
 CHECKPOINT_FORMAT = "matex-clip-v1"
-VOCAB_SIZE = 49408          # open_clip's SimpleTokenizer (bundled BPE vocabulary)
-VIT_B32_GRID = 7            # ViT-B/32 at 224 px: 7x7 patches
+VOCAB_SIZE = 49408  # open_clip's SimpleTokenizer (bundled BPE vocabulary)
+VIT_B32_GRID = 7  # ViT-B/32 at 224 px: 7x7 patches
 SOURCES = ("demo", "hub", "checkpoint")
 
 
@@ -61,14 +62,25 @@ def demo_model_cfg(demo: Mapping[str, Any], input_size: int, key: str = "config 
             raise ConfigError(
                 f"{key}.vision.patch_size: input.size {input_size} / patch_size {patch} "
                 f"must be exactly {VIT_B32_GRID} (a {VIT_B32_GRID}x{VIT_B32_GRID} grid like ViT-B/32); "
-                f"use patch_size {input_size / VIT_B32_GRID:g} or input.size {VIT_B32_GRID * patch}")
+                f"use patch_size {input_size / VIT_B32_GRID:g} or input.size {VIT_B32_GRID * patch}"
+            )
         return {
             "embed_dim": int(demo["embed_dim"]),
-            "vision_cfg": {"image_size": int(input_size), "layers": int(vision["layers"]),
-                           "width": int(vision["width"]), "head_width": int(vision["width"]) // int(vision["heads"]),
-                           "patch_size": patch, "mlp_ratio": float(vision.get("mlp_ratio", 4.0))},
-            "text_cfg": {"context_length": int(text["context_length"]), "vocab_size": VOCAB_SIZE,
-                         "width": int(text["width"]), "heads": int(text["heads"]), "layers": int(text["layers"])},
+            "vision_cfg": {
+                "image_size": int(input_size),
+                "layers": int(vision["layers"]),
+                "width": int(vision["width"]),
+                "head_width": int(vision["width"]) // int(vision["heads"]),
+                "patch_size": patch,
+                "mlp_ratio": float(vision.get("mlp_ratio", 4.0)),
+            },
+            "text_cfg": {
+                "context_length": int(text["context_length"]),
+                "vocab_size": VOCAB_SIZE,
+                "width": int(text["width"]),
+                "heads": int(text["heads"]),
+                "layers": int(text["layers"]),
+            },
         }
     except KeyError as e:
         raise ConfigError(f"{key}: missing key {e.args[0]!r}") from None
@@ -107,8 +119,10 @@ def _read_checkpoint(path: str | os.PathLike) -> Any:
             return load_file(str(path), device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ConfigError(f"checkpoint file {path} could not be read as a torch/safetensors checkpoint: "
-                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise ConfigError(
+            f"checkpoint file {path} could not be read as a torch/safetensors checkpoint: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
 
 
 def _extract_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -117,7 +131,7 @@ def _extract_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, torch.Te
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ConfigError(f"checkpoint file {path} holds no state dict of tensors")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
 def _load_weights(clip: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -125,17 +139,27 @@ def _load_weights(clip: torch.nn.Module, state: dict[str, torch.Tensor], path: s
     expected = clip.state_dict()
     state = dict(state)
     for key in ("logit_scale", "logit_bias"):  # scalar vs 1-d parameter, as open_clip tolerates
-        if key in state and key in expected and state[key].shape != expected[key].shape \
-                and state[key].numel() == expected[key].numel():
+        if (
+            key in state
+            and key in expected
+            and state[key].shape != expected[key].shape
+            and state[key].numel() == expected[key].numel()
+        ):
             state[key] = state[key].reshape(expected[key].shape)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong_shape = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-                   if k in state and state[k].shape != v.shape]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or wrong_shape:
         parts = []
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                            ("shape mismatches (file != model)", wrong_shape)):
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches (file != model)", wrong_shape),
+        ):
             if keys:
                 more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
                 parts.append(f"{len(keys)} {label}: {', '.join(keys[:5])}{more}")
@@ -159,15 +183,29 @@ def _check_image_size(clip: torch.nn.Module, geometry: InputGeometry, what: str,
 
 
 # the demo architecture of config/config.yaml (model.demo), for load_model("demo") without a config
-DEMO_ARCH = {"embed_dim": 128, "vision": {"layers": 4, "width": 128, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
-             "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32}}
+DEMO_ARCH = {
+    "embed_dim": 128,
+    "vision": {"layers": 4, "width": 128, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
+    "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32},
+}
 
 # how messages name what the user set: the arguments of a Python call, or the keys of a config
-PYTHON_NAMES = {"model": "argument model", "arch": "argument arch", "pretrained": "argument pretrained",
-                "checkpoint": "argument checkpoint", "demo": "argument demo", "size": "argument geometry"}
-CONFIG_NAMES = {"model": "config key model.source", "arch": "config key model.arch",
-                "pretrained": "config key model.pretrained", "checkpoint": "config key model.checkpoint",
-                "demo": "config key model.demo", "size": "config key input.size"}
+PYTHON_NAMES = {
+    "model": "argument model",
+    "arch": "argument arch",
+    "pretrained": "argument pretrained",
+    "checkpoint": "argument checkpoint",
+    "demo": "argument demo",
+    "size": "argument geometry",
+}
+CONFIG_NAMES = {
+    "model": "config key model.source",
+    "arch": "config key model.arch",
+    "pretrained": "config key model.pretrained",
+    "checkpoint": "config key model.checkpoint",
+    "demo": "config key model.demo",
+    "size": "config key input.size",
+}
 
 
 def _resolve(model: str, arch: str | None, checkpoint: str | None, names: dict[str, str]):
@@ -181,9 +219,11 @@ def _resolve(model: str, arch: str | None, checkpoint: str | None, names: dict[s
         return "hub", model, checkpoint, {**names, "arch": names["model"]}
     if os.path.isfile(model):
         return "checkpoint", arch, model, {**names, "checkpoint": names["model"]}
-    raise ConfigError(f"{names['model']}: {model!r} is none of: a source ({', '.join(SOURCES)}), an open_clip "
-                      "architecture (e.g. ViT-B-32, see open_clip.list_models()), an hf-hub:/local-dir: name, "
-                      "an existing checkpoint file")
+    raise ConfigError(
+        f"{names['model']}: {model!r} is none of: a source ({', '.join(SOURCES)}), an open_clip "
+        "architecture (e.g. ViT-B-32, see open_clip.list_models()), an hf-hub:/local-dir: name, "
+        "an existing checkpoint file"
+    )
 
 
 def _is_openai_state_dict(state: Mapping[str, torch.Tensor]) -> bool:
@@ -204,16 +244,28 @@ def _openai_clip(state: dict[str, torch.Tensor], path: str, arch_name: str) -> t
         with mock.patch.object(oc_model, "convert_weights_to_fp16", lambda model: None):
             return oc_model.build_model_from_openai_state_dict(dict(state), cast_dtype=None).float()
     except Exception as e:  # noqa: BLE001 - shape inference or strict loading failed
-        raise ConfigError(f"{arch_name}: checkpoint file {path} is not a matex checkpoint and reading it as an "
-                          f"OpenAI-format CLIP failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); name "
-                          "its open_clip architecture") from None
+        raise ConfigError(
+            f"{arch_name}: checkpoint file {path} is not a matex checkpoint and reading it as an "
+            f"OpenAI-format CLIP failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); name "
+            "its open_clip architecture"
+        ) from None
 
 
-def load_model(model: str | os.PathLike = "demo", pretrained: str | None = None, *, arch: str | None = None,
-               checkpoint: str | None = None, demo: Mapping[str, Any] | None = None,
-               geometry: InputGeometry | None = None, device: str = "cpu", name: str | None = None,
-               seed: int = 0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-               _names: Mapping[str, str] | None = None) -> MatexModel:
+def load_model(
+    model: str | os.PathLike = "demo",
+    pretrained: str | None = None,
+    *,
+    arch: str | None = None,
+    checkpoint: str | None = None,
+    demo: Mapping[str, Any] | None = None,
+    geometry: InputGeometry | None = None,
+    device: str = "cpu",
+    name: str | None = None,
+    seed: int = 0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    _names: Mapping[str, str] | None = None,
+) -> MatexModel:
     """Build the model handle, in eval mode on ``device``.
 
     ``model`` uses open_clip's naming: an architecture (``"ViT-B-32"``, random weights unless
@@ -237,8 +289,14 @@ def load_model(model: str | os.PathLike = "demo", pretrained: str | None = None,
 
     names = dict(_names or PYTHON_NAMES)
     source, arch, checkpoint, names = _resolve(model, arch, checkpoint, names)
-    meta: dict[str, Any] = {"source": source, "arch": arch, "pretrained": pretrained, "checkpoint": None,
-                            "checkpoint_sha256": None, "model_cfg": None}
+    meta: dict[str, Any] = {
+        "source": source,
+        "arch": arch,
+        "pretrained": pretrained,
+        "checkpoint": None,
+        "checkpoint_sha256": None,
+        "model_cfg": None,
+    }
     pp_mean = pp_std = None
     if source == "demo":
         demo_given = demo is not None
@@ -249,11 +307,17 @@ def load_model(model: str | os.PathLike = "demo", pretrained: str | None = None,
         meta.update(arch=None, model_cfg=model_cfg, seed=seed)
         if checkpoint is not None:
             obj = _read_checkpoint(checkpoint)
-            if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT and obj.get("model_cfg") != model_cfg:
+            if (
+                isinstance(obj, Mapping)
+                and obj.get("format") == CHECKPOINT_FORMAT
+                and obj.get("model_cfg") != model_cfg
+            ):
                 if demo_given:
-                    raise ConfigError(f"checkpoint file {checkpoint} was trained with a different model.demo/input.size "
-                                      f"config: {obj.get('model_cfg')} != {model_cfg}")
-                model_cfg = obj["model_cfg"]          # no demo config given: the checkpoint's own architecture
+                    raise ConfigError(
+                        f"checkpoint file {checkpoint} was trained with a different model.demo/input.size "
+                        f"config: {obj.get('model_cfg')} != {model_cfg}"
+                    )
+                model_cfg = obj["model_cfg"]  # no demo config given: the checkpoint's own architecture
                 clip = _build_clip(model_cfg)
                 meta["model_cfg"] = model_cfg
             _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
@@ -263,9 +327,10 @@ def load_model(model: str | os.PathLike = "demo", pretrained: str | None = None,
     elif source == "hub":
         if not arch:
             raise ConfigError(f"{names['arch']}: required when model.source is hub")
-        schema = arch.startswith(("hf-hub:", "local-dir:"))      # the repository or folder holds the weights
-        clip = create_from_hub(arch, pretrained, names["pretrained"] if pretrained and not schema else names["arch"],
-                               names["arch"])
+        schema = arch.startswith(("hf-hub:", "local-dir:"))  # the repository or folder holds the weights
+        clip = create_from_hub(
+            arch, pretrained, names["pretrained"] if pretrained and not schema else names["arch"], names["arch"]
+        )
         tokenizer = open_clip.get_tokenizer(arch)
         pp_mean, pp_std = _preprocess_mean_std(clip)
         try:
@@ -283,22 +348,28 @@ def load_model(model: str | os.PathLike = "demo", pretrained: str | None = None,
             clip = _build_clip(model_cfg)
             file_meta = dict(obj.get("meta") or {})
             arch = arch or file_meta.get("arch")
-            meta.update(model_cfg=model_cfg, arch=arch,
-                        trained={k: v for k, v in file_meta.items() if k != "history"})
-            tokenizer = (open_clip.get_tokenizer(arch) if arch and open_clip.get_model_config(arch)
-                         else _simple_tokenizer(model_cfg["text_cfg"].get("context_length", 77)))
+            meta.update(model_cfg=model_cfg, arch=arch, trained={k: v for k, v in file_meta.items() if k != "history"})
+            tokenizer = (
+                open_clip.get_tokenizer(arch)
+                if arch and open_clip.get_model_config(arch)
+                else _simple_tokenizer(model_cfg["text_cfg"].get("context_length", 77))
+            )
             if file_meta.get("mean") and file_meta.get("std"):
                 pp_mean, pp_std = tuple(file_meta["mean"]), tuple(file_meta["std"])
             _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
         elif not arch and _is_openai_state_dict(state := _extract_state_dict(obj, checkpoint)):
             clip = _openai_clip(state, str(checkpoint), names["arch"])
-            meta.update(arch="openai-format CLIP (architecture read from the state dict)",
-                        model_cfg={"context_length": int(state["positional_embedding"].shape[0])})
+            meta.update(
+                arch="openai-format CLIP (architecture read from the state dict)",
+                model_cfg={"context_length": int(state["positional_embedding"].shape[0])},
+            )
             tokenizer = _simple_tokenizer(int(state["positional_embedding"].shape[0]))
         else:
             if not arch:
-                raise ConfigError(f"{names['arch']}: checkpoint file {checkpoint} is neither a matex checkpoint nor "
-                                  "an OpenAI-format CLIP state dict, so the open_clip architecture must be named")
+                raise ConfigError(
+                    f"{names['arch']}: checkpoint file {checkpoint} is neither a matex checkpoint nor "
+                    "an OpenAI-format CLIP state dict, so the open_clip architecture must be named"
+                )
             if open_clip.get_model_config(arch) is None:
                 raise ConfigError(f"{names['arch']}: unknown open_clip architecture {arch!r}")
             clip = open_clip.create_model(arch, pretrained=None)
@@ -316,8 +387,9 @@ def load_model(model: str | os.PathLike = "demo", pretrained: str | None = None,
     std = tuple(std) if std is not None else (pp_std or CLIP_STD)
     meta.update(mean=list(mean), std=list(std), input_size=geometry.size, input_mode=geometry.mode)
     clip = clip.to(device).eval()
-    return MatexModel(clip=clip, tokenizer=tokenizer, geometry=geometry, mean=mean, std=std,
-                      name=name or arch or source, meta=meta)
+    return MatexModel(
+        clip=clip, tokenizer=tokenizer, geometry=geometry, mean=mean, std=std, name=name or arch or source, meta=meta
+    )
 
 
 def load_model_from_config(cfg: Mapping[str, Any], checkpoint: str | None = None, device: str = "cpu") -> MatexModel:
@@ -332,18 +404,33 @@ def load_model_from_config(cfg: Mapping[str, Any], checkpoint: str | None = None
     if source == "demo" and m.get("demo") is None:
         raise ConfigError("config key model.demo: required when model.source is demo")
     geometry = InputGeometry(int(inp["size"]), inp.get("mode", "center_crop"))
-    return load_model(source, pretrained=m.get("pretrained"), arch=m.get("arch"),
-                      checkpoint=checkpoint or m.get("checkpoint"), demo=m.get("demo"), geometry=geometry,
-                      device=device, name=m.get("name"), seed=int(cfg.get("seed", 0)),
-                      mean=inp.get("mean"), std=inp.get("std"), _names=CONFIG_NAMES)
+    return load_model(
+        source,
+        pretrained=m.get("pretrained"),
+        arch=m.get("arch"),
+        checkpoint=checkpoint or m.get("checkpoint"),
+        demo=m.get("demo"),
+        geometry=geometry,
+        device=device,
+        name=m.get("name"),
+        seed=int(cfg.get("seed", 0)),
+        mean=inp.get("mean"),
+        std=inp.get("std"),
+        _names=CONFIG_NAMES,
+    )
 
 
-def save_checkpoint(model: MatexModel, path: str | os.PathLike, model_cfg: Mapping[str, Any],
-                    meta: Mapping[str, Any]) -> None:
+def save_checkpoint(
+    model: MatexModel, path: str | os.PathLike, model_cfg: Mapping[str, Any], meta: Mapping[str, Any]
+) -> None:
     """Write ``{"format": "matex-clip-v1", "model_cfg", "state_dict", "meta"}`` atomically (CPU tensors)."""
     state = {k: v.detach().to("cpu").clone() for k, v in model.clip.state_dict().items()}
-    payload = {"format": CHECKPOINT_FORMAT, "model_cfg": copy.deepcopy(dict(model_cfg)), "state_dict": state,
-               "meta": {"mean": list(model.mean), "std": list(model.std), **copy.deepcopy(dict(meta))}}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_cfg": copy.deepcopy(dict(model_cfg)),
+        "state_dict": state,
+        "meta": {"mean": list(model.mean), "std": list(model.std), **copy.deepcopy(dict(meta))},
+    }
     with atomic_path(path, suffix=".pt") as tmp:
         # through a file object: torch.save names the zip's top folder after a path it is given (the
         # random temporary name), which would make identical checkpoints differ byte-wise

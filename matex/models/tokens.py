@@ -1,15 +1,17 @@
 """The token strings behind a text map, so a stored token score can be read next to its word."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def _decode_one(tokenizer: Any, token_id: int) -> str:
-    if hasattr(tokenizer, "decoder") and hasattr(tokenizer, "byte_decoder"):       # open_clip SimpleTokenizer
+    if hasattr(tokenizer, "decoder") and hasattr(tokenizer, "byte_decoder"):  # open_clip SimpleTokenizer
         piece = tokenizer.decoder.get(int(token_id), "")
         raw = bytearray(tokenizer.byte_decoder[c] for c in piece if c in tokenizer.byte_decoder)
         return raw.decode("utf-8", errors="replace").replace("</w>", " ").strip() or piece
-    inner = getattr(tokenizer, "tokenizer", tokenizer)                               # Hugging Face tokenizers
+    inner = getattr(tokenizer, "tokenizer", tokenizer)  # Hugging Face tokenizers
     if hasattr(inner, "convert_ids_to_tokens"):
         return str(inner.convert_ids_to_tokens(int(token_id)))
     return str(int(token_id))

@@ -6,6 +6,7 @@ unit-norm features, y the diagonal. A phrase repeated in a batch (e.g. "cardiome
 text features, so its copies tie: spreading the targets over them would give the same value and
 gradient, and the loss floor is the mean log of the number of copies instead of 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,13 +22,17 @@ import torch.nn.functional as F
 from ..data.transforms import normalize_batch
 from .base import MatexModel
 
-LOGIT_SCALE_MAX = math.log(100.0)   # CLIP clamps the temperature at 100
-RETRIEVAL_CHUNK = 100               # pair retrieval ranks each image among 100 phrases
+LOGIT_SCALE_MAX = math.log(100.0)  # CLIP clamps the temperature at 100
+RETRIEVAL_CHUNK = 100  # pair retrieval ranks each image among 100 phrases
 
 
-def contrastive_loss(model: MatexModel, images: torch.Tensor, tokens: torch.Tensor,
-                     hard_negatives: torch.Tensor | None = None,
-                     negative_mask: torch.Tensor | None = None) -> torch.Tensor:
+def contrastive_loss(
+    model: MatexModel,
+    images: torch.Tensor,
+    tokens: torch.Tensor,
+    hard_negatives: torch.Tensor | None = None,
+    negative_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Symmetric CLIP InfoNCE over a batch of normalised images (B,3,S,S) and tokens (B,ctx).
 
     ``hard_negatives`` (K, ctx): extra phrases every image must rank below its own (e.g. its phrase
@@ -74,11 +79,25 @@ def _param_groups(clip: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train_clip(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str] | torch.Tensor, *, epochs: int, batch_size: int,
-               lr: float, weight_decay: float, warmup_steps: int, seed: int, threads: int | None = None,
-               progress: bool = True, val: tuple | None = None,
-               log: Callable[[str], Any] | None = None, categories: Sequence[str] | None = None,
-               category_prompt_fraction: float = 0.0, side_swap_negatives: bool = False) -> list[dict]:
+def train_clip(
+    model: MatexModel,
+    images_u8: np.ndarray,
+    texts: Sequence[str] | torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup_steps: int,
+    seed: int,
+    threads: int | None = None,
+    progress: bool = True,
+    val: tuple | None = None,
+    log: Callable[[str], Any] | None = None,
+    categories: Sequence[str] | None = None,
+    category_prompt_fraction: float = 0.0,
+    side_swap_negatives: bool = False,
+) -> list[dict]:
     """Train ``model`` in place with AdamW and warm-up + cosine learning rate; shuffling is seeded.
 
     ``images_u8``: (N, S, S) uint8 model inputs; ``texts``: N phrases, or their (N, ctx) token ids
@@ -140,15 +159,21 @@ def train_clip(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str] | 
                 step += 1
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             clip.eval()
-            row: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.average(losses, weights=sizes)),
-                                   "lr": current_lr, "steps": step,
-                                   "elapsed_s": round(time.perf_counter() - t_start, 2),
-                                   "cpu_s": round(time.process_time() - cpu_start, 2)}
+            row: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": float(np.average(losses, weights=sizes)),
+                "lr": current_lr,
+                "steps": step,
+                "elapsed_s": round(time.perf_counter() - t_start, 2),
+                "cpu_s": round(time.process_time() - cpu_start, 2),
+            }
             if val is not None:
                 v_images, v_texts = val[0], val[1]
                 v_categories = val[2] if len(val) > 2 else None
-                feats = (_encode_images(model, v_images, max(batch_size, 128)),
-                         _encode_texts(model, list(v_texts), max(batch_size, 128)))
+                feats = (
+                    _encode_images(model, v_images, max(batch_size, 128)),
+                    _encode_texts(model, list(v_texts), max(batch_size, 128)),
+                )
                 row["val_loss"] = validation_loss(model, v_images, v_texts, batch_size, seed=0, features=feats)
                 row.update(evaluate_retrieval(model, v_images, v_texts, v_categories, features=feats))
                 row.update(laterality_accuracy(model, v_images, v_texts, image_feats=feats[0]))
@@ -164,8 +189,15 @@ def train_clip(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str] | 
 class _TextAids:
     """Per-batch text of :func:`train_clip` with category prompts and side-swapped hard negatives."""
 
-    def __init__(self, texts: list[str], prompt_tokens: torch.Tensor | None, prompt_texts: list[str] | None,
-                 fraction: float, swap_tokens: torch.Tensor | None, swapped: list[str] | None):
+    def __init__(
+        self,
+        texts: list[str],
+        prompt_tokens: torch.Tensor | None,
+        prompt_texts: list[str] | None,
+        fraction: float,
+        swap_tokens: torch.Tensor | None,
+        swapped: list[str] | None,
+    ):
         self.texts, self.prompt_tokens, self.prompt_texts = texts, prompt_tokens, prompt_texts
         self.fraction, self.swap_tokens, self.swapped = fraction, swap_tokens, swapped
 
@@ -214,8 +246,14 @@ def _loss_from_features(fi: torch.Tensor, ft: torch.Tensor, logit_scale: torch.T
 
 
 @torch.no_grad()
-def validation_loss(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str], batch_size: int,
-                    seed: int = 0, features: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+def validation_loss(
+    model: MatexModel,
+    images_u8: np.ndarray,
+    texts: Sequence[str],
+    batch_size: int,
+    seed: int = 0,
+    features: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> float:
     """Mean contrastive loss (weighted by batch size) over fixed seeded batches, without gradients.
 
     The batches depend only on ``seed`` and N, so the losses of two models are comparable (ROAR+).
@@ -241,21 +279,30 @@ def validation_loss(model: MatexModel, images_u8: np.ndarray, texts: Sequence[st
 
 @torch.no_grad()
 def _encode_images(model: MatexModel, images_u8: np.ndarray, batch_size: int) -> torch.Tensor:
-    feats = [model.clip.encode_image(normalize_batch(images_u8[i:i + batch_size], model.mean, model.std)
-                                     .to(model.device)) for i in range(0, len(images_u8), batch_size)]
+    feats = [
+        model.clip.encode_image(normalize_batch(images_u8[i : i + batch_size], model.mean, model.std).to(model.device))
+        for i in range(0, len(images_u8), batch_size)
+    ]
     return F.normalize(torch.cat(feats), dim=-1).cpu()
 
 
 @torch.no_grad()
 def _encode_texts(model: MatexModel, texts: Sequence[str], batch_size: int) -> torch.Tensor:
-    feats = [model.clip.encode_text(model.tokenize(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]
+    feats = [
+        model.clip.encode_text(model.tokenize(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)
+    ]
     return F.normalize(torch.cat(feats), dim=-1).cpu()
 
 
 @torch.no_grad()
-def evaluate_retrieval(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str],
-                       categories: Sequence[str] | None, batch_size: int = 128,
-                       features: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+def evaluate_retrieval(
+    model: MatexModel,
+    images_u8: np.ndarray,
+    texts: Sequence[str],
+    categories: Sequence[str] | None,
+    batch_size: int = 128,
+    features: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict:
     """Zero-shot category accuracy and image->text pair retrieval, each with its chance level.
 
     (a) prompts = the distinct category names, lower-cased; top-1 image->prompt accuracy, chance
@@ -274,13 +321,16 @@ def evaluate_retrieval(model: MatexModel, images_u8: np.ndarray, texts: Sequence
             prompt_feats = _encode_texts(model, names, batch_size)
             predicted = (image_feats @ prompt_feats.t()).argmax(1).numpy()
             truth = np.array([names.index(str(c).lower()) for c in categories])
-            out.update(zero_shot_accuracy=float((predicted == truth).mean()), zero_shot_chance=1.0 / len(names),
-                       n_categories=len(names))
+            out.update(
+                zero_shot_accuracy=float((predicted == truth).mean()),
+                zero_shot_chance=1.0 / len(names),
+                n_categories=len(names),
+            )
         text_feats = features[1] if features is not None else _encode_texts(model, texts, batch_size)
         hits1, hits5, chance1, chance5 = [], [], [], []
         for start in range(0, len(texts), RETRIEVAL_CHUNK):
             rows = np.arange(start, min(start + RETRIEVAL_CHUNK, len(texts)))
-            candidates = sorted({texts[i] for i in rows})            # distinct phrases of the chunk
+            candidates = sorted({texts[i] for i in rows})  # distinct phrases of the chunk
             if len(candidates) < 2:
                 continue
             candidate_feats = text_feats[[rows[[texts[i] for i in rows].index(c)] for c in candidates]]
@@ -291,9 +341,13 @@ def evaluate_retrieval(model: MatexModel, images_u8: np.ndarray, texts: Sequence
             chance1.extend([1.0 / len(candidates)] * len(rows))
             chance5.extend([min(5, len(candidates)) / len(candidates)] * len(rows))
         if hits1:
-            out.update(r_at_1=float(np.mean(hits1)), r_at_5=float(np.mean(hits5)),
-                       r_at_1_chance=float(np.mean(chance1)), r_at_5_chance=float(np.mean(chance5)),
-                       retrieval_chunk=RETRIEVAL_CHUNK)
+            out.update(
+                r_at_1=float(np.mean(hits1)),
+                r_at_5=float(np.mean(hits5)),
+                r_at_1_chance=float(np.mean(chance1)),
+                r_at_5_chance=float(np.mean(chance5)),
+                retrieval_chunk=RETRIEVAL_CHUNK,
+            )
         return out
     finally:
         model.clip.train(was_training)
@@ -314,8 +368,13 @@ def swap_sides(text: str) -> str:
 
 
 @torch.no_grad()
-def laterality_accuracy(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str],
-                        batch_size: int = 128, image_feats: torch.Tensor | None = None) -> dict:
+def laterality_accuracy(
+    model: MatexModel,
+    images_u8: np.ndarray,
+    texts: Sequence[str],
+    batch_size: int = 128,
+    image_feats: torch.Tensor | None = None,
+) -> dict:
     """Share of lateralised pairs (the phrase names exactly one side) on which the model scores the
     true phrase above the same phrase with left and right exchanged: S(x, t) > S(x, swap(t)).
     Chance is 50 %; a model blind to side scores about 50 % (ties count as misses)."""
@@ -330,8 +389,9 @@ def laterality_accuracy(model: MatexModel, images_u8: np.ndarray, texts: Sequenc
     return {"laterality_accuracy": float(wins.mean()), "n_lateralised": len(rows)}
 
 
-def train_demo(pairs_parquet, images_npy, cfg: Mapping[str, Any], out_checkpoint, out_log,
-               progress: bool = True) -> dict:
+def train_demo(
+    pairs_parquet, images_npy, cfg: Mapping[str, Any], out_checkpoint, out_log, progress: bool = True
+) -> dict:
     """Train the demo CLIP on the ``train`` pairs, evaluate on ``val``, write checkpoint + JSON log.
 
     ``pairs_parquet`` rows (pair_id, phrase, category, split) align with ``images_npy`` (n_pairs, S, S)
@@ -356,15 +416,24 @@ def train_demo(pairs_parquet, images_npy, cfg: Mapping[str, Any], out_checkpoint
     images = np.load(images_npy, mmap_mode="r")
     size = int(cfg["input"]["size"])
     if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (size, size):
-        raise DataError(f"images must be uint8 (n_pairs, {size}, {size}) (input.size), got {images.dtype} "
-                        f"{images.shape}", file=str(images_npy))
+        raise DataError(
+            f"images must be uint8 (n_pairs, {size}, {size}) (input.size), got {images.dtype} {images.shape}",
+            file=str(images_npy),
+        )
     if len(images) != len(pairs):
         raise DataError(f"{len(images)} images but {len(pairs)} pairs in {pairs_parquet}", file=str(images_npy))
     demo = cfg["model"]["demo"]
     seed = int(cfg["seed"])
     geometry = InputGeometry(size, cfg["input"].get("mode", "center_crop"))
-    model = load_model("demo", demo=demo, geometry=geometry, seed=seed, name=cfg["model"].get("name", "demo"),
-                       mean=cfg["input"].get("mean"), std=cfg["input"].get("std"))
+    model = load_model(
+        "demo",
+        demo=demo,
+        geometry=geometry,
+        seed=seed,
+        name=cfg["model"].get("name", "demo"),
+        mean=cfg["input"].get("mean"),
+        std=cfg["input"].get("std"),
+    )
     model_cfg = demo_model_cfg(demo, size)
     split = pairs["split"].astype(str).to_numpy()
     train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
@@ -375,29 +444,68 @@ def train_demo(pairs_parquet, images_npy, cfg: Mapping[str, Any], out_checkpoint
     train_images = np.ascontiguousarray(images[train_rows])
     val = None
     if len(val_rows) >= 2:
-        val = (np.ascontiguousarray(images[val_rows]), [phrases[i] for i in val_rows],
-               [categories[i] for i in val_rows])
+        val = (
+            np.ascontiguousarray(images[val_rows]),
+            [phrases[i] for i in val_rows],
+            [categories[i] for i in val_rows],
+        )
     threads = int(demo.get("threads") or 0) or None
-    history = train_clip(model, train_images, [phrases[i] for i in train_rows], epochs=int(demo["epochs"]),
-                         batch_size=int(demo["batch_size"]), lr=float(demo["lr"]),
-                         weight_decay=float(demo["weight_decay"]), warmup_steps=int(demo["warmup_steps"]),
-                         seed=seed, threads=threads, progress=progress, val=val, log=logger.info,
-                         categories=[categories[i] for i in train_rows],
-                         category_prompt_fraction=float(demo.get("category_prompt_fraction", 0.0)),
-                         side_swap_negatives=bool(demo.get("side_swap_negatives", False)))
-    final = {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "steps", "elapsed_s", "cpu_s")} if history else {}
+    history = train_clip(
+        model,
+        train_images,
+        [phrases[i] for i in train_rows],
+        epochs=int(demo["epochs"]),
+        batch_size=int(demo["batch_size"]),
+        lr=float(demo["lr"]),
+        weight_decay=float(demo["weight_decay"]),
+        warmup_steps=int(demo["warmup_steps"]),
+        seed=seed,
+        threads=threads,
+        progress=progress,
+        val=val,
+        log=logger.info,
+        categories=[categories[i] for i in train_rows],
+        category_prompt_fraction=float(demo.get("category_prompt_fraction", 0.0)),
+        side_swap_negatives=bool(demo.get("side_swap_negatives", False)),
+    )
+    final = (
+        {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "steps", "elapsed_s", "cpu_s")}
+        if history
+        else {}
+    )
     chash = section_hash(cfg, "data", "input", "model")
-    meta = {"config_hash": chash, "seed": seed, "matex_version": __version__, "source": "demo",
-            "name": model.name, "n_train": len(train_rows), "n_val": len(val_rows), "history": history}
+    meta = {
+        "config_hash": chash,
+        "seed": seed,
+        "matex_version": __version__,
+        "source": "demo",
+        "name": model.name,
+        "n_train": len(train_rows),
+        "n_val": len(val_rows),
+        "history": history,
+    }
     save_checkpoint(model, out_checkpoint, model_cfg, meta)
     import os
     import platform
 
-    log = {"config_hash": chash, "seed": seed, "matex_version": __version__, "model_cfg": model_cfg,
-           "n_train": len(train_rows), "n_val": len(val_rows), "threads": threads,
-           "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                       "torch": torch.__version__, "load_average_1min": round(os.getloadavg()[0], 2)},
-           "epochs": history, "final": final, "wall_time_s": round(time.perf_counter() - t0, 2),
-           "checkpoint": str(out_checkpoint)}
+    log = {
+        "config_hash": chash,
+        "seed": seed,
+        "matex_version": __version__,
+        "model_cfg": model_cfg,
+        "n_train": len(train_rows),
+        "n_val": len(val_rows),
+        "threads": threads,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },
+        "epochs": history,
+        "final": final,
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+        "checkpoint": str(out_checkpoint),
+    }
     write_json(out_log, log)
     return log

@@ -8,8 +8,8 @@ from .core import base_meta, load_step_inputs, method_params, recorded_settings,
 @step
 def attribute(cfg, input, output, params, wildcards, threads):
 
-    from ..mapstore import attribute_rows, select_pairs, shard_rows, write_attribution
     from ..io import config_hash
+    from ..mapstore import attribute_rows, select_pairs, shard_rows, write_attribution
 
     att = cfg["attribution"]
     method, shard, n_shards = wildcards.method, int(getattr(wildcards, "shard", 0)), int(att["shards"])
@@ -18,7 +18,14 @@ def attribute(cfg, input, output, params, wildcards, threads):
     mparams = method_params(cfg, method)
     audit: dict | None = {} if att.get("save_components", True) else None
     maps, table = attribute_rows(
-        model, method, mparams, pairs, images, rows, int(att["batch_size"]), att.get("store_dtype", "float32"),
+        model,
+        method,
+        mparams,
+        pairs,
+        images,
+        rows,
+        int(att["batch_size"]),
+        att.get("store_dtype", "float32"),
         audit=audit,
     )
     meta = base_meta(cfg, "data", "input", "model")

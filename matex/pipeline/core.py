@@ -6,8 +6,9 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..config import section_hash
 
@@ -120,7 +121,7 @@ def recorded_settings(cfg: dict, rule: str, wildcards: Any = None) -> dict:
     return out
 
 
-_DEFAULT = object()   # a key absent from the settings: the method's (or step's) default applies
+_DEFAULT = object()  # a key absent from the settings: the method's (or step's) default applies
 
 
 def _differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
@@ -128,8 +129,9 @@ def _differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
         recorded = recorded if isinstance(recorded, dict) else {}
         current = current if isinstance(current, dict) else {}
         keys = sorted(set(recorded) | set(current))
-        return [d for k in keys
-                for d in _differences(recorded.get(k, _DEFAULT), current.get(k, _DEFAULT), f"{prefix}{k}.")]
+        return [
+            d for k in keys for d in _differences(recorded.get(k, _DEFAULT), current.get(k, _DEFAULT), f"{prefix}{k}.")
+        ]
     if recorded == current:
         return []
 
@@ -152,4 +154,5 @@ def require_settings(artifact: str, meta: dict, cfg: dict, rule: str, wildcards:
         raise StaleArtifactError(
             f"{artifact} was made with other settings than this run's: {'; '.join(diffs[:5])}"
             f"{' ...' if len(diffs) > 5 else ''}. Rerun the rule that makes it "
-            f"(snakemake --forcerun {rule}) or delete it.")
+            f"(snakemake --forcerun {rule}) or delete it."
+        )

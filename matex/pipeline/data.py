@@ -75,9 +75,15 @@ def figure_prior(cfg, input, output, params, wildcards, threads):
     images = np.load(input.images, mmap_mode="r")
     from ..methods_catalog import load_catalog
 
-    defaults = {k: v["default"] for k, v in load_catalog()["matex"]["params"].items()}   # one source of defaults
+    defaults = {k: v["default"] for k, v in load_catalog()["matex"]["params"].items()}  # one source of defaults
     prior = {**defaults, **method_params(cfg, "matex")}
-    fig = prior_grid(pairs, images, example_pairs(pairs), sigma=float(prior["prior_sigma"]),
-                     strength=float(prior["prior_strength"]), input_mode=geometry(cfg).mode,
-                     show_images=bool(cfg["report"]["embed_images"]))
+    fig = prior_grid(
+        pairs,
+        images,
+        example_pairs(pairs),
+        sigma=float(prior["prior_sigma"]),
+        strength=float(prior["prior_strength"]),
+        input_mode=geometry(cfg).mode,
+        show_images=bool(cfg["report"]["embed_images"]),
+    )
     save(fig, output)

@@ -47,8 +47,11 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     # map depends on the model)
     san = pd.concat([pd.read_parquet(p) for p in input.sanity], ignore_index=True)
     full = san[san["cascade_step"] == san.groupby("method")["cascade_step"].transform("max")]
-    sanity_rows = [full.assign(metric=name, value=full[col])[["pair_id", "method", "category", "metric", "value"]]
-                   for col, name in SANITY_COLUMNS.items() if col in full.columns]
+    sanity_rows = [
+        full.assign(metric=name, value=full[col])[["pair_id", "method", "category", "metric", "value"]]
+        for col, name in SANITY_COLUMNS.items()
+        if col in full.columns
+    ]
     counterfactual = _counterfactual_tidy(getattr(input, "counterfactual", []))
     tidy = attach_pair_info(pd.concat([tidy, *sanity_rows, *counterfactual], ignore_index=True), info)
     boot = cfg["evaluation"].get("bootstrap", {})
@@ -65,24 +68,32 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     write_parquet(output.roar, roar, meta)
     pct = f"{round(ci * 100)} %"
     notes = [
-        (f"Mean [{pct} interval] over pairs; confidence, deletion/insertion and localisation x100. Intervals: "
-         f"percentile bootstrap resampling patients ({n} resamples; {info['patient_id'].nunique()} patients, "
-         f"{len(info)} pairs), so pairs of one patient move together."),
-        (f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
-         "image: top pixels of each map removed, text: top word tokens removed (both against the same "
-         "clean run); 'random' is the random-removal control."),
+        (
+            f"Mean [{pct} interval] over pairs; confidence, deletion/insertion and localisation x100. Intervals: "
+            f"percentile bootstrap resampling patients ({n} resamples; {info['patient_id'].nunique()} patients, "
+            f"{len(info)} pairs), so pairs of one patient move together."
+        ),
+        (
+            f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
+            "image: top pixels of each map removed, text: top word tokens removed (both against the same "
+            "clean run); 'random' is the random-removal control."
+        ),
     ]
     if not getattr(input, "counterfactual", []):
-        notes.append("Counterfactual columns (lesion share, drain share, counterfactual agreement, shortcut test) "
-                     "need the synthetic generator's re-rendering and are absent on this dataset.")
+        notes.append(
+            "Counterfactual columns (lesion share, drain share, counterfactual agreement, shortcut test) "
+            "need the synthetic generator's re-rendering and are absent on this dataset."
+        )
     tables = result_tables(overall, per_cat, by_phrase, roar, order)
     from ..roar.curve import roar_note, with_roar_auc  # ROAR (Hooker et al.): its column, its note under the table
 
     tables[0] = (tables[0][0], with_roar_auc(tables[0][1], pd.read_parquet(input.roar_curve)), roar_note(cfg))
     title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
     md = [f"# {title}\n", *[f"{line}\n" for line in notes], *[to_markdown(t, name, note) for name, t, note in tables]]
-    tex = [to_latex(t, f"{cfg['dataset']}: {name.lower() if name == 'All findings' else name}. {note}".strip())
-           for name, t, note in tables]
+    tex = [
+        to_latex(t, f"{cfg['dataset']}: {name.lower() if name == 'All findings' else name}. {note}".strip())
+        for name, t, note in tables
+    ]
     write_text(output.markdown, "\n".join(md))
     write_text(output.html, to_html(tables, title, notes))
     write_text(output.latex, "\n".join(tex))
@@ -121,8 +132,15 @@ def sanity(cfg, input, output, params, wildcards, threads):
     )
     meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
     write_parquet(output.table, df, meta)
-    write_npz(output.maps, kept, {**meta, "method": wildcards.method,
-                                  "steps": {int(k): lab for k, lab in zip(df["cascade_step"], df["randomized"])}})
+    write_npz(
+        output.maps,
+        kept,
+        {
+            **meta,
+            "method": wildcards.method,
+            "steps": {int(k): lab for k, lab in zip(df["cascade_step"], df["randomized"])},
+        },
+    )
 
 
 @step

@@ -10,18 +10,30 @@ Each entry lists dotted config paths. ``attribution.params`` is narrowed to the 
 (the ``method`` or ``variant`` wildcard). A rule without an entry gets the whole config (it reruns on
 any change: never stale, only slower).
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # Keys every step may read (paths, seed, names).
 ALWAYS = ("seed", "dataset", "results_dir", "model.name")
 
 # What a method's maps depend on: the data, the input geometry, the model and the method's settings.
-_MAPS = ("data", "input", "model", "attribution.split", "attribution.max_pairs", "attribution.batch_size",
-         "attribution.device", "attribution.store_dtype", "attribution.shards", "attribution.save_components",
-         "attribution.params")
+_MAPS = (
+    "data",
+    "input",
+    "model",
+    "attribution.split",
+    "attribution.max_pairs",
+    "attribution.batch_size",
+    "attribution.device",
+    "attribution.store_dtype",
+    "attribution.shards",
+    "attribution.save_components",
+    "attribution.params",
+)
 
 # What every figure depends on: its file formats and the figure style (size, fonts).
 _FIGURE = ("figures.formats", "figures.style")
@@ -49,8 +61,13 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "roar_curve": ("data", "input", "model", "attribution", "roar"),
     "figure_roar": ("roar.retrain", *_FIGURE),
     "pipeline_runtime": ("data", "input", "model", "attribution", "evaluation", "roar"),
-    "figure_qualitative": ("attribution.methods", "figures.qualitative_per_category", "figures.qualitative_pairs",
-                           *_FIGURE, "report"),
+    "figure_qualitative": (
+        "attribution.methods",
+        "figures.qualitative_per_category",
+        "figures.qualitative_pairs",
+        *_FIGURE,
+        "report",
+    ),
     "figure_metrics": ("attribution.methods", *_FIGURE),
     "figure_ablation": _FIGURE,
     "figure_sanity": ("attribution.methods", "evaluation.sanity", *_FIGURE),

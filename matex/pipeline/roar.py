@@ -16,8 +16,8 @@ def roar_train_rows(cfg: dict, pairs):
 def attribute_roar_train(cfg, input, output, params, wildcards, threads):
     """Maps of the ROAR+ training pairs (the images that will be degraded)."""
 
-    from ..mapstore import attribute_rows, write_attribution
     from ..io import config_hash
+    from ..mapstore import attribute_rows, write_attribution
 
     att = cfg["attribution"]
     pairs, images, model = load_step_inputs(cfg, input, threads)
@@ -58,9 +58,9 @@ def _roar_finetune(cfg, input, output, wildcards, threads, modality: str) -> Non
     import numpy as np
     import pandas as pd
 
-    from ..mapstore import load_maps, load_token_maps, select_pairs
     from ..errors import ConfigError
     from ..io import write_json
+    from ..mapstore import load_maps, load_token_maps, select_pairs
     from ..roar.finetune import roar_run
 
     pairs = pd.read_parquet(input.pairs)
@@ -135,9 +135,9 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
     import pandas as pd
     import torch
 
-    from ..mapstore import load_maps
     from ..errors import ConfigError
     from ..io import write_json, write_npz
+    from ..mapstore import load_maps
     from ..models.loading import resolve_device
     from ..roar.retrain import roar_retrain_runs
     from .core import log
@@ -147,8 +147,10 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
     images = np.load(input.images, mmap_mode="r")
     train_rows, val_rows = roar_train_rows(cfg, pairs), roar_eval_val_rows(cfg, pairs)
     if len(train_rows) < 2 or len(val_rows) < 2:
-        raise ConfigError(f"ROAR needs >= 2 training pairs with maps (roar.train_pairs) and >= 2 validation pairs "
-                          f"with maps (attribution.split/max_pairs); got {len(train_rows)} and {len(val_rows)}")
+        raise ConfigError(
+            f"ROAR needs >= 2 training pairs with maps (roar.train_pairs) and >= 2 validation pairs "
+            f"with maps (attribution.split/max_pairs); got {len(train_rows)} and {len(val_rows)}"
+        )
     train_maps = val_maps = None
     if hasattr(input, "train_npz"):
         train_maps, _, _ = load_maps(input.train_npz, pairs["pair_id"].iloc[train_rows].tolist())
@@ -156,13 +158,28 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
     device = resolve_device(cfg["attribution"]["device"])
     base = load_configured_model(cfg, getattr(input, "checkpoint", None), device)
     samples: dict = {}
-    runs = roar_retrain_runs(cfg, base, pairs, images, train_rows, val_rows, wildcards.variant, train_maps,
-                             val_maps, int(wildcards.seed), threads=int(threads), device=device, log=log.info,
-                             samples=samples)
+    runs = roar_retrain_runs(
+        cfg,
+        base,
+        pairs,
+        images,
+        train_rows,
+        val_rows,
+        wildcards.variant,
+        train_maps,
+        val_maps,
+        int(wildcards.seed),
+        threads=int(threads),
+        device=device,
+        log=log.info,
+        samples=samples,
+    )
     meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
     write_npz(output.samples, samples, {**meta, "variant": wildcards.variant, "seed": int(wildcards.seed)})
-    write_json(output.json, {**meta, "config_seed": meta["seed"], "variant": wildcards.variant,
-                             "seed": int(wildcards.seed), "runs": runs})
+    write_json(
+        output.json,
+        {**meta, "config_seed": meta["seed"], "variant": wildcards.variant, "seed": int(wildcards.seed), "runs": runs},
+    )
 
 
 @step

@@ -4,6 +4,7 @@ and clause splitting, and the reading of one clause (cues, findings, anatomy, si
 Negation scope: a status cue (resolved, improved, clear, normal, "is not seen") negates its whole
 clause; a negation cue ("no", "without", "negative for") governs what follows it in its clause, so
 the words before it stay positive ("lingular opacity without effusion" keeps the lingula)."""
+
 from __future__ import annotations
 
 import re
@@ -17,17 +18,18 @@ from matex.priors import vocabulary as V
 class Clause:
     """One clause: its separator, cues, finding words and anatomy (region names, ``{side}`` left
     open until the clause's sides are known)."""
+
     text: str
-    joined_by: str                        # "and", "with", ",", ";", "" (first), "neg" (negated tail)
+    joined_by: str  # "and", "with", ",", ";", "" (first), "neg" (negated tail)
     negated: bool = False
     uncertain: bool = False
     emphasis: bool = False
     sides: frozenset[str] = frozenset()
     anatomy: tuple[str, ...] = ()
     findings: tuple[tuple[str, str], ...] = ()
-    mentions_lungs: bool = False          # "lungs", "pleura": anatomy without a box of its own
-    inherited: tuple[str, ...] = ()       # region names taken from a default-located clause before it
-    regions: dict[str, float] = field(default_factory=dict)   # weighted regions, once composed
+    mentions_lungs: bool = False  # "lungs", "pleura": anatomy without a box of its own
+    inherited: tuple[str, ...] = ()  # region names taken from a default-located clause before it
+    regions: dict[str, float] = field(default_factory=dict)  # weighted regions, once composed
 
     @property
     def has_content(self) -> bool:
@@ -68,10 +70,12 @@ def split_clauses(sentence: str) -> list[tuple[str, str]]:
 
 def _blank(pattern: re.Pattern[str], text: str, found: list[re.Match[str]] | None = None) -> str:
     """Blank every match of ``pattern`` out of ``text`` (same length, so positions hold)."""
+
     def blank(match: re.Match[str]) -> str:
         if found is not None:
             found.append(match)
         return " " * len(match.group(0))
+
     return pattern.sub(blank, text)
 
 
@@ -87,10 +91,10 @@ def read_clauses(body: str, joined_by: str) -> list[Clause]:
     cue = V.NEGATION.search(rest)
     if cue is None:
         return [_read(body, rest, joined_by, negated=False, uncertain=uncertain)]
-    head = _read(body, rest[:cue.start()], joined_by, negated=False, uncertain=uncertain)
-    if not head.findings:   # "right costophrenic angle is free of fluid": the anatomy goes with it
+    head = _read(body, rest[: cue.start()], joined_by, negated=False, uncertain=uncertain)
+    if not head.findings:  # "right costophrenic angle is free of fluid": the anatomy goes with it
         return [_read(body, rest, joined_by, negated=True, uncertain=uncertain)]
-    return [head, _read(body, rest[cue.start():], "neg", negated=True, uncertain=uncertain)]
+    return [head, _read(body, rest[cue.start() :], "neg", negated=True, uncertain=uncertain)]
 
 
 def _read(body: str, rest: str, joined_by: str, *, negated: bool, uncertain: bool) -> Clause:
@@ -104,8 +108,8 @@ def _read(body: str, rest: str, joined_by: str, *, negated: bool, uncertain: boo
     clause.findings = tuple(findings)
     clause.emphasis = not findings and bool(V.EMPHASIS.search(rest))
 
-    anatomy: list[str] = []     # "{side}" placeholder = resolve with the clause's sides
-    sides: set[str] = set()     # a lobe's own side also counts, so an "and" fragment can lend it
+    anatomy: list[str] = []  # "{side}" placeholder = resolve with the clause's sides
+    sides: set[str] = set()  # a lobe's own side also counts, so an "and" fragment can lend it
     hits = []
     rest = _blank(V.LOBE, rest, hits)
     for m in hits:
@@ -173,8 +177,9 @@ def resolve(anatomy: tuple[str, ...], sides: frozenset[str]) -> list[str]:
         elif item == "{side}_middle_lobe":
             # only the right lung has a middle lobe (no side named: the right one); a named left
             # side can only mean its counterpart, the lingula
-            names.extend("right_middle_lobe" if s == "right" else "lingula"
-                         for s in V.SIDE_ORDER if s in (sides or {"right"}))
+            names.extend(
+                "right_middle_lobe" if s == "right" else "lingula" for s in V.SIDE_ORDER if s in (sides or {"right"})
+            )
         else:
             names.extend(item.format(side=s) for s in use)
     if not anatomy and sides:

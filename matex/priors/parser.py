@@ -23,6 +23,7 @@ Composition, per sentence (sentences never share anything):
 Radiological convention: the patient's RIGHT is the IMAGE LEFT; the boxes in ``regions.yaml`` follow
 it, the parser only names regions.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,8 +55,9 @@ __all__ = ["Box", "FindingMention", "PhraseParse", "Region", "load_regions", "pa
 @dataclass(frozen=True)
 class FindingMention:
     """One finding word in the phrase, with the state of the clause it sits in."""
-    finding: str      # canonical MS-CXR-style category, e.g. "pleural effusion"
-    text: str         # the words matched
+
+    finding: str  # canonical MS-CXR-style category, e.g. "pleural effusion"
+    text: str  # the words matched
     negated: bool
     uncertain: bool
 
@@ -65,6 +67,7 @@ class PhraseParse:
     """What the parser read from a phrase. ``regions`` holds only regions of non-negated clauses,
     ``weights`` their relative weights (max 1); ``negated`` is True when every clause that mentions a
     finding or anatomy is negated; ``has_location`` is True when a region survives."""
+
     text: str
     regions: tuple[Region, ...]
     negated: bool
@@ -132,16 +135,20 @@ def _link(clause: Clause, previous: Clause | None) -> None:
         return
     if clause.anatomy:
         if clause.joined_by == "and" and previous.sides and not (clause.findings and previous.findings):
-            clause.sides = previous.sides          # "left upper" + "and lower lobe opacities"
-    elif clause.findings and clause.joined_by in V.JOINING and previous.has_location \
-            and not set(previous.anatomy) & V.NON_PULMONARY:
+            clause.sides = previous.sides  # "left upper" + "and lower lobe opacities"
+    elif (
+        clause.findings
+        and clause.joined_by in V.JOINING
+        and previous.has_location
+        and not set(previous.anatomy) & V.NON_PULMONARY
+    ):
         clause.anatomy, clause.sides = previous.anatomy, previous.sides
-        if not previous.anatomy:   # "left effusion with adjacent atelectasis": the default's regions
+        if not previous.anatomy:  # "left effusion with adjacent atelectasis": the default's regions
             clause.inherited = tuple(previous.regions)
 
 
 def _emphasise(weights: dict[str, float], clause: Clause, previous: Clause | None) -> None:
-    """"most pronounced at the bases" / "larger on the right": lift the named regions, cap the rest."""
+    """ "most pronounced at the bases" / "larger on the right": lift the named regions, cap the rest."""
     w = load_weights()
     if clause.anatomy:
         sides = clause.sides or (previous.sides if previous is not None else frozenset())
@@ -174,12 +181,18 @@ def parse_phrase(text: str) -> PhraseParse:
             for clause in read_clauses(body, sep):
                 if previous is not None and not previous.has_content:
                     clause.uncertain = clause.uncertain or previous.uncertain  # "possibly, with ..."
-                elif previous is not None and clause.joined_by == "and" and previous.negated \
-                        and not previous.findings and clause.anatomy:
-                    clause.negated = True       # "no right upper" + "and middle lobe opacity"
+                elif (
+                    previous is not None
+                    and clause.joined_by == "and"
+                    and previous.negated
+                    and not previous.findings
+                    and clause.anatomy
+                ):
+                    clause.negated = True  # "no right upper" + "and middle lobe opacity"
                 _link(clause, previous)
-                mentions.extend(FindingMention(f, words, clause.negated, clause.uncertain)
-                                for f, words in clause.findings)
+                mentions.extend(
+                    FindingMention(f, words, clause.negated, clause.uncertain) for f, words in clause.findings
+                )
                 if not clause.has_content:
                     previous = clause if clause.uncertain else previous
                     continue
@@ -197,9 +210,13 @@ def parse_phrase(text: str) -> PhraseParse:
 
     missing = [n for n in weights if n not in table]
     if missing:  # a vocabulary entry without a box: a bug in this package or regions.yaml
-        raise DataError(f"parser produced regions {missing} that the region table lacks",
-                        file=REGIONS_FILE)
+        raise DataError(f"parser produced regions {missing} that the region table lacks", file=REGIONS_FILE)
     top = max(weights.values(), default=1.0)
-    return PhraseParse(text=text, regions=tuple(table[n] for n in weights),
-                       negated=negative_content and not positive_content, uncertain=uncertain,
-                       findings=tuple(mentions), weights=tuple(round(v / top, 4) for v in weights.values()))
+    return PhraseParse(
+        text=text,
+        regions=tuple(table[n] for n in weights),
+        negated=negative_content and not positive_content,
+        uncertain=uncertain,
+        findings=tuple(mentions),
+        weights=tuple(round(v / top, 4) for v in weights.values()),
+    )

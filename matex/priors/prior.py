@@ -21,6 +21,7 @@ The model's frame: the regions are boxes on the whole film, while the model sees
 mapped back to film coordinates through the same affine map as the boxes, and the masks are computed
 there; without it the input is taken to be the film.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,16 +54,17 @@ def _check_sigma(sigma: float) -> float:
     return sigma
 
 
-def film_grid(size: tuple[int, int] | int, image_size: tuple[int, int] | None = None,
-              input_mode: str = "center_crop") -> Grid:
+def film_grid(
+    size: tuple[int, int] | int, image_size: tuple[int, int] | None = None, input_mode: str = "center_crop"
+) -> Grid:
     """Film coordinates (x / film width, y / film height) of the pixel centres of a (H, W) input.
 
     ``image_size`` is the film's (height, width) in pixels; the input is the film put through
     ``InputGeometry(H, input_mode)`` (the same affine map as the boxes). ``None``: the input is the film.
     """
     height, width = _check_size(size)
-    xs = (np.arange(width, dtype=np.float64) + 0.5)
-    ys = (np.arange(height, dtype=np.float64) + 0.5)
+    xs = np.arange(width, dtype=np.float64) + 0.5
+    ys = np.arange(height, dtype=np.float64) + 0.5
     if image_size is None:
         return tuple(xs / width), tuple(ys / height)
     from matex.data.transforms import InputGeometry
@@ -80,19 +82,24 @@ def _soft_mask(boxes: tuple[Box, ...], weights: tuple[float, ...], grid: Grid, s
     xs, ys = (np.asarray(g, dtype=np.float64) for g in grid)
     if not boxes:
         return np.zeros((len(ys), len(xs)), dtype=np.float32)
-    b = np.asarray(boxes, dtype=np.float64)                    # (K, 4): x0, x1, y0, y1
+    b = np.asarray(boxes, dtype=np.float64)  # (K, 4): x0, x1, y0, y1
     dx = np.maximum(np.maximum(b[:, 0:1] - xs, xs - b[:, 1:2]), 0.0)  # (K, W)
     dy = np.maximum(np.maximum(b[:, 2:3] - ys, ys - b[:, 3:4]), 0.0)  # (K, H)
-    dist = np.sqrt(dy[:, :, None] ** 2 + dx[:, None, :] ** 2)          # (K, H, W)
+    dist = np.sqrt(dy[:, :, None] ** 2 + dx[:, None, :] ** 2)  # (K, H, W)
     w = np.asarray(weights, dtype=np.float64)[:, None, None]
     mask = (w * np.clip(1.0 - dist / sigma, 0.0, 1.0)).max(axis=0).astype(np.float32)
     mask.setflags(write=False)
     return mask
 
 
-def region_mask(text_or_parse: str | PhraseParse, size: tuple[int, int] | int,
-                sigma: float = 0.1, *, image_size: tuple[int, int] | None = None,
-                input_mode: str = "center_crop") -> np.ndarray:
+def region_mask(
+    text_or_parse: str | PhraseParse,
+    size: tuple[int, int] | int,
+    sigma: float = 0.1,
+    *,
+    image_size: tuple[int, int] | None = None,
+    input_mode: str = "center_crop",
+) -> np.ndarray:
     """Weighted soft union of the phrase's regions, max_k w_k m_k (Eqs. 3-4): float32 (H, W) in [0, 1].
 
     ``size`` is (H, W) of the map; ``image_size`` / ``input_mode`` place it in the model's frame
@@ -104,9 +111,15 @@ def region_mask(text_or_parse: str | PhraseParse, size: tuple[int, int] | int,
     return _soft_mask(boxes, tuple(parse.weights), grid, _check_sigma(sigma)).copy()
 
 
-def spatial_prior(text: str | PhraseParse, size: tuple[int, int] | int, sigma: float = 0.1,
-                  strength: float = 2.5, *, image_size: tuple[int, int] | None = None,
-                  input_mode: str = "center_crop") -> np.ndarray:
+def spatial_prior(
+    text: str | PhraseParse,
+    size: tuple[int, int] | int,
+    sigma: float = 0.1,
+    strength: float = 2.5,
+    *,
+    image_size: tuple[int, int] | None = None,
+    input_mode: str = "center_crop",
+) -> np.ndarray:
     """Text-guided spatial prior P = 1 + (strength - 1) * max_k w_k m_k (Eq. 5): float32 (H, W).
 
     ``strength`` is lambda_s (config ``prior_strength``, >= 1); ``sigma`` the fall-off distance in

@@ -1,5 +1,6 @@
 """The data behind the parser, read once from ``regions.yaml``: region boxes, the default regions of
 findings that are usually reported without anatomy, and the weights of a phrase's regions."""
+
 from __future__ import annotations
 
 import functools
@@ -20,6 +21,7 @@ Box = tuple[float, float, float, float]
 class Region:
     """A named anatomical region; ``box`` = (x0, x1, y0, y1) normalised image coordinates
     (x to the image right, y down)."""
+
     name: str
     box: Box
 
@@ -27,6 +29,7 @@ class Region:
 @dataclass(frozen=True)
 class Weights:
     """Relative weights of a phrase's regions (documented in ``regions.yaml``)."""
+
     specific: float
     diffuse: float
     hedged: float
@@ -55,11 +58,13 @@ def load_regions() -> dict[str, Region]:
         try:
             x0, x1, y0, y1 = (float(v) for v in box)
         except (TypeError, ValueError) as exc:
-            raise DataError(f"region {name!r}: box must be 4 numbers [x0, x1, y0, y1], got {box!r}",
-                            file=where) from exc
+            raise DataError(
+                f"region {name!r}: box must be 4 numbers [x0, x1, y0, y1], got {box!r}", file=where
+            ) from exc
         if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
-            raise DataError(f"region {name!r}: box {box!r} must satisfy 0 <= x0 < x1 <= 1 and "
-                            f"0 <= y0 < y1 <= 1", file=where)
+            raise DataError(
+                f"region {name!r}: box {box!r} must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1", file=where
+            )
         regions[name] = Region(str(name), (x0, x1, y0, y1))
     return regions
 
@@ -76,8 +81,10 @@ def load_finding_defaults() -> dict[str, dict[str, float]]:
         for name, weight in entry.items():
             names = [name.format(side=s) for s in ("right", "left")] if "{side}" in name else [name]
             if any(n not in regions for n in names) or not 0.0 < float(weight) <= 1.0:
-                raise DataError(f"finding default {finding!r}: unknown region {name!r} or weight "
-                                f"{weight!r} outside (0, 1]", file=where)
+                raise DataError(
+                    f"finding default {finding!r}: unknown region {name!r} or weight {weight!r} outside (0, 1]",
+                    file=where,
+                )
         out[str(finding)] = {str(k): float(v) for k, v in entry.items()}
     return out
 
@@ -89,8 +96,9 @@ def load_weights() -> Weights:
     try:
         weights = Weights(**{k: float(entry[k]) for k in Weights.__dataclass_fields__})
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"region table 'weights' needs specific, diffuse, hedged, deemphasised: {exc}",
-                        file=where) from exc
+        raise DataError(
+            f"region table 'weights' needs specific, diffuse, hedged, deemphasised: {exc}", file=where
+        ) from exc
     if not all(0.0 < v <= 1.0 for v in vars(weights).values()):
         raise DataError(f"region weights must lie in (0, 1], got {weights}", file=where)
     return weights

@@ -1,15 +1,15 @@
 """Words the phrase parser reads (docs/method.md): cues (negation, status, uncertainty, emphasis),
 finding words, anatomy and laterality, as compiled regular expressions over lower-case ASCII text.
 Region boxes and finding defaults are data (``regions.yaml``); this module only names regions."""
+
 from __future__ import annotations
 
 import re
 
 # Sentences never share negation or location; clauses inside a sentence may (see parser.py).
 SENTENCE_SPLIT = re.compile(r"[.!?\n]+(?:\s|$)|[.!?\n]+")
-CLAUSE_SPLIT = re.compile(
-    r"([,;:()\[\]]|\b(?:and|but|with|however|although|though|whereas|while)\b)")
-JOINING = ("and", "with", ",", ";")         # separators across which a finding-only clause inherits
+CLAUSE_SPLIT = re.compile(r"([,;:()\[\]]|\b(?:and|but|with|however|although|though|whereas|while)\b)")
+JOINING = ("and", "with", ",", ";")  # separators across which a finding-only clause inherits
 
 # Uncertainty first: its phrases contain negation words ("cannot exclude", "not excluded").
 UNCERTAINTY = re.compile(
@@ -18,37 +18,56 @@ UNCERTAINTY = re.compile(
     r"cannot (?:be )?(?:excluded?|ruled? out)|can ?not (?:be )?(?:excluded?|ruled? out)|"
     r"can t (?:be )?(?:excluded?|ruled? out)|not (?:be )?(?:excluded|ruled out)|"
     r"rule out|r o|versus|vs|equivocal|borderline|presumed|compatible with|consistent with|"
-    r"differential|indeterminate|reflect|represent)\b")
+    r"differential|indeterminate|reflect|represent)\b"
+)
 # "no change", "not significantly changed": statements about change, not negations of the finding.
 PSEUDO_NEGATION = re.compile(
     r"\b(?:no|without) (?:(?:significant|appreciable|substantial|interval|definite|major) )*"
-    r"(?:change|progression|increase|worsening)\b|\bnot (?:significantly )?changed\b")
+    r"(?:change|progression|increase|worsening)\b|\bnot (?:significantly )?changed\b"
+)
 # Status statements (negated, resolved, improved, clear, normal): the whole clause adds no region,
 # wherever the cue sits ("the left effusion has resolved", "improved aeration at the bases").
 STATUS = re.compile(
     r"\b(?:(?:is |are )?not (?:seen|identified|visualized|visualised|present|evident|appreciated|"
     r"demonstrated)|no longer|resolved|resolving|resolution|cleared|clearing|clear|improved|"
-    r"improvement|improving|normal|unremarkable|absent)\b")
+    r"improvement|improving|normal|unremarkable|absent)\b"
+)
 # A negation cue governs what follows it in its clause (NegEx-style forward scope): "lingular
 # opacity without effusion" keeps the lingula.
 NEGATION = re.compile(r"\b(?:no|not|without|negative for|free of|absence of|lack of|none)\b")
 # "most pronounced at the bases", "larger on the right": shifts the weight inside the phrase.
 EMPHASIS = re.compile(
     r"\b(?:larger|greater|greatest|worse|worst|more|most|predominantly|predominant|predominates|"
-    r"especially|particularly|pronounced|marked)\b")
+    r"especially|particularly|pronounced|marked)\b"
+)
 SIDE_COMPARISON = re.compile(r"\b(right|left) (?:greater|more|worse|larger) than (?:right|left)\b")
 
-FINDINGS: tuple[tuple[str, str], ...] = (     # order matters: earlier words are consumed first
+FINDINGS: tuple[tuple[str, str], ...] = (  # order matters: earlier words are consumed first
     ("pericardial effusion", r"pericardial effusions?"),
     ("atelectasis", r"atelectas[ie]s|atelectatic|collapse"),
-    ("cardiomegaly", (r"cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac silhouette)|"
-                      r"enlargement of the (?:heart|cardiac silhouette)|"
-                      r"(?:heart|cardiac silhouette)(?: size)? (?:is |remains |appears )?(?:\w+ )?enlarged")),
+    (
+        "cardiomegaly",
+        (
+            r"cardiomegaly|cardiac enlargement|enlarged (?:heart|cardiac silhouette)|"
+            r"enlargement of the (?:heart|cardiac silhouette)|"
+            r"(?:heart|cardiac silhouette)(?: size)? (?:is |remains |appears )?(?:\w+ )?enlarged"
+        ),
+    ),
     ("consolidation", r"consolidations?|consolidative|airspace disease"),
-    ("edema", (r"o?edema|vascular congestion|pulmonary congestion|congestion|interstitial markings|"
-               r"peribronchial cuffing|kerley b? ?lines")),
-    ("lung opacity", (r"opacit(?:y|ies)|opacification|opacified|infiltrates?|densit(?:y|ies)|"
-                      r"haziness|hazy")),
+    (
+        "edema",
+        (
+            r"o?edema|vascular congestion|pulmonary congestion|congestion|interstitial markings|"
+            r"peribronchial cuffing|kerley b? ?lines"
+        ),
+    ),
+    (
+        "lung opacity",
+        (
+            r"opacit(?:y|ies)|opacification|opacified|infiltrates?|densit(?:y|ies)|"
+            r"haziness|hazy"
+        ),
+    ),
     ("pleural effusion", r"effusions?|(?:pleural|subpulmonic) fluid|blunting"),
     ("pneumonia", r"pneumonias?|pneumonic|infection|infectious"),
     ("pneumothorax", r"pneumothora(?:x|ces)|ptx"),
@@ -63,7 +82,8 @@ BI_ZONE = re.compile(r"\b(bibasilar|bibasal|bibasally|bibasilarly|biapical|biapi
 # "below the right hemidiaphragm": the upper abdomen, side captured
 UPPER_ABDOMEN = re.compile(
     rf"\b(?:below|beneath|under|underneath)\s+(?:the\s+)?(?:({SIDE_WORD})\s+)?(?:hemi)?diaphragms?\b|"
-    r"\bsubdiaphragmatic\b")
+    r"\bsubdiaphragmatic\b"
+)
 # Structures that exist on both sides (checked in this order, each consumed when found).
 SIDED_STRUCTURES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("perihilar", re.compile(r"\b(?:perihilar|parahilar|peri hilar|para hilar)\b")),
@@ -83,11 +103,12 @@ UNSIDED_STRUCTURES: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     (("mediastinum",), re.compile(r"\b(?:mediastinum|mediastinal|pneumomediastinum)\b")),
 )
 NON_PULMONARY = frozenset({"heart", "mediastinum"})
-SIDE_ANATOMY = (r"sided|upper|middle|mid|lower|lobes?|lungs?|base|bases|basal|basilar|apex|"
-                r"apical|apices|hilar|hilum|perihilar|costophrenic|hemidiaphragm|hemithorax|"
-                r"pleural|effusion|pneumothorax|chest")
-LATERALITY = re.compile(
-    rf"\b(right|left|bilateral|bilaterally|both)\b|\b(rt|lt|r|l)\b(?= (?:{SIDE_ANATOMY})\b)")
+SIDE_ANATOMY = (
+    r"sided|upper|middle|mid|lower|lobes?|lungs?|base|bases|basal|basilar|apex|"
+    r"apical|apices|hilar|hilum|perihilar|costophrenic|hemidiaphragm|hemithorax|"
+    r"pleural|effusion|pneumothorax|chest"
+)
+LATERALITY = re.compile(rf"\b(right|left|bilateral|bilaterally|both)\b|\b(rt|lt|r|l)\b(?= (?:{SIDE_ANATOMY})\b)")
 ZONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("upper", re.compile(r"\b(?:upper|superior)\b")),
     ("mid", re.compile(r"\b(?:mid|middle|midlung|midzone)\b")),
@@ -95,17 +116,25 @@ ZONES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 # "right upper and lower lobes" -> "right upper lobe and lower lobe" before clause splitting.
 SHARED_LOBE = re.compile(r"\b(upper|middle|mid|lower) (and|or) (upper|middle|mid|lower) lobes?\b")
-BOTH_SIDES = re.compile(r"\b(?:right and left|left and right|right or left|left or right|"
-                        r"on both sides|both sides)\b")
+BOTH_SIDES = re.compile(
+    r"\b(?:right and left|left and right|right or left|left or right|"
+    r"on both sides|both sides)\b"
+)
 # anatomy without a box of its own ("chest tube" is a device, not anatomy)
 GENERIC_ANATOMY = re.compile(
-    r"\b(?:lungs?|pulmonary|cardiopulmonary|pleura|pleural|hemithora(?:x|ces)|chest(?! tubes?\b))\b")
+    r"\b(?:lungs?|pulmonary|cardiopulmonary|pleura|pleural|hemithora(?:x|ces)|chest(?! tubes?\b))\b"
+)
 
 SIDE_ORDER = ("right", "left")
 SIDE_OF = {"right": "right", "rt": "right", "r": "right", "left": "left", "lt": "left", "l": "left"}
 ZONE_OF_LOBE_WORD = {"upper": "upper", "middle": "middle", "mid": "middle", "lower": "lower"}
-LOBE_ABBREVIATIONS = {"rul": "right_upper_lobe", "rml": "right_middle_lobe",
-                      "rll": "right_lower_lobe", "lul": "left_upper_lobe", "lll": "left_lower_lobe"}
+LOBE_ABBREVIATIONS = {
+    "rul": "right_upper_lobe",
+    "rml": "right_middle_lobe",
+    "rll": "right_lower_lobe",
+    "lul": "left_upper_lobe",
+    "lll": "left_lower_lobe",
+}
 LEFT_ONLY_REGIONS = frozenset({"lingula", "retrocardiac"})
 
 

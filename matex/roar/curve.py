@@ -7,6 +7,7 @@ directly; a curve missing a k of the grid has no area (NaN), never one over a sh
 For accuracy (zero-shot, retrieval) a smaller area means the removed pixels mattered more; for the
 validation loss a larger one does.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -44,7 +45,9 @@ def roar_curve(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
     dup = runs[runs.duplicated(["variant", "k", "seed"], keep=False)]
     if len(dup):
-        raise ValueError(f"ROAR: more than one run per (variant, k, seed): {dup[['variant', 'k', 'seed']].values.tolist()}")
+        raise ValueError(
+            f"ROAR: more than one run per (variant, k, seed): {dup[['variant', 'k', 'seed']].values.tolist()}"
+        )
     clean = runs[runs["variant"] == "clean"]
     methods = [v for v in dict.fromkeys(runs["variant"]) if v != "clean"]
     parts = [runs[runs["variant"] == m].assign(method=m) for m in methods]
@@ -55,8 +58,12 @@ def roar_curve(runs: pd.DataFrame) -> pd.DataFrame:
     measures = [m for m in MEASURES if m in long.columns]
     rows = []
     for (method, k), grp in long.groupby(["method", "k"], sort=True):
-        row: dict[str, Any] = {"method": method, "k": float(k), "k_percent": int(round(100 * k)),
-                               "n_seeds": int(grp["seed"].nunique())}
+        row: dict[str, Any] = {
+            "method": method,
+            "k": float(k),
+            "k_percent": int(round(100 * k)),
+            "n_seeds": int(grp["seed"].nunique()),
+        }
         for m in measures:
             vals = grp[m].to_numpy(dtype=float)
             row[m] = float(np.mean(vals))
@@ -79,8 +86,11 @@ def auc_table(curve: pd.DataFrame, k_grid: Sequence[float] | None = None) -> pd.
         complete = all(any(np.isclose(k, grp.index)) for k in grid)
         row = {"method": method, "k_min": grid[0], "k_max": grid[-1], "n_k": len(grid)}
         for m in measures:
-            row[f"auc_{m}"] = (roar_auc(grid, [grp.loc[grp.index[np.isclose(grp.index, k)][0], m] for k in grid])
-                               if complete else float("nan"))
+            row[f"auc_{m}"] = (
+                roar_auc(grid, [grp.loc[grp.index[np.isclose(grp.index, k)][0], m] for k in grid])
+                if complete
+                else float("nan")
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -105,15 +115,20 @@ def roar_note(cfg: Mapping[str, Any], curve: pd.DataFrame | None = None) -> str:
     grid = ([0.0] if rt.get("include_clean", True) else []) + ks
     from .retrain import retrain_mode
 
-    how = ("retrained from the demo model's initialisation with its recipe" if retrain_mode(cfg) == "from_init"
-           else f"fine-tuned from the explained model at lr {float(rt['finetune_lr']):g}")
+    how = (
+        "retrained from the demo model's initialisation with its recipe"
+        if retrain_mode(cfg) == "from_init"
+        else f"fine-tuned from the explained model at lr {float(rt['finetune_lr']):g}"
+    )
     full = ks == [0.1, 0.3, 0.5, 0.7, 0.9]
     methods = list(dict.fromkeys(list(rt["methods"]) + ["random"]))
-    return (f"ROAR AUC (Hooker et al. 2019): train and validation images lose the top-k % pixels of each map "
-            f"(fill: the dataset grey mean), the model is {how} for {int(rt['epochs'])} epoch(s) on "
-            f"{'all' if cfg['roar'].get('train_pairs') is None else cfg['roar']['train_pairs']} training pairs, "
-            f"and its zero-shot accuracy on the degraded validation pairs is integrated over "
-            f"k = {', '.join(f'{round(100 * k)}' for k in grid)} % (trapezoid, k as a fraction, x100; lower = "
-            f"the removed pixels mattered more); {len(rt['seeds'])} seed(s); methods: {', '.join(methods)}; "
-            f"'random' = smooth random maps (patch-grid noise, upsampled). "
-            + ("Full protocol." if full else "Reduced protocol (the full one: k = 10, 30, 50, 70, 90 %)."))
+    return (
+        f"ROAR AUC (Hooker et al. 2019): train and validation images lose the top-k % pixels of each map "
+        f"(fill: the dataset grey mean), the model is {how} for {int(rt['epochs'])} epoch(s) on "
+        f"{'all' if cfg['roar'].get('train_pairs') is None else cfg['roar']['train_pairs']} training pairs, "
+        f"and its zero-shot accuracy on the degraded validation pairs is integrated over "
+        f"k = {', '.join(f'{round(100 * k)}' for k in grid)} % (trapezoid, k as a fraction, x100; lower = "
+        f"the removed pixels mattered more); {len(rt['seeds'])} seed(s); methods: {', '.join(methods)}; "
+        f"'random' = smooth random maps (patch-grid noise, upsampled). "
+        + ("Full protocol." if full else "Reduced protocol (the full one: k = 10, 30, 50, 70, 90 %).")
+    )

@@ -2,16 +2,19 @@
 from the training images (image side) or the top-k % word tokens of each token map from the
 training texts (text side) and fine-tune; a method whose maps point at what the model needs makes
 the retrained model worse on untouched validation pairs."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import MapError
+
 # The text confidence metric's conventions: removed tokens become id 0, maps cover SOT..EOT.
 from ..metrics.faithfulness import REMOVED_TOKEN_ID, real_token_scores
+
 # One definition of "the top k %" (exact ceil count, stable tie-breaking) for ROAR+ and IoU@k.
 from ..metrics.localisation import top_fraction_masks, top_k_count
 
@@ -44,7 +47,9 @@ def degrade_tokens(tokens: torch.Tensor, token_maps: Sequence[np.ndarray], fract
     earlier position (stable sort), so the result is deterministic. A text without words is kept.
     """
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
-        raise MapError(f"degrade_tokens: tokens must be a (B, ctx) tensor, got {getattr(tokens, 'shape', type(tokens))}")
+        raise MapError(
+            f"degrade_tokens: tokens must be a (B, ctx) tensor, got {getattr(tokens, 'shape', type(tokens))}"
+        )
     if len(token_maps) != tokens.shape[0]:
         raise MapError(f"degrade_tokens: {tokens.shape[0]} texts but {len(token_maps)} token maps")
     top_k_count(fraction, 1)  # a fraction outside (0, 1] is a MapError even when no text has words
@@ -53,7 +58,7 @@ def degrade_tokens(tokens: torch.Tensor, token_maps: Sequence[np.ndarray], fract
         words = real_token_scores(token_maps[i], e, tokens.shape[1], i)[1:e]
         if len(words) == 0:
             continue
-        top = np.argsort(-words, kind="stable")[:top_k_count(fraction, len(words))]
+        top = np.argsort(-words, kind="stable")[: top_k_count(fraction, len(words))]
         out[i, torch.from_numpy(top + 1)] = REMOVED_TOKEN_ID
     return out
 

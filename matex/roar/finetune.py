@@ -1,8 +1,10 @@
 """One ROAR+ run: fine-tune the explained CLIP on (possibly degraded) training pairs and measure the
 contrastive loss on the untouched validation pairs."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,9 +14,20 @@ from .degrade import degrade_images, degrade_tokens, random_maps, random_token_m
 MODALITIES = ("image", "text")
 
 
-def roar_run(model, pairs: pd.DataFrame, images_u8: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray,
-             variant: str, maps: np.ndarray | Sequence[np.ndarray] | None, roar_cfg: Mapping[str, Any], seed: int,
-             threads: int | None = None, progress: bool = True, modality: str = "image") -> dict[str, Any]:
+def roar_run(
+    model,
+    pairs: pd.DataFrame,
+    images_u8: np.ndarray,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    variant: str,
+    maps: np.ndarray | Sequence[np.ndarray] | None,
+    roar_cfg: Mapping[str, Any],
+    seed: int,
+    threads: int | None = None,
+    progress: bool = True,
+    modality: str = "image",
+) -> dict[str, Any]:
     """``variant``: a method name (``maps`` are its maps for ``train_rows``), ``clean`` (no removal)
     or ``random`` (random removal). ``modality``: ``image`` removes the top pixels of the training
     images (``maps``: (N, H, W)); ``text`` keeps the images and removes the top word tokens of the
@@ -41,23 +54,41 @@ def roar_run(model, pairs: pd.DataFrame, images_u8: np.ndarray, train_rows: np.n
         if variant == "random":
             maps = random_token_maps(tokens, seed)
         if maps is None or len(maps) != len(train_texts):
-            raise ValueError(f"ROAR+ text {variant}: need one token map per training pair ({len(train_texts)}), "
-                             f"got {'none' if maps is None else len(maps)}")
+            raise ValueError(
+                f"ROAR+ text {variant}: need one token map per training pair ({len(train_texts)}), "
+                f"got {'none' if maps is None else len(maps)}"
+            )
         degraded, train_tokens = train_imgs, degrade_tokens(tokens, maps, fraction)
     val_imgs = np.ascontiguousarray(images_u8[val_rows])
     val_texts = pairs["phrase"].iloc[val_rows].tolist()
     bs = int(roar_cfg["batch_size"])
     # the explained model's own loss is the same for every variant and seed: measured once, with the clean run
     loss_before = validation_loss(model, val_imgs, val_texts, batch_size=bs, seed=0) if variant == "clean" else None
-    history = train_clip(model, degraded, train_tokens, epochs=int(roar_cfg["epochs"]), batch_size=bs,
-                         lr=float(roar_cfg["lr"]), weight_decay=0.0, warmup_steps=0, seed=seed,
-                         threads=threads, progress=progress)
+    history = train_clip(
+        model,
+        degraded,
+        train_tokens,
+        epochs=int(roar_cfg["epochs"]),
+        batch_size=bs,
+        lr=float(roar_cfg["lr"]),
+        weight_decay=0.0,
+        warmup_steps=0,
+        seed=seed,
+        threads=threads,
+        progress=progress,
+    )
     loss_after = validation_loss(model, val_imgs, val_texts, batch_size=bs, seed=0)
-    return {"variant": variant, "seed": seed, "modality": "both" if variant == "clean" else modality,
-            "val_loss_before": float(loss_before) if loss_before is not None else None,
-            "val_loss": float(loss_after), "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
-            "removed_fraction": 0.0 if variant == "clean" else fraction,
-            "history": history}
+    return {
+        "variant": variant,
+        "seed": seed,
+        "modality": "both" if variant == "clean" else modality,
+        "val_loss_before": float(loss_before) if loss_before is not None else None,
+        "val_loss": float(loss_after),
+        "n_train": int(len(train_rows)),
+        "n_val": int(len(val_rows)),
+        "removed_fraction": 0.0 if variant == "clean" else fraction,
+        "history": history,
+    }
 
 
 def with_modality(runs: pd.DataFrame) -> pd.DataFrame:
@@ -75,9 +106,11 @@ def summarise_roar(runs: pd.DataFrame) -> pd.DataFrame:
     runs = with_modality(runs)
     repeated = runs[runs.duplicated(["modality", "variant", "seed"], keep=False)]
     if len(repeated):
-        raise ValueError("ROAR+: more than one run per (modality, variant, seed): "
-                         f"{sorted(set(map(tuple, repeated[['modality', 'variant', 'seed']].astype(str).values)))}; "
-                         "each fine-tuning run must record its own seed")
+        raise ValueError(
+            "ROAR+: more than one run per (modality, variant, seed): "
+            f"{sorted(set(map(tuple, repeated[['modality', 'variant', 'seed']].astype(str).values)))}; "
+            "each fine-tuning run must record its own seed"
+        )
     clean = runs[runs["variant"] == "clean"].set_index("seed")["val_loss"]
     degraded = runs[runs["variant"] != "clean"]
     unpaired = sorted(set(degraded["seed"]) - set(clean.index))
@@ -86,7 +119,13 @@ def summarise_roar(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (modality, variant), grp in degraded.groupby(["modality", "variant"], sort=True):
         vals = np.array([roar_plus(r.val_loss, clean.loc[r.seed]) for r in grp.itertuples()])
-        rows.append({"modality": modality, "method": variant, "roar_plus_mean": float(vals.mean()),
-                     "roar_plus_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
-                     "n_seeds": int(len(vals))})
+        rows.append(
+            {
+                "modality": modality,
+                "method": variant,
+                "roar_plus_mean": float(vals.mean()),
+                "roar_plus_sd": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
+                "n_seeds": int(len(vals)),
+            }
+        )
     return pd.DataFrame(rows, columns=["modality", "method", "roar_plus_mean", "roar_plus_sd", "n_seeds"])

@@ -21,6 +21,7 @@ warm-up + cosine, weight decay; :func:`matex.models.train.train_clip`) for ``roa
 epochs; ``finetune`` trains a copy of the explained model instead, the only choice for a hub or
 checkpoint model, which has no initialisation we could retrain from (a documented deviation).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -79,16 +80,21 @@ def degrade(images_u8: np.ndarray, maps: np.ndarray, fraction: float, fill: floa
     return out
 
 
-def degrade_splits(train_u8: np.ndarray, val_u8: np.ndarray, train_maps: np.ndarray | None,
-                   val_maps: np.ndarray | None, fraction: float, fill: float, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def degrade_splits(
+    train_u8: np.ndarray,
+    val_u8: np.ndarray,
+    train_maps: np.ndarray | None,
+    val_maps: np.ndarray | None,
+    fraction: float,
+    fill: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Both splits degraded the same way (same method, same k, same fill); ``fraction`` 0 = clean."""
     if fraction == 0:
         return np.ascontiguousarray(train_u8), np.ascontiguousarray(val_u8)
     if train_maps is None or val_maps is None:
         raise MapError("ROAR: a degraded run needs maps for both the training and the validation pairs")
-    return (degrade(train_u8, train_maps, fraction, fill, seed),
-            degrade(val_u8, val_maps, fraction, fill, seed + 1))
+    return (degrade(train_u8, train_maps, fraction, fill, seed), degrade(val_u8, val_maps, fraction, fill, seed + 1))
 
 
 def patch_grid(model) -> int:
@@ -111,8 +117,10 @@ def retrain_mode(cfg: Mapping[str, Any]) -> str:
     demo = cfg["model"].get("source", "demo") == "demo"
     mode = cfg["roar"]["retrain"].get("mode") or ("from_init" if demo else "finetune")
     if mode == "from_init" and not demo:
-        raise ConfigError(f"config key roar.retrain.mode: from_init needs the demo model (model.source demo); "
-                          f"a {cfg['model'].get('source')} model has no initialisation to retrain from: use finetune")
+        raise ConfigError(
+            f"config key roar.retrain.mode: from_init needs the demo model (model.source demo); "
+            f"a {cfg['model'].get('source')} model has no initialisation to retrain from: use finetune"
+        )
     if mode not in ("from_init", "finetune"):
         raise ConfigError(f"config key roar.retrain.mode: expected from_init or finetune, got {mode!r}")
     return mode
@@ -125,8 +133,15 @@ def retrain_batch_size(cfg: Mapping[str, Any]) -> int:
     return int(cfg["roar"]["batch_size"])
 
 
-def retrain(cfg: Mapping[str, Any], base_model, images_u8: np.ndarray, texts: Sequence[str], seed: int,
-            threads: int | None, device: str = "cpu"):
+def retrain(
+    cfg: Mapping[str, Any],
+    base_model,
+    images_u8: np.ndarray,
+    texts: Sequence[str],
+    seed: int,
+    threads: int | None,
+    device: str = "cpu",
+):
     """A model trained on (``images_u8``, ``texts``) for ROAR. ``from_init``: a fresh demo model from
     the demo's initialisation (seed ``cfg.seed + seed``), trained with the demo recipe (AdamW, lr,
     weight decay, batch, warm-up + cosine) for ``roar.retrain.epochs``. ``finetune``: a copy of
@@ -143,19 +158,47 @@ def retrain(cfg: Mapping[str, Any], base_model, images_u8: np.ndarray, texts: Se
     if retrain_mode(cfg) == "from_init":
         demo, inp = cfg["model"]["demo"], cfg["input"]
         init_seed = int(cfg["seed"]) + int(seed)
-        model = load_model("demo", demo=demo, geometry=InputGeometry(int(inp["size"]), inp.get("mode", "center_crop")),
-                           device=device, name=cfg["model"].get("name"), seed=init_seed,
-                           mean=inp.get("mean"), std=inp.get("std"))
+        model = load_model(
+            "demo",
+            demo=demo,
+            geometry=InputGeometry(int(inp["size"]), inp.get("mode", "center_crop")),
+            device=device,
+            name=cfg["model"].get("name"),
+            seed=init_seed,
+            mean=inp.get("mean"),
+            std=inp.get("std"),
+        )
         steps = epochs * max(1, len(texts) // batch)
         warmup = rt.get("warmup_steps")
         warmup = min(int(demo["warmup_steps"]), steps // 10) if warmup is None else int(warmup)
-        train_clip(model, images_u8, texts, epochs=epochs, batch_size=batch, lr=float(demo["lr"]),
-                   weight_decay=float(demo["weight_decay"]), warmup_steps=warmup, seed=init_seed,
-                   threads=threads, progress=False)
+        train_clip(
+            model,
+            images_u8,
+            texts,
+            epochs=epochs,
+            batch_size=batch,
+            lr=float(demo["lr"]),
+            weight_decay=float(demo["weight_decay"]),
+            warmup_steps=warmup,
+            seed=init_seed,
+            threads=threads,
+            progress=False,
+        )
         return model
     model = copy.deepcopy(base_model)
-    train_clip(model, images_u8, texts, epochs=epochs, batch_size=batch, lr=float(rt["finetune_lr"]),
-               weight_decay=0.0, warmup_steps=0, seed=int(seed), threads=threads, progress=False)
+    train_clip(
+        model,
+        images_u8,
+        texts,
+        epochs=epochs,
+        batch_size=batch,
+        lr=float(rt["finetune_lr"]),
+        weight_decay=0.0,
+        warmup_steps=0,
+        seed=int(seed),
+        threads=threads,
+        progress=False,
+    )
     return model
 
 
@@ -168,11 +211,23 @@ def measure(model, val_u8: np.ndarray, texts: Sequence[str], categories: Sequenc
     return out
 
 
-def roar_retrain_runs(cfg: Mapping[str, Any], base_model, pairs, images_u8: np.ndarray, train_rows: np.ndarray,
-                      val_rows: np.ndarray, variant: str, train_maps: np.ndarray | None,
-                      val_maps: np.ndarray | None, seed: int, threads: int | None = None,
-                      device: str = "cpu", log=None, samples: dict | None = None,
-                      n_samples: int = 4) -> list[dict]:
+def roar_retrain_runs(
+    cfg: Mapping[str, Any],
+    base_model,
+    pairs,
+    images_u8: np.ndarray,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    variant: str,
+    train_maps: np.ndarray | None,
+    val_maps: np.ndarray | None,
+    seed: int,
+    threads: int | None = None,
+    device: str = "cpu",
+    log=None,
+    samples: dict | None = None,
+    n_samples: int = 4,
+) -> list[dict]:
     """One ROAR curve: for each configured k (``clean``: k = 0 only), degrade both splits with
     ``variant``'s maps (``random``: smooth random maps), retrain, measure. One row per k.
 
@@ -203,12 +258,22 @@ def roar_retrain_runs(cfg: Mapping[str, Any], base_model, pairs, images_u8: np.n
             ids = pairs["pair_id"].iloc[train_rows[:n_samples]].tolist()
             samples.update({f"k{round(100 * fraction):02d}/{p}": train_deg[i] for i, p in enumerate(ids)})
         model = retrain(cfg, base_model, train_deg, train_texts, seed, threads, device)
-        row = {"variant": variant, "k": fraction, "seed": int(seed), **measure(model, val_deg, val_texts,
-                                                                                val_categories, batch),
-               "n_train": int(len(train_rows)), "n_val": int(len(val_rows)), "fill": fill,
-               "epochs": int(rt["epochs"]), "retrain": mode, "wall_s": round(time.perf_counter() - t0, 2)}
+        row = {
+            "variant": variant,
+            "k": fraction,
+            "seed": int(seed),
+            **measure(model, val_deg, val_texts, val_categories, batch),
+            "n_train": int(len(train_rows)),
+            "n_val": int(len(val_rows)),
+            "fill": fill,
+            "epochs": int(rt["epochs"]),
+            "retrain": mode,
+            "wall_s": round(time.perf_counter() - t0, 2),
+        }
         rows.append(row)
         if log is not None:
-            log(f"ROAR {variant} k={fraction:.2f} seed={seed}: loss {row['val_loss']:.4f}, "
-                f"zero-shot {row.get('zero_shot_accuracy', float('nan')):.3f}, {row['wall_s']} s")
+            log(
+                f"ROAR {variant} k={fraction:.2f} seed={seed}: loss {row['val_loss']:.4f}, "
+                f"zero-shot {row.get('zero_shot_accuracy', float('nan')):.3f}, {row['wall_s']} s"
+            )
     return rows

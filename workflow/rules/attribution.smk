@@ -17,19 +17,19 @@ rule attribute:
         npz=temp(f"{ATTRIBUTE_OUT}.npz") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.npz",
         parquet=temp(f"{ATTRIBUTE_OUT}.parquet") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.parquet",
         audit=temp(f"{ATTRIBUTE_OUT}.audit.npz") if N_SHARDS > 1 else f"{ATTRIBUTE_OUT}.audit.npz",
-    params:
-        config=step_config("attribute"),
     log:
         f"{MD}/logs/attribute/{ATTRIBUTE_JOB}.log",
     benchmark:
         f"{MD}/benchmarks/attribute/{ATTRIBUTE_JOB}.tsv"
+    conda:
+        "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("attribute"),
     script:
         "../scripts/step.py"
 
@@ -46,17 +46,17 @@ if N_SHARDS > 1:
             npz=f"{MD}/maps/{{method}}.npz",
             parquet=f"{MD}/maps/{{method}}.parquet",
             audit=f"{MD}/maps/{{method}}.audit.npz",
-        params:
-            config=step_config("merge_attribution"),
         log:
             f"{MD}/logs/merge_attribution/{{method}}.log",
         benchmark:
             f"{MD}/benchmarks/merge_attribution/{{method}}.tsv"
+        conda:
+            "../envs/report.yaml"
         threads: 1
         resources:
             mem_mb=4000,
             runtime=30,
-        conda:
-            "../envs/report.yaml"
+        params:
+            config=step_config("merge_attribution"),
         script:
             "../scripts/step.py"

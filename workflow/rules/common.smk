@@ -8,7 +8,6 @@ def step_config(rule):
     return lambda wildcards: rule_config(config, rule, wildcards)
 
 
-
 def raw_csv():
     """The MS-CXR-format CSV: made by the synthetic generator or downloaded from PhysioNet."""
     if config["data"]["source"] == "synthetic":
@@ -37,7 +36,9 @@ def model_input(wildcards):
 
 
 def attribution_maps():
-    return expand(f"{MD}/maps/{{method}}.{{ext}}", method=config["attribution"]["methods"], ext=["npz", "parquet", "audit.npz"])
+    return expand(
+        f"{MD}/maps/{{method}}.{{ext}}", method=config["attribution"]["methods"], ext=["npz", "parquet", "audit.npz"]
+    )
 
 
 def roar_inputs(wildcards):
@@ -80,8 +81,11 @@ def final_targets():
         *attribution_maps(),
         f"{MD}/tables/results.md",
         f"{MD}/provenance.json",
-        *[out for f in ("qualitative", "metrics", "ablation_weights", "ablation_prior_strength", "sanity", "runtime")
-          for out in figure_outputs(f)],
+        *[
+            out
+            for f in ("qualitative", "metrics", "ablation_weights", "ablation_prior_strength", "sanity", "runtime")
+            for out in figure_outputs(f)
+        ],
         *figure_outputs("roar_curve"),  # ROAR (Hooker et al. 2019) curves
         *(figure_outputs("training") if config["model"]["source"] == "demo" else []),
         *(figure_outputs("counterfactual") if config["data"]["source"] == "synthetic" else []),

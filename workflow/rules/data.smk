@@ -8,18 +8,18 @@ rule make_synthetic:
         truth=f"{DS}/raw/synthetic_truth.parquet",
         elements=f"{DS}/raw/synthetic_elements.parquet",
         images=directory(f"{DS}/raw/files"),
-    params:
-        config=step_config("make_synthetic"),
     log:
         f"{DS}/logs/make_synthetic.log",
     benchmark:
         f"{DS}/benchmarks/make_synthetic.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=20,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("make_synthetic"),
     script:
         "../scripts/step.py"
 
@@ -28,18 +28,18 @@ rule download_mscxr:
     """Fetch the MS-CXR CSV and only the MIMIC-CXR-JPG images it references (PhysioNet credentials)."""
     output:
         csv=f"{config['data']['mscxr']['root']}/{config['data']['mscxr']['csv']}",
-    params:
-        config=step_config("download_mscxr"),
     log:
         f"{DS}/logs/download_mscxr.log",
     benchmark:
         f"{DS}/benchmarks/download_mscxr.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 4
     resources:
         mem_mb=2000,
         runtime=600,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("download_mscxr"),
     script:
         "../scripts/step.py"
 
@@ -52,19 +52,19 @@ rule prepare:
         pairs=f"{DS}/pairs.parquet",
         report=f"{DS}/alignment_report.json",
         images=f"{DS}/images.npy",
-    params:
-        config=step_config("prepare"),
-        image_root=lambda wildcards, input: str(Path(input.csv).parent),
     log:
         f"{DS}/logs/prepare.log",
     benchmark:
         f"{DS}/benchmarks/prepare.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("prepare"),
+        image_root=lambda wildcards, input: str(Path(input.csv).parent),
     script:
         "../scripts/step.py"
 
@@ -75,18 +75,18 @@ rule parse_phrases:
         pairs=f"{DS}/pairs.parquet",
     output:
         table=f"{DS}/phrases_parsed.parquet",
-    params:
-        config=step_config("parse_phrases"),
     log:
         f"{DS}/logs/parse_phrases.log",
     benchmark:
         f"{DS}/benchmarks/parse_phrases.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("parse_phrases"),
     script:
         "../scripts/step.py"
 
@@ -98,17 +98,17 @@ rule figure_prior:
         images=f"{DS}/images.npy",
     output:
         expand(f"{DS}/figures/prior.{{ext}}", ext=config["figures"]["formats"]),
-    params:
-        config=step_config("figure_prior"),
     log:
         f"{DS}/logs/figure_prior.log",
     benchmark:
         f"{DS}/benchmarks/figure_prior.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("figure_prior"),
     script:
         "../scripts/step.py"

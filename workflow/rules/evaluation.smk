@@ -8,19 +8,19 @@ rule evaluate:
         runtime=f"{MD}/maps/{{method}}.parquet",
     output:
         metrics=f"{MD}/metrics/{{method}}.parquet",
-    params:
-        config=step_config("evaluate"),
     log:
         f"{MD}/logs/evaluate/{{method}}.log",
     benchmark:
         f"{MD}/benchmarks/evaluate/{{method}}.tsv"
+    conda:
+        "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=1,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("evaluate"),
     script:
         "../scripts/step.py"
 
@@ -35,19 +35,19 @@ rule counterfactual_truth:
         elements=f"{DS}/raw/synthetic_elements.parquet",
     output:
         truth=f"{MD}/counterfactual_truth.npz",
-    params:
-        config=step_config("counterfactual_truth"),
     log:
         f"{MD}/logs/counterfactual_truth.log",
     benchmark:
         f"{MD}/benchmarks/counterfactual_truth.tsv"
+    conda:
+        "../envs/model.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=1,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("counterfactual_truth"),
     script:
         "../scripts/step.py"
 
@@ -61,25 +61,26 @@ rule counterfactual:
         elements=f"{DS}/raw/synthetic_elements.parquet",
     output:
         metrics=f"{MD}/metrics/counterfactual/{{method}}.parquet",
-    params:
-        config=step_config("counterfactual"),
     log:
         f"{MD}/logs/counterfactual/{{method}}.log",
     benchmark:
         f"{MD}/benchmarks/counterfactual/{{method}}.tsv"
+    conda:
+        "../envs/model.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=20,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("counterfactual"),
     script:
         "../scripts/step.py"
 
 
 rule aggregate:
     """One tidy table of every per-pair metric; method x metric tables with patient-bootstrap intervals, paired
-    differences to MATEX, random and prior_only, localisation by phrase (location named or not), overall and per finding."""
+    differences to MATEX, random and prior_only, localisation by phrase (location named or not), overall and per finding.
+    """
     input:
         metrics=expand(f"{MD}/metrics/{{method}}.parquet", method=config["attribution"]["methods"]),
         roar=f"{MD}/roar/roar_summary.parquet",
@@ -95,18 +96,18 @@ rule aggregate:
         latex=f"{MD}/tables/results.tex",
         roar=f"{MD}/tables/roar_plus.parquet",
         localisation=f"{MD}/tables/localisation_by_phrase.parquet",
-    params:
-        config=step_config("aggregate"),
     log:
         f"{MD}/logs/aggregate.log",
     benchmark:
         f"{MD}/benchmarks/aggregate.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("aggregate"),
     script:
         "../scripts/step.py"
 
@@ -120,19 +121,19 @@ rule sanity:
     output:
         table=f"{MD}/sanity/{{method}}.parquet",
         maps=f"{MD}/sanity/{{method}}.maps.npz",
-    params:
-        config=step_config("sanity"),
     log:
         f"{MD}/logs/sanity/{{method}}.log",
     benchmark:
         f"{MD}/benchmarks/sanity/{{method}}.tsv"
+    conda:
+        "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("sanity"),
     script:
         "../scripts/step.py"
 
@@ -145,18 +146,18 @@ rule ablation:
         images=f"{DS}/images.npy",
     output:
         table=f"{MD}/ablation/ablation.parquet",
-    params:
-        config=step_config("ablation"),
     log:
         f"{MD}/logs/ablation.log",
     benchmark:
         f"{MD}/benchmarks/ablation.tsv"
+    conda:
+        "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("ablation"),
     script:
         "../scripts/step.py"

@@ -9,18 +9,18 @@ rule figure_qualitative:
         maps=expand(f"{MD}/maps/{{method}}.npz", method=config["attribution"]["methods"]),
     output:
         report(figure_outputs("qualitative"), category="Figures", caption="../report/qualitative.rst"),
-    params:
-        config=step_config("figure_qualitative"),
     log:
         f"{MD}/logs/figure_qualitative.log",
     benchmark:
         f"{MD}/benchmarks/figure_qualitative.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("figure_qualitative"),
     script:
         "../scripts/step.py"
 
@@ -31,18 +31,18 @@ rule figure_metrics:
         summary=f"{MD}/tables/summary.parquet",
     output:
         report(figure_outputs("metrics"), category="Figures", caption="../report/metrics.rst"),
-    params:
-        config=step_config("figure_metrics"),
     log:
         f"{MD}/logs/figure_metrics.log",
     benchmark:
         f"{MD}/benchmarks/figure_metrics.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("figure_metrics"),
     script:
         "../scripts/step.py"
 
@@ -54,18 +54,18 @@ rule figure_ablation:
     output:
         weights=report(figure_outputs("ablation_weights"), category="Figures", caption="../report/ablation.rst"),
         prior=report(figure_outputs("ablation_prior_strength"), category="Figures", caption="../report/ablation.rst"),
-    params:
-        config=step_config("figure_ablation"),
     log:
         f"{MD}/logs/figure_ablation.log",
     benchmark:
         f"{MD}/benchmarks/figure_ablation.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("figure_ablation"),
     script:
         "../scripts/step.py"
 
@@ -76,18 +76,18 @@ rule figure_sanity:
         tables=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
     output:
         report(figure_outputs("sanity"), category="Figures", caption="../report/sanity.rst"),
-    params:
-        config=step_config("figure_sanity"),
     log:
         f"{MD}/logs/figure_sanity.log",
     benchmark:
         f"{MD}/benchmarks/figure_sanity.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("figure_sanity"),
     script:
         "../scripts/step.py"
 
@@ -98,18 +98,18 @@ rule figure_runtime:
         tables=expand(f"{MD}/maps/{{method}}.parquet", method=config["attribution"]["methods"]),
     output:
         report(figure_outputs("runtime"), category="Figures", caption="../report/runtime.rst"),
-    params:
-        config=step_config("figure_runtime"),
     log:
         f"{MD}/logs/figure_runtime.log",
     benchmark:
         f"{MD}/benchmarks/figure_runtime.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("figure_runtime"),
     script:
         "../scripts/step.py"
 
@@ -120,18 +120,18 @@ rule figure_roar:
         curve=f"{MD}/roar/roar_curve.parquet",
     output:
         report(figure_outputs("roar_curve"), category="Figures", caption="../report/roar.rst"),
-    params:
-        config=step_config("figure_roar"),
     log:
         f"{MD}/logs/figure_roar.log",
     benchmark:
         f"{MD}/benchmarks/figure_roar.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("figure_roar"),
     script:
         "../scripts/step.py"
 
@@ -142,18 +142,18 @@ rule figure_training:
         log_json=f"{MD}/train_log.json",
     output:
         report(figure_outputs("training"), category="Figures", caption="../report/training.rst"),
-    params:
-        config=step_config("figure_training"),
     log:
         f"{MD}/logs/figure_training.log",
     benchmark:
         f"{MD}/benchmarks/figure_training.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("figure_training"),
     script:
         "../scripts/step.py"
 
@@ -164,17 +164,17 @@ rule figure_counterfactual:
         metrics=counterfactual_metrics(),
     output:
         report(figure_outputs("counterfactual"), category="Figures", caption="../report/counterfactual.rst"),
-    params:
-        config=step_config("figure_counterfactual"),
     log:
         f"{MD}/logs/figure_counterfactual.log",
     benchmark:
         f"{MD}/benchmarks/figure_counterfactual.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("figure_counterfactual"),
     script:
         "../scripts/step.py"

@@ -6,17 +6,17 @@ rule train_demo_model:
     output:
         checkpoint=f"{MD}/model.pt",
         log_json=f"{MD}/train_log.json",
-    params:
-        config=step_config("train_demo_model"),
     log:
         f"{MD}/logs/train_demo_model.log",
     benchmark:
         f"{MD}/benchmarks/train_demo_model.tsv"
+    conda:
+        "../envs/model.yaml"
     threads: config["model"].get("demo", {}).get("threads", 2)
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("train_demo_model"),
     script:
         "../scripts/step.py"

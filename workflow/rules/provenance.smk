@@ -7,18 +7,18 @@ rule provenance:
         images=f"{DS}/images.npy",
     output:
         json=f"{MD}/provenance.json",
-    params:
-        config=step_config("provenance"),
     log:
         f"{MD}/logs/provenance.log",
     benchmark:
         f"{MD}/benchmarks/provenance.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("provenance"),
     script:
         "../scripts/step.py"
 
@@ -31,16 +31,16 @@ rule pipeline_runtime:
         table=f"{MD}/tables/pipeline_runtime.parquet",
         markdown=f"{MD}/tables/pipeline_runtime.md",
         figure=report(figure_outputs("pipeline_runtime"), category="Figures", caption="../report/pipeline_runtime.rst"),
-    params:
-        config=step_config("pipeline_runtime"),
-        benchmark_dirs=[f"{DS}/benchmarks", f"{MD}/benchmarks"],
     log:
         f"{MD}/logs/pipeline_runtime.log",
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("pipeline_runtime"),
+        benchmark_dirs=[f"{DS}/benchmarks", f"{MD}/benchmarks"],
     script:
         "../scripts/step.py"

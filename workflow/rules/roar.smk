@@ -16,19 +16,19 @@ rule attribute_roar_train:
     output:
         npz=f"{MD}/roar/maps/{{method}}.npz",
         parquet=f"{MD}/roar/maps/{{method}}.parquet",
-    params:
-        config=step_config("attribute_roar_train"),
     log:
         f"{MD}/logs/attribute_roar_train/{{method}}.log",
     benchmark:
         f"{MD}/benchmarks/attribute_roar_train/{{method}}.tsv"
+    conda:
+        "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("attribute_roar_train"),
     script:
         "../scripts/step.py"
 
@@ -39,22 +39,22 @@ rule roar_finetune:
         unpack(roar_inputs),
     output:
         json=f"{MD}/roar/runs/{{variant}}.seed{{seed}}.json",
-    wildcard_constraints:
-        variant=r"[A-Za-z0-9_]+",
-        seed=r"\d+",
-    params:
-        config=step_config("roar_finetune"),
     log:
         f"{MD}/logs/roar_finetune/{{variant}}.seed{{seed}}.log",
     benchmark:
         f"{MD}/benchmarks/roar_finetune/{{variant}}.seed{{seed}}.tsv"
+    wildcard_constraints:
+        variant=r"[A-Za-z0-9_]+",
+        seed=r"\d+",
+    conda:
+        "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("roar_finetune"),
     script:
         "../scripts/step.py"
 
@@ -65,22 +65,22 @@ rule roar_finetune_text:
         unpack(roar_inputs),
     output:
         json=f"{MD}/roar/runs/text/{{variant}}.seed{{seed}}.json",
-    wildcard_constraints:
-        variant=r"[A-Za-z0-9_]+",
-        seed=r"\d+",
-    params:
-        config=step_config("roar_finetune_text"),
     log:
         f"{MD}/logs/roar_finetune_text/{{variant}}.seed{{seed}}.log",
     benchmark:
         f"{MD}/benchmarks/roar_finetune_text/{{variant}}.seed{{seed}}.tsv"
+    wildcard_constraints:
+        variant=r"[A-Za-z0-9_]+",
+        seed=r"\d+",
+    conda:
+        "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("roar_finetune_text"),
     script:
         "../scripts/step.py"
 
@@ -88,24 +88,29 @@ rule roar_finetune_text:
 rule roar_summary:
     """ROAR+ = 100 (L_deg - L_clean) / L_clean per modality (image, text) and method, mean and sd over seeds."""
     input:
-        runs=expand(f"{MD}/roar/runs/{{variant}}.seed{{seed}}.json", variant=ROAR_VARIANTS, seed=config["roar"]["seeds"]),
-        text_runs=expand(f"{MD}/roar/runs/text/{{variant}}.seed{{seed}}.json", variant=ROAR_TEXT_VARIANTS,
-                         seed=config["roar"]["seeds"]),
+        runs=expand(
+            f"{MD}/roar/runs/{{variant}}.seed{{seed}}.json", variant=ROAR_VARIANTS, seed=config["roar"]["seeds"]
+        ),
+        text_runs=expand(
+            f"{MD}/roar/runs/text/{{variant}}.seed{{seed}}.json",
+            variant=ROAR_TEXT_VARIANTS,
+            seed=config["roar"]["seeds"],
+        ),
     output:
         runs=f"{MD}/roar/roar_runs.parquet",
         summary=f"{MD}/roar/roar_summary.parquet",
-    params:
-        config=step_config("roar_summary"),
     log:
         f"{MD}/logs/roar_summary.log",
     benchmark:
         f"{MD}/benchmarks/roar_summary.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("roar_summary"),
     script:
         "../scripts/step.py"
 
@@ -114,7 +119,9 @@ rule roar_summary:
 # roar.retrain.fractions, the model retrained (demo: from its initialisation; hub/checkpoint: fine-tuned).
 # "random" is the smooth-random-map control; "clean" (k = 0) is the start every curve shares.
 RETRAIN = config["roar"]["retrain"]
-RETRAIN_VARIANTS = list(dict.fromkeys(RETRAIN["methods"] + ["random"] + (["clean"] if RETRAIN.get("include_clean", True) else [])))
+RETRAIN_VARIANTS = list(
+    dict.fromkeys(RETRAIN["methods"] + ["random"] + (["clean"] if RETRAIN.get("include_clean", True) else []))
+)
 
 
 rule roar_retrain:
@@ -124,22 +131,22 @@ rule roar_retrain:
     output:
         json=f"{MD}/roar/retrain/{{variant}}.seed{{seed}}.json",
         samples=f"{MD}/roar/retrain/{{variant}}.seed{{seed}}.samples.npz",
-    wildcard_constraints:
-        variant=r"[A-Za-z0-9_]+",
-        seed=r"\d+",
-    params:
-        config=step_config("roar_retrain"),
     log:
         f"{MD}/logs/roar_retrain/{{variant}}.seed{{seed}}.log",
     benchmark:
         f"{MD}/benchmarks/roar_retrain/{{variant}}.seed{{seed}}.tsv"
+    wildcard_constraints:
+        variant=r"[A-Za-z0-9_]+",
+        seed=r"\d+",
+    conda:
+        "../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=480,
         gpu=1,
-    conda:
-        "../envs/model.yaml"
+    params:
+        config=step_config("roar_retrain"),
     script:
         "../scripts/step.py"
 
@@ -152,17 +159,17 @@ rule roar_curve:
         runs=f"{MD}/roar/roar_retrain_runs.parquet",
         curve=f"{MD}/roar/roar_curve.parquet",
         auc=f"{MD}/roar/roar_auc.parquet",
-    params:
-        config=step_config("roar_curve"),
     log:
         f"{MD}/logs/roar_curve.log",
     benchmark:
         f"{MD}/benchmarks/roar_curve.tsv"
+    conda:
+        "../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        config=step_config("roar_curve"),
     script:
         "../scripts/step.py"

@@ -30,19 +30,13 @@ class SyntheticSpec:
     def validate(self) -> None:
         for key, (lo, hi) in (("width", self.width), ("height", self.height)):
             if not (32 <= lo <= hi):
-                raise ConfigError(
-                    f"data.synthetic.{key} must be [lo, hi] with 32 <= lo <= hi, got {[lo, hi]}"
-                )
+                raise ConfigError(f"data.synthetic.{key} must be [lo, hi] with 32 <= lo <= hi, got {[lo, hi]}")
         if not 0.0 < self.conspicuity <= 3.0:
-            raise ConfigError(
-                f"data.synthetic.conspicuity must lie in (0, 3], got {self.conspicuity}"
-            )
+            raise ConfigError(f"data.synthetic.conspicuity must lie in (0, 3], got {self.conspicuity}")
         for key in ("no_location_fraction", "second_finding_fraction"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
-                raise ConfigError(
-                    f"data.synthetic.{key} must lie in [0, 1], got {value}"
-                )
+                raise ConfigError(f"data.synthetic.{key} must lie in [0, 1], got {value}")
 
 
 @dataclass(frozen=True)
@@ -69,9 +63,7 @@ class Anatomy:
     cx: float
     scale: float
     lungs: dict  # patient side -> Lung
-    heart: tuple[
-        float, float, float, float
-    ]  # centre u, centre v, half width, half height
+    heart: tuple[float, float, float, float]  # centre u, centre v, half width, half height
     mediastinum_half: float
     rib_y0: float
     rib_spacing: float
@@ -91,9 +83,7 @@ def ramp(z):
     return np.clip(z + 0.5, 0.0, 1.0)
 
 
-def smooth_noise(
-    rng: np.random.Generator, height: int, width: int, cells: int
-) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
     """Noise in [0, 1] with about ``cells`` features across: a coarse random grid, bilinear upsampled
     (separable gathers, no BLAS: BLAS threads would fight over the shared cores)."""
     gh = max(2, round(cells * height / width) + 1)
@@ -111,9 +101,7 @@ def smooth_noise(
     return rows[:, rx] * (1 - fx) + rows[:, rx + 1] * fx
 
 
-def bbox(
-    weight: np.ndarray, mask: np.ndarray | None = None
-) -> tuple[int, int, int, int] | None:
+def bbox(weight: np.ndarray, mask: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
     """(x, y, w, h) enclosing the pixels where ``weight`` exceeds BOX_THRESHOLD of its peak."""
     if mask is not None:
         weight = weight * mask
@@ -138,9 +126,7 @@ class Grid:
         self.width, self.height = width, height
         self.u = ((np.arange(width, dtype=np.float32) + 0.5) / width)[None, :]
         self.v = ((np.arange(height, dtype=np.float32) + 0.5) / height)[:, None]
-        self.px = 1.0 / min(
-            width, height
-        )  # one pixel in normalised units (edge softness)
+        self.px = 1.0 / min(width, height)  # one pixel in normalised units (edge softness)
 
 
 # ------------------------------------------------------------------------------------- anatomy
@@ -202,9 +188,7 @@ def diaphragm_row(g: Grid, an: Anatomy) -> np.ndarray:
     out = np.empty_like(g.u)
     for side, lung in an.lungs.items():
         bump = np.clip(
-            1.0
-            - ((g.u - (lung.xc + 0.2 * (lung.x_medial - lung.xc))) / (1.15 * lung.a))
-            ** 2,
+            1.0 - ((g.u - (lung.xc + 0.2 * (lung.x_medial - lung.xc))) / (1.15 * lung.a)) ** 2,
             0,
             1,
         )
@@ -224,9 +208,7 @@ def lung_shape(g: Grid, lung: Lung) -> np.ndarray:
     return np.where(g.v < lung.yc, upper, lower)
 
 
-def ellipse_mask(
-    g: Grid, cu: float, cv: float, a: float, b: float, soft_px: float = 1.5
-) -> np.ndarray:
+def ellipse_mask(g: Grid, cu: float, cv: float, a: float, b: float, soft_px: float = 1.5) -> np.ndarray:
     r = np.sqrt(((g.u - cu) / a) ** 2 + ((g.v - cv) / b) ** 2)
     return ramp((1.0 - r) * min(a, b) / (soft_px * g.px))
 
@@ -236,9 +218,7 @@ def upsample(a: np.ndarray, width: int, height: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(
-        Image.fromarray(np.ascontiguousarray(a, dtype=np.float32)).resize(
-            (width, height), Image.Resampling.BILINEAR
-        )
+        Image.fromarray(np.ascontiguousarray(a, dtype=np.float32)).resize((width, height), Image.Resampling.BILINEAR)
     )
 
 

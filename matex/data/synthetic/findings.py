@@ -53,9 +53,7 @@ class Finding:
     zone: str
     location_named: bool
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
-    params: dict = field(
-        default_factory=dict, repr=False
-    )  # drawing parameters (normalised units)
+    params: dict = field(default_factory=dict, repr=False)  # drawing parameters (normalised units)
 
 
 # ------------------------------------------------------------------------------------- the plan
@@ -99,16 +97,12 @@ def plan_findings(rng: np.random.Generator, spec: SyntheticSpec) -> list[Finding
         named = bool(rng.random() >= spec.no_location_fraction)
         size = sizes[int(rng.integers(len(sizes)))]
         text = phrase(rng, category, side, zone, named, size)
-        findings.append(
-            Finding(category, text, side, zone, named, params={"size": size})
-        )
+        findings.append(Finding(category, text, side, zone, named, params={"size": size}))
     return findings
 
 
 # ------------------------------------------------------------------------------------- opacities
-def opacity_centre(
-    rng: np.random.Generator, an: Anatomy, side: str, zone: str
-) -> tuple[float, float]:
+def opacity_centre(rng: np.random.Generator, an: Anatomy, side: str, zone: str) -> tuple[float, float]:
     """Centre (u, v) of an opacity in ``zone`` of the ``side`` lung, as fractions of the lung's extent."""
     lung = an.lungs[side]
     height = lung.dome_y - lung.apex_y
@@ -134,18 +128,12 @@ def opacity_centre(
     return float(u), float(lung.apex_y + frac_y * height)
 
 
-def paint_consolidation(
-    g: Grid, rng: np.random.Generator, du, dv, s: float
-) -> np.ndarray:
+def paint_consolidation(g: Grid, rng: np.random.Generator, du, dv, s: float) -> np.ndarray:
     """A dense, sharply bounded rounded-square lobe filling."""
     a, b = rng.uniform(0.06, 0.1) * s, rng.uniform(0.05, 0.08) * s
     r = np.sqrt(np.sqrt((du / a) ** 4 + (dv / b) ** 4))
     shape = ramp((1 - r) * min(a, b) / (2 * g.px))
-    return (
-        rng.uniform(0.75, 0.9)
-        * shape
-        * (0.85 + 0.15 * smooth_noise(rng, g.height, g.width, 12))
-    )
+    return rng.uniform(0.75, 0.9) * shape * (0.85 + 0.15 * smooth_noise(rng, g.height, g.width, 12))
 
 
 def paint_pneumonia(g: Grid, rng: np.random.Generator, du, dv, s: float) -> np.ndarray:
@@ -156,17 +144,13 @@ def paint_pneumonia(g: Grid, rng: np.random.Generator, du, dv, s: float) -> np.n
     return rng.uniform(0.7, 0.85) * np.clip(blob * (0.35 + 1.1 * patch), 0, 1)
 
 
-def paint_lung_opacity(
-    g: Grid, rng: np.random.Generator, du, dv, s: float
-) -> np.ndarray:
+def paint_lung_opacity(g: Grid, rng: np.random.Generator, du, dv, s: float) -> np.ndarray:
     """A faint, smooth haze."""
     a, b = rng.uniform(0.07, 0.11) * s, rng.uniform(0.06, 0.1) * s
     return rng.uniform(0.4, 0.55) * np.exp(-0.5 * ((du / a) ** 2 + (dv / b) ** 2) * 1.6)
 
 
-def paint_atelectasis(
-    g: Grid, rng: np.random.Generator, du, dv, s: float
-) -> np.ndarray:
+def paint_atelectasis(g: Grid, rng: np.random.Generator, du, dv, s: float) -> np.ndarray:
     """A thin plate (linear atelectasis), slightly tilted, thinning at its ends."""
     length, thick = rng.uniform(0.1, 0.15) * s, rng.uniform(0.012, 0.022) * s
     angle = math.radians(rng.uniform(-18, 18))
@@ -184,11 +168,7 @@ def paint_edema(g: Grid, rng: np.random.Generator, du, dv, s: float) -> np.ndarr
     """A mottled perihilar haze (one side of the bat-wing pattern)."""
     a, b = rng.uniform(0.09, 0.12) * s, rng.uniform(0.12, 0.16) * s
     haze = np.exp(-0.5 * ((du / a) ** 2 + (dv / b) ** 2) * 1.8)
-    return (
-        rng.uniform(0.45, 0.6)
-        * haze
-        * (0.6 + 0.4 * smooth_noise(rng, g.height, g.width, 24))
-    )
+    return rng.uniform(0.45, 0.6) * haze * (0.6 + 0.4 * smooth_noise(rng, g.height, g.width, 24))
 
 
 OPACITY_PAINTERS: dict[str, Callable[..., np.ndarray]] = {
@@ -211,11 +191,7 @@ def paint_opacity(
     """Blend weight in [0, 1] of one opacity-type finding on one side, limited to the lung field."""
     cu, cv = opacity_centre(rng, an, side, f.zone)
     # the retrocardiac region lies behind the heart: not masked by the (heart-free) lung field
-    support = (
-        lung_field
-        if f.zone != "retrocardiac"
-        else np.maximum(lung_field, ellipse_mask(g, *an.heart))
-    )
+    support = lung_field if f.zone != "retrocardiac" else np.maximum(lung_field, ellipse_mask(g, *an.heart))
     weight = OPACITY_PAINTERS[f.category_name](g, rng, g.u - cu, g.v - cv, an.scale)
     return (weight * support).astype(np.float32)
 
@@ -232,14 +208,8 @@ def paint_effusion(
     """Fluid filling the costophrenic angle / base up to a meniscus that rises laterally."""
     lung = an.lungs[side]
     height = lung.dome_y - lung.apex_y
-    level = (
-        lung.dome_y
-        - {"small": 0.0, "moderate": 0.12, "large": 0.25}[size] * height
-        - rng.uniform(0, 0.04) * height
-    )
-    lateral_pos = np.clip(
-        (g.u - lung.x_medial) / (lung.x_lateral - lung.x_medial), 0, 1
-    )
+    level = lung.dome_y - {"small": 0.0, "moderate": 0.12, "large": 0.25}[size] * height - rng.uniform(0, 0.04) * height
+    lateral_pos = np.clip((g.u - lung.x_medial) / (lung.x_lateral - lung.x_medial), 0, 1)
     meniscus = level + 0.06 - 0.12 * lateral_pos**2  # higher (smaller v) laterally
     fluid = ramp((g.v - meniscus) / (3 * g.px))
     side_mask = (g.u < an.cx) if side == "right" else (g.u >= an.cx)
@@ -275,18 +245,12 @@ def paint_pneumothorax(
     inside_collapsed = ramp((1 - f_c) / (4 * g.px))
     rim = lung_shape_soft * (1 - inside_collapsed)
     line = np.exp(-(((f_c - 1) / (4 * g.px)) ** 2)) * lung_shape_soft
-    limit = (
-        (g.v < lung.apex_y + 0.4 * (lung.dome_y - lung.apex_y))
-        if zone == "apical"
-        else (g.v < lung.dome_y)
-    )
+    limit = (g.v < lung.apex_y + 0.4 * (lung.dome_y - lung.apex_y)) if zone == "apical" else (g.v < lung.dome_y)
     return (rim * limit).astype(np.float32), (line * limit).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------- devices
-def drain_path(
-    an: Anatomy, rng: np.random.Generator, side: str, n: int = 160
-) -> np.ndarray:
+def drain_path(an: Anatomy, rng: np.random.Generator, side: str, n: int = 160) -> np.ndarray:
     """(n, 2) points (u, v) along a chest drain: from the image edge, through the lateral chest wall
     at mid-to-lower lung height, then curving up towards the apex (the usual course of a drain placed
     for a pneumothorax). The last point is the tip."""
@@ -305,9 +269,7 @@ def drain_path(
             lung.apex_y + rng.uniform(0.08, 0.16) * height,
         ]
     )
-    control = np.array(
-        [lung.x_lateral - outward * rng.uniform(0.05, 0.12) * lung.a, entry[1] - 0.05]
-    )
+    control = np.array([lung.x_lateral - outward * rng.uniform(0.05, 0.12) * lung.a, entry[1] - 0.05])
     edge = np.array([0.5 + outward * 0.5, entry[1] + rng.uniform(0.02, 0.08)])
     t = np.linspace(0, 1, n // 4)[:, None]
     outside = edge + t * (entry - edge)
@@ -316,16 +278,12 @@ def drain_path(
     return np.concatenate([outside, inside]).astype(np.float32)
 
 
-def paint_drain(
-    g: Grid, an: Anatomy, rng: np.random.Generator, side: str
-) -> np.ndarray:
+def paint_drain(g: Grid, an: Anatomy, rng: np.random.Generator, side: str) -> np.ndarray:
     """Blend weight of a chest drain: a radio-opaque tube (large bore, 8-10 mm) along :func:`drain_path`,
     interrupted by three side holes near its tip."""
     path = drain_path(an, rng, side)
     half_width = rng.uniform(0.009, 0.012)  # a large-bore drain: about 1/40 of the film width
-    arc = np.concatenate(
-        [[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))]
-    )
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
     inner = arc >= arc[len(path) // 4]
     holes = np.zeros(len(path), bool)
     for frac in (0.6, 0.72, 0.84):  # side holes along the intrapleural part

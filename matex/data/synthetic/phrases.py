@@ -19,11 +19,7 @@ import yaml
 @lru_cache(maxsize=1)
 def vocabulary() -> dict[str, Any]:
     """The parsed ``phrases.yaml`` (loaded once)."""
-    text = (
-        resources.files(__package__)
-        .joinpath("phrases.yaml")
-        .read_text(encoding="utf-8")
-    )
+    text = resources.files(__package__).joinpath("phrases.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 
@@ -50,9 +46,7 @@ def location_words(side: str, zone: str) -> tuple[list[str], list[str]]:
         zone = "lower"  # bilateral lung findings sit at the bases
     entry = locations[zone]
     entry = entry.get(side, entry) if side in ("right", "left", "bilateral") else entry
-    return _fill(entry["adjective"], side=side), _fill(
-        entry["prepositional"], side=side
-    )
+    return _fill(entry["adjective"], side=side), _fill(entry["prepositional"], side=side)
 
 
 def phrase(
@@ -70,26 +64,18 @@ def phrase(
     if category == "Cardiomegaly" or category == "Edema":
         text = _pick(rng, _fill(own["named" if named else "unnamed"], **words))
     elif category == "Pleural Effusion":
-        key = (
-            "unnamed"
-            if not named
-            else ("bilateral" if side == "bilateral" else "lateralised")
-        )
+        key = "unnamed" if not named else ("bilateral" if side == "bilateral" else "lateralised")
         text = _pick(rng, _fill(own[key], **words))
     elif category == "Pneumothorax":
         key = "unnamed" if not named else ("apical" if zone == "apical" else "lateral")
         text = _pick(rng, _fill(own[key], **words))
     else:
         finding = _pick(rng, vocab["nouns"][category])
-        text = (
-            finding if not named else _with_location(rng, category, finding, side, zone)
-        )
+        text = finding if not named else _with_location(rng, category, finding, side, zone)
     return _cap(rng, text)
 
 
-def _with_location(
-    rng: np.random.Generator, category: str, finding: str, side: str, zone: str
-) -> str:
+def _with_location(rng: np.random.Generator, category: str, finding: str, side: str, zone: str) -> str:
     """Insert a location into an opacity-type noun phrase, adjectivally or as a prepositional phrase."""
     adj, pp = location_words(side, zone)
     if rng.random() < 0.5:
@@ -99,9 +85,7 @@ def _with_location(
             return f"{parts[0]} {_pick(rng, adj)} {' '.join(parts[1:])}"
         return f"{_pick(rng, adj)} {finding}"
     head, _, tail = finding.partition(",")
-    if head.startswith(
-        "opacity "
-    ):  # "opacity at the right base concerning for pneumonia"
+    if head.startswith("opacity "):  # "opacity at the right base concerning for pneumonia"
         text = f"opacity {_pick(rng, pp)} {head[len('opacity ') :]}"
     else:
         text = f"{head} {_pick(rng, pp)}" + (f",{tail}" if tail else "")

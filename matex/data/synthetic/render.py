@@ -78,14 +78,12 @@ def _render(
     # ---- mediastinum and heart (patient's left = image right), both resting on the diaphragm
     hu, hv, ha, hb = an.heart
     cardiomegaly = (
-        next((f for f in findings if f.category_name == "Cardiomegaly"), None)
-        if "Cardiomegaly" in cats
-        else None
+        next((f for f in findings if f.category_name == "Cardiomegaly"), None) if "Cardiomegaly" in cats else None
     )
     if cardiomegaly is not None:
-        grow = {"small": 1.2, "moderate": 1.3, "large": 1.4}[
-            cardiomegaly.params["size"]
-        ] * findings_rng.uniform(0.97, 1.03)
+        grow = {"small": 1.2, "moderate": 1.3, "large": 1.4}[cardiomegaly.params["size"]] * findings_rng.uniform(
+            0.97, 1.03
+        )
         if conspicuity != 1.0:
             grow = 1 + conspicuity * (grow - 1)
         k_cardio = findings.index(cardiomegaly)
@@ -99,9 +97,7 @@ def _render(
     top = an.lungs["right"].apex_y - 0.08
     med_half = an.mediastinum_half * (1 + 0.25 * np.clip((v - top) / 0.45, 0, 1))
     mediastinum = ramp((med_half - d_mid) / (2 * g.px)) * (v > top)
-    aortic_knob = ellipse_mask(
-        g, an.cx + 0.055 * s, an.lungs["left"].apex_y + 0.16 * s, 0.04 * s, 0.032 * s
-    )
+    aortic_knob = ellipse_mask(g, an.cx + 0.055 * s, an.lungs["left"].apex_y + 0.16 * s, 0.04 * s, 0.032 * s)
     mediastinum = np.maximum(mediastinum, aortic_knob)
     above_diaphragm = 1 - below_diaphragm
     # below the diaphragm the heart merges into the abdomen's density (no visible lower border)
@@ -109,15 +105,8 @@ def _render(
     img = img * (1 - dense) + dense * (an.heart_level - 0.05 * (1 - heart))
 
     # ---- lungs: superellipses cut by the diaphragm, the heart and the mediastinum
-    lung_shapes = {
-        side: ramp((1 - lung_shape(g, lung)) / (6 * g.px))
-        for side, lung in an.lungs.items()
-    }
-    lung_field = (
-        np.maximum(lung_shapes["right"], lung_shapes["left"])
-        * above_diaphragm
-        * (1 - dense)
-    )
+    lung_shapes = {side: ramp((1 - lung_shape(g, lung)) / (6 * g.px)) for side, lung in an.lungs.items()}
+    lung_field = np.maximum(lung_shapes["right"], lung_shapes["left"]) * above_diaphragm * (1 - dense)
     lung_level = (
         an.lung_level
         + 0.06 * np.clip((v - an.lungs["right"].apex_y) / 0.6, 0, 1)
@@ -132,9 +121,7 @@ def _render(
     for k, f in enumerate(findings if with_findings else []):
         if f.category_name == "Pneumothorax":
             own_lung = lung_shapes[f.side] * above_diaphragm
-            rim, line = paint_pneumothorax(
-                g, an, findings_rng, f.side, f.zone, own_lung
-            )
+            rim, line = paint_pneumothorax(g, an, findings_rng, f.side, f.zone, own_lung)
             if conspicuity != 1.0:
                 rim, line = (
                     np.clip(conspicuity * rim, 0, 1),
@@ -144,11 +131,7 @@ def _render(
                 air = np.maximum(air, rim)
                 pleural_line = np.maximum(pleural_line, line)
             finding_weights[k] = [np.maximum(rim, 0.5 * line) * (lung_field > 0.05)]
-    lung_img = (
-        lung_level * (1 - 0.6 * air)
-        + markings * (1 - air)
-        + 0.2 * pleural_line * (1 - air)
-    )
+    lung_img = lung_level * (1 - 0.6 * air) + markings * (1 - air) + 0.2 * pleural_line * (1 - air)
     img = img * (1 - lung_field) + lung_img * lung_field
 
     # ---- findings that add density (blend towards fluid)
@@ -164,9 +147,7 @@ def _render(
         weights = []
         for side in sides:
             if cat == "Pleural Effusion":
-                w = paint_effusion(
-                    g, an, findings_rng, side, f.params["size"], lung_field
-                )
+                w = paint_effusion(g, an, findings_rng, side, f.params["size"], lung_field)
             else:
                 w = paint_opacity(g, an, findings_rng, f, side, lung_field)
             if conspicuity != 1.0:
@@ -180,13 +161,9 @@ def _render(
     d = d_mid / (0.42 * s)  # 0 at the spine, 1 at the chest wall
     rib_v = v - an.rib_y0 - an.rib_curve * d**2 - 0.03 * d
     phase = rib_v / an.rib_spacing
-    ribs = (0.5 + 0.5 * np.cos(2 * np.pi * phase)) ** 6 * (
-        (phase > -0.3) & (phase < 9.5)
-    )
+    ribs = (0.5 + 0.5 * np.cos(2 * np.pi * phase)) ** 6 * ((phase > -0.3) & (phase < 9.5))
     ant_phase = (v - an.rib_y0 - 0.05 + 0.08 * d**2) / (an.rib_spacing * 1.15)
-    ant_ribs = (0.5 + 0.5 * np.cos(2 * np.pi * ant_phase)) ** 8 * (
-        (ant_phase > 0.5) & (ant_phase < 6)
-    )
+    ant_ribs = (0.5 + 0.5 * np.cos(2 * np.pi * ant_phase)) ** 8 * ((ant_phase > 0.5) & (ant_phase < 6))
     cage = ramp((1.02 - d) / (3 * g.px / (0.42 * s))) * (d > 0.08)
     rib_shadow = cage * (0.08 * ribs + 0.03 * ant_ribs) * (1 - 0.6 * below_diaphragm)
     elements["ribs"] = rib_shadow / 0.11
@@ -194,9 +171,7 @@ def _render(
         img = img + rib_shadow
     clav_d = np.clip((d_mid - 0.05 * s) / (0.3 * s), 0, 1)
     clav_v = an.clavicle_y - 0.06 * clav_d + 0.015 * np.sin(np.pi * clav_d)
-    clavicles = np.exp(-(((v - clav_v) / (0.014 * s)) ** 2)) * (
-        (d_mid > 0.04 * s) & (d_mid < 0.37 * s)
-    )
+    clavicles = np.exp(-(((v - clav_v) / (0.014 * s)) ** 2)) * ((d_mid > 0.04 * s) & (d_mid < 0.37 * s))
     elements["clavicles"] = clavicles
     if "clavicles" not in omit:
         img = img + 0.14 * clavicles
@@ -206,9 +181,7 @@ def _render(
     # ---- devices: a chest drain (radio-opaque, over everything else)
     if drain_rng is not None:
         side = "right" if drain_rng.random() < 0.5 else "left"
-        side = next(
-            (f.side for f in findings if f.category_name == "Pneumothorax"), side
-        )
+        side = next((f.side for f in findings if f.category_name == "Pneumothorax"), side)
         tube = paint_drain(g, an, drain_rng, side)
         elements["drain"] = tube
         if "drain" not in omit:
@@ -234,18 +207,14 @@ def lesion_name(k: int) -> str:
     return f"lesion{k}"
 
 
-def element_masks(
-    elements: dict[str, np.ndarray], width: int, height: int
-) -> dict[str, np.ndarray]:
+def element_masks(elements: dict[str, np.ndarray], width: int, height: int) -> dict[str, np.ndarray]:
     """Boolean pixel masks (original size) of the drawn elements: where an element's weight exceeds
     BOX_THRESHOLD of its peak (the rule that makes the lesion boxes)."""
     out = {}
     for name, w in elements.items():
         full = upsample(w, width, height)
         peak = float(full.max())
-        out[name] = (
-            full > BOX_THRESHOLD * peak if peak > 1e-6 else np.zeros(full.shape, bool)
-        )
+        out[name] = full > BOX_THRESHOLD * peak if peak > 1e-6 else np.zeros(full.shape, bool)
     return out
 
 
@@ -269,9 +238,7 @@ def render_case(
     the elements' boolean pixel masks (original size), ``(image, findings, masks)``.
     """
     spec = spec or SyntheticSpec()
-    anatomy_ss, findings_ss, noise_ss, drain_ss = np.random.SeedSequence(
-        [seed, index]
-    ).spawn(4)
+    anatomy_ss, findings_ss, noise_ss, drain_ss = np.random.SeedSequence([seed, index]).spawn(4)
     anatomy_rng = np.random.default_rng(anatomy_ss)
     findings_rng = np.random.default_rng(findings_ss)
     anatomy = sample_anatomy(anatomy_rng, spec)
@@ -292,9 +259,7 @@ def render_case(
     return image, findings
 
 
-def sample_findings(
-    seed: int, index: int, spec: SyntheticSpec | None = None
-) -> list[Finding]:
+def sample_findings(seed: int, index: int, spec: SyntheticSpec | None = None) -> list[Finding]:
     """The findings (categories, locations, phrases; no boxes) that ``render_case`` draws, cheaply."""
     spec = spec or SyntheticSpec()
     _, findings_ss, _ = np.random.SeedSequence([seed, index]).spawn(3)

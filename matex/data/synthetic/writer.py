@@ -107,9 +107,7 @@ def generate_synthetic(
     if n_images < 1:
         raise ConfigError(f"data.synthetic.n_images must be >= 1, got {n_images}")
     if not 1 <= jpeg_quality <= 100:
-        raise ConfigError(
-            f"data.synthetic.jpeg_quality must lie in [1, 100], got {jpeg_quality}"
-        )
+        raise ConfigError(f"data.synthetic.jpeg_quality must lie in [1, 100], got {jpeg_quality}")
     spec = SyntheticSpec(
         width=tuple(int(x) for x in width),
         height=tuple(int(x) for x in height),
@@ -144,9 +142,7 @@ def generate_synthetic(
             drain_pneumothorax_train_fraction,
             drain_eval_fraction,
         )
-        image, findings, masks = render_case(
-            seed, i, spec, drain=drain, return_elements=True
-        )
+        image, findings, masks = render_case(seed, i, spec, drain=drain, return_elements=True)
         masks_rel = rel[: -len(".jpg")] + ".masks.npz"
         write_masks(out_dir / masks_rel, masks)
         for name, mask in masks.items():
@@ -171,9 +167,7 @@ def generate_synthetic(
         h, w = image.shape
         for k, f in enumerate(findings):
             for bx, by, bw, bh in f.boxes:
-                rows.append(
-                    (dicom_id, f.category_name, f.label_text, rel, bx, by, bw, bh, w, h)
-                )
+                rows.append((dicom_id, f.category_name, f.label_text, rel, bx, by, bw, bh, w, h))
             truth.append(
                 (
                     dicom_id,
@@ -230,9 +224,7 @@ def write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
     ):
         for name in sorted(masks):
             buf = io.BytesIO()
-            np.lib.format.write_array(
-                buf, np.ascontiguousarray(masks[name], dtype=bool), allow_pickle=False
-            )
+            np.lib.format.write_array(buf, np.ascontiguousarray(masks[name], dtype=bool), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, buf.getvalue())
@@ -257,8 +249,6 @@ def _draws_drain(
     share = eval_fraction if is_val else train_fraction
     if share <= 0.0:
         return False
-    if not is_val and not any(
-        f.category_name == "Pneumothorax" for f in sample_findings(seed, index, spec)
-    ):
+    if not is_val and not any(f.category_name == "Pneumothorax" for f in sample_findings(seed, index, spec)):
         return False
     return bool(np.random.default_rng([seed, index, 0xD8A1]).random() < share)
