@@ -236,7 +236,7 @@ def _jobs_after_change(cfg_path: Path, workdir: Path, change: dict) -> list[tupl
 
 
 # jobs that follow any change of what they summarise (the run's provenance record holds the whole config)
-_SUMMARIES = {"all", "aggregate", "provenance", "pipeline_runtime", "roar_summary"}
+_SUMMARIES = {"all", "aggregate", "provenance", "pipeline_runtime", "roar_summary", "roar_curve"}
 
 
 def _assert_config_tracked_reruns(cfg_path: Path, workdir: Path) -> None:
@@ -256,6 +256,7 @@ def _assert_config_tracked_reruns(cfg_path: Path, workdir: Path) -> None:
         "sanity",
         "ablation",
         "attribute_roar_train",
+        "roar_retrain",
         "roar_finetune",
         "roar_finetune_text",
     } | {r for r in rules if r.startswith("figure_")}, jobs
