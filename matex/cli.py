@@ -16,14 +16,22 @@ import sys
 from .errors import MatexError
 
 
-def default_config_path() -> str:
-    """``config/config.yaml`` of the working directory, else of the checkout matex is installed from."""
+def default_config_path(path: str | None = None) -> str | None:
+    """The default config an override file is merged onto: ``config/config.yaml`` of the working
+    directory, else the nearest one above ``path`` (``config/mscxr.yaml`` -> ``config/config.yaml``),
+    else the checkout matex runs from; None when there is none (an installed wheel, elsewhere)."""
     from pathlib import Path
+
+    from .config import default_config_for
 
     here = Path("config/config.yaml")
     if here.is_file():
         return str(here)
-    return str(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    near = default_config_for(path) if path else None
+    if near is not None:
+        return str(near)
+    checkout = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+    return str(checkout) if checkout.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "check-config":
             from .cli_explain import check_config
 
-            print(check_config(args.path, base=None if args.no_base else (args.base or default_config_path())))
+            print(check_config(args.path, base=None if args.no_base else (args.base or default_config_path(args.path))))
         elif args.cmd == "download":
             from .data.download import download_mscxr
 

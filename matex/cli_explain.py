@@ -20,8 +20,9 @@ def demo_checkpoint(config_path: str | Path | None) -> tuple[Path, dict | None]:
     from .cli import default_config_path
     from .config import load_config, model_dir
 
-    path = Path(config_path or default_config_path())
-    if path.is_file():
+    found = config_path or default_config_path()
+    path = Path(found) if found else None
+    if path is not None and path.is_file():
         cfg = load_config(path)
         if cfg["model"].get("source", "demo") == "demo":
             return model_dir(cfg) / "model.pt", cfg
