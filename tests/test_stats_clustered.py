@@ -245,6 +245,6 @@ def test_aggregate_step_writes_every_table_from_the_pairs_table(tmp_path):
     assert {"sanity_abs_spearman", "sanity_ssim"} <= set(sanity_all["metric"])
     assert np.allclose(sanity_all.set_index("metric").loc[["sanity_abs_spearman"], "mean"], 0.5)
     assert np.allclose(sanity_all.set_index("metric").loc[["sanity_ssim"], "mean"], 0.25)
-    assert "Sanity |ρ| ↓" in md and "Sanity SSIM ↓" in md
+    assert "Sanity abs ρ ↓" in md and "Sanity SSIM ↓" in md
     assert set(pd.read_parquet(out.localisation)["subset"]) == {"all", "location", "no_location"}
     assert "<table" in out.html.read_text() and r"\begin{table}" in out.latex.read_text()

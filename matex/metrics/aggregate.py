@@ -27,7 +27,7 @@ METRICS: list[tuple[str, str, float]] = [
     ("energy_in_box", "Energy in box ↑", 100.0),
     ("iou_top5", "IoU@5% ↑", 100.0),
     ("auroc", "AUROC ↑", 100.0),
-    ("sanity_abs_spearman", "Sanity |ρ| ↓", 1.0),
+    ("sanity_abs_spearman", "Sanity abs ρ ↓", 1.0),
     ("sanity_ssim", "Sanity SSIM ↓", 1.0),
     # counterfactual ground truth (synthetic data only; metrics/counterfactual.py)
     ("lesion_share", "Lesion share ↑", 100.0),

@@ -67,11 +67,12 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     roar = pd.read_parquet(input.roar)
     write_parquet(output.roar, roar, meta)
     pct = f"{round(ci * 100)} %"
+    scored = info[info["pair_id"].isin(set(tidy["pair_id"]))]  # the evaluated pairs, not the whole table
     notes = [
         (
             f"Mean [{pct} interval] over pairs; confidence, deletion/insertion and localisation x100. Intervals: "
-            f"percentile bootstrap resampling patients ({n} resamples; {info['patient_id'].nunique()} patients, "
-            f"{len(info)} pairs), so pairs of one patient move together."
+            f"percentile bootstrap resampling patients ({n} resamples; {scored['patient_id'].nunique()} patients, "
+            f"{len(scored)} pairs), so pairs of one patient move together."
         ),
         (
             f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
