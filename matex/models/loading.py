@@ -349,9 +349,11 @@ def load_model(
             file_meta = dict(obj.get("meta") or {})
             arch = arch or file_meta.get("arch")
             meta.update(model_cfg=model_cfg, arch=arch, trained={k: v for k, v in file_meta.items() if k != "history"})
+            # the file's own text config decides the tokenizer (a config's model.arch, e.g. the default
+            # ViT-B-32, must not impose another context length on a demo-architecture checkpoint)
             tokenizer = (
                 open_clip.get_tokenizer(arch)
-                if arch and open_clip.get_model_config(arch)
+                if model_cfg["text_cfg"].get("hf_tokenizer_name") and arch and open_clip.get_model_config(arch)
                 else _simple_tokenizer(model_cfg["text_cfg"].get("context_length", 77))
             )
             if file_meta.get("mean") and file_meta.get("std"):
