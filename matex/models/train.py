@@ -482,7 +482,9 @@ def train_demo(
         "name": model.name,
         "n_train": len(train_rows),
         "n_val": len(val_rows),
-        "history": history,
+        # without the run's wall/CPU times, so the same config gives a byte-identical checkpoint (and so
+        # identical checkpoint hashes in every downstream artifact); the times are in train_log.json
+        "history": [{k: v for k, v in row.items() if k not in ("elapsed_s", "cpu_s")} for row in history],
     }
     save_checkpoint(model, out_checkpoint, model_cfg, meta)
     import os
