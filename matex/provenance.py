@@ -4,7 +4,8 @@
 package and library versions, the model checkpoint's sha256 and the input data's sha256.
 ``compare_runs`` checks two result folders artifact by artifact: maps (NPZ), Parquet tables and
 JSON records must be byte-identical, except that wall-clock measurements (the ``runtime_s`` /
-``runtime_ms`` columns and the ``wall_time_s`` / ``wall_s`` / ``elapsed_s`` / ``cpu_s`` keys) are allowed to differ and are compared with
+``runtime_ms`` / ``wall_s`` columns, the ``wall_time_s`` / ``wall_s`` / ``elapsed_s`` / ``cpu_s`` keys and the
+machine's load average) are allowed to differ and are compared with
 those values removed. Logs, Snakemake benchmark files and figures are not compared.
 """
 
@@ -22,9 +23,9 @@ import numpy as np
 
 from .io import config_hash, file_sha256
 
-TIMING_COLUMNS = ("runtime_s", "runtime_ms")
+TIMING_COLUMNS = ("runtime_s", "runtime_ms", "wall_s")
 TIMING_METRICS = ("runtime_ms",)  # rows of the tidy/summary tables that hold wall-clock time
-TIMING_KEYS = ("wall_time_s", "wall_s", "elapsed_s", "cpu_s")  # run-time measurements in JSON records
+TIMING_KEYS = ("wall_time_s", "wall_s", "elapsed_s", "cpu_s", "load_average_1min")  # run-time measurements in JSON
 SKIPPED_DIRS = ("logs", "benchmarks", "figures", ".snakemake")
 SKIPPED_FILES = ("pipeline_runtime.parquet",)
 COMPARED_SUFFIXES = (".npz", ".parquet", ".json")
