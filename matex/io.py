@@ -101,62 +101,51 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: M
             np.savez_compressed(f, **payload)
 
 
-def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Arrays and metadata of an NPZ artifact; a missing or damaged file is a MapError naming it."""
+@contextlib.contextmanager
+def _open_npz(path: str | os.PathLike) -> Iterator[Any]:
+    """``np.load`` of an NPZ artifact; a missing or damaged file (also when an entry turns out damaged
+    while it is read) is a MapError naming the file."""
     import zipfile
 
     from .errors import MapError
 
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files if k != "__meta__"}
-            meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+            yield z
     except FileNotFoundError:
         raise MapError(f"map file not found: {path}") from None
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, json.JSONDecodeError) as e:
         raise MapError(
             f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the step that makes it"
         ) from None
-    return arrays, meta
+
+
+def _meta_of(z: Any) -> dict[str, Any]:
+    return json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+
+
+def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and metadata of an NPZ artifact; a missing or damaged file is a MapError naming it."""
+    with _open_npz(path) as z:
+        return {k: z[k] for k in z.files if k != "__meta__"}, _meta_of(z)
 
 
 def read_npz_meta(path: str | os.PathLike) -> dict[str, Any]:
     """Only the metadata of an NPZ artifact (the maps are not read)."""
-    import zipfile
-
-    from .errors import MapError
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
-    except FileNotFoundError:
-        raise MapError(f"map file not found: {path}") from None
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, json.JSONDecodeError) as e:
-        raise MapError(
-            f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the step that makes it"
-        ) from None
+    with _open_npz(path) as z:
+        return _meta_of(z)
 
 
 def read_npz_members(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """Only the named arrays of an NPZ artifact: each member is decompressed on its own, so reading one
     pair's map costs one map's memory, whatever the file holds. A missing key is a MapError naming it."""
-    import zipfile
-
     from .errors import MapError
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            present = set(z.files)
-            missing = [k for k in keys if k not in present]
-            if missing:
-                raise MapError(f"{path} has no entry for {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
-            return {k: z[k] for k in keys}
-    except FileNotFoundError:
-        raise MapError(f"map file not found: {path}") from None
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        raise MapError(
-            f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the step that makes it"
-        ) from None
+    with _open_npz(path) as z:
+        missing = [k for k in keys if k not in set(z.files)]
+        if missing:
+            raise MapError(f"{path} has no entry for {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
+        return {k: z[k] for k in keys}
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:

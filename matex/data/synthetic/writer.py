@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...io import atomic_path, write_parquet
-from ..mscxr import split_patients
+from ..mscxr import REQUIRED_COLUMNS, split_patients
 from .anatomy import SyntheticSpec
 from .render import render_case, sample_findings
 
@@ -30,18 +30,7 @@ ELEMENT_COLUMNS = (
 # elements whose removal leaves a plausible film: lesions, devices, and the bones (a bone-suppressed
 # film, as dual-energy subtraction makes); the lungs, heart and soft tissue are never removed
 ELEMENT_KINDS = {"drain": "device", "ribs": "anatomy", "clavicles": "anatomy"}
-CSV_COLUMNS = (
-    "dicom_id",
-    "category_name",
-    "label_text",
-    "path",
-    "x",
-    "y",
-    "w",
-    "h",
-    "image_width",
-    "image_height",
-)
+CSV_COLUMNS = tuple(REQUIRED_COLUMNS)  # the MS-CXR CSV's columns, as the loader requires them
 TRUTH_COLUMNS = (
     "dicom_id",
     "finding_index",
