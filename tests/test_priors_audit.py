@@ -84,3 +84,42 @@ def test_synthetic_phrases_with_a_location_never_get_a_flat_prior_and_keep_their
             elif f.side == "bilateral":
                 assert sides == {"right", "left"}, (f.label_text, parse.region_names)
     assert n > 400
+
+
+def test_synthetic_phrases_speak_report_language_and_the_parser_reads_it():
+    """The generator's phrases carry hedges, "no X" clauses and "with ..." clauses (issue 13), and
+    the parser reads each as a report would: a hedge flags the finding uncertain and keeps its place;
+    a "no X" clause negates X only, never the film's own finding; a finding-only "with" clause adds
+    no region of its own."""
+    from matex.data.synthetic import sample_findings
+    from matex.data.synthetic.phrases import vocabulary
+    from matex.priors import parse_phrase
+    from matex.priors.vocabulary import side_of_region
+
+    language = vocabulary()["report_language"]
+    hedges = tuple(h.lower() for h in language["hedges"])
+    negations = {o.strip(" ,;.").lower() for options in language["negated"].values() for o in options}
+    seen = {"hedged": 0, "negated": 0, "associated": 0}
+    for i in range(800):
+        for f in sample_findings(0, i):
+            text = f.label_text.lower()
+            parse = parse_phrase(f.label_text)
+            own = f.category_name.lower()
+            if text.startswith(hedges):
+                seen["hedged"] += 1
+                assert parse.uncertain, f.label_text
+                assert parse.has_location == f.location_named or not f.location_named, f.label_text
+            if any(text.endswith(n) for n in negations):
+                seen["negated"] += 1
+                if text.endswith("heart size is normal"):  # a normal statement: no finding, no region
+                    assert "heart" not in parse.region_names, f.label_text
+                else:
+                    assert any(m.negated for m in parse.findings), f.label_text
+                assert any(m.finding == own and not m.negated for m in parse.findings), (f.label_text, parse.findings)
+                assert not parse.negated, f.label_text
+            if any(a in text for options in language["associated"].values() for a in options):
+                seen["associated"] += 1
+                if f.location_named and f.side in ("right", "left"):
+                    sides = {side_of_region(r) for r in parse.region_names}
+                    assert sides == {f.side}, (f.label_text, parse.region_names)
+    assert all(n >= 20 for n in seen.values()), seen

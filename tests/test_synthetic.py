@@ -82,6 +82,15 @@ def test_same_seed_gives_identical_bytes(dataset, tmp_path):
     assert not set(other["dicom_id"]) & set(df["dicom_id"])
 
 
+def test_parallel_generation_writes_the_same_bytes(dataset, tmp_path):
+    """workers > 1 (the pipeline's make_synthetic threads) renders in processes, same files."""
+    out, csv, df = dataset
+    generate_synthetic(tmp_path, seed=3, workers=2, **SMALL)
+    written = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert all((out / rel).read_bytes() == (tmp_path / rel).read_bytes() for rel in written)
+
+
 def _cases_with(category: str, spec: SyntheticSpec, n: int, seed: int = 11) -> list[int]:
     hits, i = [], 0
     while len(hits) < n and i < 2000:

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from matex.data.transforms import InputGeometry
+from matex.models.demo_training import train_demo
 from matex.models.loading import load_model, load_model_from_config
 from matex.models.train import (
     contrastive_loss,
     evaluate_retrieval,
     laterality_accuracy,
     train_clip,
-    train_demo,
     validation_loss,
 )
 

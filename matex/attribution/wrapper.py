@@ -24,124 +24,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MatexError
-from .towers import attention_patches, is_batch_first, tower_blocks, tower_kind, vision_embed
+from .recording import (  # noqa: F401  (TowerTrace, Trace, record_tower, eot_index: re-exported)
+    TowerRecord,
+    TowerTrace,
+    Trace,
+    _detach_all,
+    _grad_blocks,
+    blocks_of,
+    eot_index,
+    record_tower,
+)
+from .towers import is_batch_first, tower_kind, vision_embed
 from .towers import vision_readout as _vision_readout
-
-_MISSING = object()
-
-
-@dataclass
-class TowerRecord:
-    """What one transformer recorded during the forward pass (tensors still in the graph)."""
-
-    batch_first: bool
-    attention: list[torch.Tensor] = field(default_factory=list)  # per block (B, heads, T, T)
-    inputs: list[torch.Tensor] = field(default_factory=list)  # per block, as the block saw it
-    outputs: list[torch.Tensor] = field(default_factory=list)  # per block, as the block returned it
-    # per block: the attention's queries, keys and values after the input projection, as computed
-    # (B, heads, T, head_dim; no copy is made), and its context softmax(qk^T)·v with heads
-    # concatenated (B, T, D), the input of the output projection
-    qkv: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    contexts: list[torch.Tensor] = field(default_factory=list)
-
-    def projections(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Block i's queries, keys and values as (B, T, D), heads concatenated like the context."""
-        return tuple(z.transpose(1, 2).flatten(2) for z in self.qkv[i])  # type: ignore[return-value]
-
-    def tokens(self, i: int) -> torch.Tensor:
-        """Block i's input as (B, T, D) whatever the transformer's layout."""
-        x = self.inputs[i]
-        return x if self.batch_first else x.transpose(0, 1)
-
-    def output_tokens(self, i: int) -> torch.Tensor:
-        """Block i's output as (B, T, D) whatever the transformer's layout."""
-        x = self.outputs[i]
-        return x if self.batch_first else x.transpose(0, 1)
-
-
-@dataclass
-class TowerTrace:
-    """Detached per-block tensors of one tower and, when requested, their gradients w.r.t. S."""
-
-    attention: list[torch.Tensor]  # (B, heads, T, T)
-    tokens: list[torch.Tensor]  # block inputs (B, T, D)
-    attention_grads: list[torch.Tensor] | None = None
-    token_grads: list[torch.Tensor | None] | None = None  # None for blocks not asked for
-
-
-@dataclass
-class Trace:
-    similarity: torch.Tensor  # (B,) S per pair
-    vision: TowerTrace
-    text: TowerTrace | None = None
-    input_grad: torch.Tensor | None = None  # (B, 3, H, W) dS/dx
-    eot: torch.Tensor | None = None  # (B,) index of the last real text token (EOT / [SEP])
-    text_query: torch.Tensor | None = None  # (B,) index of the token the text tower pools
-
-
-def blocks_of(transformer: nn.Module) -> list[nn.Module]:
-    """The blocks of an open_clip, timm or Hugging Face BERT transformer (see ``towers``)."""
-    return tower_blocks(transformer)
-
-
-@contextlib.contextmanager
-def record_tower(transformer: nn.Module, leaf_input: bool = True) -> Iterator[TowerRecord]:
-    """Swap every block's attention for a recording one and hook the block's input and output,
-    for the duration of the context (open_clip, timm and BERT towers: ``towers.attention_patches``).
-
-    leaf_input: when the first block's input does not require grad (frozen embeddings), replace it
-    by a detached copy that does, so gradients w.r.t. block inputs always exist."""
-    blocks = tower_blocks(transformer)
-    rec = TowerRecord(batch_first=is_batch_first(transformer))
-    patches = attention_patches(transformer, rec)
-    saved, handles = [], []
-
-    def pre_hook(module, args, kwargs):
-        x = args[0] if args else kwargs["hidden_states"]
-        if leaf_input and not rec.inputs and torch.is_grad_enabled() and not x.requires_grad:
-            x = x.detach().requires_grad_(True)
-            if args:
-                args = (x,) + tuple(args[1:])
-            else:
-                kwargs = {**kwargs, "hidden_states": x}
-        rec.inputs.append(x)
-        return args, kwargs
-
-    def post_hook(module, args, output):
-        rec.outputs.append(output[0] if isinstance(output, (tuple, list)) else output)
-
-    try:
-        for owner, attr, fn in patches:
-            saved.append((owner, attr, owner.__dict__.get(attr, _MISSING)))
-            setattr(owner, attr, fn)
-        for blk in blocks:
-            handles.append(blk.register_forward_pre_hook(pre_hook, with_kwargs=True))
-            handles.append(blk.register_forward_hook(post_hook))
-        yield rec
-    finally:
-        for h in handles:
-            h.remove()
-        for owner, attr, old in saved:
-            if old is _MISSING:
-                owner.__dict__.pop(attr, None)
-            else:
-                setattr(owner, attr, old)
-
-
-def eot_index(tokens: torch.Tensor) -> torch.Tensor:
-    """open_clip's argmax pooling: the EOT token has the largest id."""
-    return tokens.argmax(dim=-1)
-
-
-def _grad_blocks(spec: bool | Mapping[str, Iterable[int]], tower: str, n_blocks: int) -> list[int]:
-    """The blocks of ``tower`` whose input-token gradients ``trace(token_grads=spec)`` asked for."""
-    if isinstance(spec, Mapping):
-        blocks = sorted({int(i) for i in spec.get(tower, ())})
-        bad = [i for i in blocks if not 0 <= i < n_blocks]
-        if bad:
-            raise MatexError(f"token gradients asked for {tower} blocks {bad}; the tower has {n_blocks} blocks")
-        return blocks
-    return list(range(n_blocks)) if spec else []
 
 
 def encode_text_prefix(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -173,10 +67,6 @@ def _is_causal_mask(mask: torch.Tensor | None) -> bool:
         return False
     causal = torch.full_like(mask, float("-inf")).triu(1)
     return bool(torch.equal(mask, causal))
-
-
-def _detach_all(ts: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [t.detach() for t in ts]
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Learning curves of the demo model (``train_log.json``): loss, and the three held-out targets
-(zero-shot accuracy over the categories, text-to-image R@5, laterality), each with its chance level."""
+(zero-shot accuracy over the categories, text-to-image R@5, laterality), each with its chance level;
+the per-pair zero-shot accuracy and the image-to-text R@5 are drawn lighter in the same panels."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-# (history key, chance key or fixed chance, title, target of the demo model)
+# (history key, chance key or fixed chance, title, target of the demo model, secondary key drawn lighter)
 PANELS = [
-    ("zero_shot_accuracy", "zero_shot_chance", "Zero-shot accuracy", 0.85),
-    ("r_at_5", "r_at_5_chance", "Pair retrieval R@5", 0.45),
-    ("laterality_accuracy", 0.5, "Laterality (true vs swapped side)", 0.80),
+    ("zero_shot_accuracy", "zero_shot_chance", "Zero-shot accuracy (per film)", 0.85, "zero_shot_accuracy_pairs"),
+    ("t2i_r_at_5", "t2i_r_at_5_chance", "Text-to-image R@5", 0.45, "r_at_5"),
+    ("laterality_accuracy", 0.5, "Laterality (true vs swapped side)", 0.80, None),
 ]
+SECONDARY_LABEL = {"zero_shot_accuracy_pairs": "per pair", "r_at_5": "image-to-text"}
 
 
 def learning_curves(log: Mapping[str, Any]):
@@ -33,9 +35,20 @@ def learning_curves(log: Mapping[str, Any]):
         )
     ax.set(title="Contrastive loss", xlabel="epoch", ylabel="InfoNCE")
     ax.legend(frameon=False)
-    for ax, (key, chance, title, target) in zip(axes[1:], PANELS):
+    for ax, (key, chance, title, target, secondary) in zip(axes[1:], PANELS):
+        if key not in (history[-1] if history else {}) and secondary:  # a log written before the key existed
+            key, secondary = secondary, None
         values = [row.get(key, float("nan")) for row in history]
         ax.plot(epochs, [100 * v for v in values], color="#CC3311", marker="o", markersize=3)
+        if secondary and history and secondary in history[-1]:
+            ax.plot(
+                epochs,
+                [100 * row.get(secondary, float("nan")) for row in history],
+                color="#CC3311",
+                alpha=0.45,
+                linewidth=1,
+                label=SECONDARY_LABEL[secondary],
+            )
         level = chance if isinstance(chance, float) else (history[-1].get(chance) if history else None)
         if level is not None:
             ax.axhline(100 * level, color="#777777", linestyle=":", label="chance")

@@ -18,6 +18,7 @@ def make_synthetic(cfg, input, output, params, wildcards, threads):
         out_dir,
         seed=cfg["seed"],
         val_fraction=cfg["data"]["val_fraction"],  # the drain shortcut differs between the splits
+        workers=int(threads or 1),  # the files are the same bytes whatever the number of workers
         **{k: (tuple(v) if isinstance(v, list) else v) for k, v in syn.items()},
     )
 

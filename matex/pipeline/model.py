@@ -7,6 +7,6 @@ from .core import step
 
 @step
 def train_demo_model(cfg, input, output, params, wildcards, threads):
-    from ..models.train import train_demo
+    from ..models.demo_training import train_demo
 
     train_demo(input.pairs, input.images, cfg, output.checkpoint, output.log_json)

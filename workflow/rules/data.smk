@@ -14,7 +14,7 @@ rule make_synthetic:
         f"{DS}/benchmarks/make_synthetic.tsv"
     conda:
         "../envs/report.yaml"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=2000,
         runtime=20,

@@ -92,3 +92,31 @@ def _with_location(rng: np.random.Generator, category: str, finding: str, side: 
     if category == "Pneumonia" and head == "pneumonia" and rng.random() < 0.3:
         text = f"{_pick(rng, adj)} opacity concerning for pneumonia"
     return text
+
+
+_ALREADY_HEDGED = ("likely", "concerning", "consistent", "possible", "suggestive")
+
+
+def report_language(rng: np.random.Generator, text: str, category: str, case_categories: Sequence[str]) -> str:
+    """``text`` with the report language of ``phrases.yaml`` (``report_language``) added at random:
+    an associated "with ..." clause, a hedge in front, a negated finding the case does not have after.
+
+    Always draws the same number of random numbers, so one phrase's choices never shift another's."""
+    cfg = vocabulary()["report_language"]
+    u_assoc, u_hedge, u_neg = rng.random(3)
+    k_assoc, k_hedge, k_neg_cat, k_neg = rng.integers(0, 1 << 30, size=4)
+    capital = text[:1].isupper()
+    text = text[:1].lower() + text[1:]
+    associated = cfg["associated"].get(category)
+    if associated and u_assoc < cfg["associated_fraction"] and "," not in text and " with " not in text:
+        text = f"{text} {associated[k_assoc % len(associated)]}"
+    clause = " is " in f" {text} " or text.startswith("the ")
+    if u_hedge < cfg["hedge_fraction"] and not clause and not any(w in text for w in _ALREADY_HEDGED):
+        text = f"{cfg['hedges'][k_hedge % len(cfg['hedges'])]} {text}"
+    absent = [c for c in cfg["negated"] if c not in case_categories]
+    if absent and u_neg < cfg["negated_fraction"]:
+        options = cfg["negated"][absent[k_neg_cat % len(absent)]]
+        if clause:  # "the heart is enlarged; no pleural effusion", not "... enlarged without ..."
+            options = [o for o in options if not o.startswith(" ")] or options
+        text = f"{text}{options[k_neg % len(options)]}"
+    return text[0].upper() + text[1:] if capital else text

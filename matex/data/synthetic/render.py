@@ -32,6 +32,7 @@ from .findings import (
     paint_pneumothorax,
     plan_findings,
 )
+from .phrases import report_language
 
 # Anatomy and findings are drawn on a grid this many times coarser than the image, then upsampled
 # (bilinear) before the pixel noise is added: radiographs are smooth, and this makes the generator
@@ -238,11 +239,11 @@ def render_case(
     the elements' boolean pixel masks (original size), ``(image, findings, masks)``.
     """
     spec = spec or SyntheticSpec()
-    anatomy_ss, findings_ss, noise_ss, drain_ss = np.random.SeedSequence([seed, index]).spawn(4)
+    anatomy_ss, findings_ss, noise_ss, drain_ss, language_ss = np.random.SeedSequence([seed, index]).spawn(5)
     anatomy_rng = np.random.default_rng(anatomy_ss)
     findings_rng = np.random.default_rng(findings_ss)
     anatomy = sample_anatomy(anatomy_rng, spec)
-    findings = plan_findings(findings_rng, spec)
+    findings = _with_report_language(plan_findings(findings_rng, spec), language_ss)
     image, elements = _render(
         anatomy,
         findings,
@@ -262,5 +263,15 @@ def render_case(
 def sample_findings(seed: int, index: int, spec: SyntheticSpec | None = None) -> list[Finding]:
     """The findings (categories, locations, phrases; no boxes) that ``render_case`` draws, cheaply."""
     spec = spec or SyntheticSpec()
-    _, findings_ss, _ = np.random.SeedSequence([seed, index]).spawn(3)
-    return plan_findings(np.random.default_rng(findings_ss), spec)
+    _, findings_ss, _, _, language_ss = np.random.SeedSequence([seed, index]).spawn(5)
+    return _with_report_language(plan_findings(np.random.default_rng(findings_ss), spec), language_ss)
+
+
+def _with_report_language(findings: list[Finding], language_ss: np.random.SeedSequence) -> list[Finding]:
+    """The findings with report language (hedges, negated and associated clauses) added to their
+    phrases from the case's fifth random stream: the drawing streams, hence the film, are untouched."""
+    rng = np.random.default_rng(language_ss)
+    categories = [f.category_name for f in findings]
+    for f in findings:
+        f.label_text = report_language(rng, f.label_text, f.category_name, categories)
+    return findings

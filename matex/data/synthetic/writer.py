@@ -80,6 +80,7 @@ def generate_synthetic(
     drain_pneumothorax_train_fraction: float = 0.0,
     drain_eval_fraction: float = 0.0,
     val_fraction: float = 0.2,
+    workers: int = 1,
 ) -> Path:
     """Write ``n_images`` synthetic radiographs under ``out_dir/files/...`` plus the MS-CXR-format CSV,
     ``synthetic_truth.parquet`` (one row per finding) and ``synthetic_elements.parquet`` (one row per
@@ -89,9 +90,9 @@ def generate_synthetic(
     The chest drain (the known shortcut, as in Oakden-Rayner et al. 2020) is drawn on a
     ``drain_pneumothorax_train_fraction`` share of training films with a pneumothorax, and on a
     ``drain_eval_fraction`` share of validation films of every class. Training and validation are the
-    patient split ``prepare`` will make (same ``val_fraction`` and seed)."""
+    patient split ``prepare`` will make (same ``val_fraction`` and seed). ``workers`` > 1 renders the
+    cases in that many processes; the files are the same bytes whatever the number of workers."""
     import pandas as pd
-    from PIL import Image
 
     if n_images < 1:
         raise ConfigError(f"data.synthetic.n_images must be >= 1, got {n_images}")
@@ -112,63 +113,27 @@ def generate_synthetic(
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"data.synthetic.{key} must lie in [0, 1], got {value}")
     out_dir = Path(out_dir)
-    rows, truth, element_rows = [], [], []
-    indices = range(n_images)
-    if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc="synthetic radiographs", unit="img")
     layout = _layout(seed, n_images)
     val_patients = split_patients([p for p, _, _ in layout], val_fraction, seed)
-    for i in indices:
-        patient, study, dicom_id = layout[i]
-        rel = f"files/{patient[:3]}/{patient}/{study}/{dicom_id}.jpg"
-        drain = _draws_drain(
+    jobs = [
+        (
+            out_dir,
             seed,
             i,
             spec,
-            patient in val_patients,
+            layout[i],
+            layout[i][0] in val_patients,
             drain_pneumothorax_train_fraction,
             drain_eval_fraction,
+            int(jpeg_quality),
         )
-        image, findings, masks = render_case(seed, i, spec, drain=drain, return_elements=True)
-        masks_rel = rel[: -len(".jpg")] + ".masks.npz"
-        write_masks(out_dir / masks_rel, masks)
-        for name, mask in masks.items():
-            k = int(name[len("lesion") :]) if name.startswith("lesion") else -1
-            element_rows.append(
-                (
-                    dicom_id,
-                    i,
-                    name,
-                    ELEMENT_KINDS.get(name, "lesion"),
-                    k,
-                    drain,
-                    masks_rel,
-                    int(mask.sum()),
-                )
-            )
-        path = out_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="JPEG", quality=int(jpeg_quality))
-        path.write_bytes(buf.getvalue())
-        h, w = image.shape
-        for k, f in enumerate(findings):
-            for bx, by, bw, bh in f.boxes:
-                rows.append((dicom_id, f.category_name, f.label_text, rel, bx, by, bw, bh, w, h))
-            truth.append(
-                (
-                    dicom_id,
-                    k,
-                    f.label_text,
-                    f.category_name,
-                    f.side,
-                    f.zone,
-                    f.location_named,
-                    len(f.boxes),
-                )
-            )
+        for i in range(n_images)
+    ]
+    rows, truth, element_rows = [], [], []
+    for case_rows, case_truth, case_elements in _map_cases(jobs, workers, progress):
+        rows += case_rows
+        truth += case_truth
+        element_rows += case_elements
     csv_path = out_dir / CSV_NAME
     with atomic_path(csv_path) as tmp:
         pd.DataFrame(rows, columns=list(CSV_COLUMNS)).to_csv(tmp, index=False)
@@ -199,6 +164,74 @@ def generate_synthetic(
         },
     )
     return csv_path
+
+
+def _map_cases(jobs: list[tuple], workers: int, progress: bool):
+    """Yield :func:`_write_case` for every job, in order, in ``workers`` processes (1 = this one)."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="synthetic radiographs", unit="img")
+    try:
+        if workers <= 1 or len(jobs) < 2:
+            results = map(_write_case, jobs)
+            pool = None
+        else:
+            import multiprocessing
+
+            # fork: the children need only numpy and PIL, and a spawned child would re-run the calling
+            # script (Snakemake's step script) as its main module
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            pool = multiprocessing.get_context(method).Pool(min(int(workers), len(jobs)))
+            results = pool.imap(_write_case, jobs, chunksize=16)
+        for result in results:
+            if bar is not None:
+                bar.update()
+            yield result
+        if pool is not None:
+            pool.close()
+            pool.join()
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _write_case(job: tuple) -> tuple[list, list, list]:
+    """Render one case, write its JPG and element masks; its CSV rows, truth rows and element rows."""
+    from PIL import Image
+
+    out_dir, seed, i, spec, (patient, study, dicom_id), is_val, train_fraction, eval_fraction, quality = job
+    rel = f"files/{patient[:3]}/{patient}/{study}/{dicom_id}.jpg"
+    drain = _draws_drain(seed, i, spec, is_val, train_fraction, eval_fraction)
+    image, findings, masks = render_case(seed, i, spec, drain=drain, return_elements=True)
+    masks_rel = rel[: -len(".jpg")] + ".masks.npz"
+    write_masks(out_dir / masks_rel, masks)
+    element_rows = [
+        (
+            dicom_id,
+            i,
+            name,
+            ELEMENT_KINDS.get(name, "lesion"),
+            int(name[len("lesion") :]) if name.startswith("lesion") else -1,
+            drain,
+            masks_rel,
+            int(mask.sum()),
+        )
+        for name, mask in masks.items()
+    ]
+    path = out_dir / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    path.write_bytes(buf.getvalue())
+    h, w = image.shape
+    rows, truth = [], []
+    for k, f in enumerate(findings):
+        for bx, by, bw, bh in f.boxes:
+            rows.append((dicom_id, f.category_name, f.label_text, rel, bx, by, bw, bh, w, h))
+        truth.append((dicom_id, k, f.label_text, f.category_name, f.side, f.zone, f.location_named, len(f.boxes)))
+    return rows, truth, element_rows
 
 
 def write_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
