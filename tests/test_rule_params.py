@@ -83,3 +83,24 @@ def test_key_order_of_a_config_file_does_not_matter():
     assert repr(rule_config(reordered, "attribute", _w(method="matex"))) == repr(
         rule_config(CFG, "attribute", _w(method="matex"))
     )
+
+
+def test_a_checkpoint_trained_with_other_settings_is_refused(tmp_path):
+    """The model edge: steps that load the demo checkpoint check the settings it was trained with."""
+    from matex.data.transforms import InputGeometry
+    from matex.models.loading import demo_model_cfg, load_model, save_checkpoint
+    from matex.pipeline.core import load_configured_model
+
+    tiny = {
+        "embed_dim": 16,
+        "vision": {"layers": 1, "width": 16, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0, "stem_channels": 0},
+        "text": {"layers": 1, "width": 16, "heads": 2, "context_length": 8},
+    }
+    cfg = deep_update(CFG, {"model": {"demo": tiny}})
+    path = tmp_path / "model.pt"
+    model = load_model("demo", demo=tiny, geometry=InputGeometry(224), seed=0)
+    save_checkpoint(model, path, demo_model_cfg(tiny, 224), {"settings": recorded_settings(cfg, "train_demo_model")})
+    load_configured_model(cfg, str(path))  # same settings: loads
+    changed = deep_update(cfg, {"model": {"demo": {"epochs": 9}}})
+    with pytest.raises(StaleArtifactError, match=r"model\.pt .*model\.demo\.epochs \(made with 3, now 9\)"):
+        load_configured_model(changed, str(path))

@@ -15,12 +15,19 @@ from .train import train_clip
 
 
 def train_demo(
-    pairs_parquet, images_npy, cfg: Mapping[str, Any], out_checkpoint, out_log, progress: bool = True
+    pairs_parquet,
+    images_npy,
+    cfg: Mapping[str, Any],
+    out_checkpoint,
+    out_log,
+    progress: bool = True,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict:
     """Train the demo CLIP on the ``train`` pairs, evaluate on ``val``, write checkpoint + JSON log.
 
     ``pairs_parquet`` rows (pair_id, phrase, category, split) align with ``images_npy`` (n_pairs, S, S)
-    uint8. Returns the training log (per-epoch history, final metrics with chance levels, wall time)."""
+    uint8. ``settings`` (the pipeline's recorded settings of the rule) go into the checkpoint's meta,
+    so a step that loads the checkpoint can refuse one trained with other settings. Returns the training log (per-epoch history, final metrics with chance levels, wall time)."""
     import logging
 
     import pandas as pd
@@ -110,6 +117,7 @@ def train_demo(
         "name": model.name,
         "n_train": len(train_rows),
         "n_val": len(val_rows),
+        **({"settings": dict(settings)} if settings is not None else {}),
         # without the run's wall/CPU times, so the same config gives a byte-identical checkpoint (and so
         # identical checkpoint hashes in every downstream artifact); the times are in train_log.json
         "history": [{k: v for k, v in row.items() if k not in ("elapsed_s", "cpu_s")} for row in history],

@@ -88,9 +88,15 @@ def base_meta(cfg: dict, *sections: str) -> dict:
 
 
 def load_configured_model(cfg: dict, checkpoint: str | None, device_pref: str = "cpu"):
+    """The run's model; a demo checkpoint trained with other data/input/model settings than this
+    run's is refused (:func:`require_settings`), naming the setting."""
     from ..models.loading import load_model_from_config, resolve_device
 
-    return load_model_from_config(cfg, checkpoint=checkpoint or None, device=resolve_device(device_pref))
+    model = load_model_from_config(cfg, checkpoint=checkpoint or None, device=resolve_device(device_pref))
+    trained = model.meta.get("trained") or {}
+    if checkpoint and "settings" in trained:
+        require_settings(str(checkpoint), trained, cfg, "train_demo_model")
+    return model
 
 
 def load_step_inputs(cfg: dict, input, threads: int):
