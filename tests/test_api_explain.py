@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "img" / "example_chest.jpg"
 TINY_DEMO = {
     "embed_dim": 32,
-    "vision": {"layers": 3, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0},
+    "vision": {"layers": 3, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0, "stem_channels": 0},
     "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
 }
 PHRASE = "focal consolidation in the left mid zone"

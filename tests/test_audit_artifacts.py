@@ -12,7 +12,7 @@ from matex.models.loading import load_model
 
 DEMO = {
     "embed_dim": 32,
-    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 32},
+    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 32, "stem_channels": 0},
     "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
 }
 

@@ -28,7 +28,7 @@ from matex.models.loading import demo_model_cfg, load_model, save_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DEMO = {
     "embed_dim": 32,
-    "vision": {"layers": 1, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0},
+    "vision": {"layers": 1, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0, "stem_channels": 0},
     "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
 }
 

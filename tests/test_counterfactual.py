@@ -98,7 +98,7 @@ def test_re_rendered_film_is_the_prepared_input_and_delta_s_is_measured(tmp_path
     case = elements.set_index("dicom_id").loc[row["dicom_id"]]
     demo = {
         "embed_dim": 16,
-        "vision": {"layers": 1, "width": 16, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
+        "vision": {"layers": 1, "width": 16, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0, "stem_channels": 0},
         "text": {"layers": 1, "width": 16, "heads": 2, "context_length": 16},
     }
     model = load_model("demo", demo=demo, geometry=geometry, seed=0)
@@ -157,7 +157,7 @@ def marker_model():
 
     demo = {
         "embed_dim": 32,
-        "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
+        "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0, "stem_channels": 0},
         "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8},
     }
     rng = np.random.default_rng(0)

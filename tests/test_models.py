@@ -14,7 +14,7 @@ from matex.models.loading import demo_model_cfg, load_model, load_model_from_con
 
 TINY_DEMO = {
     "embed_dim": 32,
-    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
+    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0, "stem_channels": 0},
     "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
 }
 GEOMETRY = InputGeometry(56)

@@ -369,7 +369,7 @@ def test_a_matex_checkpoint_keeps_its_context_length_whatever_arch_the_config_na
 
     demo = {
         "embed_dim": 32,
-        "vision": {"layers": 1, "width": 32, "heads": 2, "patch_size": 32},
+        "vision": {"layers": 1, "width": 32, "heads": 2, "patch_size": 32, "stem_channels": 0},
         "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 32},
     }
     path = tmp_path / "tiny.pt"

@@ -231,7 +231,7 @@ def test_removing_the_label_evidence_hurts_the_retrained_model_more_than_smooth_
             "name": "tiny",
             "demo": {
                 "embed_dim": 32,
-                "vision": {"layers": 2, "width": 64, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
+                "vision": {"layers": 2, "width": 64, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0, "stem_channels": 0},
                 "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8},
                 "batch_size": 32,
                 "lr": 5e-4,

@@ -21,7 +21,7 @@ from matex.models.train import (
 
 TINY_DEMO = {
     "embed_dim": 32,
-    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0},
+    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0, "stem_channels": 0},
     "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8},
 }
 SIDES, ZONES = ("left", "right"), ("upper", "lower")

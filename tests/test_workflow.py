@@ -351,7 +351,7 @@ def test_end_to_end_on_an_mscxr_shaped_csv(tmp_path):
     csv = next(root.glob("*.csv"))
     demo = {
         "embed_dim": 32,
-        "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0},
+        "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0, "stem_channels": 0},
         "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 32},
     }
     model = load_model("demo", demo=demo, seed=0)

@@ -143,7 +143,7 @@ def _check_image_size(clip: torch.nn.Module, geometry: InputGeometry, what: str,
 # the demo architecture of config/config.yaml (model.demo), for load_model("demo") without a config
 DEMO_ARCH = {
     "embed_dim": 128,
-    "vision": {"layers": 4, "width": 128, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0},
+    "vision": {"layers": 4, "width": 128, "heads": 4, "patch_size": 32, "mlp_ratio": 2.0, "stem_channels": 32},
     "text": {"layers": 3, "width": 128, "heads": 4, "context_length": 32},
 }
 
