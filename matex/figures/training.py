@@ -12,11 +12,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from .style import integer_ticks
+
 # (history key, chance key or fixed chance, title, target of the demo model, secondary key drawn lighter)
 PANELS = [
-    ("zero_shot_accuracy", "zero_shot_chance", "Zero-shot accuracy (per film)", 0.85, "zero_shot_accuracy_pairs"),
+    ("zero_shot_accuracy", "zero_shot_chance", "Zero-shot (per film)", 0.85, "zero_shot_accuracy_pairs"),
     ("t2i_r_at_5", "t2i_r_at_5_chance", "Text-to-image R@5", 0.45, "r_at_5"),
-    ("laterality_accuracy", 0.5, "Laterality (true vs swapped side)", 0.80, None),
+    ("laterality_accuracy", 0.5, "Laterality", 0.80, None),
 ]
 SECONDARY_LABEL = {"zero_shot_accuracy_pairs": "per pair", "r_at_5": "image-to-text"}
 
@@ -26,7 +28,8 @@ def learning_curves(log: Mapping[str, Any]):
     chance level (dotted) and the demo model's target (dashed)."""
     history = list(log.get("epochs", []))
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 1 + len(PANELS), figsize=(4.0 * (1 + len(PANELS)), 3.2))
+    fig, grid = plt.subplots(2, 2, figsize=(7.0, 5.2))  # 2 x 2: readable at a paper's column width
+    axes = list(grid.flat)
     ax = axes[0]
     ax.plot(epochs, [row["train_loss"] for row in history], color="#333333", marker="o", markersize=3, label="train")
     if history and "val_loss" in history[0]:
@@ -34,6 +37,7 @@ def learning_curves(log: Mapping[str, Any]):
             epochs, [row["val_loss"] for row in history], color="#CC3311", marker="o", markersize=3, label="validation"
         )
     ax.set(title="Contrastive loss", xlabel="epoch", ylabel="InfoNCE")
+    integer_ticks(ax)
     ax.legend(frameon=False)
     for ax, (key, chance, title, target, secondary) in zip(axes[1:], PANELS):
         if key not in (history[-1] if history else {}) and secondary:  # a log written before the key existed
@@ -54,11 +58,12 @@ def learning_curves(log: Mapping[str, Any]):
             ax.axhline(100 * level, color="#777777", linestyle=":", label="chance")
         ax.axhline(100 * target, color="#333333", linestyle="--", linewidth=1, label="target")
         ax.set(title=title, xlabel="epoch", ylabel="%", ylim=(0, 100))
-        ax.legend(frameon=False, loc="lower right")
+        integer_ticks(ax)
+        ax.legend(frameon=False, loc="best", fontsize="small")
     fig.suptitle(
         f"Demo model: {log.get('n_train', '?')} training pairs, {log.get('wall_time_s', '?')} s "
         f"on {log.get('threads', '?')} thread(s)",
-        fontsize=9,
+        fontsize="medium",
     )
     fig.tight_layout()
     return fig
