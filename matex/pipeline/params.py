@@ -20,8 +20,8 @@ from typing import Any
 # Keys every step may read (paths, seed, names).
 ALWAYS = ("seed", "dataset", "results_dir", "model.name")
 
-# What a method's maps depend on: the data, the input geometry, the model and the method's settings.
-_MAPS = (
+# Which pairs are explained, by which model, on which device: what any per-pair model output depends on.
+_PAIRS_AND_MODEL = (
     "data",
     "input",
     "model",
@@ -29,6 +29,11 @@ _MAPS = (
     "attribution.max_pairs",
     "attribution.batch_size",
     "attribution.device",
+)
+
+# What a method's maps depend on: the pairs and the model, how maps are stored, the method's settings.
+_MAPS = (
+    *_PAIRS_AND_MODEL,
     "attribution.store_dtype",
     "attribution.shards",
     "attribution.save_components",
@@ -48,16 +53,7 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "attribute": _MAPS,
     "merge_attribution": (),
     "evaluate": (*_MAPS, "evaluation"),
-    "counterfactual_truth": (
-        "data",
-        "input",
-        "model",
-        "attribution.split",
-        "attribution.max_pairs",
-        "attribution.batch_size",
-        "attribution.device",
-        "evaluation",
-    ),
+    "counterfactual_truth": (*_PAIRS_AND_MODEL, "evaluation"),
     "counterfactual": (*_MAPS, "evaluation"),
     "sanity": (*_MAPS, "evaluation"),
     "ablation": (*_MAPS, "evaluation", "figures.ablation_pairs", "figures.lambda_sweep"),
