@@ -3,6 +3,7 @@ truth table (side, zone, whether the phrase names the location) of every finding
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -115,22 +116,18 @@ def generate_synthetic(
     out_dir = Path(out_dir)
     layout = _layout(seed, n_images)
     val_patients = split_patients([p for p, _, _ in layout], val_fraction, seed)
-    jobs = [
-        (
-            out_dir,
-            seed,
-            i,
-            spec,
-            layout[i],
-            layout[i][0] in val_patients,
-            drain_pneumothorax_train_fraction,
-            drain_eval_fraction,
-            int(jpeg_quality),
-        )
-        for i in range(n_images)
-    ]
+    write_case = functools.partial(
+        _write_case,
+        out_dir,
+        seed,
+        spec,
+        drain_pneumothorax_train_fraction,
+        drain_eval_fraction,
+        int(jpeg_quality),
+    )
+    cases = [(i, layout[i], layout[i][0] in val_patients) for i in range(n_images)]
     rows, truth, element_rows = [], [], []
-    for case_rows, case_truth, case_elements in _map_cases(jobs, workers, progress):
+    for case_rows, case_truth, case_elements in _map_cases(write_case, cases, workers, progress):
         rows += case_rows
         truth += case_truth
         element_rows += case_elements
@@ -166,42 +163,54 @@ def generate_synthetic(
     return csv_path
 
 
-def _map_cases(jobs: list[tuple], workers: int, progress: bool):
-    """Yield :func:`_write_case` for every job, in order, in ``workers`` processes (1 = this one)."""
-    bar = None
-    if progress:
-        from tqdm import tqdm
+def _map_cases(write_case, cases: list[tuple], workers: int, progress: bool):
+    """Yield ``write_case(*case)`` for every case, in order, in ``workers`` processes (1 = this one)."""
+    from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc="synthetic radiographs", unit="img")
-    try:
-        if workers <= 1 or len(jobs) < 2:
-            results = map(_write_case, jobs)
-            pool = None
-        else:
-            import multiprocessing
-
-            # fork: the children need only numpy and PIL, and a spawned child would re-run the calling
-            # script (Snakemake's step script) as its main module
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            pool = multiprocessing.get_context(method).Pool(min(int(workers), len(jobs)))
-            results = pool.imap(_write_case, jobs, chunksize=16)
-        for result in results:
-            if bar is not None:
+    with tqdm(total=len(cases), desc="synthetic radiographs", unit="img", disable=not progress) as bar:
+        if workers <= 1 or len(cases) < 2:
+            for case in cases:
+                yield write_case(*case)
                 bar.update()
-            yield result
-        if pool is not None:
-            pool.close()
-            pool.join()
-    finally:
-        if bar is not None:
-            bar.close()
+            return
+        import multiprocessing
+
+        # fork: the children need only numpy and PIL, and a spawned child would re-run the calling
+        # script (Snakemake's step script) as its main module
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        # leaving the with-block (also on an error) terminates the workers
+        with multiprocessing.get_context(method).Pool(min(int(workers), len(cases))) as pool:
+            for result in pool.imap(_star(write_case), cases, chunksize=16):
+                yield result
+                bar.update()
 
 
-def _write_case(job: tuple) -> tuple[list, list, list]:
-    """Render one case, write its JPG and element masks; its CSV rows, truth rows and element rows."""
+class _star:
+    """``f(*args)`` as a picklable one-argument callable, for ``Pool.imap``."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __call__(self, args: tuple):
+        return self.f(*args)
+
+
+def _write_case(
+    out_dir: Path,
+    seed: int,
+    spec: SyntheticSpec,
+    train_fraction: float,
+    eval_fraction: float,
+    quality: int,
+    i: int,
+    ids: tuple[str, str, str],
+    is_val: bool,
+) -> tuple[list, list, list]:
+    """Render case ``i`` (``ids``: patient, study, dicom id), write its JPG and element masks; return
+    its CSV rows, truth rows and element rows."""
     from PIL import Image
 
-    out_dir, seed, i, spec, (patient, study, dicom_id), is_val, train_fraction, eval_fraction, quality = job
+    patient, study, dicom_id = ids
     rel = f"files/{patient[:3]}/{patient}/{study}/{dicom_id}.jpg"
     drain = _draws_drain(seed, i, spec, is_val, train_fraction, eval_fraction)
     image, findings, masks = render_case(seed, i, spec, drain=drain, return_elements=True)
