@@ -151,18 +151,25 @@ def spatial_priors(
     )
 
 
+# MATEX's defaults, named once: its no-prior control (matex_noprior.py) keeps the same ones.
+ALPHA, BETA, GAMMA, DELTA = 0.5, 0.2, 0.35, 0.2
+TAU = 0.5
+GRADIENT_LAYERS = 4
+CONSISTENCY_EPS = 1e-06
+
+
 @register("matex", reference="Imran, Lee, Lee, arXiv 2601.11666, 2026")
 def matex(
     ctx: ForwardContext,
     *,
-    alpha: float = 0.5,
-    beta: float = 0.2,
-    gamma: float = 0.35,
-    delta: float = 0.2,
-    tau: float = 0.5,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    gamma: float = GAMMA,
+    delta: float = DELTA,
+    tau: float = TAU,
     rollout_layers: int | list[int] | None = None,
-    gradient_layers: int | list[int] = 4,
-    consistency_eps: float = 1e-06,
+    gradient_layers: int | list[int] = GRADIENT_LAYERS,
+    consistency_eps: float = CONSISTENCY_EPS,
     prior_sigma: float = 0.1,
     prior_strength: float = 2.5,
 ) -> ExplainOutput:

@@ -8,8 +8,8 @@ baselines = what MATEX's fusion adds without the text."""
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .matex_method import matex
-from .registry import ExplainOutput, get_method, register
+from .matex_method import ALPHA, BETA, CONSISTENCY_EPS, DELTA, GAMMA, GRADIENT_LAYERS, TAU, matex
+from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 
@@ -19,9 +19,7 @@ def renormalised_weights(alpha: float, beta: float, gamma: float) -> tuple[float
         raise ConfigError(
             f"attribution.params.matex_noprior: alpha + beta + gamma must be > 0, got {alpha + beta + gamma}"
         )
-    d = get_method("matex").defaults
-    total = float(d["alpha"]) + float(d["beta"]) + float(d["gamma"]) + float(d["delta"])
-    k = total / (alpha + beta + gamma)
+    k = (ALPHA + BETA + GAMMA + DELTA) / (alpha + beta + gamma)
     return alpha * k, beta * k, gamma * k
 
 
@@ -29,13 +27,13 @@ def renormalised_weights(alpha: float, beta: float, gamma: float) -> tuple[float
 def matex_noprior(
     ctx: ForwardContext,
     *,
-    alpha: float = 0.5,
-    beta: float = 0.2,
-    gamma: float = 0.35,
-    tau: float = 0.5,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    gamma: float = GAMMA,
+    tau: float = TAU,
     rollout_layers: int | list[int] | None = None,
-    gradient_layers: int | list[int] = 4,
-    consistency_eps: float = 1e-06,
+    gradient_layers: int | list[int] = GRADIENT_LAYERS,
+    consistency_eps: float = CONSISTENCY_EPS,
 ) -> ExplainOutput:
     a, b, g = renormalised_weights(alpha, beta, gamma)
     out = matex(
