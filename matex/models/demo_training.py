@@ -27,7 +27,8 @@ def train_demo(
 
     ``pairs_parquet`` rows (pair_id, phrase, category, split) align with ``images_npy`` (n_pairs, S, S)
     uint8. ``settings`` (the pipeline's recorded settings of the rule) go into the checkpoint's meta,
-    so a step that loads the checkpoint can refuse one trained with other settings. Returns the training log (per-epoch history, final metrics with chance levels, wall time)."""
+    so a step that loads the checkpoint can refuse one trained with other settings. Returns the
+    training log (per-epoch history, final metrics with chance levels, wall time)."""
     import logging
 
     import pandas as pd

@@ -83,6 +83,17 @@ def _encode_texts(model: MatexModel, texts: Sequence[str], batch_size: int) -> t
     return F.normalize(torch.cat(feats), dim=-1).cpu()
 
 
+def encode_pairs(model: MatexModel, images_u8: np.ndarray, texts: Sequence[str], batch_size: int = 128):
+    """Unit-norm (image, text) features of the pairs, in eval mode: the ``features`` every measure
+    here accepts, so that several measures of one model encode the pairs once."""
+    was_training = model.clip.training
+    model.clip.eval()
+    try:
+        return _encode_images(model, images_u8, batch_size), _encode_texts(model, list(texts), batch_size)
+    finally:
+        model.clip.train(was_training)
+
+
 @torch.no_grad()
 def evaluate_retrieval(
     model: MatexModel,
@@ -122,29 +133,12 @@ def evaluate_retrieval(
         t2i: dict[str, list] = {k: [] for k in ("t2i_r_at_1", "t2i_r_at_5", "t2i_r_at_1_chance", "t2i_r_at_5_chance")}
         for start in range(0, len(texts), RETRIEVAL_CHUNK):
             rows = np.arange(start, min(start + RETRIEVAL_CHUNK, len(texts)))
-            chunk_texts = [texts[i] for i in rows]
-            candidates = sorted(set(chunk_texts))  # distinct phrases of the chunk
-            if len(candidates) >= 2:
-                candidate_feats = text_feats[[rows[chunk_texts.index(c)] for c in candidates]]
-                ranking = (image_feats[rows] @ candidate_feats.t()).argsort(dim=1, descending=True).numpy()
-                truth = np.array([candidates.index(t) for t in chunk_texts])
-                n = len(candidates)
-                i2t["r_at_1"] += list(ranking[:, 0] == truth)
-                i2t["r_at_5"] += list((ranking[:, :5] == truth[:, None]).any(1))
-                i2t["r_at_1_chance"] += [1.0 / n] * len(rows)
-                i2t["r_at_5_chance"] += [min(5, n) / n] * len(rows)
-            chunk_ids = [ids[i] for i in rows]
-            films = sorted(set(chunk_ids))  # distinct films of the chunk
-            if len(films) >= 2:
-                film_feats = image_feats[[rows[chunk_ids.index(f)] for f in films]]
-                has_text = {(ids[i], texts[i]) for i in rows}
-                ranking = (text_feats[rows] @ film_feats.t()).argsort(dim=1, descending=True).numpy()
-                for j, i in enumerate(rows):
-                    relevant = np.array([(f, texts[i]) in has_text for f in films])
-                    hits = relevant[ranking[j]]
-                    for k in (1, 5):
-                        t2i[f"t2i_r_at_{k}"].append(bool(hits[:k].any()))
-                        t2i[f"t2i_r_at_{k}_chance"].append(_chance_any(len(films), int(relevant.sum()), k))
+            for metrics, found in (
+                (i2t, _image_to_text(image_feats, text_feats, texts, rows)),
+                (t2i, _text_to_image(image_feats, text_feats, texts, ids, rows)),
+            ):
+                for key, values in zip(metrics, found):
+                    metrics[key] += values
         for metrics in (i2t, t2i):
             if metrics[next(iter(metrics))]:
                 out.update({k: float(np.mean(v)) for k, v in metrics.items()})
@@ -153,6 +147,46 @@ def evaluate_retrieval(
         return out
     finally:
         model.clip.train(was_training)
+
+
+def _image_to_text(image_feats, text_feats, texts: list[str], rows: np.ndarray) -> tuple[list, ...]:
+    """Per pair of the chunk ``rows``: hit@1, hit@5 ranking the chunk's distinct phrases for its image,
+    and their chance levels; empty lists when the chunk has fewer than 2 distinct phrases."""
+    chunk_texts = [texts[i] for i in rows]
+    candidates = sorted(set(chunk_texts))
+    if len(candidates) < 2:
+        return [], [], [], []
+    candidate_feats = text_feats[[rows[chunk_texts.index(c)] for c in candidates]]
+    ranking = (image_feats[rows] @ candidate_feats.t()).argsort(dim=1, descending=True).numpy()
+    truth = np.array([candidates.index(t) for t in chunk_texts])
+    n = len(candidates)
+    return (
+        list(ranking[:, 0] == truth),
+        list((ranking[:, :5] == truth[:, None]).any(1)),
+        [1.0 / n] * len(rows),
+        [min(5, n) / n] * len(rows),
+    )
+
+
+def _text_to_image(image_feats, text_feats, texts: list[str], ids: list[str], rows: np.ndarray) -> tuple[list, ...]:
+    """Per pair of the chunk ``rows``: hit@1, hit@5 ranking the chunk's distinct films for its phrase
+    (a hit: a film that has this phrase), and their chance levels; empty with fewer than 2 films."""
+    chunk_ids = [ids[i] for i in rows]
+    films = sorted(set(chunk_ids))
+    if len(films) < 2:
+        return [], [], [], []
+    film_feats = image_feats[[rows[chunk_ids.index(f)] for f in films]]
+    has_text = {(ids[i], texts[i]) for i in rows}
+    ranking = (text_feats[rows] @ film_feats.t()).argsort(dim=1, descending=True).numpy()
+    out: tuple[list, ...] = ([], [], [], [])
+    for j, i in enumerate(rows):
+        relevant = np.array([(f, texts[i]) in has_text for f in films])
+        hits = relevant[ranking[j]]
+        out[0].append(bool(hits[:1].any()))
+        out[1].append(bool(hits[:5].any()))
+        out[2].append(_chance_any(len(films), int(relevant.sum()), 1))
+        out[3].append(_chance_any(len(films), int(relevant.sum()), 5))
+    return out
 
 
 def _zero_shot(
@@ -197,19 +231,11 @@ def validation_metrics(
     """Everything the learning curves record on held-out pairs: validation loss
     (:func:`validation_loss`), zero-shot accuracy and retrieval (:func:`evaluate_retrieval`) and
     laterality (:func:`laterality_accuracy`), from one encoding of the images and phrases."""
-    was_training = model.clip.training
-    model.clip.eval()
-    try:
-        feats = (
-            _encode_images(model, images_u8, max(batch_size, 128)),
-            _encode_texts(model, list(texts), max(batch_size, 128)),
-        )
-        row = {"val_loss": validation_loss(model, images_u8, texts, batch_size, seed=0, features=feats)}
-        row.update(evaluate_retrieval(model, images_u8, texts, categories, features=feats, image_ids=image_ids))
-        row.update(laterality_accuracy(model, images_u8, texts, image_feats=feats[0]))
-        return row
-    finally:
-        model.clip.train(was_training)
+    feats = encode_pairs(model, images_u8, texts, max(batch_size, 128))
+    row = {"val_loss": validation_loss(model, images_u8, texts, batch_size, seed=0, features=feats)}
+    row.update(evaluate_retrieval(model, images_u8, texts, categories, features=feats, image_ids=image_ids))
+    row.update(laterality_accuracy(model, images_u8, texts, image_feats=feats[0]))
+    return row
 
 
 _SIDE_SWAP = {"left": "right", "right": "left", "Left": "Right", "Right": "Left"}
