@@ -133,17 +133,10 @@ def render(root: Path = ROOT) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .io import write_generated
+
     argv = sys.argv[1:] if argv is None else argv
-    target = ROOT / "config" / "README.md"
-    text = render()
-    if "--check" in argv:
-        if not target.exists() or target.read_text() != text:
-            print(f"{target} is out of date: run python -m matex.config_doc", file=sys.stderr)
-            return 1
-        return 0
-    target.write_text(text)
-    print(f"wrote {target}")
-    return 0
+    return write_generated(ROOT / "config" / "README.md", render(), "python -m matex.config_doc", "--check" in argv)
 
 
 if __name__ == "__main__":

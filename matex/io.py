@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -66,6 +67,20 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_generated(path: str | os.PathLike, text: str, command: str, check: bool) -> int:
+    """Write a generated file, or with ``check`` only compare it: exit status 1 and a message naming
+    ``command`` (what regenerates it) when the file is missing or out of date, else 0."""
+    path = Path(path)
+    if check:
+        if not path.is_file() or path.read_text() != text:
+            print(f"{path} is out of date: run {command}", file=sys.stderr)
+            return 1
+        return 0
+    write_text(path, text)
+    print(f"wrote {path}")
+    return 0
 
 
 def write_parquet(path: str | os.PathLike, df, meta: Mapping[str, Any] | None = None) -> None:
