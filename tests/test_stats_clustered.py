@@ -149,7 +149,8 @@ def test_result_tables_mark_small_cells_and_explain_the_columns():
         )
     }
     assert set(out) == {
-        "All findings",
+        "All findings: faithfulness, M2IB protocol (contrast-sensitive)",
+        "All findings: localisation against the boxes",
         "Δ vs MATEX (paired)",
         "Faithfulness relative to random (paired)",
         "Pointing ↑ by phrase",
@@ -158,18 +159,24 @@ def test_result_tables_mark_small_cells_and_explain_the_columns():
     }
     small, big = out["Cardiomegaly"][0], out["Pneumonia"][0]  # 8 and 52 pairs
     assert MIN_CELL_PAIRS == 20 and DAGGER in out["Cardiomegaly"][1]
-    assert all(c.endswith(DAGGER) for c in small.to_numpy().ravel())
+    # 8 pairs: under MIN_INTERVAL_PAIRS the cell shows its value and n without an interval, and a dagger
+    assert all(c.endswith(DAGGER) and "no interval" in c and "[" not in c for c in small.to_numpy().ravel())
     assert not any(DAGGER in c for c in big.to_numpy().ravel())
+    assert list(big.columns) == ["Img conf. drop ↓ (n=52)", "Pointing ↑ (n=52)"]  # every header gives its n
     delta = out["Δ vs MATEX (paired)"][0]
-    assert "matex" not in delta.index and delta.loc["prior_only", "Pointing ↑"].startswith("-10.00 [-10.00, -10.00]")
-    assert list(out["Faithfulness relative to random (paired)"][0].columns) == ["Img conf. drop ↓"]
+    assert "matex" not in delta.index
+    assert delta.loc["prior_only", "Pointing ↑ (n=60)"].startswith("-10.00 [-10.00, -10.00]")
+    assert list(out["Faithfulness relative to random (paired)"][0].columns) == ["Img conf. drop ↓ (n=60)"]
+    # the overall tables mark small cells too (none here: 60 pairs)
+    loc_all = out["All findings: localisation against the boxes"]
+    assert list(loc_all[0].columns) == ["Pointing ↑ (n=60)"] and DAGGER in loc_all[1]
     loc = out["Pointing ↑ by phrase"][0]
     assert list(loc.columns)[:3] == [
         "All pairs (n=60)",
         "Phrase names a location (n=30)",
         "Phrase names no location (n=30)",
     ]
-    assert loc.loc["matex", "Gain over prior_only: all pairs"].startswith("+10.00")
+    assert loc.loc["matex", "Gain over prior_only: all pairs (n=60)"].startswith("+10.00")
     assert "prior_only" in out["Pointing ↑ by phrase"][1]
     md = to_markdown(small, "Cardiomegaly", out["Cardiomegaly"][1])
     assert DAGGER in md and "fewer than 20 pairs" in md
@@ -231,7 +238,8 @@ def test_aggregate_step_writes_every_table_from_the_pairs_table(tmp_path):
     aggregate(cfg, inp, out, None, None, 1)
     md = out.markdown.read_text()
     for title in (
-        "All findings",
+        "All findings: faithfulness, M2IB protocol (contrast-sensitive)",
+        "All findings: sanity (cascading randomisation)",
         "Δ vs MATEX (paired)",
         "Faithfulness relative to random (paired)",
         "Pointing ↑ by phrase",

@@ -36,6 +36,23 @@ METRICS: list[tuple[str, str, float]] = [
     ("shortcut_test", "Shortcut test ↑", 100.0),
     ("runtime_ms", "ms / pair", 1.0),
 ]
+# Which overall table a metric column belongs to when TABLE_GROUPS does not name it (new metrics
+# only need a line here): its family, by the title of the table.
+_EQUAL_MASS = "All findings: faithfulness at equal mass (pixel order only)"
+_LOCALISATION = "All findings: localisation against the boxes"
+_COUNTERFACTUAL = "All findings: counterfactual ground truth (synthetic films)"
+METRIC_GROUP: dict[str, str] = {
+    "deletion_auc": _EQUAL_MASS,
+    "insertion_auc": _EQUAL_MASS,
+    "pointing_game": _LOCALISATION,
+    "energy_in_box": _LOCALISATION,
+    "iou_top5": _LOCALISATION,
+    "auroc": _LOCALISATION,
+    "lesion_share": _COUNTERFACTUAL,
+    "drain_share": _COUNTERFACTUAL,
+    "counterfactual_agreement": _COUNTERFACTUAL,
+    "shortcut_test": _COUNTERFACTUAL,
+}
 # Faithfulness scores: also reported relative to the random map on the same pairs.
 FAITHFULNESS = [
     "img_conf_drop",
@@ -51,6 +68,8 @@ LOCALISATION = ["pointing_game", "energy_in_box", "iou_top5", "auroc"]
 REFERENCES: dict[str, list[str] | None] = {"matex": None, "random": FAITHFULNESS, "prior_only": LOCALISATION}
 # Per-finding cells resting on fewer pairs than this are marked with a dagger.
 MIN_CELL_PAIRS = 20
+# Below this many pairs a cell shows its value and n without an interval, and no sentence ranks it.
+MIN_INTERVAL_PAIRS = 10
 DAGGER = "†"
 DAGGER_NOTE = f"{DAGGER} fewer than {MIN_CELL_PAIRS} pairs in the cell: its interval is unreliable."
 # Sanity table column -> tidy metric name (the measures with every block randomised).
@@ -167,9 +186,10 @@ def localisation_by_phrase(tidy: pd.DataFrame, n_resamples: int, ci: float, seed
     return summarise_tidy(pd.concat(parts, ignore_index=True), ["subset", "method"], n_resamples, ci, seed, refs)
 
 
-def _cell(r, prefix: str = "mean", min_pairs: int | None = None) -> str:
-    """'value [low, high]' from the columns ``prefix`` (mean | vs_<ref>), a dagger when the cell
-    rests on fewer than ``min_pairs`` pairs."""
+def _cell(r, prefix: str = "mean", min_pairs: int | None = MIN_CELL_PAIRS, show_n: bool = False) -> str:
+    """'value [low, high]' from the columns ``prefix`` (mean | vs_<ref>); a dagger when the cell
+    rests on fewer than ``min_pairs`` pairs; no interval below ``MIN_INTERVAL_PAIRS`` pairs (the
+    value alone, with its n); ``show_n`` appends the cell's own n (when the column's n varies)."""
     value, low, high = (
         (r["mean"], r["ci_low"], r["ci_high"])
         if prefix == "mean"
@@ -177,11 +197,20 @@ def _cell(r, prefix: str = "mean", min_pairs: int | None = None) -> str:
     )
     if not np.isfinite(value):
         return "–"
-    n = r["n"] if prefix == "mean" else r[f"{prefix}_n"]
+    n = int(r["n"] if prefix == "mean" else r[f"{prefix}_n"])
     mark = DAGGER if min_pairs is not None and n < min_pairs else ""
-    if prefix != "mean":
-        return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]{mark}"
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]{mark}"
+    fmt = "{:+.2f}" if prefix != "mean" else "{:.2f}"
+    if n < MIN_INTERVAL_PAIRS:
+        return f"{fmt.format(value)} (n={n}, no interval){mark}"
+    tail = f" (n={n})" if show_n else ""
+    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]{tail}{mark}"
+
+
+def _column_n(summary: pd.DataFrame, column: str, prefix: str) -> dict:
+    """Per column value: its n when every method's cell rests on the same number of pairs, else None."""
+    ncol = "n" if prefix == "mean" else f"{prefix}_n"
+    finite = summary[np.isfinite(summary["mean" if prefix == "mean" else prefix].astype(float))]
+    return {k: (int(g.iloc[0]) if g.nunique() == 1 else None) for k, g in finite.groupby(column)[ncol]}
 
 
 def _pivot(
@@ -191,26 +220,44 @@ def _pivot(
     metrics: Sequence[str],
     prefix: str,
     min_pairs: int | None,
+    labels: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    cells = summary.apply(lambda r: _cell(r, prefix, min_pairs), axis=1) if len(summary) else []
+    """Methods x ``column`` values; every header says its n ("Label (n=128)") when the column's
+    cells share one n, otherwise each cell says its own."""
+    common = _column_n(summary, column, prefix) if len(summary) else {}
+    cells = (
+        summary.apply(lambda r: _cell(r, prefix, min_pairs, show_n=common.get(r[column]) is None), axis=1)
+        if len(summary)
+        else []
+    )
     table = summary.assign(cell=cells).pivot(index="method", columns=column, values="cell")
     order = [m for m in method_order if m in table.index] + [m for m in table.index if m not in method_order]
-    return table.reindex(index=order, columns=list(metrics)).fillna("–")
+    table = table.reindex(index=order, columns=list(metrics)).fillna("–")
+    labels = labels or {}
+    return table.rename(
+        columns={c: labels.get(c, c) + (f" (n={common[c]})" if common.get(c) is not None else "") for c in metrics}
+    )
 
 
 def wide_table(
-    summary: pd.DataFrame, method_order: Sequence[str], value: str = "mean", min_pairs: int | None = None
+    summary: pd.DataFrame,
+    method_order: Sequence[str],
+    value: str = "mean",
+    min_pairs: int | None = MIN_CELL_PAIRS,
+    metrics: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Methods (rows) x metrics (columns), paper's column order. ``value`` = "mean" gives cells
-    'mean [low, high]'; "vs_<ref>" gives the paired difference to <ref>, its interval, and only
-    the metrics compared with <ref> (the reference's own row is dropped). ``min_pairs`` marks
-    cells resting on fewer pairs with a dagger."""
+    """Methods (rows) x metrics (columns), paper's column order (or ``metrics``' order). ``value`` =
+    "mean" gives cells 'mean [low, high]'; "vs_<ref>" gives the paired difference to <ref>, its
+    interval, and only the metrics compared with <ref> (the reference's own row is dropped). Cells
+    resting on fewer than ``min_pairs`` pairs carry a dagger; headers (or cells) give n."""
     labels = {c: label for c, label, _ in METRICS}
-    present = [c for c, _, _ in METRICS if c in set(summary["metric"])]
+    wanted = list(metrics) if metrics is not None else [c for c, _, _ in METRICS]
+    present = [c for c in wanted if c in set(summary["metric"])]
     if value != "mean":
         present = [c for c in present if np.isfinite(summary.loc[summary["metric"] == c, value]).any()]
         summary = summary[summary["method"] != value[len("vs_") :]]
-    return _pivot(summary, "metric", method_order, present, value, min_pairs).rename(columns=labels)
+    summary = summary[summary["metric"].isin(present)]
+    return _pivot(summary, "metric", method_order, present, value, min_pairs, labels)
 
 
 def localisation_tables(by_phrase: pd.DataFrame, method_order: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -222,13 +269,11 @@ def localisation_tables(by_phrase: pd.DataFrame, method_order: Sequence[str]) ->
     for metric in [m for m in LOCALISATION if m in set(by_phrase["metric"])]:
         sub = by_phrase[by_phrase["metric"] == metric]
         subsets = [s for s in SUBSETS if s in set(sub["subset"])]
-        n = sub.groupby("subset")["n"].max()
-        head = {s: f"{SUBSETS[s]} (n={int(n[s])})" for s in subsets}
-        value = _pivot(sub, "subset", method_order, subsets, "mean", None).rename(columns=head)
-        parts = [value]
+        parts = [_pivot(sub, "subset", method_order, subsets, "mean", MIN_CELL_PAIRS, SUBSETS)]
         if np.isfinite(sub["vs_prior_only"]).any():
-            gain = _pivot(sub[sub["method"] != "prior_only"], "subset", method_order, subsets, "vs_prior_only", None)
-            parts.append(gain.rename(columns={s: f"Gain over prior_only: {SUBSETS[s].lower()}" for s in subsets}))
+            gain_labels = {s: f"Gain over prior_only: {SUBSETS[s].lower()}" for s in subsets}
+            rest = sub[sub["method"] != "prior_only"]
+            parts.append(_pivot(rest, "subset", method_order, subsets, "vs_prior_only", MIN_CELL_PAIRS, gain_labels))
         out.append((labels.get(metric, metric), pd.concat(parts, axis=1).fillna("–")))
     return out
 
@@ -248,6 +293,43 @@ NOTES = {
 }
 
 
+# The overall results, one table per question (the first one takes the ROAR+ and ROAR columns).
+# A metric of METRICS that no group names lands in the last table, so no column is ever dropped.
+TABLE_GROUPS: list[tuple[str, list[str], str]] = [
+    (
+        "All findings: faithfulness, M2IB protocol (contrast-sensitive)",
+        ["img_conf_drop", "img_conf_increase", "txt_conf_drop", "txt_conf_increase"],
+        "The protocol of M2IB and MATEX's headline numbers: the image is multiplied by the map, so the scores "
+        "follow the map's contrast as well as its pixel order (a strictly increasing transform of the map, "
+        "such as map^0.25, changes them). The equal-mass table below depends on the pixel order only.",
+    ),
+    ("All findings: faithfulness at equal mass (pixel order only)", [], ""),
+    ("All findings: localisation against the boxes", [], ""),
+    (
+        "All findings: sanity (cascading randomisation)",
+        ["sanity_abs_spearman", "sanity_ssim"],
+        "Measured with every parameter randomised (the last step of the cascade); lower = the map depends on "
+        "the weights.",
+    ),
+    ("All findings: counterfactual ground truth (synthetic films)", [], ""),
+    ("All findings: cost", ["runtime_ms"], ""),
+]
+
+
+def _grouped_metrics(present: set[str]) -> list[tuple[str, list[str], str]]:
+    """TABLE_GROUPS with the metrics present in this run, FAITHFULNESS-like leftovers appended to the
+    group that names their family (see ``METRIC_GROUP``), others to the last group."""
+    named = {m for _, ms, _ in TABLE_GROUPS for m in ms}
+    out = []
+    for title, ms, note in TABLE_GROUPS:
+        family = [c for c, _, _ in METRICS if METRIC_GROUP.get(c) == title and c not in named]
+        out.append((title, [m for m in [*ms, *family] if m in present], note))
+    leftovers = [c for c, _, _ in METRICS if c in present and not any(c in ms for _, ms, _ in out)]
+    if leftovers:
+        out[-1] = (out[-1][0], out[-1][1] + leftovers, out[-1][2])
+    return out
+
+
 def result_tables(
     overall: pd.DataFrame,
     per_cat: pd.DataFrame,
@@ -255,13 +337,18 @@ def result_tables(
     roar: pd.DataFrame | None,
     method_order: Sequence[str],
 ) -> list[tuple[str, pd.DataFrame, str]]:
-    """(title, table, note) of every results table: the main table (with ROAR+ when ``roar`` is
-    given), the paired differences to MATEX and to random, localisation by phrase subset with the
-    gain over prior_only, and one table per finding with small cells marked. A table without
-    columns (e.g. no MATEX or random run) is left out."""
-    main = wide_table(overall, method_order)
-    tables = [
-        ("All findings", with_roar(main, roar) if roar is not None else main, ""),
+    """(title, table, note) of every results table: the overall tables one per question (TABLE_GROUPS;
+    the first with ROAR+ when ``roar`` is given), the paired differences to MATEX and to random,
+    localisation by phrase subset with the gain over prior_only, and one table per finding. Every
+    cell under MIN_CELL_PAIRS pairs carries a dagger and every column its n. A table without columns
+    (e.g. no MATEX or random run) is left out."""
+    tables = []
+    for k, (title, metrics, note) in enumerate(_grouped_metrics(set(overall["metric"]))):
+        t = wide_table(overall, method_order, metrics=metrics)
+        if k == 0 and roar is not None:
+            t = with_roar(t, roar)
+        tables.append((title, t, " ".join(x for x in (note, DAGGER_NOTE) if x)))
+    tables += [
         ("Δ vs MATEX (paired)", wide_table(overall, method_order, "vs_matex"), NOTES["vs_matex"]),
         (
             "Faithfulness relative to random (paired)",
@@ -270,10 +357,7 @@ def result_tables(
         ),
     ]
     tables += [(f"{name} by phrase", t, NOTES["by_phrase"]) for name, t in localisation_tables(by_phrase, method_order)]
-    tables += [
-        (str(cat), wide_table(grp, method_order, min_pairs=MIN_CELL_PAIRS), DAGGER_NOTE)
-        for cat, grp in per_cat.groupby("category")
-    ]
+    tables += [(str(cat), wide_table(grp, method_order), DAGGER_NOTE) for cat, grp in per_cat.groupby("category")]
     return [t for t in tables if t[1].shape[1]]
 
 
