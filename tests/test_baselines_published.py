@@ -190,6 +190,70 @@ def test_gradcam_reads_the_last_blocks_ln1_like_pytorch_grad_cam(model, images):
     assert (other - out.image).abs().amax() > 0.05
 
 
+# ------------------------------------------------------------------------------------- Chefer
+def chefer_reference(clip, x, tokens, start_layer: int = -1, scale: float | None = None) -> torch.Tensor:
+    """The authors' CLIP notebook, one pair at a time: blocks run by hand with A a graph tensor; the
+    target is the diagonal logit y = exp(logit_scale)·cos (``scale`` overrides the factor); R = I,
+    and for each block from the start layer (−1: the last) R += mean_h((∂y/∂A ⊙ A)^+)·R; map R[0, 1:]."""
+    visual = clip.visual
+    blocks = list(visual.transformer.resblocks)
+    start = start_layer % len(blocks)
+    factor = float(clip.logit_scale.detach().exp()) if scale is None else scale
+    maps = []
+    for i in range(x.shape[0]):
+        with torch.no_grad():
+            txt_f = F.normalize(clip.encode_text(tokens[i : i + 1]), dim=-1)
+        with torch.enable_grad():
+            t = visual._embeds(x[i : i + 1])
+            attn = []
+            for blk in blocks:
+                h = blk.ln_1(t)
+                q, k, v = (h @ blk.attn.in_proj_weight.T + blk.attn.in_proj_bias).chunk(3, dim=-1)
+                nh = blk.attn.num_heads
+                q, k, v = (z.reshape(1, z.shape[1], nh, -1).transpose(1, 2) for z in (q, k, v))
+                a = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+                attn.append(a)
+                t = t + blk.attn.out_proj((a @ v).transpose(1, 2).reshape_as(t))
+                t = t + blk.mlp(blk.ln_2(t))
+            img_f = F.normalize(visual._pool(t)[0] @ visual.proj, dim=-1)
+            logit = factor * (img_f * txt_f).sum()
+            grads = torch.autograd.grad(logit, attn)
+        n = attn[0].shape[-1]
+        r = torch.eye(n)
+        for a, g in list(zip(attn, grads))[start:]:
+            cam = (g * a).clamp(min=0).mean(1)[0]
+            r = r + cam @ r
+        maps.append(to_image(r[0, 1:].detach()))
+    return torch.stack(maps)
+
+
+def test_chefer_default_is_the_authors_clip_notebook(model, images):
+    """Default: last block only, logit target; equals the one-pair re-derivation of the notebook's
+    equations, and equals the explicit logit-target variant."""
+    out = explain(model, images, TEXTS, "chefer")
+    assert out.meta["params"] == {"start_layer": -1, "target": "logit"}
+    assert out.meta["options"]["start_layer"] == 2
+    tokens = model.tokenize(TEXTS)
+    torch.testing.assert_close(out.image, chefer_reference(model.clip, images, tokens), atol=1e-5, rtol=0)
+    assert torch.equal(out.image, explain(model, images, TEXTS, "chefer", target="logit", start_layer=-1).image)
+
+
+def test_chefer_options_start_layer_and_cosine_target(model, images):
+    """start_layer=0 (every block) is another map; with several blocks the logit's scale changes the
+    map (R's identity is not scaled), so the cosine target is a real option, and each matches its
+    re-derivation."""
+    tokens = model.tokenize(TEXTS)
+    default = explain(model, images, TEXTS, "chefer").image
+    every = explain(model, images, TEXTS, "chefer", start_layer=0)
+    torch.testing.assert_close(every.image, chefer_reference(model.clip, images, tokens, 0), atol=1e-5, rtol=0)
+    assert (every.image - default).abs().amax() > 0.05
+    cosine = explain(model, images, TEXTS, "chefer", start_layer=0, target="cosine").image
+    torch.testing.assert_close(cosine, chefer_reference(model.clip, images, tokens, 0, scale=1.0), atol=1e-5, rtol=0)
+    assert (cosine - every.image).abs().amax() > 1e-4
+    last_cosine = explain(model, images, TEXTS, "chefer", target="cosine").image  # one block: scale-free
+    torch.testing.assert_close(last_cosine, default, atol=1e-5, rtol=0)
+
+
 # ---------------------------------------------------------------------------- bias controls
 def pairs_table() -> pd.DataFrame:
     """Six pairs: four train (one without a box), two val; boxes (x0, y0, x1, y1) in input pixels."""

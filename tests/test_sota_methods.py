@@ -104,7 +104,7 @@ def test_legrad_equals_explicit_per_layer_attention_gradients(model, images, sta
 def test_legrad_is_not_the_whole_network_gradient(model, images):
     """Reading s_l at every layer differs from differentiating the final score alone (the test can
     fail: a wrong implementation that reuses dS/dA_l gives this map)."""
-    out = explain(model, images, TEXTS, "legrad")
+    out = explain(model, images, TEXTS, "legrad", start_layer=0, pooling="model")
     visual = model.clip.visual
     ft = text_features(model, TEXTS)
     with torch.enable_grad():
@@ -113,6 +113,20 @@ def test_legrad_is_not_the_whole_network_gradient(model, images):
         grads = torch.autograd.grad(s, [r["a"] for r in recs])
     wrong = grid_map(torch.stack([g.clamp_min(0).mean((1, 2))[:, 1:] for g in grads]).mean(0))
     assert (out.image - wrong).abs().max() > 1e-3
+
+
+def test_legrad_default_is_the_authors_lewrapper(model, images):
+    """Default = the released code (last two blocks, mean over all tokens); the paper's prose reading
+    (every block, CLS) is another map on this model."""
+    out = explain(model, images, TEXTS, "legrad")
+    assert out.meta["params"]["start_layer"] == -2 and out.meta["params"]["pooling"] == "mean"
+    torch.testing.assert_close(
+        out.image, legrad_reference(model, images, TEXTS, start=1, pooling="mean"), atol=1e-5, rtol=0
+    )
+    prose = explain(model, images, TEXTS, "legrad", start_layer=0, pooling="model").image
+    assert (prose - out.image).abs().amax() > 0.05
+    one_block = explain(make_model(vision_layers=1), images, TEXTS, "legrad")  # "last two" of one block: all
+    assert one_block.meta["options"]["layers"] == [0]
 
 
 def test_legrad_rejects_bad_pooling(model, images):
@@ -167,7 +181,7 @@ def grad_eclip_text_reference(m: MatexModel, x: torch.Tensor, texts, n_layers: i
     for i, e in enumerate(eot.tolist()):
         total = 0
         for r, g in zip(recs[-n_layers:], grads):
-            lam = loosened(r["q"][i : i + 1, e], r["k"][i : i + 1, : e + 1])[0]
+            lam = loosened(r["q"][i : i + 1, e], r["k"][i : i + 1])[0][: e + 1]  # range: every position
             total = total + (g[i, e] * r["v"][i, : e + 1] * lam[:, None]).sum(-1)
         sc = torch.relu(total).detach().numpy().copy()
         sc[0] = sc[e] = 0.0  # start and end tokens carry no word
@@ -177,10 +191,17 @@ def grad_eclip_text_reference(m: MatexModel, x: torch.Tensor, texts, n_layers: i
     return scores
 
 
-@pytest.mark.parametrize("n_layers", [1, 2])
+@pytest.mark.parametrize("n_layers", [1, 2, 8])
 def test_grad_eclip_text_equals_explicit_decomposition(model, images, n_layers):
+    """The authors' text side: the last 8 blocks (here clamped to the tower's 2), λ rescaled over
+    every context position."""
     out = explain(model, images, TEXTS, "grad_eclip", text_layers=n_layers)
-    expected = grad_eclip_text_reference(model, images, TEXTS, n_layers)
+    used = min(n_layers, 2)
+    assert out.meta["options"]["text_layers"] == used
+    if n_layers == 8:
+        assert out.meta["params"]["text_layers"] == 8  # the default is the authors' 8
+        assert explain(model, images, TEXTS, "grad_eclip").meta["options"]["text_layers"] == 2
+    expected = grad_eclip_text_reference(model, images, TEXTS, used)
     assert out.text is not None and len(out.text) == len(TEXTS)
     for got, want in zip(out.text, expected):
         assert got.shape == want.shape

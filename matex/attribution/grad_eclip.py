@@ -10,13 +10,20 @@ gradient of the score:
     λ_j = minmax_j cos(q_0, k_j)     (loosened attention over the explained tokens)
     H_j = ReLU(Σ_c w_c · v_{j,c} · λ_j)
 
-Image: the pooled token is CLS, j runs over the patches. Text: the pooled token is EOT, j over the
-phrase's tokens, summed over the last ``text_layers`` blocks before the ReLU; the start and end
-tokens get 0 and the word tokens are min-max normalised (the authors drop both and normalise the
-rest). ``loosen=False`` uses λ ≡ 1. One forward and one backward pass.
+Image: the pooled token is CLS, j runs over the patches, the last block only. Text (as the authors'
+text notebook, Cyang-Zhao/Grad-Eclip): the pooled token is EOT, H is summed over the last
+``text_layers`` blocks before the ReLU (default 8, the authors' choice for a 12-block tower; a
+tower with fewer blocks uses all of them, recorded in the metadata), λ is min-max normalised over
+every position of the context (padding included, as the authors' 77-token pass does), and the
+text tower runs on the full context for that reason (a separate pass with the image embedding
+fixed: ∂S/∂o of one tower does not depend on whether the other tower is in the graph). The start
+and end tokens get 0 and the word tokens are min-max normalised. ``loosen=False`` uses λ ≡ 1.
 
-Deviation: the authors' code recomputes the last block with the heads merged into one; we keep the
-model's own multi-head forward, so S is the model's similarity."""
+Deviations (docs/fidelity.md): the authors' code recomputes the explained blocks with the heads
+merged into one; we keep the model's own multi-head forward, so S is the model's similarity. Their
+text scores are divided by their sum; ours are min-max normalised like every text output of matex
+(the same order of the words, another scale).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .common import grid_to_image
+from .recording import record_tower
 from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
@@ -46,34 +54,40 @@ def _decomposition(
 
 
 @register("grad_eclip", reference="Zhao et al., ICML 2024")
-def grad_eclip(ctx: ForwardContext, *, loosen: bool = True, text_layers: int = 1) -> ExplainOutput:
-    use_text = ctx.has_text_tower
-    with ctx.recorded_pass(text=use_text) as (vrec, trec, sim):
-        n_text = len(trec.contexts) if trec is not None else 0
-        if use_text and not 1 <= text_layers <= n_text:
-            raise ConfigError(
-                f"attribution.params.grad_eclip.text_layers={text_layers}: the text tower has {n_text} blocks"
-            )
-        wanted = [vrec.contexts[-1]] + (trec.contexts[n_text - text_layers :] if trec is not None else [])
-        grads = torch.autograd.grad(sim.sum(), wanted)
+def grad_eclip(ctx: ForwardContext, *, loosen: bool = True, text_layers: int = 8) -> ExplainOutput:
+    if text_layers < 1:
+        raise ConfigError(f"attribution.params.grad_eclip.text_layers={text_layers}: need at least 1")
+    with ctx.recorded_pass() as (vrec, _, sim):
+        (grad,) = torch.autograd.grad(sim.sum(), [vrec.contexts[-1]])
         q, k, v = vrec.projections(len(vrec.contexts) - 1)
-        w = grads[0][:, 0]  # CLS row: channel weights
+        w = grad[:, 0]  # CLS row: channel weights
         image = _decomposition(w, v[:, 1:], q[:, 0], k[:, 1:], loosen).relu()
-        text_scores = None
-        if trec is not None:
-            text_scores = _text_scores(ctx, trec, grads[1:], n_text - text_layers, loosen)
+    text_scores, used = _text_side(ctx, text_layers, loosen) if ctx.has_text_tower else (None, None)
     return ExplainOutput(
         image=grid_to_image(image.detach(), ctx.size),
         text=text_scores,
         meta={
             "options": {
                 "loosen": loosen,
-                "text_layers": text_layers if use_text else None,
+                "text_layers": used,
                 "image_layer": "last block",
+                "text_rescaling": "every context position",
                 "target": "diagonal similarity",
             }
         },
     )
+
+
+def _text_side(ctx: ForwardContext, text_layers: int, loosen: bool) -> tuple[list[np.ndarray], int]:
+    """Token scores from the last min(text_layers, L) text blocks, on a full-context text pass."""
+    with torch.enable_grad(), record_tower(ctx.text_tower) as trec:
+        ft = F.normalize(ctx.clip.encode_text(ctx.tokens).float(), dim=-1)
+        n_text = len(trec.contexts)
+        used = min(int(text_layers), n_text)
+        sim = (ft * ctx.image_features()).sum(-1)
+        grads = torch.autograd.grad(sim.sum(), trec.contexts[n_text - used :])
+        scores = _text_scores(ctx, trec, grads, n_text - used, loosen)
+    return scores, used
 
 
 def _text_scores(ctx: ForwardContext, trec, grads, first: int, loosen: bool) -> list[np.ndarray]:
@@ -84,9 +98,7 @@ def _text_scores(ctx: ForwardContext, trec, grads, first: int, loosen: bool) -> 
     total = 0
     for layer, g in enumerate(grads, start=first):
         q, k, v = trec.projections(layer)
-        total = total + _decomposition(g[rows, query], v, q[rows, query], k, False) * (
-            _masked_loosened(q[rows, query], k, eot) if loosen else 1.0
-        )
+        total = total + _decomposition(g[rows, query], v, q[rows, query], k, loosen)
     scores = total.detach().relu().cpu().numpy()
     out = []
     for i, e in enumerate(eot.tolist()):
@@ -98,13 +110,3 @@ def _text_scores(ctx: ForwardContext, trec, grads, first: int, loosen: bool) -> 
             s[1:e] = (words - words.min()) / span if span > 0 else 0.0
         out.append(s)
     return out
-
-
-def _masked_loosened(query: torch.Tensor, keys: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
-    """λ over the tokens 0..EOT of each text (the range is set by those tokens only)."""
-    cos = (F.normalize(query.float(), dim=-1).unsqueeze(1) * F.normalize(keys.float(), dim=-1)).sum(-1)
-    real = torch.arange(keys.shape[1], device=keys.device).unsqueeze(0) <= eot.unsqueeze(1)
-    big = torch.finfo(cos.dtype).max
-    lo = torch.where(real, cos, big).amin(1, keepdim=True)
-    hi = torch.where(real, cos, -big).amax(1, keepdim=True)
-    return torch.where(real, (cos - lo) / (hi - lo).clamp_min(torch.finfo(cos.dtype).tiny), 0.0)

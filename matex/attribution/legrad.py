@@ -8,10 +8,11 @@ E_l = mean over heads and query rows of ReLU(∂s_l/∂A_l), read at the patch c
 the map is the mean of E_l over the layers, min-max normalised (Eq. 5). Each s_l reaches A_l only
 through block l, so the L backward calls together cost about one backward pass.
 
-``pooling``: ``model`` reads the token the model itself pools (CLS for CLIP ViTs, as the paper
-describes); ``mean`` averages all tokens first, as the authors' open_clip code does. ``start_layer``
-default 0 (all layers, as the paper aggregates); the authors' code defaults to the last two.
-Image side only."""
+Defaults follow the authors' released code (``LeWrapper``, WalBouss/LeGrad; docs/fidelity.md):
+``start_layer=-2`` (the last two blocks) and ``pooling="mean"`` (the block's tokens, CLS
+included, averaged before the final norm). The paper's prose reading, every block and the token
+the model pools (CLS for CLIP ViTs), is ``start_layer=0, pooling="model"``. A negative
+``start_layer`` beyond the tower's depth means every block. Image side only."""
 
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ from .wrapper import ForwardContext
 
 
 @register("legrad", reference="Bousselham et al., ICCV 2025")
-def legrad(ctx: ForwardContext, *, start_layer: int = 0, pooling: str = "model") -> ExplainOutput:
+def legrad(ctx: ForwardContext, *, start_layer: int = -2, pooling: str = "mean") -> ExplainOutput:
     if pooling not in ("model", "mean"):
         raise ConfigError(f"attribution.params.legrad.pooling={pooling!r}; expected model or mean")
     n_blocks = len(ctx.vision_blocks)
-    start = resolve_block(start_layer, n_blocks, "attribution.params.legrad.start_layer")
+    # "the last k blocks" on a tower with fewer than k blocks: all of them
+    first = max(int(start_layer), -n_blocks) if int(start_layer) < 0 else int(start_layer)
+    start = resolve_block(first, n_blocks, "attribution.params.legrad.start_layer")
     text = ctx.text_features()
     total = None
     with ctx.recorded_pass() as (vrec, _, _):
