@@ -250,24 +250,50 @@ def paint_pneumothorax(
 
 
 # ------------------------------------------------------------------------------------- devices
-def drain_path(an: Anatomy, rng: np.random.Generator, side: str, n: int = 160) -> np.ndarray:
-    """(n, 2) points (u, v) along a chest drain: from the image edge, through the lateral chest wall
-    at mid-to-lower lung height, then curving up towards the apex (the usual course of a drain placed
-    for a pneumothorax). The last point is the tip."""
+# The chest drain keeps this much clearance from every lesion: one patch of the model's 7 x 7 grid
+# (32 px at 224 px input), as a fraction of the film's LONGER side: under letterbox a patch spans
+# longer side / 7 original pixels, under centre crop shorter side / 7, so the longer side is the
+# conservative one. DRAIN_MARGIN_PX adds the masks' resampling at the model input.
+DRAIN_CLEARANCE = 1 / 7
+DRAIN_MARGIN_PX = 2.0
+DRAIN_MAX_HALF_WIDTH = 0.012  # the widest tube paint_drain draws (normalised units)
+DRAIN_ROUTES = (
+    "apical",
+    "apical",
+    "basal",
+    "basal",
+    "lateral",
+    "lateral",
+    "low",
+    "low",
+)  # candidates per side, in order
+
+
+def drain_clearance_px(width: int, height: int) -> float:
+    """Least distance in original pixels between a drain pixel and a lesion pixel on a film."""
+    return DRAIN_CLEARANCE * max(width, height) + DRAIN_MARGIN_PX
+
+
+def drain_path(an: Anatomy, rng: np.random.Generator, side: str, n: int = 160, route: str = "apical") -> np.ndarray:
+    """(n, 2) points (u, v) along a chest drain: from the image edge, through the lateral chest wall,
+    then curving up inside the lung. ``route="apical"``: entry at mid-to-lower lung height, tip
+    towards the apex (the usual course of a drain placed for a pneumothorax); ``"basal"``: a lower
+    entry and a tip in the lower half of the lung (used when the apical course would come near a
+    lesion); ``"lateral"``: a short course that stays near the lateral chest wall (away from
+    medial and perihilar lesions); ``"low"``: a short course just above the costophrenic angle (below
+    an apical lesion). The last point is the tip."""
     lung = an.lungs[side]
     height = lung.dome_y - lung.apex_y
     outward = 1.0 if lung.x_lateral > lung.x_medial else -1.0
-    entry = np.array(
-        [
-            lung.x_lateral + outward * 0.01,
-            lung.apex_y + rng.uniform(0.55, 0.72) * height,
-        ]
-    )
+    entry_frac, tip_frac, tip_shift = {
+        "apical": ((0.55, 0.72), (0.08, 0.16), (-0.05, 0.1)),
+        "basal": ((0.74, 0.9), (0.42, 0.6), (0.15, 0.4)),
+        "lateral": ((0.6, 0.85), (0.3, 0.5), (0.55, 0.75)),
+        "low": ((0.86, 0.97), (0.78, 0.9), (0.5, 0.8)),
+    }[route]
+    entry = np.array([lung.x_lateral + outward * 0.01, lung.apex_y + rng.uniform(*entry_frac) * height])
     tip = np.array(
-        [
-            lung.xc + outward * rng.uniform(-0.05, 0.1) * lung.a,
-            lung.apex_y + rng.uniform(0.08, 0.16) * height,
-        ]
+        [lung.xc + outward * rng.uniform(*tip_shift) * lung.a, lung.apex_y + rng.uniform(*tip_frac) * height]
     )
     control = np.array([lung.x_lateral - outward * rng.uniform(0.05, 0.12) * lung.a, entry[1] - 0.05])
     edge = np.array([0.5 + outward * 0.5, entry[1] + rng.uniform(0.02, 0.08)])
@@ -278,11 +304,39 @@ def drain_path(an: Anatomy, rng: np.random.Generator, side: str, n: int = 160) -
     return np.concatenate([outside, inside]).astype(np.float32)
 
 
-def paint_drain(g: Grid, an: Anatomy, rng: np.random.Generator, side: str) -> np.ndarray:
-    """Blend weight of a chest drain: a radio-opaque tube (large bore, 8-10 mm) along :func:`drain_path`,
-    interrupted by three side holes near its tip."""
-    path = drain_path(an, rng, side)
-    half_width = rng.uniform(0.009, 0.012)  # a large-bore drain: about 1/40 of the film width
+def _path_clear(path: np.ndarray, lesion_distance: np.ndarray, clearance_px: float) -> bool:
+    """Whether every pixel a tube along ``path`` can mark lies ``clearance_px`` from a lesion:
+    ``lesion_distance`` (original pixels, H x W) at each path point must exceed the clearance plus
+    the widest tube's mask radius (its weight above BOX_THRESHOLD of its peak: sqrt(ln 5) half widths)
+    plus a pixel of upsampling."""
+    h, w = lesion_distance.shape
+    radius = math.sqrt(math.log(5.0)) * DRAIN_MAX_HALF_WIDTH * max(w, h) + 1.5
+    cols = np.clip((path[:, 0] * w).astype(np.int64), 0, w - 1)
+    rows = np.clip((path[:, 1] * h).astype(np.int64), 0, h - 1)
+    return bool((lesion_distance[rows, cols] > clearance_px + radius).all())
+
+
+def place_drain(
+    an: Anatomy, rng: np.random.Generator, sides: list[str], lesion_distance: np.ndarray | None
+) -> tuple[str, np.ndarray] | None:
+    """(side, path) of a drain course that keeps :func:`drain_clearance_px` from every lesion, or None
+    when no candidate does. Candidates: on each side in turn (the side away from the lesions first),
+    the DRAIN_ROUTES courses in order; all drawn from ``rng``, so a seed always
+    gives the same drain. ``lesion_distance``: distance (original pixels) to the nearest lesion pixel,
+    None for a film without lesions."""
+    clearance = drain_clearance_px(an.width, an.height)
+    for side in sides:
+        for route in DRAIN_ROUTES:
+            path = drain_path(an, rng, side, route=route)
+            if lesion_distance is None or _path_clear(path, lesion_distance, clearance):
+                return side, path
+    return None
+
+
+def paint_drain(g: Grid, rng: np.random.Generator, path: np.ndarray) -> np.ndarray:
+    """Blend weight of a chest drain: a radio-opaque tube (large bore, 8-10 mm) along ``path``
+    (:func:`drain_path`), interrupted by three side holes near its tip."""
+    half_width = rng.uniform(0.009, DRAIN_MAX_HALF_WIDTH)  # a large-bore drain: about 1/40 of the film width
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
     inner = arc >= arc[len(path) // 4]
     holes = np.zeros(len(path), bool)

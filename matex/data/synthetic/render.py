@@ -30,6 +30,7 @@ from .findings import (
     paint_effusion,
     paint_opacity,
     paint_pneumothorax,
+    place_drain,
     plan_findings,
 )
 from .phrases import report_language
@@ -181,12 +182,11 @@ def _render(
 
     # ---- devices: a chest drain (radio-opaque, over everything else)
     if drain_rng is not None:
-        side = "right" if drain_rng.random() < 0.5 else "left"
-        side = next((f.side for f in findings if f.category_name == "Pneumothorax"), side)
-        tube = paint_drain(g, an, drain_rng, side)
-        elements["drain"] = tube
-        if "drain" not in omit:
-            img = img * (1 - tube) + 0.95 * tube
+        tube = _drain(g, an, drain_rng, finding_weights)
+        if tube is not None:
+            elements["drain"] = tube
+            if "drain" not in omit:
+                img = img * (1 - tube) + 0.95 * tube
 
     # ---- exposure: vignetting, gain, gamma; upsample; quantum noise at full resolution
     r2 = ((u - 0.5) ** 2 + (v - 0.5) ** 2) / 0.5
@@ -201,6 +201,33 @@ def _render(
         findings[k].boxes = [b for b in (bbox(w) for w in full) if b is not None]
         elements[lesion_name(k)] = np.maximum.reduce(weights)
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), elements
+
+
+def _drain(
+    g: Grid, an: Anatomy, rng: np.random.Generator, finding_weights: dict[int, list[np.ndarray]]
+) -> np.ndarray | None:
+    """The drain's blend weight on the working grid, on a course that keeps one model patch between
+    its pixels and every lesion's (the lesion masks as :func:`element_masks` makes them, drawn or
+    omitted alike, so a film re-rendered without an element keeps its drain); None when no course
+    clears (the film then has no drain). The side away from the lesions is tried first."""
+    from scipy.ndimage import distance_transform_edt
+
+    preferred = "right" if rng.random() < 0.5 else "left"
+    masks = element_masks({k: np.maximum.reduce(w) for k, w in finding_weights.items()}, an.width, an.height)
+    lesions = np.logical_or.reduce(list(masks.values())) if masks else None
+    distance = None
+    if lesions is not None and lesions.any():
+        distance = distance_transform_edt(~lesions)
+    half = an.width // 2  # patient right = image left
+    load = (
+        {"right": 0, "left": 0}
+        if lesions is None
+        else {"right": lesions[:, :half].sum(), "left": lesions[:, half:].sum()}
+    )
+    other = "left" if preferred == "right" else "right"
+    sides = sorted([preferred, other], key=lambda sd: load[sd])  # stable: the drawn side wins a tie
+    placed = place_drain(an, rng, sides, distance)
+    return None if placed is None else paint_drain(g, rng, placed[1])
 
 
 def lesion_name(k: int) -> str:

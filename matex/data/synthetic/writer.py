@@ -90,7 +90,9 @@ def generate_synthetic(
 
     The chest drain (the known shortcut, as in Oakden-Rayner et al. 2020) is drawn on a
     ``drain_pneumothorax_train_fraction`` share of training films with a pneumothorax, and on a
-    ``drain_eval_fraction`` share of validation films of every class. Training and validation are the
+    ``drain_eval_fraction`` share of validation films of every class, always at least one patch of the
+    model's grid away from every lesion (``findings.place_drain``; a film where no course keeps that
+    clearance, e.g. with bilateral findings, gets none, and its ``drain`` column says so). Training and validation are the
     patient split ``prepare`` will make (same ``val_fraction`` and seed). ``workers`` > 1 renders the
     cases in that many processes; the files are the same bytes whatever the number of workers."""
     import pandas as pd
@@ -214,6 +216,7 @@ def _write_case(
     rel = f"files/{patient[:3]}/{patient}/{study}/{dicom_id}.jpg"
     drain = _draws_drain(seed, i, spec, is_val, train_fraction, eval_fraction)
     image, findings, masks = render_case(seed, i, spec, drain=drain, return_elements=True)
+    drain = "drain" in masks  # False where no course kept its clearance from the lesions (render._drain)
     masks_rel = rel[: -len(".jpg")] + ".masks.npz"
     write_masks(out_dir / masks_rel, masks)
     element_rows = [
