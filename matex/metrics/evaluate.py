@@ -25,6 +25,51 @@ def box_masks(pairs: pd.DataFrame, size: int) -> np.ndarray:
     return np.stack([box_mask([tuple(b) for b in boxes], size) for boxes in pairs["boxes"]])
 
 
+def per_box_masks(pairs: pd.DataFrame, size: int) -> list[np.ndarray]:
+    """Per pair, (n_boxes, S, S) bool: one mask per aligned box (``box_recall``)."""
+    return [
+        np.stack([box_mask([tuple(b)], size) for b in boxes]) if len(boxes) else np.zeros((0, size, size), bool)
+        for boxes in pairs["boxes"]
+    ]
+
+
+def localisation_columns(
+    maps: np.ndarray, sub: pd.DataFrame, size: int, section: Mapping[str, Any], seeds: list[int]
+) -> dict[str, np.ndarray]:
+    """Every localisation metric of one batch (docs/evaluation.md), from ``evaluation.localisation``."""
+    from .localisation import (
+        MIOU_THRESHOLDS,
+        auroc,
+        box_recall,
+        cnr,
+        energy_in_box,
+        iou_top_fraction,
+        miou,
+        pointing_game,
+        tie_groups,
+    )
+
+    masks = box_masks(sub, size)
+    groups = tie_groups(maps.reshape(len(maps), -1))  # one sort serves every tie rule
+    frac = section.get("top_fraction", 0.05)
+    tol = float(section.get("pointing_tolerance", 15))
+    radius = float(section.get("peak_radius", 0.1)) * size
+    cols = {"pointing_game": pointing_game(maps, masks, groups=groups)}
+    if tol > 0:
+        cols[f"pointing_game_tol{tol:g}"] = pointing_game(maps, masks, tolerance=tol, groups=groups)
+    cols.update(
+        {
+            "energy_in_box": energy_in_box(maps, masks),
+            f"iou_top{round(frac * 100)}": iou_top_fraction(maps, masks, frac, groups=groups),
+            "auroc": auroc(maps, masks, groups=groups),
+            "cnr": cnr(maps, masks),
+            "miou": miou(maps, masks, section.get("miou_thresholds") or MIOU_THRESHOLDS),
+            "box_recall": box_recall(maps, per_box_masks(sub, size), radius, seeds, groups=groups),
+        }
+    )
+    return cols
+
+
 def check_cached_maps(arrays: Mapping[str, np.ndarray], ids, npz_path, shape: tuple[int, int]) -> None:
     """Every cached map has the model's input shape and finite values; else name the file and pair."""
     for p in ids:
@@ -49,6 +94,7 @@ def evaluate_maps(
     progress: bool = True,
 ) -> pd.DataFrame:
     """One row per explained pair with every per-pair metric of ``method``."""
+    from .equal_mass import equal_mass_confidence
     from .faithfulness import (
         causal_curves,
         confidence_scores,
@@ -57,7 +103,6 @@ def evaluate_maps(
         pair_seed,
         text_confidence,
     )
-    from .localisation import auroc, energy_in_box, iou_top_fraction, pointing_game
 
     arrays, _ = read_npz(npz_path)
     ids = [k for k in arrays if not k.startswith("text/")]
@@ -72,7 +117,6 @@ def evaluate_maps(
     rows = row_of.loc[ids].to_numpy()
     ev = cfg.get("evaluation", {})
     conf = ev.get("confidence", {})
-    frac = ev.get("localisation", {}).get("top_fraction", 0.05)
     causal = deletion_options(ev.get("deletion", {}), images_u8)
     seed = int(cfg.get("seed", 0))
     size = model.geometry.size
@@ -82,16 +126,9 @@ def evaluate_maps(
         brow = rows[start : start + batch_size]
         sub = pairs.iloc[brow]
         maps = np.stack([arrays[p].astype(np.float32) for p in bid])
-        masks = box_masks(sub, size)
-        rec = {
-            "pair_id": bid,
-            "method": method,
-            "category": sub["category"].to_numpy(),
-            "pointing_game": pointing_game(maps, masks),
-            "energy_in_box": energy_in_box(maps, masks),
-            f"iou_top{round(frac * 100)}": iou_top_fraction(maps, masks, frac),
-            "auroc": auroc(maps, masks),
-        }
+        seeds = [pair_seed(seed, p) for p in bid]
+        rec = {"pair_id": bid, "method": method, "category": sub["category"].to_numpy()}
+        rec.update(localisation_columns(maps, sub, size, ev.get("localisation", {}), seeds))
         images = model.preprocess(np.ascontiguousarray(images_u8[brow]))
         tokens = model.tokenize(sub["phrase"].tolist())
         s, s_img = image_confidence(
@@ -104,7 +141,21 @@ def evaluate_maps(
             img_conf_drop=sc["drop"],
             img_conf_increase=sc["increase"],
         )
-        curves = causal_curves(model, images, tokens, maps, [pair_seed(seed, p) for p in bid], **causal)
+        rec.update(
+            equal_mass_confidence(
+                model,
+                images,
+                tokens,
+                maps,
+                np.asarray(s),
+                seeds,
+                fractions=conf.get("top_fractions", (0.05, 0.10, 0.25, 0.50)),
+                rank=bool(conf.get("rank_normalised", True)),
+                broadcast=conf.get("map_broadcast", "full"),
+                variant=conf.get("drop_variant", "absolute"),
+            )
+        )
+        curves = causal_curves(model, images, tokens, maps, seeds, **causal)
         rec.update(deletion_auc=curve_auc(curves["deletion"]), insertion_auc=curve_auc(curves["insertion"]))
         text_maps = [arrays.get(f"text/{p}") for p in bid]
         if all(t is not None for t in text_maps):
