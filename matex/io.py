@@ -8,12 +8,11 @@ config hash that made it (Parquet: schema metadata; NPZ: a ``__meta__`` entry; J
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,22 +40,41 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _create_temp(path: Path, suffix: str) -> Path:
+    """Create a new, empty, uniquely named hidden file beside ``path`` and return it.
+
+    Opened with ``O_CREAT | O_EXCL`` and mode 0o666, so the process umask applies as for any
+    ordinary file write (``tempfile.mkstemp`` would force 0600: a shared results folder would be
+    unreadable to the rest of a group)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Only the temporary file this call created is ever removed: concurrent writers of the same
+    output each write their own temporary file and the last rename wins, so the result is always
+    one complete file; other hidden files beside the output (an editor's ``.map.png.swp``, another
+    writer's temporary file) are left alone. The file gets the mode an ordinary write would give
+    (0o666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        stale.unlink(missing_ok=True)  # left by a killed writer of the same artifact (one writer per output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(path, suffix or path.suffix or ".tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        tmp_path.unlink(missing_ok=True)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

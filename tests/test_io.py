@@ -1,6 +1,9 @@
 """Atomic artifact writing: no partial file under the final name, metadata round-trips, reruns are
 byte-identical."""
 
+import os
+import stat
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,11 +47,51 @@ def test_config_hash_depends_on_content_not_key_order():
     assert config_hash({"a": 1}) != config_hash({"a": 2})
 
 
-def test_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path):
+def test_hidden_files_beside_the_output_are_never_deleted(tmp_path):
+    """Issue 25.8: only the writer's own temporary file may go; an editor's swap file, another
+    writer's temporary file or another artifact's one all survive a write."""
+    target = tmp_path / "map.png"
+    planted = {
+        ".map.png.swp": b"vim swap",
+        ".map.png.abc123.png": b"another writer's temp",
+        ".other.npz.xyz.npz": b"x",
+    }
+    for name, data in planted.items():
+        (tmp_path / name).write_bytes(data)
+    with atomic_path(target, suffix=".png") as tmp:
+        tmp.write_bytes(b"png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*planted, "map.png"])
+    assert all((tmp_path / n).read_bytes() == d for n, d in planted.items())
+    assert target.read_bytes() == b"png"
+
+
+def test_two_interleaved_writers_both_succeed_with_one_complete_file(tmp_path):
+    """Writer A has its temporary file open when writer B starts: both renames succeed (before,
+    B deleted A's temporary file and A crashed) and the output is one of the two whole payloads."""
     target = tmp_path / "maps.npz"
-    stale = tmp_path / ".maps.npz.abc123.npz"  # what a SIGKILLed write leaves behind
-    stale.write_bytes(b"half")
-    other = tmp_path / ".other.npz.xyz.npz"  # another artifact's temp file is not touched
-    other.write_bytes(b"x")
-    write_npz(target, {"a": np.ones(2)})
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.npz.xyz.npz", "maps.npz"]
+    a_payload, b_payload = b"A" * 4096, b"B" * 8192
+    with atomic_path(target) as tmp_a:
+        tmp_a.write_bytes(a_payload)
+        with atomic_path(target) as tmp_b:
+            tmp_b.write_bytes(b_payload)
+        assert target.read_bytes() == b_payload
+        assert tmp_a.read_bytes() == a_payload  # B left A's file alone
+    assert target.read_bytes() == a_payload
+    assert [p.name for p in tmp_path.iterdir()] == ["maps.npz"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_artifacts_honour_the_umask(tmp_path, umask, mode):
+    """Issue 25.9: an artifact gets the mode of an ordinary file write (0o666 less the umask), not
+    mkstemp's 0600."""
+    old = os.umask(umask)
+    try:
+        write_npz(tmp_path / "maps.npz", {"a": np.ones(2)})
+        write_parquet(tmp_path / "t.parquet", pd.DataFrame({"a": [1]}))
+        with atomic_path(tmp_path / "map.png") as tmp:
+            tmp.write_bytes(b"png")
+    finally:
+        os.umask(old)
+    for name in ("maps.npz", "t.parquet", "map.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
