@@ -150,13 +150,13 @@ def _labelled_row(panels: list[tuple[str, Any]], Image) -> Any:
     return row
 
 
-def _as_image_list(images: Any, size: int) -> Any:
+def _as_image_list(images: Any, size: int, geometry: Any = None) -> Any:
     """Normalise the many accepted image forms to what ``MatexModel.preprocess`` takes: a tensor,
     a (B, S, S) uint8 array, or a list of PIL images / paths."""
     from PIL import Image
 
     if isinstance(images, (str, os.PathLike, Image.Image)):
-        return [_as_pil(images, 0)]
+        return [_as_pil(images, 0, geometry)]
     if isinstance(images, torch.Tensor):
         return images
     if isinstance(images, np.ndarray):
@@ -173,33 +173,42 @@ def _as_image_list(images: Any, size: int) -> Any:
                 f"images is a {type(images).__name__}; expected a file path, a PIL image, a numpy "
                 "array, a tensor, or a list of these"
             ) from None
-    return [_as_pil(im, k) for k, im in enumerate(images)]
+    return [_as_pil(im, k, geometry) for k, im in enumerate(images)]
 
 
-def _as_pil(im: Any, index: int):
+def _as_pil(im: Any, index: int, geometry: Any = None):
     """One image as a PIL image: opened from a path (errors name the file), converted from an array."""
     from .models.base import _open_image
 
     if isinstance(im, np.ndarray):
         return _array_to_pil(im, index)
-    return _open_image(im, index)
+    return _open_image(im, index, geometry)
 
 
 def _array_to_pil(a: np.ndarray, index: int):
-    """An (H, W) or (H, W, 3|4) array as a PIL image; floats are read as [0, 1] intensities."""
+    """An (H, W) or (H, W, 3|4) array as a PIL image.
+
+    uint8 arrays are used as stored; float arrays within [0, 1] are read as intensities (0 black, 1
+    white); any other grey array (uint16, int16, 12-bit values, floats beyond [0, 1]) becomes a
+    32-bit float image that the model's ``input.intensity`` mapping windows onto 0..255."""
     from PIL import Image
 
     a = np.asarray(a)
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
         raise DataError(f"image {index}: array of shape {a.shape}; expected (H, W) or (H, W, 3)")
-    if a.dtype != np.uint8:
-        a = a.astype(np.float64)
-        if not np.isfinite(a).all():
-            raise DataError(f"image {index}: array contains NaN or Inf values")
-        if a.size and a.max() <= 1.0:
-            a = a * 255.0
-        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-    return Image.fromarray(a[..., :3] if a.ndim == 3 else a)
+    if a.dtype == np.uint8:
+        return Image.fromarray(a[..., :3] if a.ndim == 3 else a)
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise DataError(f"image {index}: array of dtype {a.dtype}; expected integer or float intensities")
+    was_float = np.issubdtype(a.dtype, np.floating)
+    a = (a[..., :3] if a.ndim == 3 else a).astype(np.float64)
+    if not np.isfinite(a).all():
+        raise DataError(f"image {index}: array contains NaN or Inf values")
+    if was_float and a.size and a.min() >= 0.0 and a.max() <= 1.0:
+        return Image.fromarray(np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8))
+    if a.ndim == 3:  # colour: to grey with the ITU-R 601 weights of PIL's convert("L")
+        a = a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
+    return Image.fromarray(a.astype(np.float32), "F")
 
 
 def _as_texts(texts: Any) -> list[str]:
@@ -240,16 +249,27 @@ def explain(model, images, texts: str | Sequence[str], method: str = "matex", **
     from .attribution.registry import explain as engine_explain
 
     texts = _as_texts(texts)
-    batch = _as_image_list(images, model.geometry.size)
+    batch = _as_image_list(images, model.geometry.size, model.geometry)
     out = engine_explain(model, batch, texts, method, **params)
+    meta = dict(out.meta)
+    if isinstance(batch, list):  # what each image was and how its intensities were mapped
+        meta["inputs"] = [_provenance(im, model.geometry) for im in batch]
     return Explanation(
         image=out.image,
         text=out.text,
         components=out.components,
-        meta=out.meta,
+        meta=meta,
         inputs=_model_inputs(model, batch),
         texts=texts,
     )
+
+
+def _provenance(im: Any, geometry: Any) -> dict[str, Any]:
+    """A read file's record (format, bit depth, intensity window, DICOM pixel spacing), or the same
+    for an in-memory image."""
+    from .data.images import pil_provenance
+
+    return dict(im.info.get("matex") or pil_provenance(im, None, geometry))
 
 
 def _model_inputs(model, batch: Any) -> np.ndarray:

@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Explain one image with one phrase and write a PNG: the radiograph (as the "
         "model sees it, cropped/letterboxed to its input) with the map on top.",
     )
-    e.add_argument("image", help="image file (JPG/PNG, any size; grey or colour)")
+    e.add_argument(
+        "image",
+        help="image file, any size: JPEG, PNG or TIFF (8-, 12-, 16-bit or float; grey or colour) or DICOM (.dcm)",
+    )
     e.add_argument("phrase", help='the phrase to explain, e.g. "left lower lobe consolidation"')
     e.add_argument("--method", default="matex", help="attribution method (see: matex methods); default matex")
     e.add_argument(
@@ -90,6 +93,29 @@ def main(argv: list[str] | None = None) -> int:
         help="a method parameter (YAML value), e.g. --param alpha=0.6; repeatable",
     )
     e.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    e.add_argument(
+        "--intensity",
+        choices=("minmax", "percentile"),
+        default=None,
+        help="how 12/16-bit, float and DICOM-without-window values become grey levels: min-max or "
+        "percentile windowing (default: the config's input.intensity, else minmax); 8-bit images are used as stored",
+    )
+    e.add_argument(
+        "--window",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="percentile windowing between these percentiles, e.g. --window 0.5 99.5",
+    )
+    e.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse images of more than N pixels (decompression-bomb guard; default 178956970, or the "
+        "environment variable MATEX_MAX_IMAGE_PIXELS, or the config's input.max_image_pixels)",
+    )
     sub.add_parser("methods", help="list the attribution methods with their references and parameters")
     c = sub.add_parser(
         "check-config",

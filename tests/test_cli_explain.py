@@ -81,7 +81,7 @@ def test_components_are_drawn_side_by_side(project, monkeypatch, capsys):
     monkeypatch.chdir(project)
     assert main(["explain", "scan.jpg", "cardiomegaly", "--components", "-o", "parts.png"]) == 0
     said = capsys.readouterr().out
-    names = said.split("components: ")[1].rstrip(")\n").split(", ")
+    names = said.splitlines()[0].split("components: ")[1].rstrip(")").split(", ")
     assert len(names) >= 4
     with Image.open(project / "parts.png") as im:
         assert im.width == 448 * (2 + len(names))  # input, fused map, each component
@@ -99,16 +99,90 @@ def test_other_methods_params_and_a_checkpoint_path(project, monkeypatch, capsys
     assert "attribution.params.matex" in capsys.readouterr().err
 
 
-def test_missing_demo_model_says_how_to_get_one(tmp_path, monkeypatch, capsys):
+def test_missing_demo_model_says_where_it_looked(tmp_path, monkeypatch, capsys):
+    proj = tmp_path / "proj"
+    (proj / "config").mkdir(parents=True)
+    shutil.copy(ROOT / "config" / "config.yaml", proj / "config" / "config.yaml")
     monkeypatch.chdir(tmp_path)
     shutil.copy(EXAMPLE, tmp_path / "scan.jpg")
-    assert main(["explain", "scan.jpg", "cardiomegaly", "--config", str(ROOT / "config" / "config.yaml")]) == 1
+    assert main(["explain", "scan.jpg", "cardiomegaly", "--config", "proj/config/config.yaml"]) == 1
     err = capsys.readouterr().err
-    assert "no demo model at results/synthetic/demo/model.pt" in err and "./run.sh pipeline" in err
+    assert f"no demo model: looked at {proj / 'results' / 'synthetic' / 'demo' / 'model.pt'}" in err
+    assert "./run.sh pipeline" in err
     assert main(["explain", "missing.jpg", "cardiomegaly"]) == 1
     assert "image file not found: missing.jpg" in capsys.readouterr().err
     assert main(["explain", "scan.jpg", "cardiomegaly", "--model", "nothere.pt"]) == 1
     assert "checkpoint file not found: nothere.pt" in capsys.readouterr().err
+
+
+def test_demo_model_is_found_from_another_folder_through_its_config(project, tmp_path, monkeypatch, capsys):
+    """results_dir is read from the config's checkout, not from the working directory."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    shutil.copy(EXAMPLE, elsewhere / "scan.jpg")
+    config = str(project / "config" / "config.yaml")
+    assert main(["explain", "scan.jpg", "cardiomegaly", "--method", "gradcam", "--config", config, "-o", "m.png"]) == 0
+    assert (elsewhere / "m.png").is_file() and "wrote m.png" in capsys.readouterr().out
+
+
+def test_typos_are_caught_before_the_model_loads_with_a_suggestion(project, monkeypatch, capsys):
+    import matex.cli_explain as ce
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the request was validated")
+
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(ce, "load_cli_model", no_model)
+    assert main(["explain", "scan.jpg", "cardiomegaly", "--method", "gradcma"]) == 1
+    assert "unknown attribution method 'gradcma' (did you mean `gradcam`?)" in capsys.readouterr().err
+    assert main(["explain", "scan.jpg", "cardiomegaly", "--param", "alpah=0.6"]) == 1
+    assert "attribution.params.matex.alpah (did you mean `alpha`?)" in capsys.readouterr().err
+    assert main(["explain", "scan.jpg", "cardiomegaly", "--method", "gradcam", "--param", "layer=top"]) == 1
+    assert "attribution.params.gradcam.layer: expected int" in capsys.readouterr().err
+    assert main(["explain", "scan.jpg", "   "]) == 1
+    assert "the phrase is empty" in capsys.readouterr().err
+
+
+def test_methods_and_help_do_not_import_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "import matex.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert matex.cli.main(['methods']) == 0\n"
+        "    try:\n"
+        "        matex.cli.main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'gradcam' in out.getvalue() and 'usage: matex' in out.getvalue()\n"
+        "print(sorted(m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_dicom_and_16bit_round_trips_through_the_cli(project, monkeypatch, capsys):
+    """A 16-bit PNG and a DICOM (written here with pydicom) of the same film give the map of the
+    film's 8-bit export; the DICOM's pixel spacing is reported."""
+    pytest.importorskip("pydicom")
+    from test_image_formats import film, rescale_8bit, write_dicom
+
+    monkeypatch.chdir(project)
+    stored = np.rint(film(50, 4000, shape=(260, 240))).astype(np.uint16)
+    Image.fromarray(stored * 16).save("film16.png")  # 12-bit values in the high bits of 16
+    Image.fromarray(rescale_8bit(stored)).save("film8.png")
+    write_dicom(project / "film.dcm", stored, PixelSpacing=[0.143, 0.143])
+    maps = {}
+    for name in ("film8.png", "film16.png", "film.dcm"):
+        args = ["explain", name, "right lower zone opacity", "--method", "gradcam", "-o", f"{name}.png"]
+        assert main([*args, "--npy", f"{name}.npy"]) == 0
+        maps[name] = np.load(f"{name}.npy")
+    said = capsys.readouterr().out
+    assert "read film.dcm: DICOM 240x260, intensities: minmax" in said and "pixel spacing 0.143 x 0.143 mm" in said
+    assert "read film16.png: PNG 240x260, intensities: minmax" in said
+    assert np.abs(maps["film16.png"] - maps["film8.png"]).max() < 1e-3
+    assert np.abs(maps["film.dcm"] - maps["film8.png"]).max() < 1e-3
 
 
 def test_methods_lists_every_method(capsys):

@@ -5,13 +5,17 @@ Both the image and its boxes go through the *same* per-axis affine map ``x_in = 
 ``y_in = y * sy + oy``, so a box drawn on the original covers the same anatomy on the input.
 Modes: ``center_crop`` (scale the short side to ``size``, crop the centre: open_clip's default) and
 ``letterbox`` (scale the long side to ``size``, pad with black: nothing is cut off).
+
+Before the geometry, a film's stored values become 8-bit grey levels (:class:`Intensity`): 8-bit
+images are used as stored; 16-bit (and 12-bit in a 16-bit container), 32-bit integer and float images
+are windowed, min-max or between two percentiles, onto 0..255 (docs/getting-started.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -34,10 +38,85 @@ class Affine:
         return x * self.sx + self.ox, y * self.sy + self.oy
 
 
+INTENSITY_MODES = ("minmax", "percentile")
+# PIL modes whose values are not 8-bit grey levels: 16-bit integer, 32-bit integer, 32-bit float
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """How stored pixel values become 8-bit grey levels (``input.intensity`` in the config).
+
+    ``minmax`` maps the image's smallest value to 0 and its largest to 255; ``percentile`` maps the
+    ``low``-th percentile to 0 and the ``high``-th to 255 and clips beyond (robust to a few hot or dead
+    pixels and burnt-in labels). Both are linear in between, rounded to the nearest level. 8-bit images
+    are used as stored unless ``rescale_8bit`` (so 8-bit results never move by default)."""
+
+    mode: Literal["minmax", "percentile"] = "minmax"
+    low: float = 0.5
+    high: float = 99.5
+    rescale_8bit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in INTENSITY_MODES:
+            raise ValueError(f"input.intensity.mode must be one of {INTENSITY_MODES}, got {self.mode!r}")
+        if not 0.0 <= self.low < self.high <= 100.0:
+            raise ValueError(f"input.intensity needs 0 <= low < high <= 100, got low={self.low}, high={self.high}")
+
+    def window(self, values: np.ndarray) -> tuple[float, float]:
+        """The stored values (lo, hi) that map to grey levels 0 and 255 (NaN/Inf ignored)."""
+        v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return 0.0, 0.0
+        if self.mode == "minmax":
+            return float(v.min()), float(v.max())
+        lo, hi = np.percentile(v, [self.low, self.high])
+        return float(lo), float(hi)
+
+    def to_uint8(self, values: np.ndarray) -> np.ndarray:
+        """``round(255 * clip((v - lo) / (hi - lo), 0, 1))``; a flat image (hi == lo) becomes black."""
+        v = np.asarray(values, dtype=np.float64)
+        lo, hi = self.window(v)
+        if not hi > lo:
+            return np.zeros(v.shape, dtype=np.uint8)
+        scaled = np.clip((np.nan_to_num(v, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
+        return np.rint(scaled * 255.0).astype(np.uint8)
+
+
+def to_grey8(img: Image.Image, intensity: Intensity | None = None) -> Image.Image:
+    """``img`` as an 8-bit grey (``L``) image: 16-bit, 32-bit and float images through ``intensity``;
+    8-bit grey or colour images converted as stored (or rescaled too, with ``rescale_8bit``)."""
+    intensity = intensity or Intensity()
+    if img.mode in WIDE_MODES:
+        return Image.fromarray(intensity.to_uint8(np.asarray(img)), "L")
+    grey = img if img.mode == "L" else img.convert("L")
+    if intensity.rescale_8bit:
+        return Image.fromarray(intensity.to_uint8(np.asarray(grey)), "L")
+    return grey
+
+
 @dataclass(frozen=True)
 class InputGeometry:
+    """The model input: ``size`` x ``size`` pixels by ``mode``; ``intensity``: how stored values
+    become grey levels; ``max_pixels``: the largest film decoded (None: the default or the
+    ``MATEX_MAX_IMAGE_PIXELS`` environment variable, see :func:`matex.data.images.pixel_limit`)."""
+
     size: int = 224
     mode: Literal["center_crop", "letterbox"] = "center_crop"
+    intensity: Intensity = field(default_factory=Intensity)
+    max_pixels: int | None = None
+
+    @classmethod
+    def from_config(cls, inp: Mapping[str, Any]) -> InputGeometry:
+        """The geometry of a config's ``input`` section (size, mode, intensity, max_image_pixels)."""
+        max_pixels = inp.get("max_image_pixels")
+        return cls(
+            int(inp["size"]),
+            inp.get("mode", "center_crop"),
+            Intensity(**dict(inp.get("intensity") or {})),
+            None if max_pixels is None else int(max_pixels),
+        )
 
     def affine(self, width: int, height: int) -> Affine:
         s = self.size
@@ -53,8 +132,9 @@ class InputGeometry:
         raise ValueError(f"unknown input mode {self.mode!r} (expected center_crop or letterbox)")
 
     def image_to_input(self, img: Image.Image) -> np.ndarray:
-        """Grey-scale uint8 (size, size) array of the model input for ``img``."""
-        img = img.convert("L")
+        """Grey-scale uint8 (size, size) array of the model input for ``img`` (any PIL mode: wide
+        modes go through ``self.intensity``)."""
+        img = to_grey8(img, self.intensity)
         w, h = img.size
         a = self.affine(w, h)
         s = self.size

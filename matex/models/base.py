@@ -58,7 +58,7 @@ class MatexModel:
             x = normalize_batch(images, self.mean, self.std).to(self.device)
         else:
             images = list(images)
-            arrays = [self.geometry.image_to_input(_open_image(im, i)) for i, im in enumerate(images)]
+            arrays = [self.geometry.image_to_input(_open_image(im, i, self.geometry)) for i, im in enumerate(images)]
             if not arrays:
                 raise DataError("no images given")
             x = normalize_batch(np.stack(arrays), self.mean, self.std).to(self.device)
@@ -79,25 +79,23 @@ class MatexModel:
         return (fi * ft).sum(-1)
 
 
-def _open_image(im, index: int):
-    """A PIL image as given, or the image at a file path (errors name the file)."""
+def _open_image(im, index: int, geometry: InputGeometry | None = None):
+    """A PIL image as given, or the film at a file path (PNG/JPEG/TIFF of any bit depth, or DICOM) as
+    an 8-bit grey image with its provenance in ``img.info["matex"]``; errors name the file, and a
+    film over the pixel limit is refused with the limit and how to raise it."""
     import os
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
+    from ..data.images import read_image
     from ..errors import DataError
 
     if isinstance(im, Image.Image):
         return im
     if isinstance(im, (str, os.PathLike)):
-        try:
-            with Image.open(im) as img:
-                img.load()
-                return img.copy()
-        except FileNotFoundError:
-            raise DataError(f"image {index}: file not found", file=str(im)) from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise DataError(f"image {index}: cannot be decoded ({type(e).__name__}: {e})", file=str(im)) from None
+        img, info = read_image(im, geometry, label=f"image {index}")
+        img.info["matex"] = info
+        return img
     raise DataError(
         f"image {index} is a {type(im).__name__}; expected a PIL image, a file path, a (B, H, W) "
         "uint8 array or a (B, 3, H, W) tensor"
