@@ -1,6 +1,6 @@
 """Sanity check (Adebayo et al. 2018): SSIM against hand computations, |Spearman rho| (an
-anti-correlated map does not pass), the cascade from the top (heads and final norms, then blocks),
-a weight-independent map that the measures flag, and the figure."""
+anti-correlated map does not pass), the cascade's steps (image tower, text tower, full), a
+weight-independent map that the measures flag, the cascade points and the figure with intervals."""
 
 import matplotlib
 
@@ -12,22 +12,14 @@ import pytest
 import torch
 
 from matex.data.transforms import InputGeometry
-from matex.errors import MapError, MatexError
-from matex.figures.sanity import sanity_cascade
-from matex.metrics.sanity import (
-    HEADS_LABEL,
-    abs_spearman,
-    cascade_labels,
-    randomize_cascading,
-    spearman_maps,
-    ssim,
-)
+from matex.errors import MapError
+from matex.figures.sanity import sanity_cascade, step_intervals
+from matex.metrics.sanity import abs_spearman, cascade_labels, cascade_plan, spearman_maps, ssim
 from matex.metrics.studies import cascade_points, sanity_curve
 from matex.models.base import MatexModel
 
 SIZE = 56
 C1, C2 = 0.01**2, 0.03**2
-HEAD_KEYS = ("visual.proj", "visual.ln_post.", "text_projection", "ln_final.")
 
 
 def tiny_model(seed: int = 0) -> MatexModel:
@@ -103,7 +95,7 @@ def test_abs_spearman_does_not_reward_an_anti_correlated_map():
     assert np.allclose(abs_spearman(maps, maps), 1.0)
 
 
-# ---------------------------------------------------------------- cascade
+# ---------------------------------------------------------------- cascade (see also test_sanity_cascade.py)
 
 
 def perturbed_model() -> MatexModel:
@@ -115,45 +107,16 @@ def perturbed_model() -> MatexModel:
     return model
 
 
-def changed_keys(model, randomized) -> set[str]:
-    before, after = model.clip.state_dict(), randomized.clip.state_dict()
-    return {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
-
-
-def test_cascade_randomises_heads_and_final_norms_first_then_blocks_from_the_top():
-    model = perturbed_model()
-    before = {k: v.clone() for k, v in model.clip.state_dict().items()}
-    n_blocks = len(model.clip.visual.transformer.resblocks)
-    assert cascade_labels(model) == [HEADS_LABEL, "+ block 3", "+ blocks 3–2", "+ blocks 3–1"]
-    assert changed_keys(model, randomize_cascading(model, 0, seed=3)) == set()
-    step1 = changed_keys(model, randomize_cascading(model, 1, seed=3))
-    assert step1 and all(k.startswith(HEAD_KEYS) for k in step1)
-    assert {k.split(".")[0] for k in step1} == {"visual", "text_projection", "ln_final"}
-    step3 = randomize_cascading(model, 3, seed=3)
-    top = tuple(f"visual.transformer.resblocks.{i}." for i in range(n_blocks - 2, n_blocks))
-    assert all(k.startswith(HEAD_KEYS + top) for k in changed_keys(model, step3))
-    assert any(k.startswith(top[0]) for k in changed_keys(model, step3))
-    assert step3.meta["randomized_vision_blocks"] == 2 and step3.meta["randomized_heads"]
-    after = model.clip.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # the original is untouched
-
-    # seeded and nested: the same seed gives the same weights; step 3 keeps step 2's block and heads
-    new = step3.clip.state_dict()
-    again = randomize_cascading(model, 3, seed=3).clip.state_dict()
-    two = randomize_cascading(model, 2, seed=3).clip.state_dict()
-    other = randomize_cascading(model, 3, seed=4).clip.state_dict()
-    last = f"visual.transformer.resblocks.{n_blocks - 1}.mlp.c_fc.weight"
-    assert all(torch.equal(new[k], again[k]) for k in new)
-    assert torch.equal(new[last], two[last]) and torch.equal(new["visual.proj"], two["visual.proj"])
-    assert not torch.equal(new[last], other[last])
-    with pytest.raises(MatexError, match="cascade step 5"):
-        randomize_cascading(model, 5, seed=0)
-
-
-def test_sanity_curve_flags_a_map_that_ignores_the_weights():
+def test_sanity_curve_runs_image_then_text_then_full_and_flags_a_map_that_ignores_the_weights():
     """Sobel edges never read the model: |rho| and SSIM stay 1 at every step, while a gradient map
     (saliency) moves away from the trained model's."""
     model = perturbed_model()
+    plan = cascade_plan(model)
+    assert (plan.n_image, plan.n_text) == (7, 5)  # 3 vision blocks + 4 other groups; 2 text blocks + 3
+    labels = cascade_labels(model)
+    assert labels[0] == "image: projection + final norm" and labels[1] == "image: + block 3"
+    assert labels[6] == "image: + patch embedding / stem" and labels[7] == "text: projection + final norm"
+    assert labels[-1] == "full: both towers" and len(labels) == 13
     rng = np.random.default_rng(6)
     images = rng.integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8)
     pairs = pd.DataFrame(
@@ -165,50 +128,77 @@ def test_sanity_curve_flags_a_map_that_ignores_the_weights():
     )
     rows = np.arange(3)
     edges = sanity_curve(model, "sobel", {}, pairs, images, rows, batch_size=2, seed=0)
-    assert sorted(edges["cascade_step"].unique()) == [1, 2, 3, 4] and len(edges) == 12
+    assert sorted(edges["cascade_step"].unique()) == list(range(1, 14)) and len(edges) == 39
     assert np.allclose(edges["abs_spearman"], 1.0) and np.allclose(edges["ssim"], 1.0)
+    assert list(edges.drop_duplicates("cascade_step")["tower"]) == ["image"] * 7 + ["text"] * 5 + ["full"]
     kept: dict = {}
     grads = sanity_curve(
-        model, "saliency", {}, pairs, images, rows, batch_size=2, seed=0, steps=[4, 1], keep_maps=kept, keep_pairs=2
+        model, "saliency", {}, pairs, images, rows, batch_size=2, seed=0, steps=[13, 1], keep_maps=kept, keep_pairs=2
     )
-    assert sorted(grads["cascade_step"].unique()) == [1, 4]
+    assert sorted(grads["cascade_step"].unique()) == [1, 13]
     # the auditor's view: the kept pairs' maps, trained and at each step run
-    assert sorted(kept) == ["step1/a", "step1/b", "step4/a", "step4/b", "trained/a", "trained/b"]
-    assert not np.allclose(kept["trained/a"], kept["step4/a"], atol=1e-2)
-    full = grads[grads["cascade_step"] == 4]
+    assert sorted(kept) == ["step1/a", "step1/b", "step13/a", "step13/b", "trained/a", "trained/b"]
+    assert not np.allclose(kept["trained/a"], kept["step13/a"], atol=1e-2)
+    full = grads[grads["cascade_step"] == 13]
     assert (full["abs_spearman"] < 0.9).all() and (full["ssim"] < 0.9).all()
-    assert set(grads["randomized"]) == {HEADS_LABEL, "+ blocks 3–1"}
+    assert set(grads["randomized"]) == {"image: projection + final norm", "full: both towers"}
+    assert set(full["n_tensors_randomized"]) == {sum(1 for n, _ in model.clip.named_parameters()) - 1}
 
 
-def test_sanity_figure_labels_steps_and_draws_matex_on_top():
+def cascade_table(n_pairs: int = 4) -> pd.DataFrame:
+    steps = [("image", "image: head"), ("image", "image: + block 1"), ("text", "text: head"), ("full", "full")]
     rows = []
     for method in ("random", "matex", "gradcam"):
-        for step, label in enumerate([HEADS_LABEL, "+ block 2", "+ block 1"], start=1):
+        for step, (tower, label) in enumerate(steps, start=1):
             rows += [
                 {
-                    "pair_id": p,
+                    "pair_id": f"{p}",
+                    "patient_id": f"pt{p // 2}",
                     "method": method,
                     "cascade_step": step,
+                    "tower": tower,
                     "randomized": label,
-                    "abs_spearman": 1.0 / step,
+                    "abs_spearman": 1.0 / step + 0.05 * p,
                     "ssim": 0.5 / step,
                 }
-                for p in ("a", "b")
+                for p in range(n_pairs)
             ]
-    fig = sanity_cascade(pd.DataFrame(rows), ["matex", "gradcam", "random"])
+    return pd.DataFrame(rows)
+
+
+def test_sanity_figure_shows_every_step_by_tower_with_patient_intervals():
+    table = cascade_table()
+    fig = sanity_cascade(table, ["matex", "gradcam", "random"])
     assert len(fig.axes) == 2
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == [HEADS_LABEL, "+ block 2", "+ block 1"]
-    lines = {line.get_label(): line for line in ax.get_lines()}
-    assert lines["matex"].get_zorder() > max(lines[m].get_zorder() for m in ("gradcam", "random"))
-    assert lines["random"].get_linestyle() == "--" and lines["gradcam"].get_linestyle() == "-"
-    assert np.allclose(lines["matex"].get_ydata(), [1.0, 0.5, 1 / 3])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["image: head", "image: + block 1", "text: head", "full"]
+    assert list(ax.get_xticks()) == [0, 1, 3, 5]  # a gap between the towers' cascades
+    lines = [line for line in ax.get_lines() if line.get_label() == "matex"]
+    assert len(lines) == 1  # one legend entry; the text and full segments are unlabelled
+    assert lines[0].get_zorder() > 2 and np.allclose(lines[0].get_ydata(), [1.075, 0.575])
+    # intervals: the spread of abs_spearman over pairs gives a non-empty bar, resampled by patient
+    stats = step_intervals(table, n_resamples=200)
+    one = stats[(stats["method"] == "matex") & (stats["measure"] == "abs_spearman")].set_index("cascade_step")
+    assert (one["low"] < one["mean"]).all() and (one["high"] > one["mean"]).all()
+    assert np.allclose(one["mean"], 1.0 / one.index + 0.075) and set(one["n"]) == {4}
+    ssim_rows = stats[stats["measure"] == "ssim"]
+    assert np.allclose(ssim_rows["low"], ssim_rows["high"])  # no spread, no interval width
+    # a patient's pairs move together: two patients of four similar pairs each give a wider interval
+    # than eight independent pairs (what the table would get without its patient_id column)
+    eight = cascade_table(n_pairs=8)
+    eight["patient_id"] = "pt" + (eight["pair_id"].astype(int) // 4).astype(str)
+    by_pair = step_intervals(eight.drop(columns="patient_id"), n_resamples=2000)
+    by_patient = step_intervals(eight, n_resamples=2000)
+    width = [(t["high"] - t["low"])[t["measure"] == "abs_spearman"].mean() for t in (by_patient, by_pair)]
+    assert width[0] > width[1] > 0
 
 
-def test_cascade_points_keep_both_ends():
-    assert cascade_points(7, None) == [1, 2, 3, 4, 5, 6, 7]
-    assert cascade_points(7, 4) == [1, 3, 5, 7]
-    assert cascade_points(4, 4) == [1, 2, 3, 4] and cascade_points(4, 9) == [1, 2, 3, 4]
-    assert cascade_points(13, 2) == [1, 13]
+def test_cascade_points_keep_full_the_towers_ends_and_the_image_top():
+    assert cascade_points(7, 5, None) == list(range(1, 14))
+    assert cascade_points(7, 5, 4) == [1, 7, 12, 13]  # image top, whole image tower, whole text tower, full
+    assert cascade_points(7, 5, 3) == [7, 12, 13]
+    assert cascade_points(7, 5, 2) == [7, 13]
+    assert cascade_points(7, 5, 5) == [1, 4, 7, 12, 13]
+    assert cascade_points(2, 1, 9) == [1, 2, 3, 4]
     with pytest.raises(ValueError, match="cascade_points"):
-        cascade_points(7, 1)
+        cascade_points(7, 5, 1)

@@ -1,121 +1,31 @@
 """Model-randomisation sanity check (Adebayo et al., NeurIPS 2018; docs/evaluation.md).
 
-Cascading randomisation from the top: step 1 re-initialises the projection heads and the final
-LayerNorms (vision ``proj`` and ``ln_post``, text ``text_projection`` and ``ln_final``), step
-1 + j also the top j vision blocks (the last block and down). Each step's maps are compared with
-the trained model's by |Spearman rho| and SSIM (Wang et al. 2004); both are "lower = the map depends
-on the weights". A map that survives randomisation explains the input or the text prior, not the
-model. The signed rho is kept for reference only: an anti-correlated map also depends on the weights.
+The cascade (``matex.metrics.cascade``) re-initialises every parameter tensor of the image tower from
+the top down (projection and final norm, blocks L..1, ``ln_pre``, positional and class embeddings,
+the patch embedding / stem), then, separately, of the text tower, and last of both ("full"). Each
+step's maps are compared with the trained model's by |Spearman rho| and SSIM (Wang et al. 2004);
+both are "lower = the map depends on the weights". A map that survives randomisation explains the
+input or the text prior, not the model. The signed rho is kept for reference only: an
+anti-correlated map also depends on the weights.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-
 import numpy as np
-import torch
 from scipy.stats import rankdata
 
-from ..errors import MapError, MatexError
+from ..errors import MapError
+from .cascade import cascade_labels, cascade_plan, randomize_cascading, reinitialised_state
 
-INIT_STD = 0.02
-HEADS_LABEL = "heads + final norms"
-
-
-def vision_blocks(model) -> torch.nn.ModuleList:
-    """The vision tower's transformer blocks, input to output (open_clip VisionTransformer)."""
-    try:
-        return model.clip.visual.transformer.resblocks
-    except AttributeError as err:
-        raise MatexError(
-            f"sanity check: model {getattr(model, 'name', '?')!r} has no "
-            "clip.visual.transformer.resblocks (only open_clip ViTs are supported)"
-        ) from err
-
-
-@torch.no_grad()
-def _reinit_block(block: torch.nn.Module, generator: torch.Generator) -> None:
-    """Every parameter of ``block``: LayerNorm weight -> 1, bias -> 0; matrices (Linear weights,
-    attention in/out projections) -> normal(0, 0.02); other biases -> 0; any other vector (e.g. a
-    LayerScale gamma) -> 1. Values are drawn on the CPU so the same seed gives the same weights on
-    any device."""
-    for module in block.modules():
-        is_norm = isinstance(module, torch.nn.LayerNorm)
-        for name, param in module.named_parameters(recurse=False):
-            if is_norm:
-                value = torch.ones(param.shape) if name == "weight" else torch.zeros(param.shape)
-            elif param.ndim >= 2:
-                value = torch.randn(param.shape, generator=generator) * INIT_STD
-            elif "bias" in name:
-                value = torch.zeros(param.shape)
-            else:
-                value = torch.ones(param.shape)
-            param.copy_(value.to(param.dtype))
-
-
-@torch.no_grad()
-def _reinit_heads(clip: torch.nn.Module, generator: torch.Generator) -> None:
-    """Projection heads -> normal(0, width^-1/2) (open_clip's init), final LayerNorms -> (1, 0)."""
-    visual = clip.visual
-    found = False
-    for owner, proj_name, norm_name in ((visual, "proj", "ln_post"), (clip, "text_projection", "ln_final")):
-        proj = getattr(owner, proj_name, None)
-        width = None
-        if isinstance(proj, torch.nn.Linear):
-            proj, width = proj.weight, proj.in_features  # (out, in)
-        if isinstance(proj, torch.Tensor):
-            width = width or proj.shape[0]  # open_clip stores (width, embed_dim) and multiplies x @ proj
-            proj.copy_((torch.randn(proj.shape, generator=generator) * width**-0.5).to(proj.dtype))
-            found = True
-        norm = getattr(owner, norm_name, None)
-        if isinstance(norm, torch.nn.LayerNorm):
-            _reinit_block(norm, generator)
-            found = True
-    if not found:
-        raise MatexError(
-            "sanity check: the model has no projection head or final LayerNorm to randomise "
-            "(only open_clip CLIPs are supported)"
-        )
-
-
-def cascade_labels(model) -> list[str]:
-    """What cascade step k (1..L+1) has randomised, cumulatively: the heads, then "+ block L",
-    "+ blocks L–(L-1)", ..., "+ blocks L–1" (blocks numbered 1..L from the input)."""
-    n = len(vision_blocks(model))
-    return [HEADS_LABEL] + [f"+ block {n}" if j == 1 else f"+ blocks {n}–{n - j + 1}" for j in range(1, n + 1)]
-
-
-def randomize_cascading(model, step: int, seed: int):
-    """A copy of ``model`` randomised up to cascade ``step`` (0 = none, 1 = heads and final norms,
-    1 + j = also the top j vision blocks); the original model is untouched.
-
-    Each group's draw depends only on (seed, group), so the cascade is nested: step k+1 keeps the
-    weights step k drew.
-    """
-    blocks = vision_blocks(model)
-    n_total = len(blocks)
-    if not 0 <= int(step) <= n_total + 1:
-        raise MatexError(
-            f"sanity check: cascade step {step} must lie in [0, {n_total + 1}] "
-            f"(heads, then the vision tower's {n_total} blocks)"
-        )
-    clip = copy.deepcopy(model.clip)
-    if step >= 1:
-        _reinit_heads(clip, torch.Generator().manual_seed(int(seed) * 1_000_003 + n_total))
-    n_blocks = max(0, int(step) - 1)
-    copied_blocks = clip.visual.transformer.resblocks
-    for index in range(n_total - n_blocks, n_total):
-        generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
-        _reinit_block(copied_blocks[index], generator)
-    meta = {
-        **model.meta,
-        "cascade_step": int(step),
-        "randomized_heads": int(step) >= 1,
-        "randomized_vision_blocks": n_blocks,
-        "randomization_seed": int(seed),
-    }
-    return dataclasses.replace(model, clip=clip, meta=meta)
+__all__ = [
+    "abs_spearman",
+    "cascade_labels",
+    "cascade_plan",
+    "randomize_cascading",
+    "reinitialised_state",
+    "spearman_maps",
+    "ssim",
+]
 
 
 def spearman_maps(a, b) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Studies that need the model, not just cached maps: the cascading-randomisation sanity check
-(Adebayo et al. 2018; |Spearman rho| and SSIM per cascade step) and MATEX's fusion-weight
+(Adebayo et al. 2018; |Spearman rho| and SSIM per cascade step, over every tensor of both towers) and MATEX's fusion-weight
 ablation and prior-strength sweep."""
 
 from __future__ import annotations
@@ -35,18 +35,24 @@ def _explain_rows(
     return np.concatenate(out)
 
 
-def n_vision_blocks(model) -> int:
-    return len(model.clip.visual.transformer.resblocks)
-
-
-def cascade_points(n_steps: int, points: int | None) -> list[int]:
-    """The cascade steps to run among 1..``n_steps``: all (``points`` None), else ``points`` steps
-    evenly spaced from 1 (heads) to ``n_steps`` (everything), both ends always included."""
-    if points is None or int(points) >= n_steps:
-        return list(range(1, n_steps + 1))
+def cascade_points(n_image: int, n_text: int, points: int | None) -> list[int]:
+    """The cascade steps to run (image steps 1..``n_image``, text steps ``n_image``+1..``n_image``+``n_text``,
+    then "full"): all when ``points`` is None; else ``points`` steps: always "full" (last, the step
+    the table reads), from 3 points also the end of the text cascade (the whole text tower), and
+    the rest evenly spaced over the image cascade with both ends kept (one point: its end, the
+    whole image tower). Demo (4): image top, whole image tower, whole text tower, full."""
+    full = n_image + n_text + 1
+    if points is None or int(points) >= full:
+        return list(range(1, full + 1))
     if int(points) < 2:
-        raise ValueError(f"evaluation.sanity.cascade_points must be >= 2 (first and last step), got {points}")
-    return sorted({int(round(v)) for v in np.linspace(1, n_steps, int(points))})
+        raise ValueError(f"evaluation.sanity.cascade_points must be >= 2 (an image step and 'full'), got {points}")
+    n_img_points = int(points) - 1 - (int(points) >= 3)
+    if n_img_points == 1:
+        image = [n_image]
+    else:
+        image = {int(round(v)) for v in np.linspace(1, n_image, min(n_img_points, n_image))}
+    text = [n_image + n_text] if int(points) >= 3 and n_text else []
+    return sorted({*image, *text, full})
 
 
 def sanity_curve(
@@ -63,44 +69,50 @@ def sanity_curve(
     keep_pairs: int = 4,
 ) -> pd.DataFrame:
     """Cascading randomisation (Adebayo et al. 2018): each pair's map on the trained model against
-    its map on copies randomised up to cascade step k (1 = heads and final norms, 1 + j = also the
-    top j vision blocks; ``steps`` = the steps to run, default all 1..L+1, see ``cascade_points``).
-    Per pair and step: signed Spearman rho (reference only), |rho| and SSIM (both lower = the map
-    depends on the weights).
+    its map on copies randomised up to cascade step k (``matex.metrics.cascade``: the image tower's
+    groups top down, then the text tower's, then both towers = "full"; ``steps`` = the steps to run,
+    default all, see ``cascade_points``). Per pair and step: signed Spearman rho (reference only),
+    |rho| and SSIM (both lower = the map depends on the weights); ``patient_id`` is carried when
+    the pairs have it, for patient-bootstrap intervals.
 
     ``keep_maps``: a dict to fill with the maps of the first ``keep_pairs`` pairs, trained
     (``trained/<pair_id>``) and at each step (``step<k>/<pair_id>``), float16, so the randomisation can
     be seen, not only scored."""
-    from .sanity import cascade_labels, randomize_cascading, spearman_maps, ssim
+    from .sanity import cascade_plan, randomize_cascading, reinitialised_state, spearman_maps, ssim
 
-    labels = cascade_labels(model)
-    steps = list(range(1, len(labels) + 1)) if steps is None else sorted({int(k) for k in steps})
+    plan = cascade_plan(model)
+    all_steps = plan.steps
+    steps = list(range(1, len(all_steps) + 1)) if steps is None else sorted({int(k) for k in steps})
+    fresh = reinitialised_state(model.clip, seed)  # drawn once: the cascade is nested
     reference = _explain_rows(model, method, params, pairs, images_u8, rows, batch_size)
     kept_ids = pairs["pair_id"].iloc[rows[:keep_pairs]].tolist()
     if keep_maps is not None:
         keep_maps.update({f"trained/{p}": reference[i].astype(np.float16) for i, p in enumerate(kept_ids)})
     frames = []
     for k in steps:
-        randomized = randomize_cascading(model, k, seed)
+        randomized = randomize_cascading(model, k, seed, fresh=fresh)
         maps = _explain_rows(randomized, method, params, pairs, images_u8, rows, batch_size)
         if keep_maps is not None:
             keep_maps.update({f"step{k}/{p}": maps[i].astype(np.float16) for i, p in enumerate(kept_ids)})
         rho = spearman_maps(reference, maps)  # ranks once; |rho| is abs_spearman of the same maps
-        frames.append(
-            pd.DataFrame(
-                {
-                    "pair_id": pairs["pair_id"].iloc[rows].to_numpy(),
-                    "method": method,
-                    "category": pairs["category"].iloc[rows].to_numpy(),
-                    "cascade_step": k,
-                    "randomized": labels[k - 1],
-                    "blocks_randomized": k - 1,
-                    "spearman": rho,
-                    "abs_spearman": np.abs(rho),
-                    "ssim": ssim(reference, maps),
-                }
-            )
+        step = all_steps[k - 1]
+        frame = pd.DataFrame(
+            {
+                "pair_id": pairs["pair_id"].iloc[rows].to_numpy(),
+                "method": method,
+                "category": pairs["category"].iloc[rows].to_numpy(),
+                "cascade_step": k,
+                "tower": step.tower,
+                "randomized": step.label,
+                "n_tensors_randomized": len(step.names),
+                "spearman": rho,
+                "abs_spearman": np.abs(rho),
+                "ssim": ssim(reference, maps),
+            }
         )
+        if "patient_id" in pairs.columns:
+            frame.insert(1, "patient_id", pairs["patient_id"].iloc[rows].astype(str).to_numpy())
+        frames.append(frame)
         del randomized
     return pd.concat(frames, ignore_index=True)
 

@@ -43,8 +43,8 @@ def aggregate(cfg, input, output, params, wildcards, threads):
 
     info = pair_info(pd.read_parquet(input.pairs))
     tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
-    # sanity columns: the measures at the last cascade step run (heads and every block randomised; lower = the
-    # map depends on the model)
+    # sanity columns: the measures at the last cascade step run ("full": every parameter of both towers
+    # re-initialised; lower = the map depends on the model)
     san = pd.concat([pd.read_parquet(p) for p in input.sanity], ignore_index=True)
     full = san[san["cascade_step"] == san.groupby("method")["cascade_step"].transform("max")]
     sanity_rows = [
@@ -116,12 +116,13 @@ def _eval_rows(cfg: dict, pairs, cap: int | None):
 def sanity(cfg, input, output, params, wildcards, threads):
 
     from ..io import write_npz, write_parquet
-    from ..metrics.sanity import cascade_labels
+    from ..metrics.sanity import cascade_plan
     from ..metrics.studies import cascade_points, sanity_curve
 
     pairs, images, model = load_step_inputs(cfg, input, threads)
     sanity_cfg = cfg["evaluation"]["sanity"]
     rows = _eval_rows(cfg, pairs, sanity_cfg.get("max_pairs"))
+    plan = cascade_plan(model)  # every tensor of both towers; the last step ("full") is always run
     kept: dict = {}
     df = sanity_curve(
         model,
@@ -132,7 +133,7 @@ def sanity(cfg, input, output, params, wildcards, threads):
         rows,
         int(cfg["attribution"]["batch_size"]),
         cfg["seed"],
-        steps=cascade_points(len(cascade_labels(model)), sanity_cfg.get("cascade_points")),
+        steps=cascade_points(plan.n_image, plan.n_text, sanity_cfg.get("cascade_points")),
         keep_maps=kept,
     )
     meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
