@@ -5,11 +5,18 @@ open_clip is not edited: :func:`record_tower` temporarily replaces each ``Residu
 ``attention`` method on the instance with an explicit softmax(qk^T/sqrt(d) + mask)·v that keeps the
 probabilities in the graph, and records block inputs with forward pre-hooks; both are restored when
 the context exits.
+
+Thread safety: patching and hooking change the shared model, so every ``explain`` call holds the
+model's lock (:func:`model_session`) for its whole duration: calls from threads on one model run one
+at a time and give the maps serial calls give; calls on different models run in parallel. Every
+call leaves the model as it found it (training flags, instance attributes, hooks), also when it raises.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -20,6 +27,49 @@ from ..errors import MatexError
 from .towers import attention_patches, is_batch_first, tower_blocks
 
 _MISSING = object()
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(module: nn.Module) -> threading.RLock:
+    """The re-entrant lock of ``module`` (one per model object, dropped with the model)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(module)
+        if lock is None:
+            lock = _LOCKS[module] = threading.RLock()
+        return lock
+
+
+def _hook_state(module: nn.Module) -> tuple:
+    """What a call may change on one module: its training flag, instance attributes and hooks."""
+    hooks = tuple(
+        tuple(getattr(module, name, {}).keys())
+        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_forward_hooks_with_kwargs")
+    )
+    return module.training, tuple(sorted(module.__dict__)), hooks
+
+
+def module_state(root: nn.Module) -> dict[str, tuple]:
+    """Per submodule of ``root``: training flag, instance attribute names and hook ids (for tests and
+    for checking that a call left the model as it found it)."""
+    return {name: _hook_state(m) for name, m in root.named_modules()}
+
+
+@contextlib.contextmanager
+def model_session(module: nn.Module) -> Iterator[None]:
+    """Hold ``module``'s lock, put it in eval mode (dropout off: maps must be deterministic) and, on
+    exit, also after an error, give every submodule back its own training flag.
+
+    Concurrent ``explain`` calls on one model serialise here (patches and hooks live on the shared
+    model); nested calls from the same thread re-enter."""
+    with model_lock(module):
+        flags = [(m, m.training) for m in module.modules()]
+        module.eval()
+        try:
+            yield
+        finally:
+            for m, flag in flags:
+                m.training = flag
 
 
 @dataclass

@@ -155,8 +155,13 @@ def explain(
     text prior is laid on the input as the film was (taken from PIL images when not given; otherwise
     the image is taken to be the input itself). Returns maps (B, H, W) float32 in [0, 1] on CPU.
     training_boxes, categories: only the bias controls read them (``mean_box``: the training pairs'
-    boxes, a ``mean_box.TrainingBoxes``; ``category_box``: those and each pair's finding category)."""
+    boxes, a ``mean_box.TrainingBoxes``; ``category_box``: those and each pair's finding category).
+
+    Thread-safe: a call holds a per-model lock while it runs (the methods patch and hook the model),
+    so threads sharing one model take turns and get the maps serial calls give; the model is left as
+    it was found (training flags, no patch or hook), also when the call raises."""
     from ..errors import DataError
+    from .recording import model_session
     from .wrapper import ForwardContext
 
     spec = get_method(method)
@@ -170,9 +175,8 @@ def explain(
     x = model.preprocess(images)
     if x.ndim != 4 or x.shape[0] != len(texts):
         raise DataError(f"method {method!r}: {x.shape[0] if x.ndim == 4 else '?'} images but {len(texts)} texts")
-    was_training = model.clip.training
-    model.clip.eval()  # dropout off: maps must be deterministic
-    try:
+    # one call at a time per model (the methods patch and hook it), eval mode, flags restored after
+    with model_session(model.clip):
         ctx = ForwardContext(
             model=model,
             images=x,
@@ -183,8 +187,6 @@ def explain(
             categories=None if categories is None else [str(c) for c in categories],
         )
         out = spec.fn(ctx, **used)
-    finally:
-        model.clip.train(was_training)
     image = out.image.detach().to("cpu", torch.float32)
     expected = (x.shape[0], x.shape[2], x.shape[3])
     if tuple(image.shape) != expected:
