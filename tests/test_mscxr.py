@@ -221,6 +221,11 @@ def _break_garbage(root, rel):
     (root / rel).write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg at all" * 4)
 
 
+def _plant_outside(root, rel):
+    """The file the escaping path names exists (outside the root): only containment refuses it."""
+    save_image(root, rel, 64, 48)
+
+
 BAD_KINDS = {
     # kind: (row overrides, file breaker, expected words in the reason)
     "missing_image": ({}, _break_missing, "not found"),
@@ -231,6 +236,8 @@ BAD_KINDS = {
     "nan_coord": ({"y": ""}, None, "non-numeric"),
     "empty_phrase": ({"label_text": "   "}, None, "empty phrase"),
     "size_mismatch": ({"image_width": 65}, None, "image is 64x48"),
+    "leaves_root": ({"path": "../outside/p00000004/s00000004/img4.jpg"}, _plant_outside, "leaves the image root"),
+    "absolute_path": ({"path": "/etc/p00000004/s00000004/img4.jpg"}, None, "is absolute"),
 }
 
 
@@ -407,3 +414,82 @@ def test_mscxr_shaped_csv_gives_1162_pairs_with_the_published_counts(tmp_path):
     assert {c: v["pairs"] for c, v in report["per_category"].items()} == MSCXR_COUNTS
     assert pairs["pair_id"].is_unique
     assert len(pairs[["dicom_id", "phrase"]].drop_duplicates()) == 1160
+
+
+# ----------------------------------------------------------------------- one film per dicom_id
+def _two_films(root: Path) -> tuple[str, str, str]:
+    """Three distinct films of patient 1 (different bright boxes)."""
+    rels = [rel_path(1, 1, f"f{k}") for k in range(3)]
+    for k, rel in enumerate(rels):
+        save_image(root, rel, 64, 48, box=(5 + 15 * k, 5, 10, 10))
+    return tuple(rels)
+
+
+def test_one_dicom_id_with_two_paths_is_refused_naming_both_lines(tmp_path):
+    a, b, _ = _two_films(tmp_path)
+    rows = [
+        row("img1", a, (10, 10, 20, 15), (64, 48)),
+        row("img9", rel_path(9, 9, "other"), (10, 10, 20, 15), (64, 48)),
+        row("img1", b, (10, 10, 20, 15), (64, 48), phrase="left effusion"),  # same id, another film
+    ]
+    save_image(tmp_path, rows[1]["path"], 64, 48)
+    csv_path = write_csv(tmp_path / CSV_NAME, rows)
+    with pytest.raises(DataError) as e:
+        build_pairs(csv_path, tmp_path, GEOM, 0.0, 0, on_bad_row="error")
+    msg = str(e.value)
+    assert "line 4" in msg and "CSV line 2" in msg and a in msg and b in msg and "dicom_id img1" in msg
+    out = tmp_path / "out"
+    pairs = prepare_dataset(
+        csv_path, tmp_path, GEOM, 0.0, 0, "skip", out / "p.parquet", out / "r.json", out / "i.npy", progress=False
+    )
+    assert list(pairs["image_path"][pairs["dicom_id"] == "img1"]) == [a]  # the film of its first row only
+    images = np.load(out / "i.npy")
+    k = int(np.flatnonzero(pairs["dicom_id"].to_numpy() == "img1")[0])
+    with Image.open(tmp_path / a) as im:
+        assert np.array_equal(images[k], GEOM.image_to_input(im))
+
+
+def test_one_path_with_two_dicom_ids_is_refused(tmp_path):
+    a, _, _ = _two_films(tmp_path)
+    rows = [row("img1", a, (10, 10, 20, 15), (64, 48)), row("img2", a, (10, 10, 20, 15), (64, 48), phrase="x")]
+    csv_path = write_csv(tmp_path / CSV_NAME, rows)
+    with pytest.raises(DataError, match=r"line 3.*path .* is dicom_id img1 on CSV line 2 and img2 here"):
+        build_pairs(csv_path, tmp_path, GEOM, 0.0, 0, on_bad_row="error")
+
+
+def test_images_are_keyed_by_path_so_pairs_never_swap_films(tmp_path):
+    """Pairs of different films sharing nothing but row order each get their own film."""
+    rels = _two_films(tmp_path)
+    rows = [row(f"img{k}", rel, (10, 10, 20, 15), (64, 48)) for k, rel in enumerate(rels)]
+    csv_path = write_csv(tmp_path / CSV_NAME, rows[::-1])
+    out = tmp_path / "out"
+    pairs = prepare_dataset(
+        csv_path, tmp_path, GEOM, 0.0, 0, "error", out / "p.parquet", out / "r.json", out / "i.npy", progress=False
+    )
+    images = np.load(out / "i.npy")
+    for k, rel in enumerate(pairs["image_path"]):
+        with Image.open(tmp_path / rel) as im:
+            assert np.array_equal(images[k], GEOM.image_to_input(im))
+
+
+def test_dicom_and_16bit_films_are_read_by_the_loader(tmp_path):
+    pytest.importorskip("pydicom")
+    from test_image_formats import film, rescale_8bit, write_dicom
+
+    stored = np.rint(film(80, 3900, shape=(48, 64))).astype(np.uint16)
+    rels = [rel_path(1, 1, "a").replace(".jpg", ".dcm"), rel_path(2, 2, "b").replace(".jpg", ".png")]
+    rels.append(rel_path(3, 3, "c").replace(".jpg", ".png"))
+    for rel in rels:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    write_dicom(tmp_path / rels[0], stored, PixelSpacing=[0.2, 0.2])
+    Image.fromarray(stored * 16).save(tmp_path / rels[1])
+    Image.fromarray(rescale_8bit(stored)).save(tmp_path / rels[2])
+    rows = [row(f"img{k}", rel, (10, 10, 20, 15), (64, 48)) for k, rel in enumerate(rels)]
+    csv_path = write_csv(tmp_path / CSV_NAME, rows)
+    out = tmp_path / "out"
+    pairs = prepare_dataset(
+        csv_path, tmp_path, GEOM, 0.0, 0, "error", out / "p.parquet", out / "r.json", out / "i.npy", progress=False
+    )
+    images = {d: im for d, im in zip(pairs["dicom_id"], np.load(out / "i.npy"))}
+    for d in ("img0", "img1"):
+        assert np.abs(images[d].astype(int) - images["img2"].astype(int)).max() <= 1

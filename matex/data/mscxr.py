@@ -2,8 +2,9 @@
 aligned to the model's input (docs/evaluation.md).
 
 Steps (``build_pairs``): read the CSV (MS-CXR's exact columns, the synthetic generator writes the
-same), check every row (image present and decodable at the size the CSV states, box inside the
-image, phrase not empty), group rows by ``(dicom_id, phrase)``, map every box through the same
+same), check every row (path inside the image root, one film per ``dicom_id`` and one ``dicom_id`` per
+film, image present and decodable at the size the CSV states, box inside the image, phrase not
+empty), group rows by ``(dicom_id, phrase)``, map every box through the same
 affine map as the image (``InputGeometry.map_box``), and split by *patient* so no patient's images
 leak from training into validation (ROAR+ fine-tunes on the train split, section 5).
 
@@ -24,7 +25,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from PIL import Image
 
 from ..errors import DataError
 from ..io import atomic_path, write_json, write_parquet
+from .images import read_image
 from .transforms import InputGeometry
 
 REQUIRED_COLUMNS = [
@@ -144,23 +146,51 @@ class _BadRows:
         )
 
 
-def _check_image(file: Path, width: int, height: int, on_image: Callable[[Image.Image], None] | None) -> str | None:
-    """Decode the image fully; return the reason it is unusable, or None."""
-    if not file.is_file():
-        return f"image file not found: {file}"
+def _check_image(
+    file: Path, width: int, height: int, geometry: InputGeometry, on_image: Callable[[Image.Image], None] | None
+) -> str | None:
+    """Decode the image fully (any format :func:`~matex.data.images.read_image` reads: 8/16-bit
+    PNG, JPEG, TIFF, DICOM); return the reason it is unusable, or None."""
     try:
-        with Image.open(file) as img:
-            img.load()
-            if img.size != (width, height):
-                return (
-                    f"image is {img.size[0]}x{img.size[1]} pixels but the CSV says "
-                    f"image_width={width}, image_height={height}"
-                )
-            if on_image is not None:
-                on_image(img)
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
-        return f"image cannot be decoded ({type(e).__name__}: {e})"
+        img, _ = read_image(file, geometry)
+    except DataError as e:
+        return str(e)
+    if img.size != (width, height):
+        return (
+            f"image is {img.size[0]}x{img.size[1]} pixels but the CSV says image_width={width}, image_height={height}"
+        )
+    if on_image is not None:
+        on_image(img)
     return None
+
+
+def _contained(rel: str) -> str | None:
+    """Why the CSV's relative path may not be read (it leaves the image root), or None."""
+    if not rel:
+        return "empty path"
+    parts = PurePosixPath(rel.replace("\\", "/"))
+    if parts.is_absolute() or PureWindowsPath(rel).drive or PureWindowsPath(rel).root:
+        return f"path {rel!r} is absolute; paths must be relative to the image root"
+    if ".." in parts.parts:
+        return f"path {rel!r} leaves the image root ('..'); paths must stay inside it"
+    return None
+
+
+class _Identity:
+    """One film per dicom_id and one dicom_id per file: a row that contradicts an earlier one is bad."""
+
+    def __init__(self) -> None:
+        self.path_of: dict[str, tuple[str, int]] = {}
+        self.id_of: dict[str, tuple[str, int]] = {}
+
+    def conflict(self, dicom_id: str, rel: str, line: int) -> str | None:
+        known_path = self.path_of.setdefault(dicom_id, (rel, line))
+        if known_path[0] != rel:
+            return f"dicom_id {dicom_id} has path {known_path[0]} on CSV line {known_path[1]} and {rel} here"
+        known_id = self.id_of.setdefault(rel, (dicom_id, line))
+        if known_id[0] != dicom_id:
+            return f"path {rel} is dicom_id {known_id[0]} on CSV line {known_id[1]} and {dicom_id} here"
+        return None
 
 
 def _positive_int(value: str) -> int | None:
@@ -193,8 +223,10 @@ def build_pairs(
 
     Returns ``(pairs, report)``: ``pairs`` has ``PAIR_COLUMNS`` sorted by ``pair_id``; ``report`` is
     JSON-able (counts, clipped/dropped boxes, skipped rows, per split and per category counts).
-    ``on_image(dicom_id, img)`` is called once per usable image while it is decoded for the check,
-    so a caller can keep what it needs without decoding twice.
+    ``on_image(image_path, img)`` is called once per usable image (keyed by the CSV's path, as the
+    pairs table's ``image_path``) while it is decoded for the check, so a caller can keep what it needs
+    without decoding twice. A path that leaves ``image_root`` and a row whose dicom_id and path
+    contradict an earlier row are bad rows (naming the CSV line).
     """
     csv_path, image_root = Path(csv_path), Path(image_root)
     bad = _BadRows(csv_path, on_bad_row)
@@ -209,6 +241,7 @@ def build_pairs(
         rows_iter = tqdm(rows_iter, desc="checking MS-CXR rows", unit="row")
 
     kept: list[dict[str, Any]] = []
+    identity = _Identity()
     n_clipped = n_dropped = 0
     for i in rows_iter:
         r = df.iloc[i]
@@ -219,6 +252,14 @@ def build_pairs(
             continue
         if not phrase:
             bad(i, line, dicom_id, rel, "empty phrase (label_text)")
+            continue
+        outside = _contained(rel)
+        if outside is not None:
+            bad(i, line, dicom_id, rel, outside)
+            continue
+        conflict = identity.conflict(dicom_id, rel, line)
+        if conflict is not None:
+            bad(i, line, dicom_id, rel, conflict)
             continue
         patient, study = _PATIENT_RE.search(rel), _STUDY_RE.search(rel)
         if patient is None or study is None:
@@ -236,8 +277,8 @@ def build_pairs(
             continue
         key = (rel, width, height)
         if key not in image_reason:
-            callback = (lambda img, d=dicom_id: on_image(d, img)) if on_image is not None else None
-            image_reason[key] = _check_image(image_root / rel, width, height, callback)
+            callback = (lambda img, p=rel: on_image(p, img)) if on_image is not None else None
+            image_reason[key] = _check_image(image_root / rel, width, height, geometry, callback)
         if image_reason[key] is not None:
             bad(i, line, dicom_id, rel, image_reason[key])
             continue
@@ -367,16 +408,16 @@ def prepare_dataset(
     decoded once, however many pairs share it. All three files appear together or not at all."""
     inputs: dict[str, np.ndarray] = {}
 
-    def keep_input(dicom_id: str, img: Image.Image) -> None:
-        inputs[dicom_id] = geometry.image_to_input(img)
+    def keep_input(image_path: str, img: Image.Image) -> None:
+        inputs[image_path] = geometry.image_to_input(img)
 
     pairs, report = build_pairs(
         csv_path, image_root, geometry, val_fraction, seed, on_bad_row, on_image=keep_input, progress=progress
     )
     size = geometry.size
     images = np.zeros((len(pairs), size, size), dtype=np.uint8)
-    for k, dicom_id in enumerate(pairs["dicom_id"]):
-        images[k] = inputs[dicom_id]
+    for k, image_path in enumerate(pairs["image_path"]):
+        images[k] = inputs[image_path]
     full_meta = {**dict(meta or {}), "geometry": report["geometry"], "n_pairs": report["n_pairs"]}
     with contextlib.ExitStack() as stack:
         tmp_pairs = stack.enter_context(atomic_path(out_pairs, suffix=".parquet"))
