@@ -22,10 +22,60 @@ from .io import read_npz, read_npz_members, read_npz_meta, write_npz, write_parq
 log = logging.getLogger(__name__)
 
 
-def select_pairs(pairs: pd.DataFrame, split: str, max_pairs: int | None) -> np.ndarray:
-    """Row indices (into pairs.parquet / images.npy) of the pairs to explain, in pair order."""
+def select_pairs(
+    pairs: pd.DataFrame,
+    split: str,
+    max_pairs: int | None,
+    priority: np.ndarray | None = None,
+    quota: int = 0,
+) -> np.ndarray:
+    """Row indices (into pairs.parquet / images.npy) of the pairs to explain, in pair order.
+
+    With ``max_pairs``, the first ``max_pairs`` of the split; with a boolean ``priority`` per row of
+    ``pairs`` and a ``quota``, a stratified choice instead: the first ``quota`` priority rows of the
+    split (fewer if the split has fewer), then the split's other rows in pair order up to ``max_pairs``
+    (a stratum that is rare in pair order, such as the shortcut study's films, is then represented
+    within the budget). The result is sorted (pair order) and deterministic."""
     rows = np.arange(len(pairs)) if split == "all" else np.flatnonzero(pairs["split"].to_numpy() == split)
-    return rows[:max_pairs] if max_pairs else rows
+    if not max_pairs or len(rows) <= max_pairs:
+        return rows
+    if priority is None or quota <= 0:
+        return rows[:max_pairs]
+    priority = np.asarray(priority, dtype=bool)
+    if priority.shape != (len(pairs),):
+        raise ValueError(f"priority has shape {priority.shape}, expected ({len(pairs)},): one flag per pair")
+    first = rows[priority[rows]][: min(int(quota), int(max_pairs))]
+    rest = rows[~np.isin(rows, first)][: int(max_pairs) - len(first)]
+    return np.sort(np.concatenate([first, rest]))
+
+
+# the class the synthetic training films pair with a chest drain (the generator's shortcut)
+SHORTCUT_CATEGORY = "Pneumothorax"
+
+
+def shortcut_priority(cfg: Mapping[str, Any], pairs: pd.DataFrame) -> np.ndarray:
+    """Per row of ``pairs``: the phrase is of the shortcut's class and its film has a chest drain, read
+    from the generator's elements table (``{results_dir}/{dataset}/raw/synthetic_elements.parquet``,
+    written before the pairs table)."""
+    path = Path(cfg["results_dir"]) / str(cfg["dataset"]) / "raw" / "synthetic_elements.parquet"
+    if not path.exists():
+        raise MapError(f"attribution.shortcut_pairs needs the synthetic generator's elements table {path}")
+    elements = pd.read_parquet(path, columns=["dicom_id", "drain"])
+    drained = set(elements.loc[elements["drain"].astype(bool), "dicom_id"])
+    return (pairs["category"].to_numpy() == SHORTCUT_CATEGORY) & pairs["dicom_id"].isin(drained).to_numpy()
+
+
+def evaluation_rows(cfg: Mapping[str, Any], pairs: pd.DataFrame) -> np.ndarray:
+    """The evaluation pairs every step explains (``attribution.split``, ``max_pairs``; on synthetic
+    data, ``attribution.shortcut_pairs`` of them drawn first from the shortcut study's pairs: phrases
+    of the shortcut's class on films with a drain), as :func:`select_pairs` chooses them."""
+    att = cfg["attribution"]
+    quota = int(att.get("shortcut_pairs") or 0)
+    synthetic = cfg.get("data", {}).get("source") == "synthetic"
+    priority = shortcut_priority(cfg, pairs) if quota and synthetic and att.get("max_pairs") else None
+    return select_pairs(
+        pairs, att.get("split", "val"), att.get("max_pairs"), priority, quota if priority is not None else 0
+    )
 
 
 def shard_rows(rows: np.ndarray, shard: int, n_shards: int) -> np.ndarray:

@@ -11,8 +11,12 @@ import torch
 from matex.metrics.counterfactual import (
     counterfactual_agreement,
     drain_share,
+    element_mass,
+    exclusive_masks,
     lesion_share,
+    noise_threshold,
     pair_counterfactual,
+    rank_concordance,
     shortcut_test,
     truths_from_arrays,
     truths_to_arrays,
@@ -46,8 +50,45 @@ def test_agreement_is_plus_one_for_the_model_s_ranking_and_minus_one_reversed():
     reversed_ = 1 * masks[0] + 2 * masks[1] + 3 * masks[2]
     rho = counterfactual_agreement(np.stack([faithful, reversed_]).astype(float), [masks, masks], [deltas, deltas])
     np.testing.assert_allclose(rho, [1.0, -1.0])
-    two = counterfactual_agreement(faithful[None].astype(float), [masks[:2]], [deltas[:2]])
-    assert np.isnan(two[0])  # fewer than 3 elements
+    # a constant map puts equal mass on equal areas: no ranking, no agreement
+    assert counterfactual_agreement(np.ones((1, S, S)), [masks], [deltas])[0] == 0.0
+    one = counterfactual_agreement(faithful[None].astype(float), [masks[:1]], [deltas[:1]])
+    assert np.isnan(one[0])  # a single element has nothing to rank against
+
+
+def test_agreement_ranks_only_elements_whose_delta_s_differ_beyond_the_noise():
+    masks = np.stack([square(10, 10), square(40, 10), square(25, 40)])
+    deltas = np.array([0.3, 0.1, 0.05])
+    wrong_within_noise = 3 * masks[0] + 1 * masks[1] + 2 * masks[2]  # swaps the two close elements
+    m = wrong_within_noise[None].astype(float)
+    assert counterfactual_agreement(m, [masks], [deltas])[0] == pytest.approx(1 / 3)  # no threshold: penalised
+    assert counterfactual_agreement(m, [masks], [deltas], threshold=0.1)[0] == 1.0  # the swap is within noise
+    assert np.isnan(counterfactual_agreement(m, [masks], [deltas], threshold=0.5)[0])  # nothing separable
+    assert rank_concordance([1.0, 2.0], [0.2, 0.1], 0.0) == -1.0
+
+
+def test_element_mass_counts_only_exclusive_pixels():
+    big = square(20, 20, 10)
+    inner = square(20, 20, 3)  # inside big: its every pixel is shared
+    far = square(45, 45, 3)
+    masks = np.stack([big, inner, far])
+    excl = exclusive_masks(masks)
+    assert not excl[1].any() and not (excl[0] & inner).any() and (excl[2] == far).all()
+    # mass on the shared pixels cannot be credited to either element
+    np.testing.assert_array_equal(element_mass(inner.astype(float), masks), [0.0, 0.0, 0.0])
+    ring = (big & ~inner).astype(float)
+    np.testing.assert_array_equal(element_mass(ring, masks), [ring.sum(), 0.0, 0.0])
+
+
+def test_nonlesion_agreement_ignores_the_lesion():
+    masks = np.stack([square(10, 10), square(40, 10), square(25, 40)])  # lesion, drain, ribs
+    deltas = np.array([0.3, 0.1, 0.0])
+    lesion_only_right = 3 * masks[0] + 1 * masks[1] + 2 * masks[2]  # lesion first, the rest reversed
+    m = lesion_only_right[None].astype(float)
+    keep = [np.array([False, True, True])]
+    assert counterfactual_agreement(m, [masks], [deltas])[0] == pytest.approx(1 / 3)
+    assert counterfactual_agreement(m, [masks], [deltas], keep=keep)[0] == -1.0
+    assert noise_threshold([]) == 0.0
 
 
 def test_shortcut_test_scores_the_peak_only_where_the_model_prefers_the_drain():
@@ -119,10 +160,14 @@ def test_re_rendered_film_is_the_prepared_input_and_delta_s_is_measured(tmp_path
         s = model.similarity(model.preprocess(images[:1]), model.tokenize([row["phrase"]])).item()
     assert truth.similarity == pytest.approx(s, abs=1e-6)  # the re-rendered x is the prepared image
     assert np.isfinite(truth.deltas).all() and np.abs(truth.deltas).max() > 0
+    # the null: the same film with its quantum noise redrawn moves S, but removes nothing
+    assert truth.null_deltas.shape == (2,) and np.isfinite(truth.null_deltas).all()
+    assert np.abs(truth.null_deltas).max() > 0 and noise_threshold([truth]) > 0
     back = truths_from_arrays(truths_to_arrays({"p": truth}))["p"]  # the counterfactual_truth artifact
     assert back.names == truth.names and back.lesion == truth.lesion
     np.testing.assert_array_equal(back.masks, truth.masks)
     np.testing.assert_array_equal(back.deltas, truth.deltas)
+    np.testing.assert_array_equal(back.null_deltas, truth.null_deltas)
 
 
 # ------------------------------------------------------------------------------------- planted marker

@@ -9,8 +9,12 @@ identical. The model's true reliance on e for a pair (x, t) is
 the image-text similarity every method explains. Against that truth, per pair:
 
 - ``lesion_share`` / ``drain_share``: fraction of the map's mass on the lesion's / drain's pixel mask;
-- ``counterfactual_agreement``: Spearman ρ, over the pair's elements (at least 3), between each
-  element's map mass and its ΔS_e; a faithful map ranks elements the way the model uses them;
+- ``counterfactual_agreement``: rank agreement (Kendall-type concordance) between each element's
+  map mass on its exclusive pixels and its ΔS_e, counted only over element pairs whose ΔS differ by
+  more than the truth's noise (:func:`noise_threshold`); a faithful map ranks elements the way the
+  model uses them;
+- ``counterfactual_agreement_nonlesion``: the same among the elements other than the pair's own
+  lesion (drain, bones, other findings): the part a map's localisation of the lesion cannot explain;
 - ``shortcut_test``: on pairs where the model relies more on the drain than on the lesion
   (ΔS_drain > ΔS_lesion), whether the map's peak lies on the drain (a tied peak scores the fraction
   of tied pixels on it, so a constant map scores the drain's area fraction).
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,8 +39,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # a drain is a few pixels wide while the maps live on a 7x7 patch grid: the shortcut test's peak
-# counts as "on the drain" within half a 32-pixel patch of it (at 224 px input)
+# counts as "on the drain" within half a patch of it (16 px at 224 px input: input size / 14)
 SHORTCUT_TOLERANCE_PX = 16
+# Noise of the truth: each pair's film is also re-rendered with this many other draws of the quantum
+# noise; S(x) - S(x') is a change that removes nothing (a null element).
+NULL_DRAWS = 2
+# Two elements are ranked only when their ΔS differ by more than NOISE_Z * sqrt(2) * sigma_null (a
+# difference of two values that each carry the null's spread; z of a two-sided 95 % interval).
+NOISE_Z = 1.96
 
 
 def _mass_on(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -68,32 +78,55 @@ def drain_share(maps: np.ndarray, drain_masks: np.ndarray) -> np.ndarray:
     return _mass_on(maps, drain_masks)
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
+def exclusive_masks(masks: np.ndarray) -> np.ndarray:
+    """Each element's pixels that no other element of the film covers (E, H, W): the ribs and the
+    clavicles cross the lung fields, so map mass on a shared pixel cannot be told apart."""
+    masks = np.asarray(masks, dtype=bool)
+    count = masks.sum(0)
+    return masks & (count == 1)[None]
 
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+
+def rank_concordance(scores: np.ndarray, deltas: np.ndarray, threshold: float = 0.0) -> float:
+    """Kendall-type concordance (Kendall, Biometrika 1938) between ``scores`` and ``deltas`` over the
+    element pairs whose deltas differ by more than ``threshold``: (concordant − discordant) / pairs
+    ranked, a tie in the scores counting 0. NaN when no pair is ranked (every ΔS within noise)."""
+    s, d = np.asarray(scores, np.float64), np.asarray(deltas, np.float64)
+    i, j = np.triu_indices(len(d), 1)
+    ranked = np.abs(d[i] - d[j]) > threshold
+    if not ranked.any():
         return float("nan")
-    return float(spearmanr(a, b).statistic)
+    return float((np.sign(s[i] - s[j]) * np.sign(d[i] - d[j]))[ranked].mean())
+
+
+def element_mass(m: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """The map's total mass on each element's exclusive pixels (E,); a zero map counts as uniform."""
+    m = np.asarray(m, dtype=np.float64)
+    if m.sum() <= 0:
+        m = np.ones_like(m)
+    excl = exclusive_masks(masks)
+    return (m[None] * excl).reshape(len(excl), -1).sum(1)
 
 
 def counterfactual_agreement(
-    maps: np.ndarray, element_masks: Sequence[np.ndarray], deltas: Sequence[np.ndarray]
+    maps: np.ndarray,
+    element_masks: Sequence[np.ndarray],
+    deltas: Sequence[np.ndarray],
+    threshold: float = 0.0,
+    keep: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Spearman ρ per pair between the map mass on each element and the element's ΔS_e.
+    """Per pair: :func:`rank_concordance` between the map's mass on each element's exclusive pixels
+    and the element's ΔS_e, over element pairs whose ΔS differ by more than ``threshold``.
 
     ``element_masks[i]``: (E_i, H, W) bool masks of pair i's elements; ``deltas[i]``: (E_i,) ΔS.
-    Mass is the map's total mass on the element (a large element can hold much mass, as its removal
-    can move S much). NaN with fewer than 3 elements, or when the masses or the ΔS are all equal."""
+    ``keep[i]``: (E_i,) bool, the elements to rank (all by default; exclusivity is always taken
+    against every element). Mass is the map's total mass (a large element can hold much mass, as
+    its removal can move S much: the ``area_order`` baseline shows how far area alone goes)."""
     out = np.full(len(maps), np.nan)
     for i, (m, masks, d) in enumerate(zip(maps, element_masks, deltas)):
-        masks = np.asarray(masks, dtype=bool)
-        if len(masks) < 3:
+        sel = np.ones(len(d), bool) if keep is None else np.asarray(keep[i], bool)
+        if sel.sum() < 2:
             continue
-        m = np.asarray(m, dtype=np.float64)
-        if m.sum() <= 0:
-            m = np.ones_like(m)  # a zero map counts as uniform, as in the shares
-        mass = (m[None] * masks).reshape(len(masks), -1).sum(1)
-        out[i] = _spearman(mass, np.asarray(d, dtype=np.float64))
+        out[i] = rank_concordance(element_mass(m, masks)[sel], np.asarray(d, np.float64)[sel], threshold)
     return out
 
 
@@ -129,13 +162,32 @@ def shortcut_test(
 @dataclass
 class PairCounterfactual:
     """One pair's elements at the model input: masks (E, S, S) bool, ΔS_e (E,), their names, which
-    one is the pair's own lesion, and S(x) itself."""
+    one is the pair's own lesion, S(x) itself, and the null ΔS: S(x) − S(x') for re-renderings x'
+    that only redraw the quantum noise (the truth's noise)."""
 
     names: list[str]
     masks: np.ndarray
     deltas: np.ndarray
     lesion: str
     similarity: float
+    null_deltas: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def delta(self, name: str) -> float:
+        """ΔS of element ``name``; NaN when the film has no such element."""
+        return float(self.deltas[self.names.index(name)]) if name in self.names else float("nan")
+
+    def mask(self, name: str) -> np.ndarray:
+        """Mask of element ``name``; all False when the film has no such element."""
+        return self.masks[self.names.index(name)] if name in self.names else np.zeros(self.masks.shape[1:], bool)
+
+
+def noise_threshold(truths: Sequence[PairCounterfactual], z: float = NOISE_Z) -> float:
+    """The least ΔS difference that ranks two elements: z · √2 · σ_null, with σ_null the root mean
+    square of every pair's null ΔS (re-renderings that only redraw the quantum noise), pooled over the
+    run's pairs. 0 when no null was measured."""
+    null = np.concatenate([np.asarray(t.null_deltas, np.float64).ravel() for t in truths] or [np.zeros(0)])
+    null = null[np.isfinite(null)]
+    return float(z * np.sqrt(2.0) * np.sqrt(np.mean(null**2))) if null.size else 0.0
 
 
 def _to_input(image_u8: np.ndarray, geometry, jpeg_quality: int | None) -> np.ndarray:
@@ -157,55 +209,66 @@ def _mask_to_input(mask: np.ndarray, geometry) -> np.ndarray:
 
 
 def pair_counterfactual(
-    model, phrase: str, seed: int, case_index: int, spec, drain: bool, lesion: str, geometry, jpeg_quality: int | None
+    model,
+    phrase: str,
+    seed: int,
+    case_index: int,
+    spec,
+    drain: bool,
+    lesion: str,
+    geometry,
+    jpeg_quality: int | None,
+    null_draws: int = NULL_DRAWS,
 ) -> PairCounterfactual:
-    """Re-render case ``case_index`` whole and without each of its elements, and measure ΔS_e for
-    ``phrase`` with ``model``; masks are mapped through the same geometry as the image."""
+    """Re-render case ``case_index`` whole, without each of its elements, and with ``null_draws``
+    other draws of its quantum noise, and measure ΔS for ``phrase`` with ``model``; masks are mapped
+    through the same geometry as the image."""
     import torch
 
     from ..data.synthetic import render_case
 
     image, _, masks = render_case(seed, case_index, spec, drain=drain, return_elements=True)
     names = sorted(n for n, m in masks.items() if m.any())
-    inputs = [_to_input(image, geometry, jpeg_quality)]
-    inputs += [
-        _to_input(render_case(seed, case_index, spec, drain=drain, omit={n})[0], geometry, jpeg_quality) for n in names
-    ]
+    films = [image] + [render_case(seed, case_index, spec, drain=drain, omit={n})[0] for n in names]
+    films += [render_case(seed, case_index, spec, drain=drain, noise_draw=k)[0] for k in range(1, null_draws + 1)]
     with torch.no_grad():
-        x = model.preprocess(np.stack(inputs))
-        s = model.similarity(x, model.tokenize([phrase] * len(inputs))).cpu().numpy().astype(np.float64)
+        x = model.preprocess(np.stack([_to_input(f, geometry, jpeg_quality) for f in films]))
+        s = model.similarity(x, model.tokenize([phrase] * len(films))).cpu().numpy().astype(np.float64)
     return PairCounterfactual(
         names=names,
         masks=np.stack([_mask_to_input(masks[n], geometry) for n in names]),
-        deltas=s[0] - s[1:],
+        deltas=s[0] - s[1 : 1 + len(names)],
         lesion=lesion,
         similarity=float(s[0]),
+        null_deltas=s[0] - s[1 + len(names) :],
     )
 
 
 def counterfactual_metrics(
-    maps: np.ndarray, truths: Sequence[PairCounterfactual], tolerance_px: int = SHORTCUT_TOLERANCE_PX
+    maps: np.ndarray,
+    truths: Sequence[PairCounterfactual],
+    tolerance_px: int | None = None,
+    threshold: float | None = None,
 ) -> Mapping[str, np.ndarray]:
-    """The four per-pair metrics plus the ΔS of the lesion and the drain, for maps (B, S, S)."""
+    """The per-pair metrics plus the ΔS of the lesion and the drain, for maps (B, S, S).
+    ``tolerance_px``: the shortcut test's, default half a patch (S / 14); ``threshold``: the least ΔS
+    difference that ranks two elements, default :func:`noise_threshold` of ``truths``."""
     size = maps.shape[1:]
-
-    def mask_of(t: PairCounterfactual, name: str) -> np.ndarray:
-        return t.masks[t.names.index(name)] if name in t.names else np.zeros(size, bool)
-
-    def delta_of(t: PairCounterfactual, name: str) -> float:
-        return float(t.deltas[t.names.index(name)]) if name in t.names else float("nan")
-
-    lesion_masks = np.stack([mask_of(t, t.lesion) for t in truths])
-    drain_masks = np.stack([mask_of(t, "drain") for t in truths])
-    d_lesion = np.array([delta_of(t, t.lesion) for t in truths])
-    d_drain = np.array([delta_of(t, "drain") for t in truths])
+    tolerance = round(size[0] / 14) if tolerance_px is None else tolerance_px
+    threshold = noise_threshold(truths) if threshold is None else threshold
+    lesion_masks = np.stack([t.mask(t.lesion) for t in truths]) if truths else np.zeros((0, *size), bool)
+    drain_masks = np.stack([t.mask("drain") for t in truths]) if truths else np.zeros((0, *size), bool)
+    d_lesion = np.array([t.delta(t.lesion) for t in truths])
+    d_drain = np.array([t.delta("drain") for t in truths])
+    element_masks, deltas = [t.masks for t in truths], [t.deltas for t in truths]
     return {
         "lesion_share": lesion_share(maps, lesion_masks),
         "drain_share": drain_share(maps, drain_masks),
-        "counterfactual_agreement": counterfactual_agreement(
-            maps, [t.masks for t in truths], [t.deltas for t in truths]
+        "counterfactual_agreement": counterfactual_agreement(maps, element_masks, deltas, threshold),
+        "counterfactual_agreement_nonlesion": counterfactual_agreement(
+            maps, element_masks, deltas, threshold, keep=[np.array([n != t.lesion for n in t.names]) for t in truths]
         ),
-        "shortcut_test": shortcut_test(maps, drain_masks, d_drain, d_lesion, tolerance_px),
+        "shortcut_test": shortcut_test(maps, drain_masks, d_drain, d_lesion, tolerance),
         "delta_s_lesion": d_lesion,
         "delta_s_drain": d_drain,
     }
@@ -219,17 +282,11 @@ def compute_truths(
     ``truth``/``elements``: the generator's ``synthetic_truth.parquet`` / ``synthetic_elements.parquet``.
     The pair's lesion is the finding whose phrase is the pair's phrase. Model-dependent but
     method-independent: computed once per run (rule ``counterfactual_truth``)."""
-    from ..data.synthetic import SyntheticSpec
+    from ..data.synthetic.writer import synthetic_spec
     from ..data.transforms import InputGeometry
 
     syn = cfg["data"].get("synthetic", {})
-    spec = SyntheticSpec(
-        width=tuple(syn.get("width", (288, 352))),
-        height=tuple(syn.get("height", (320, 384))),
-        no_location_fraction=float(syn.get("no_location_fraction", 0.15)),
-        second_finding_fraction=float(syn.get("second_finding_fraction", 0.1)),
-        conspicuity=float(syn.get("conspicuity", 1.0)),
-    )
+    spec = synthetic_spec(syn)
     geometry = InputGeometry(int(cfg["input"]["size"]), cfg["input"].get("mode", "center_crop"))
     by_pair = pairs.set_index("pair_id")
     per_image = elements.drop_duplicates("dicom_id").set_index("dicom_id")
@@ -258,7 +315,7 @@ def compute_truths(
 
 def truths_to_arrays(truths: Mapping[str, PairCounterfactual]) -> dict[str, np.ndarray]:
     """Flat NPZ entries: ``{pair}/masks`` (packed bits), ``{pair}/shape``, ``/deltas``, ``/names``, ``/lesion``,
-    ``/similarity``."""
+    ``/similarity``, ``/null_deltas``."""
     arrays = {}
     for pid, t in truths.items():
         arrays[f"{pid}/masks"] = np.packbits(t.masks, axis=None)
@@ -267,6 +324,7 @@ def truths_to_arrays(truths: Mapping[str, PairCounterfactual]) -> dict[str, np.n
         arrays[f"{pid}/names"] = np.array(t.names)
         arrays[f"{pid}/lesion"] = np.array(t.lesion)
         arrays[f"{pid}/similarity"] = np.array(t.similarity)
+        arrays[f"{pid}/null_deltas"] = np.asarray(t.null_deltas, dtype=np.float64)
     return arrays
 
 
@@ -285,6 +343,7 @@ def truths_from_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, PairCounte
             deltas=np.asarray(arrays[f"{pid}/deltas"], dtype=np.float64),
             lesion=str(arrays[f"{pid}/lesion"]),
             similarity=float(arrays[f"{pid}/similarity"]),
+            null_deltas=np.asarray(arrays.get(f"{pid}/null_deltas", np.zeros(0)), dtype=np.float64),
         )
     return out
 
@@ -306,7 +365,8 @@ def evaluate_counterfactual(
     by_pair = pairs.set_index("pair_id")
     drain_of = elements.drop_duplicates("dicom_id").set_index("dicom_id")["drain"]
     maps = np.stack([arrays[p].astype(np.float32) for p in ids]) if ids else np.zeros((0, 1, 1), np.float32)
-    rec = counterfactual_metrics(maps, [truths[p] for p in ids])
+    # one noise threshold for the whole run (every method is ranked against the same truth)
+    rec = counterfactual_metrics(maps, [truths[p] for p in ids], threshold=noise_threshold(list(truths.values())))
     return pd.DataFrame(
         {
             "pair_id": ids,

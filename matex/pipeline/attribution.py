@@ -9,12 +9,12 @@ from .core import base_meta, load_step_inputs, method_params, recorded_settings,
 def attribute(cfg, input, output, params, wildcards, threads):
 
     from ..io import config_hash
-    from ..mapstore import attribute_rows, select_pairs, shard_rows, write_attribution
+    from ..mapstore import attribute_rows, evaluation_rows, shard_rows, write_attribution
 
     att = cfg["attribution"]
     method, shard, n_shards = wildcards.method, int(getattr(wildcards, "shard", 0)), int(att["shards"])
     pairs, images, model = load_step_inputs(cfg, input, threads)
-    rows = shard_rows(select_pairs(pairs, att.get("split", "val"), att.get("max_pairs")), shard, n_shards)
+    rows = shard_rows(evaluation_rows(cfg, pairs), shard, n_shards)
     mparams = method_params(cfg, method)
     audit: dict | None = {} if att.get("save_components", True) else None
     maps, table = attribute_rows(
@@ -34,7 +34,13 @@ def attribute(cfg, input, output, params, wildcards, threads):
         params=mparams,
         shard=f"{shard}/{n_shards}",
         config_hash=config_hash(
-            meta["config_hash"], method, mparams, att.get("split"), att.get("max_pairs"), att.get("store_dtype")
+            meta["config_hash"],
+            method,
+            mparams,
+            att.get("split"),
+            att.get("max_pairs"),
+            att.get("store_dtype"),
+            *([att["shortcut_pairs"]] if att.get("shortcut_pairs") else []),
         ),
         model=model.meta,
         settings=recorded_settings(cfg, "attribute", wildcards),

@@ -105,10 +105,9 @@ def aggregate(cfg, input, output, params, wildcards, threads):
 
 
 def _eval_rows(cfg: dict, pairs, cap: int | None):
-    from ..mapstore import select_pairs
+    from ..mapstore import evaluation_rows
 
-    att = cfg["attribution"]
-    rows = select_pairs(pairs, att.get("split", "val"), att.get("max_pairs"))
+    rows = evaluation_rows(cfg, pairs)
     return rows[:cap] if cap else rows
 
 
@@ -194,7 +193,34 @@ def counterfactual(cfg, input, output, params, wildcards, threads):
     write_parquet(output.metrics, df, meta)
 
 
-COUNTERFACTUAL_METRICS = ("lesion_share", "drain_share", "counterfactual_agreement", "shortcut_test")
+@step
+def counterfactual_controls(cfg, input, output, params, wildcards, threads):
+    """The counterfactual study's controls: oracle maps (lesion_mask, drain_mask), map-free rankings
+    (fixed_order, area_order) and the drain-vs-lesion intervention table (no model: the truth holds it)."""
+    import pandas as pd
+
+    from ..io import read_npz, write_parquet, write_text
+    from ..metrics import counterfactual_controls as cc
+    from ..metrics.counterfactual import truths_from_arrays
+
+    truths = truths_from_arrays(read_npz(input.truth)[0])
+    pairs = pd.read_parquet(input.pairs)
+    boot = cfg["evaluation"].get("bootstrap", {})
+    n, ci = int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95))
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
+    write_parquet(output.metrics, cc.counterfactual_controls(pairs, truths), meta)
+    table = cc.shortcut_intervention(pairs, truths, n, ci, cfg["seed"])
+    write_parquet(output.intervention, table, meta)
+    write_text(output.intervention_md, cc.intervention_markdown(table, ci))
+
+
+COUNTERFACTUAL_METRICS = (
+    "lesion_share",
+    "drain_share",
+    "counterfactual_agreement",
+    "counterfactual_agreement_nonlesion",
+    "shortcut_test",
+)
 
 
 def _counterfactual_tidy(paths) -> list:

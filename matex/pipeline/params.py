@@ -27,6 +27,7 @@ _PAIRS_AND_MODEL = (
     "model",
     "attribution.split",
     "attribution.max_pairs",
+    "attribution.shortcut_pairs",
     "attribution.batch_size",
     "attribution.device",
 )
@@ -55,6 +56,7 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "evaluate": (*_MAPS, "evaluation"),
     "counterfactual_truth": (*_PAIRS_AND_MODEL, "evaluation"),
     "counterfactual": (*_MAPS, "evaluation"),
+    "counterfactual_controls": (*_PAIRS_AND_MODEL, "evaluation"),
     "sanity": (*_MAPS, "evaluation"),
     "ablation": (*_MAPS, "evaluation", "figures.ablation_pairs", "figures.lambda_sweep"),
     "aggregate": ("data", "input", "model", "attribution", "evaluation", "roar"),

@@ -121,10 +121,9 @@ def roar_eval_val_rows(cfg: dict, pairs):
     """The validation pairs that have evaluation maps (``maps/{method}.npz``: the attribution split,
     capped at attribution.max_pairs), in pair order."""
 
-    from ..mapstore import select_pairs
+    from ..mapstore import evaluation_rows
 
-    att = cfg["attribution"]
-    rows = select_pairs(pairs, att.get("split", "val"), att.get("max_pairs"))
+    rows = evaluation_rows(cfg, pairs)
     return rows[pairs["split"].to_numpy()[rows] == "val"]
 
 

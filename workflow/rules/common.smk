@@ -96,4 +96,5 @@ def counterfactual_metrics():
     """Per-method counterfactual metrics: only the synthetic generator can re-render a film without an element."""
     if config["data"]["source"] != "synthetic":
         return []
-    return expand(f"{MD}/metrics/counterfactual/{{method}}.parquet", method=config["attribution"]["methods"])
+    per_method = expand(f"{MD}/metrics/counterfactual/{{method}}.parquet", method=config["attribution"]["methods"])
+    return per_method + [f"{MD}/counterfactual_controls.parquet"]  # oracles and map-free rankings

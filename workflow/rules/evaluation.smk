@@ -77,6 +77,31 @@ rule counterfactual:
         "../scripts/step.py"
 
 
+rule counterfactual_controls:
+    """Synthetic data only: oracle maps (lesion_mask, drain_mask) and map-free rankings (fixed_order, area_order) scored like the methods; the drain-vs-lesion intervention table."""
+    input:
+        pairs=f"{DS}/pairs.parquet",
+        truth=f"{MD}/counterfactual_truth.npz",
+    output:
+        metrics=f"{MD}/counterfactual_controls.parquet",
+        intervention=f"{MD}/tables/shortcut_intervention.parquet",
+        intervention_md=f"{MD}/tables/shortcut_intervention.md",
+    log:
+        f"{MD}/logs/counterfactual_controls.log",
+    benchmark:
+        f"{MD}/benchmarks/counterfactual_controls.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        config=step_config("counterfactual_controls"),
+    script:
+        "../scripts/step.py"
+
+
 rule aggregate:
     """One tidy table of every per-pair metric; method x metric tables with patient-bootstrap intervals, paired
     differences to MATEX, random and prior_only, localisation by phrase (location named or not), overall and per finding.

@@ -255,6 +255,7 @@ def render_case(
     drain: bool = False,
     omit: frozenset[str] | set[str] = frozenset(),
     return_elements: bool = False,
+    noise_draw: int = 0,
 ):
     """Render case ``index`` of the dataset with ``seed``: (uint8 H x W image, its findings).
 
@@ -263,7 +264,9 @@ def render_case(
     exactly what the findings drew. ``drain``: draw a chest drain (on the pneumothorax side when
     there is one). ``omit``: element names (``lesion0``, ``drain``, ``ribs``, ``clavicles``) to leave
     out, everything else identical: the counterfactual x without e. ``return_elements``: also return
-    the elements' boolean pixel masks (original size), ``(image, findings, masks)``.
+    the elements' boolean pixel masks (original size), ``(image, findings, masks)``. ``noise_draw``
+    > 0: the same film with another draw of the quantum noise (the null change the counterfactual
+    truth measures its noise with).
     """
     spec = spec or SyntheticSpec()
     anatomy_ss, findings_ss, noise_ss, drain_ss, language_ss = np.random.SeedSequence([seed, index]).spawn(5)
@@ -276,7 +279,9 @@ def render_case(
         findings,
         anatomy_rng,
         findings_rng,
-        np.random.default_rng(noise_ss),
+        np.random.default_rng(
+            noise_ss if not noise_draw else np.random.SeedSequence([seed, index, 0x401E, noise_draw])
+        ),
         with_findings,
         conspicuity=spec.conspicuity,
         drain_rng=np.random.default_rng(drain_ss) if drain else None,

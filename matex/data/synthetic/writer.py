@@ -286,3 +286,15 @@ def _draws_drain(
     if not is_val and not any(f.category_name == "Pneumothorax" for f in sample_findings(seed, index, spec)):
         return False
     return bool(np.random.default_rng([seed, index, 0xD8A1]).random() < share)
+
+
+def synthetic_spec(syn: dict) -> SyntheticSpec:
+    """The generator's per-case settings from the config's ``data.synthetic`` section (defaults as
+    :func:`generate_synthetic`'s)."""
+    return SyntheticSpec(
+        width=tuple(int(x) for x in syn.get("width", (288, 352))),
+        height=tuple(int(x) for x in syn.get("height", (320, 384))),
+        no_location_fraction=float(syn.get("no_location_fraction", 0.15)),
+        second_finding_fraction=float(syn.get("second_finding_fraction", 0.1)),
+        conspicuity=float(syn.get("conspicuity", 1.0)),
+    )
