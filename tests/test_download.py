@@ -58,6 +58,9 @@ class FakePhysioNet:
         self.tree = tree
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.auth_failures = 0
+        self.redirects: dict[str, str] = {}  # path -> Location answered with 302
+        self.truncate: set[str] = set()  # paths whose body stops halfway (Content-Length is the full one)
+        self.auth_seen: list[str | None] = []  # the Authorization header of every request
         good = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         server = self
 
@@ -67,6 +70,13 @@ class FakePhysioNet:
 
             def do_GET(self):
                 server.requests.append((self.path, self.headers.get("Range")))
+                server.auth_seen.append(self.headers.get("Authorization"))
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.headers.get("Authorization") != good:
                     server.auth_failures += 1
                     self.send_response(401)
@@ -96,7 +106,7 @@ class FakePhysioNet:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(body[: len(body) // 2] if self.path in server.truncate else body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files"
@@ -317,3 +327,81 @@ def test_pipeline_download_never_writes_the_password(server, tmp_path, monkeypat
         assert PASSWORD.encode() not in data and encoded.encode() not in data, f
     for text in (res.stdout, res.stderr):
         assert PASSWORD not in text and encoded not in text
+
+
+# ------------------------------------------------------------------------- download hardening
+def test_netrc_readable_by_others_is_warned_about(server, tmp_path, monkeypatch, caplog):
+    netrc_file = tmp_path / "my-netrc"
+    netrc_file.write_text(f"machine 127.0.0.1 login {USER} password {PASSWORD}\n")
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    netrc_file.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="matex.data.download"):
+        assert resolve_credentials(server.base_url) == (USER, PASSWORD)
+    assert "readable by other users" in caplog.text and "chmod 600" in caplog.text and PASSWORD not in caplog.text
+    caplog.clear()
+    netrc_file.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="matex.data.download"):
+        resolve_credentials(server.base_url)
+    assert "readable by other users" not in caplog.text
+
+
+def test_redirect_to_another_origin_drops_the_credentials(server, tmp_path):
+    """A redirect to another port of the same host (another origin) reaches the second server
+    without the Authorization header; the first server still got it."""
+    other = FakePhysioNet(dict(server.tree))
+    try:
+        csv_url = f"/files/{MSCXR}/{CSV_IN_PROJECT}"
+        server.redirects[csv_url] = other.base_url.rsplit("/files", 1)[0] + csv_url
+        with pytest.raises(DownloadError, match="401"):  # the other origin asks for credentials
+            fetch(server, tmp_path / "dest")
+        assert other.requests and all(a is None for a in other.auth_seen)
+        assert server.auth_seen and server.auth_seen[0] is not None
+    finally:
+        other.close()
+
+
+def test_https_to_http_redirect_on_the_same_host_drops_the_credentials():
+    import urllib.request
+
+    from matex.data.download import _NoAuthOnRedirect
+
+    handler = _NoAuthOnRedirect()
+    for target, kept in (
+        ("http://physionet.org/files/x", False),
+        ("https://physionet.org:8443/files/x", False),
+        ("https://mirror.example/files/x", False),
+        ("https://physionet.org/files/y", True),
+    ):
+        req = urllib.request.Request("https://physionet.org/files/x")
+        req.add_unredirected_header("Authorization", "Basic abc")
+        new = handler.redirect_request(req, None, 302, "Found", {}, target)
+        assert (new.get_header("Authorization") == "Basic abc") is kept, target
+
+
+def test_symlink_planted_at_the_part_name_is_never_written_through(server, tmp_path):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (dest / (CSV_NAME + ".part")).symlink_to(victim)
+    with pytest.raises(DownloadError) as e:
+        fetch(server, dest)
+    assert str(dest / (CSV_NAME + ".part")) in str(e.value) and "symbolic link" in str(e.value)
+    assert victim.read_text() == "precious\n"
+    assert not (dest / CSV_NAME).exists()
+
+
+def test_truncated_transfer_never_lands_under_the_final_name_and_resumes(server, tmp_path):
+    dest = tmp_path / "dest"
+    csv_url = f"/files/{MSCXR}/{CSV_IN_PROJECT}"
+    full = server.tree[csv_url]
+    server.truncate.add(csv_url)
+    with pytest.raises(DownloadError) as e:
+        fetch(server, dest, verify_sha256=False)
+    assert f"ended after {len(full) // 2} of {len(full)} bytes" in str(e.value)
+    assert not (dest / CSV_NAME).exists()  # the truncated CSV is not left as the CSV
+    assert (dest / (CSV_NAME + ".part")).read_bytes() == full[: len(full) // 2]
+    server.truncate.clear()
+    summary = fetch(server, dest, verify_sha256=False)
+    assert (dest / CSV_NAME).read_bytes() == full and summary["images"] == 3
+    assert (csv_url, f"bytes={len(full) // 2}-") in server.requests  # resumed, not restarted

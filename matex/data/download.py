@@ -3,13 +3,18 @@
 Both projects are credentialed: HTTP basic auth with the user's PhysioNet account, taken from the
 arguments, else ``PHYSIONET_USERNAME`` / ``PHYSIONET_PASSWORD``, else ``~/.netrc`` (or the file named
 by ``NETRC``) for the host of ``base_url``. The password travels only in an ``Authorization`` header
-that is never forwarded on redirects, and never appears in a log line, a file or an error message.
+that is never forwarded on a redirect to another scheme, host or port (an https -> http redirect
+on the same host loses it too), and never appears in a log line, a file or an error message. A netrc
+file that other users can read is used, with a warning to ``chmod 600`` it.
 
 Integrity and resumption: each project's ``SHA256SUMS.txt`` (``<sha256> <relative path>`` per line)
 is fetched once and cached under ``dest_root/.matex_download/``; a file already present with the
 right checksum is skipped; a partial download lives in ``<file>.part`` and resumes with an HTTP Range
 request; a finished file is checked and then renamed into place atomically. A checksum mismatch moves
-the file to ``<file>.sha256-mismatch`` and raises an error naming it.
+the file to ``<file>.sha256-mismatch`` and raises an error naming it. A transfer that ends before the
+length the server announced stays ``<file>.part`` (never under the final name) and the error says so.
+The ``.part`` file is opened without following symbolic links: a link planted at that name is
+refused, never written through.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hashlib
 import logging
 import netrc
 import os
+import stat
 import threading
 import urllib.error
 import urllib.parse
@@ -74,6 +80,7 @@ def resolve_credentials(base_url: str, username: str | None = None, password: st
     if user is None or pw is None:
         netrc_path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
         if netrc_path.is_file():
+            _warn_if_readable(netrc_path)
             try:
                 entry = netrc.netrc(str(netrc_path)).authenticators(host)
             except (netrc.NetrcParseError, OSError) as e:
@@ -95,16 +102,36 @@ def resolve_credentials(base_url: str, username: str | None = None, password: st
     return user, pw
 
 
+def _warn_if_readable(path: Path) -> None:
+    """Warn when the netrc file holding the password can be read or written by other users."""
+    mode = path.stat().st_mode
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "%s is readable by other users (mode %s): it holds your PhysioNet password; run chmod 600 %s",
+            path,
+            oct(stat.S_IMODE(mode)),
+            path,
+        )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
 class _NoAuthOnRedirect(urllib.request.HTTPRedirectHandler):
     """urllib copies ordinary headers onto redirected requests; the Authorization header is added as
-    an unredirected header, and this handler additionally refuses redirects that leave the host."""
+    an unredirected header, and this handler carries it over only when the redirect keeps the scheme,
+    the host and the port (an https -> http redirect, or one to another host, drops it)."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None:
             new.headers.pop("Authorization", None)
             new.unredirected_hdrs.pop("Authorization", None)
-            if urllib.parse.urlsplit(newurl).hostname == urllib.parse.urlsplit(req.full_url).hostname:
+            if _origin(newurl) == _origin(req.full_url):
                 auth = req.unredirected_hdrs.get("Authorization") or req.headers.get("Authorization")
                 if auth:
                     new.add_unredirected_header("Authorization", auth)
@@ -178,6 +205,65 @@ def _sha256(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------- fetch
+def _open_part(part: Path, append: bool) -> Any:
+    """The ``.part`` file for writing, never through a symbolic link: a link (or anything but a regular
+    file) planted at that name is refused; a fresh part is created exclusively."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    try:
+        if append:
+            fd = os.open(part, os.O_WRONLY | os.O_APPEND | nofollow)
+        else:
+            if _is_plain_file(part):  # a stale part of ours: start again
+                part.unlink()
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o666)
+    except OSError as e:
+        raise DownloadError(
+            f"cannot write the partial download {part} ({e.strerror}): something other than a file matex "
+            "wrote is at that name (a symbolic link?); remove it and run again"
+        ) from None
+    return os.fdopen(fd, "ab" if append else "wb")
+
+
+def _is_plain_file(path: Path) -> bool:
+    """A regular file, not a symbolic link to one."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _part_size(part: Path) -> int:
+    """Bytes already in the part (0 when there is none); a link or other non-file is refused."""
+    try:
+        st = os.lstat(part)
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISREG(st.st_mode):
+        raise DownloadError(
+            f"the partial download {part} is not a regular file (a symbolic link?); matex does not write "
+            "through it: remove it and run again"
+        )
+    return st.st_size
+
+
+def _receive(sess: _Session, resp: Any, part: Path, append: bool, url: str) -> None:
+    """Stream the response into the part; a body shorter than its Content-Length is an error that
+    leaves the part for the next run to resume."""
+    announced = resp.headers.get("Content-Length") if getattr(resp, "headers", None) is not None else None
+    got = 0
+    with _open_part(part, append) as f:
+        for block in iter(lambda r=resp: r.read(CHUNK), b""):
+            f.write(block)
+            got += len(block)
+    with sess.lock:
+        sess.bytes += got
+    if announced is not None and announced.strip().isdigit() and got != int(announced):
+        raise DownloadError(
+            f"the download of {_public_url(url)} ended after {got} of {int(announced)} bytes; the partial "
+            f"file {part} is kept and resumed on the next run"
+        )
+
+
 def _fetch(sess: _Session, url: str, dest: Path, expected: str | None, count: bool = True) -> None:
     """Download ``url`` to ``dest`` via ``dest.part`` (resumed with Range), verify ``expected``."""
     if dest.is_file():
@@ -191,7 +277,7 @@ def _fetch(sess: _Session, url: str, dest: Path, expected: str | None, count: bo
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     for _attempt in range(2):
-        offset = part.stat().st_size if part.is_file() else 0
+        offset = _part_size(part)
         resp = _open(sess, url, offset)
         with resp:
             status = resp.status if hasattr(resp, "status") else resp.code
@@ -200,14 +286,7 @@ def _fetch(sess: _Session, url: str, dest: Path, expected: str | None, count: bo
                     break
                 part.unlink(missing_ok=True)
                 continue
-            mode = "ab" if (status == 206 and offset) else "wb"
-            got = 0
-            with open(part, mode) as f:
-                for block in iter(lambda r=resp: r.read(CHUNK), b""):
-                    f.write(block)
-                    got += len(block)
-            with sess.lock:
-                sess.bytes += got
+            _receive(sess, resp, part, status == 206 and offset > 0, url)
         break
     else:
         raise DownloadError(f"the server refused to resume {_public_url(url)} (HTTP 416 twice)")
