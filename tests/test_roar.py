@@ -10,7 +10,7 @@ import torch
 
 from matex.errors import ConfigError, MapError
 from matex.metrics.localisation import top_fraction_masks
-from matex.roar.degrade import degrade_images, degrade_tokens, random_maps, random_token_maps, roar_plus
+from matex.roar.degrade import degrade_images, degrade_tokens, random_token_maps, roar_plus
 from matex.roar.finetune import summarise_roar
 
 SOT, EOT = 49406, 49407  # open_clip's start and end ids; EOT is the largest, so argmax finds it
@@ -28,7 +28,7 @@ def test_degrade_replaces_the_highest_pixels_with_the_fill_value():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(3, 8, 8), dtype=np.uint8)
     maps = rng.random((3, 8, 8)).astype(np.float32)
-    out = degrade_images(images, maps, 0.25, fill_value=100.4)
+    out = degrade_images(images, maps, 0.25, fill=100.4)  # a number: a grey fill at that level
     k = math.ceil(0.25 * 64)
     for i in range(3):
         top = np.argsort(-maps[i].ravel(), kind="stable")[:k]
@@ -38,9 +38,36 @@ def test_degrade_replaces_the_highest_pixels_with_the_fill_value():
     assert not np.shares_memory(out, images)
 
 
-def test_random_maps_are_seeded():
-    assert np.array_equal(random_maps((2, 4, 4), 3), random_maps((2, 4, 4), 3))
-    assert not np.array_equal(random_maps((2, 4, 4), 3), random_maps((2, 4, 4), 4))
+def test_roar_plus_random_control_is_seeded_smooth_patch_grid_noise(monkeypatch):
+    """ROAR+'s control removes blobs like ROAR's (smooth random maps), not scattered pixels."""
+    from scipy import ndimage
+
+    from matex.roar import finetune
+    from matex.roar.retrain import smooth_random_maps
+
+    cfg = {"retrain": {"random_grid": 7}}
+    a = finetune.random_control_maps(None, cfg, 2, 56, 3)
+    assert np.array_equal(a, smooth_random_maps(2, 56, 7, 3))
+    assert not np.array_equal(a, finetune.random_control_maps(None, cfg, 2, 56, 4))
+    blobs = ndimage.label(top_fraction_masks(a, 0.1)[0])[1]
+    assert blobs <= 49  # at most one blob per grid cell (pixel noise: hundreds)
+
+
+def test_roar_plus_fills_with_the_configured_fill(monkeypatch):
+    """roar.fill reaches ROAR+'s degradation: noisy linear by default, grey when asked."""
+    from matex.roar import finetune
+
+    seen = []
+    monkeypatch.setattr(finetune, "degrade_images", lambda imgs, maps, frac, fill, seed: seen.append(fill) or imgs)
+    monkeypatch.setattr("matex.models.train.train_clip", lambda *a, **k: [])
+    monkeypatch.setattr("matex.models.train.validation_loss", lambda *a, **k: 1.0)
+    images = np.zeros((4, 8, 8), np.uint8)
+    pairs = pd.DataFrame({"phrase": ["a", "b", "c", "d"]})
+    maps = np.random.default_rng(0).random((2, 8, 8))
+    for fill in (None, "grey"):
+        cfg = {"top_fraction": 0.1, "epochs": 1, "lr": 1e-5, "batch_size": 2, **({"fill": fill} if fill else {})}
+        finetune.roar_run(None, pairs, images, np.arange(2), np.arange(2, 4), "m", maps, cfg, 0, progress=False)
+    assert [f.kind for f in seen] == ["noisy_linear", "grey"]
 
 
 def test_roar_plus_formula_and_seed_pairing():
@@ -69,7 +96,7 @@ def test_roar_plus_of_random_maps_is_near_the_random_control_and_an_oracle_is_fa
 
     from test_train import blob_pairs, tiny_model, train_clip
 
-    from matex.roar.finetune import roar_run
+    from matex.roar.finetune import random_control_maps, roar_run
 
     images, texts = blob_pairs(260, 0)
     model = tiny_model()
@@ -95,7 +122,7 @@ def test_roar_plus_of_random_maps_is_near_the_random_control_and_an_oracle_is_fa
             "clean": None,
             "random": None,
             "oracle": oracle,
-            "random_map": random_maps(oracle.shape, 1000 + seed),
+            "random_map": random_control_maps(model, cfg, len(oracle), oracle.shape[1], 1000 + seed),
         }
         for variant, maps in variants.items():
             runs.append(

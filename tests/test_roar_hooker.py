@@ -66,7 +66,7 @@ def test_the_run_measures_a_model_retrained_on_degraded_train_on_degraded_val(mo
     cfg = {
         "seed": 0,
         "model": {"source": "demo", "demo": {"batch_size": 4}},
-        "roar": {"batch_size": 4, "retrain": {"fractions": [0.2, 0.6], "epochs": 1, "random_grid": 7}},
+        "roar": {"batch_size": 4, "fill": "grey", "retrain": {"fractions": [0.2, 0.6], "epochs": 1, "random_grid": 7}},
     }
     samples: dict = {}
     rows = rt.roar_retrain_runs(

@@ -1,5 +1,5 @@
 """ROAR+ (Hooker et al. 2019, as used by M2IB and MATEX): remove the top-k % pixels of each map
-from the training images (image side) or the top-k % word tokens of each token map from the
+(filled as ``roar.fill`` says: ROAD's noisy linear imputation by default) from the training images (image side) or the top-k % word tokens of each token map from the
 training texts (text side) and fine-tune; a method whose maps point at what the model needs makes
 the retrained model worse on untouched validation pairs."""
 
@@ -17,21 +17,19 @@ from ..metrics.faithfulness import REMOVED_TOKEN_ID, real_token_scores
 
 # One definition of "the top k %" (exact ceil count, stable tie-breaking) for ROAR+ and IoU@k.
 from ..metrics.localisation import top_fraction_masks, top_k_count
+from .imputation import FillSpec, as_fill
 
 
-def degrade_images(images_u8: np.ndarray, maps: np.ndarray, fraction: float, fill_value: float) -> np.ndarray:
-    """Replace each image's top-``fraction`` pixels (by its map) with ``fill_value``, the training
-    set's per-channel mean (grey-scale radiographs: one channel replicated)."""
+def degrade_images(
+    images_u8: np.ndarray, maps: np.ndarray, fraction: float, fill: float | FillSpec, seed: int = 0
+) -> np.ndarray:
+    """Fill each image's top-``fraction`` pixels (by its map): ``fill`` is a
+    :class:`~matex.roar.imputation.FillSpec` (``roar.fill``, default ROAD's noisy linear
+    imputation; ``seed`` draws its noise) or a number, the level of a grey fill (the training set's
+    per-channel mean: grey-scale radiographs, one channel replicated)."""
     if images_u8.shape != maps.shape:
         raise ValueError(f"images {images_u8.shape} and maps {maps.shape} differ in shape")
-    out = np.array(images_u8, copy=True)
-    out[top_fraction_masks(maps, fraction)] = np.uint8(round(fill_value))
-    return out
-
-
-def random_maps(shape: tuple[int, int, int], seed: int) -> np.ndarray:
-    """The random-removal control: uniform noise maps, seeded."""
-    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+    return as_fill(fill).apply(images_u8, top_fraction_masks(maps, fraction), seed)
 
 
 def degrade_tokens(tokens: torch.Tensor, token_maps: Sequence[np.ndarray], fraction: float) -> torch.Tensor:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .degrade import degrade_images, degrade_tokens, random_maps, random_token_maps
+from .degrade import degrade_images, degrade_tokens, random_token_maps
+from .imputation import FillSpec
 
 MODALITIES = ("image", "text")
 
@@ -29,7 +30,7 @@ def roar_run(
     modality: str = "image",
 ) -> dict[str, Any]:
     """``variant``: a method name (``maps`` are its maps for ``train_rows``), ``clean`` (no removal)
-    or ``random`` (random removal). ``modality``: ``image`` removes the top pixels of the training
+    or ``random`` (random removal: smooth random maps, :func:`random_control_maps`). ``modality``: ``image`` removes the top pixels of the training
     images (``maps``: (N, H, W)); ``text`` keeps the images and removes the top word tokens of the
     training texts (``maps``: one token-score array per training pair). The clean run removes
     nothing, so one clean run per seed serves both sides; it records modality ``both``. Returns
@@ -45,10 +46,11 @@ def roar_run(
         degraded, train_tokens = train_imgs, train_texts
     elif modality == "image":
         if variant == "random":
-            maps = random_maps(train_imgs.shape, seed)
+            maps = random_control_maps(model, roar_cfg, len(train_imgs), train_imgs.shape[1], seed)
         if maps is None or maps.shape != train_imgs.shape:
             raise ValueError(f"ROAR+ {variant}: need one map per training pair of shape {train_imgs.shape[1:]}")
-        degraded, train_tokens = degrade_images(train_imgs, maps, fraction, float(train_imgs.mean())), train_texts
+        fill = FillSpec.from_config(roar_cfg, grey=float(train_imgs.mean()))
+        degraded, train_tokens = degrade_images(train_imgs, maps, fraction, fill, seed), train_texts
     else:
         tokens = model.tokenizer(train_texts)
         if variant == "random":
@@ -89,6 +91,16 @@ def roar_run(
         "removed_fraction": 0.0 if variant == "clean" else fraction,
         "history": history,
     }
+
+
+def random_control_maps(model, roar_cfg: Mapping[str, Any], n: int, size: int, seed: int) -> np.ndarray:
+    """ROAR+'s image random control: the smooth random maps of ROAR (patch-grid noise upsampled like
+    the methods' maps, grid ``roar.retrain.random_grid`` or the model's), so the control removes
+    blobs as the methods do instead of scattered pixels."""
+    from .retrain import patch_grid, smooth_random_maps
+
+    grid = (roar_cfg.get("retrain") or {}).get("random_grid") or patch_grid(model)
+    return smooth_random_maps(n, size, int(grid), seed)
 
 
 def with_modality(runs: pd.DataFrame) -> pd.DataFrame:

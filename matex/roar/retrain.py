@@ -2,8 +2,9 @@
 Methods in Deep Neural Networks", NeurIPS 2019), as its authors define it.
 
 For each fraction k, every training AND validation image loses the top-k % pixels of its own map,
-replaced by one fill value (the dataset's grey mean: the per-channel mean of grey-scale radiographs,
-equal in every channel, so no colour cast); a model is retrained on the degraded training pairs
+filled the same way for every method (``roar.fill``: by default ROAD's noisy linear imputation,
+Rong et al. 2022, which leaves no flat patch whose shape the retrained model could read as a class;
+``grey``, the dataset's grey mean, and ``blur`` are selectable); a model is retrained on the degraded training pairs
 and measured on the degraded validation pairs. A method whose top pixels carry the information the
 task needs leaves less to learn from, so the retrained model is worse: the curve of validation
 accuracy (or loss) against k falls faster, and its area is smaller (accuracy) or larger (loss).
@@ -32,6 +33,7 @@ import torch
 
 from ..errors import MapError
 from ..metrics.localisation import top_k_count
+from .imputation import FillSpec, as_fill
 
 # the measures recorded for every retrained model, on the degraded validation pairs
 MEASURES = ("val_loss", "zero_shot_accuracy", "r_at_1", "r_at_5")
@@ -65,19 +67,19 @@ def smooth_random_maps(n: int, size: int, grid: int, seed: int) -> np.ndarray:
 
 
 def grey_fill(images_u8: np.ndarray) -> float:
-    """The one fill value: the mean pixel of the (clean) training images. The inputs are grey-scale
+    """The grey fill's value (``roar.fill: grey``): the mean pixel of the (clean) training images. The inputs are grey-scale
     (one channel, replicated to RGB by the model's preprocessing), so the per-channel dataset mean
     is this value in every channel: a neutral grey, no colour cast."""
     return float(np.asarray(images_u8, dtype=np.float64).mean())
 
 
-def degrade(images_u8: np.ndarray, maps: np.ndarray, fraction: float, fill: float, seed: int) -> np.ndarray:
-    """A copy of ``images_u8`` (N, S, S) with each image's top-``fraction`` pixels (by its map) set to ``fill``."""
+def degrade(images_u8: np.ndarray, maps: np.ndarray, fraction: float, fill: float | FillSpec, seed: int) -> np.ndarray:
+    """A copy of ``images_u8`` (N, S, S) with each image's top-``fraction`` pixels (by its map)
+    filled: ``fill`` is a :class:`~matex.roar.imputation.FillSpec` (``roar.fill``; default ROAD's
+    noisy linear imputation) or a number, the level of a grey fill. ``seed``: ties and noise."""
     if images_u8.shape != maps.shape:
         raise MapError(f"ROAR: images {images_u8.shape} and maps {maps.shape} differ in shape")
-    out = np.array(images_u8, copy=True)
-    out[top_fraction_random_ties(maps, fraction, seed)] = np.uint8(round(fill))
-    return out
+    return as_fill(fill).apply(images_u8, top_fraction_random_ties(maps, fraction, seed), seed)
 
 
 def degrade_splits(
@@ -86,7 +88,7 @@ def degrade_splits(
     train_maps: np.ndarray | None,
     val_maps: np.ndarray | None,
     fraction: float,
-    fill: float,
+    fill: float | FillSpec,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Both splits degraded the same way (same method, same k, same fill); ``fraction`` 0 = clean."""
@@ -242,7 +244,7 @@ def roar_retrain_runs(
     train_texts = [texts[i] for i in train_rows]
     val_texts = [texts[i] for i in val_rows]
     val_categories = pairs["category"].astype(str).iloc[val_rows].tolist()
-    fill = grey_fill(train_u8)
+    fill = FillSpec.from_config(cfg["roar"], grey=grey_fill(train_u8))
     if variant == "random":
         grid = int(rt.get("random_grid") or patch_grid(base_model))
         size = train_u8.shape[1]
@@ -265,7 +267,8 @@ def roar_retrain_runs(
             **measure(model, val_deg, val_texts, val_categories, batch),
             "n_train": int(len(train_rows)),
             "n_val": int(len(val_rows)),
-            "fill": fill,
+            "fill": fill.kind,
+            "fill_grey": fill.grey,
             "epochs": int(rt["epochs"]),
             "retrain": mode,
             "wall_s": round(time.perf_counter() - t0, 2),
