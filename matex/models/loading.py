@@ -338,7 +338,7 @@ def load_model_from_config(cfg: Mapping[str, Any], checkpoint: str | None = None
         raise ConfigError(f"config key model.source: unknown source {source!r} (expected one of {', '.join(SOURCES)})")
     if source == "demo" and m.get("demo") is None:
         raise ConfigError("config key model.demo: required when model.source is demo")
-    geometry = InputGeometry(int(inp["size"]), inp.get("mode", "center_crop"))
+    geometry = InputGeometry.from_config(inp)  # size, mode, intensity mapping, pixel limit
     return load_model(
         source,
         pretrained=m.get("pretrained"),

@@ -71,7 +71,7 @@ def run_step(smk: Any) -> None:
 def geometry(cfg: dict):
     from ..data.transforms import InputGeometry
 
-    return InputGeometry(size=int(cfg["input"]["size"]), mode=cfg["input"]["mode"])
+    return InputGeometry.from_config(cfg["input"])  # size, mode, intensity mapping, pixel limit
 
 
 def base_meta(cfg: dict, *sections: str) -> dict:
