@@ -115,7 +115,8 @@ def m2ib_reference(
 
 def test_m2ib_block_is_the_published_depth_scaled():
     assert scaled_block(None, 12, "k") == 9  # ViT-B/32: after block 9 of 12
-    assert scaled_block(None, 6, "k") == 4  # the demo's 6 blocks
+    assert scaled_block(None, 6, "k") == 4
+    assert scaled_block(None, 4, "k") == 2  # the demo's 4 blocks
     assert scaled_block(None, 3, "k") == 1  # never after the last block
     assert scaled_block(None, 1, "k") == 0
     assert scaled_block(-2, 6, "k") == 4
@@ -141,6 +142,25 @@ def test_m2ib_equals_an_independent_rederivation(model, images):
     # the per-token gate (one α per token, noise from the pair's token statistics) is another method
     token = explain(model, images, TEXTS, "m2ib_token", layer=vblock, steps=steps, n_noise=n_noise).image
     assert (token - out.image).abs().amax() > 0.05
+
+
+def test_m2ib_cxr_is_the_authors_chest_xray_demo(model, images):
+    """β = 1 on both sides, text bottleneck after text block 7 of 12 (scaled), image after block 9;
+    equal to the one-pair reference with those settings."""
+    assert scaled_block(None, 12, "k", published=7) == 7 and scaled_block(None, 12, "k") == 9
+    steps, n_noise = 3, 2
+    out = explain(model, images[:1], TEXTS[:1], "m2ib_cxr", steps=steps, n_noise=n_noise)
+    assert out.meta["params"]["beta"] == 1.0
+    vblock, tblock = out.meta["options"]["block"], out.meta["options"]["text_block"]
+    assert tblock == scaled_block(None, 3, "k", published=7)
+    tokens = model.tokenize(TEXTS[:1])
+    kw = dict(steps=steps, n_noise=n_noise, beta=1.0)
+    ref_img = m2ib_reference(model.clip, images[:1], tokens, "image", vblock, **kw)
+    torch.testing.assert_close(out.image[0], ref_img, atol=2e-4, rtol=0)
+    ref_txt = m2ib_reference(model.clip, images[:1], tokens, "text", tblock, **kw)
+    np.testing.assert_allclose(out.text[0], ref_txt.numpy(), atol=2e-4, rtol=0)
+    general = explain(model, images[:1], TEXTS[:1], "m2ib", steps=steps, n_noise=n_noise).image
+    assert (general - out.image).abs().amax() > 0.01  # β matters
 
 
 def test_m2ib_capacity_is_in_the_raw_feature_coordinates(model, images):

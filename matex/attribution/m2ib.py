@@ -12,6 +12,9 @@ sums λ instead), read, as their code does, at the gates of the LAST forward pas
 Adam update); image: patch tokens, reshaped to the grid, upsampled, min-max; text: the real tokens
 (SOT..EOT), min-max.
 
+Settings: ``m2ib`` follows the authors' general CLIP demo and their CLIP benchmarks (β = 0.1,
+block 9 on both sides); ``m2ib_cxr`` their chest X-ray demo (β = 1, image block 9, text block 7).
+
 Block: ``layer`` / ``text_layer`` None = the published depth (after block 9 of 12, 0-based) scaled
 to the tower: 10/12 of the blocks before the bottleneck, at most the second-to-last block.
 Noise: step k draws ε = randn((n_noise, T, D)) from ``torch.Generator().manual_seed(seed)`` in step
@@ -32,14 +35,15 @@ from .registry import ExplainOutput, register
 from .wrapper import ForwardContext
 
 PUBLISHED_BLOCK, PUBLISHED_DEPTH = 9, 12  # bottleneck after block 9 (0-based) of ViT-B/32's 12
+CXR_TEXT_BLOCK = 7  # the authors' chest X-ray demo: text bottleneck after text block 7
 
 
-def scaled_block(layer: int | None, n_blocks: int, key: str) -> int:
+def scaled_block(layer: int | None, n_blocks: int, key: str, published: int = PUBLISHED_BLOCK) -> int:
     """0-based block after which the bottleneck sits: ``layer`` when given, else the published
-    depth scaled: round(10/12·L) blocks before it, clamped to [0, L−2] (L = 1: block 0)."""
+    block (of 12) scaled: round((published+1)/12·L) blocks before it, clamped to [0, L−2]."""
     if layer is not None:
         return resolve_block(layer, n_blocks, key)
-    before = int((PUBLISHED_BLOCK + 1) * n_blocks / PUBLISHED_DEPTH + 0.5)
+    before = int((published + 1) * n_blocks / PUBLISHED_DEPTH + 0.5)
     return max(0, min(before - 1, n_blocks - 2))
 
 
@@ -118,13 +122,59 @@ def m2ib(
     text_side: bool = True,
     seed: int = 0,
 ) -> ExplainOutput:
+    return run_m2ib(ctx, "m2ib", PUBLISHED_BLOCK, **_params(locals()))
+
+
+@register("m2ib_cxr", reference="Wang, Rudner, Wilson, NeurIPS 2023: their chest X-ray demo settings")
+def m2ib_cxr(
+    ctx: ForwardContext,
+    *,
+    layer: int | None = None,
+    text_layer: int | None = None,
+    beta: float = 1.0,
+    steps: int = 10,
+    lr: float = 1.0,
+    n_noise: int = 10,
+    init: float = 5.0,
+    readout: str = "capacity",
+    text_side: bool = True,
+    seed: int = 0,
+) -> ExplainOutput:
+    """M2IB with the settings of the authors' chest X-ray (MS-CXR) demo: β = 1 on both sides, the
+    image bottleneck after block 9 and the text bottleneck after text block 7 of 12 (scaled to the
+    tower as ``m2ib`` scales block 9)."""
+    return run_m2ib(ctx, "m2ib_cxr", CXR_TEXT_BLOCK, **_params(locals()))
+
+
+def _params(scope: dict) -> dict:
+    return {k: v for k, v in scope.items() if k != "ctx"}
+
+
+def run_m2ib(
+    ctx: ForwardContext,
+    name: str,
+    text_published: int,
+    *,
+    layer: int | None,
+    text_layer: int | None,
+    beta: float,
+    steps: int,
+    lr: float,
+    n_noise: int,
+    init: float,
+    readout: str,
+    text_side: bool,
+    seed: int,
+) -> ExplainOutput:
+    """Both sides of M2IB; ``text_published``: the text block (of 12) the bottleneck follows when
+    ``text_layer`` is None."""
     if steps < 0 or n_noise < 1:
-        raise ConfigError(f"attribution.params.m2ib: need steps>=0 and n_noise>=1 (got {steps}, {n_noise})")
+        raise ConfigError(f"attribution.params.{name}: need steps>=0 and n_noise>=1 (got {steps}, {n_noise})")
     if readout not in ("capacity", "gate"):
-        raise ConfigError(f"attribution.params.m2ib.readout={readout!r}; expected capacity or gate")
+        raise ConfigError(f"attribution.params.{name}.readout={readout!r}; expected capacity or gate")
     fit = dict(beta=beta, steps=steps, lr=lr, n_noise=n_noise, init=init)
     # image side: bottleneck after a vision block, text embedding fixed
-    block = scaled_block(layer, len(ctx.vision_blocks), "attribution.params.m2ib.layer")
+    block = scaled_block(layer, len(ctx.vision_blocks), f"attribution.params.{name}.layer")
     tokens = ctx.vision_tokens_after(block)
     dtype = tokens.dtype
     h = tokens.float()
@@ -146,7 +196,7 @@ def m2ib(
     text_scores = None
     if text_side and ctx.text_tower_kind == "open_clip":  # a BERT text tower (BiomedCLIP): image side only
         n_text = len(ctx.clip.transformer.resblocks)
-        tblock = scaled_block(text_layer, n_text, "attribution.params.m2ib.text_layer")
+        tblock = scaled_block(text_layer, n_text, f"attribution.params.{name}.text_layer", text_published)
         ttokens = ctx.text_tokens_after(tblock)
         tdtype = ttokens.dtype
         th = ttokens.float()
