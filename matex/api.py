@@ -227,9 +227,13 @@ def _as_texts(texts: Any) -> list[str]:
 def explain(model, images, texts: str | Sequence[str], method: str = "matex", **params: Any) -> Explanation:
     """Explain each (image, phrase) pair with ``method``; returns an :class:`Explanation`.
 
-    images: one image or a list of them, each a file path (``str`` or path-like), a PIL image or a
-    numpy array ((H, W) grey or (H, W, 3); uint8, or float in [0, 1]), any size: they are cropped or
-    letterboxed to the model's input like the pipeline does. Also accepted: a (B, S, S) uint8 array
+    images: one image or a list of them, each a file path (``str`` or path-like: JPEG, PNG, TIFF of
+    8 to 16 bits or float, DICOM), a PIL image or a numpy array ((H, W) grey or (H, W, 3); uint8 as
+    stored, float in [0, 1] as intensities, other integers and floats windowed by the model's
+    ``geometry.intensity``), any size: they are cropped or letterboxed to the model's input like the
+    pipeline does. ``meta["inputs"]`` of the result records each image's format, size and intensity
+    window (and a DICOM's pixel spacing); files over the pixel limit are refused
+    (docs/getting-started.md, "Image formats and intensities"). Also accepted: a (B, S, S) uint8 array
     of model inputs, or a normalised (B, 3, S, S) tensor. texts: one phrase, or a list with one
     phrase per image. params: the method's parameters (``matex.methods()`` lists the methods;
     ``matex.attribution.get_method(name).defaults`` their parameters). Bad input raises

@@ -25,7 +25,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from PIL import Image
 
 from ..errors import DataError
 from ..io import atomic_path, write_json, write_parquet
-from .images import read_image
+from .mscxr_rows import Identity, check_image, contained
 from .transforms import InputGeometry
 
 REQUIRED_COLUMNS = [
@@ -146,53 +146,6 @@ class _BadRows:
         )
 
 
-def _check_image(
-    file: Path, width: int, height: int, geometry: InputGeometry, on_image: Callable[[Image.Image], None] | None
-) -> str | None:
-    """Decode the image fully (any format :func:`~matex.data.images.read_image` reads: 8/16-bit
-    PNG, JPEG, TIFF, DICOM); return the reason it is unusable, or None."""
-    try:
-        img, _ = read_image(file, geometry)
-    except DataError as e:
-        return str(e)
-    if img.size != (width, height):
-        return (
-            f"image is {img.size[0]}x{img.size[1]} pixels but the CSV says image_width={width}, image_height={height}"
-        )
-    if on_image is not None:
-        on_image(img)
-    return None
-
-
-def _contained(rel: str) -> str | None:
-    """Why the CSV's relative path may not be read (it leaves the image root), or None."""
-    if not rel:
-        return "empty path"
-    parts = PurePosixPath(rel.replace("\\", "/"))
-    if parts.is_absolute() or PureWindowsPath(rel).drive or PureWindowsPath(rel).root:
-        return f"path {rel!r} is absolute; paths must be relative to the image root"
-    if ".." in parts.parts:
-        return f"path {rel!r} leaves the image root ('..'); paths must stay inside it"
-    return None
-
-
-class _Identity:
-    """One film per dicom_id and one dicom_id per file: a row that contradicts an earlier one is bad."""
-
-    def __init__(self) -> None:
-        self.path_of: dict[str, tuple[str, int]] = {}
-        self.id_of: dict[str, tuple[str, int]] = {}
-
-    def conflict(self, dicom_id: str, rel: str, line: int) -> str | None:
-        known_path = self.path_of.setdefault(dicom_id, (rel, line))
-        if known_path[0] != rel:
-            return f"dicom_id {dicom_id} has path {known_path[0]} on CSV line {known_path[1]} and {rel} here"
-        known_id = self.id_of.setdefault(rel, (dicom_id, line))
-        if known_id[0] != dicom_id:
-            return f"path {rel} is dicom_id {known_id[0]} on CSV line {known_id[1]} and {dicom_id} here"
-        return None
-
-
 def _positive_int(value: str) -> int | None:
     try:
         f = float(value)
@@ -241,7 +194,7 @@ def build_pairs(
         rows_iter = tqdm(rows_iter, desc="checking MS-CXR rows", unit="row")
 
     kept: list[dict[str, Any]] = []
-    identity = _Identity()
+    identity = Identity()
     n_clipped = n_dropped = 0
     for i in rows_iter:
         r = df.iloc[i]
@@ -253,7 +206,7 @@ def build_pairs(
         if not phrase:
             bad(i, line, dicom_id, rel, "empty phrase (label_text)")
             continue
-        outside = _contained(rel)
+        outside = contained(rel)
         if outside is not None:
             bad(i, line, dicom_id, rel, outside)
             continue
@@ -278,7 +231,7 @@ def build_pairs(
         key = (rel, width, height)
         if key not in image_reason:
             callback = (lambda img, p=rel: on_image(p, img)) if on_image is not None else None
-            image_reason[key] = _check_image(image_root / rel, width, height, geometry, callback)
+            image_reason[key] = check_image(image_root / rel, width, height, geometry, callback)
         if image_reason[key] is not None:
             bad(i, line, dicom_id, rel, image_reason[key])
             continue
