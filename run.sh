@@ -35,7 +35,7 @@ case "$cmd" in
     lint)
         .venv/bin/ruff check matex tests benchmarks
         .venv/bin/ruff format --check matex tests benchmarks
-        .venv/bin/snakefmt --check Snakefile workflow/rules
+        .venv/bin/snakefmt --check Snakefile workflow/Snakefile workflow/rules
         .venv/bin/snakemake --lint --cores 1 > /dev/null
         echo "lint: clean" ;;
     *)

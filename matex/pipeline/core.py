@@ -15,6 +15,15 @@ from ..config import section_hash
 log = logging.getLogger("matex")
 STEPS: dict[str, Callable[..., None]] = {}
 
+# PyTorch's intra-op threads in every step: fixed, never the job's ``threads``. A reduction split over
+# more threads adds in another order, so a SLURM job granted 2 cores and a local job on 1 differed by
+# ~1e-6 in maps and metrics. The rule's ``threads`` only reserves cores; demo training runs with
+# ``model.demo.threads`` (a config value, so also fixed).
+TORCH_THREADS = 1
+# Steps whose ``threads`` size a process pool whose output is the same bytes for any pool size: they get
+# the job's threads; every other step gets TORCH_THREADS.
+POOL_STEPS = frozenset({"make_synthetic", "download_mscxr"})
+
 
 def step(fn: Callable[..., None]) -> Callable[..., None]:
     STEPS[fn.__name__] = fn
@@ -59,13 +68,27 @@ def run_step(smk: Any) -> None:
             from ..figures.style import use
 
             use((cfg.get("figures") or {}).get("style"))
+        threads = int(smk.threads) if name in POOL_STEPS else fix_torch_threads()
         try:
-            fn(cfg, smk.input, smk.output, smk.params, smk.wildcards, smk.threads)
+            fn(cfg, smk.input, smk.output, smk.params, smk.wildcards, threads)
         except BaseException as exc:
             # the error goes into the rule's own log (where Snakemake points a SLURM user), message first
             log.error("step %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
             raise
         log.info("step %s finished in %.1f s", name, time.perf_counter() - t0)
+
+
+def fix_torch_threads() -> int:
+    """Set PyTorch's intra-op threads to :data:`TORCH_THREADS` (results independent of the job's
+    cores) and return that number. Without importing torch: a step that never uses it stays quick,
+    and one that imports it later starts with OMP_NUM_THREADS (Snakemake sets the job's threads)."""
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = str(TORCH_THREADS)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(TORCH_THREADS)
+    return TORCH_THREADS
 
 
 def geometry(cfg: dict):
@@ -99,13 +122,15 @@ def load_configured_model(cfg: dict, checkpoint: str | None, device_pref: str = 
     return model
 
 
-def load_step_inputs(cfg: dict, input, threads: int):
-    """The pairs table, the decoded images (memory-mapped) and the configured model of a step."""
+def load_step_inputs(cfg: dict, input, threads: int | None = None):
+    """The pairs table, the decoded images (memory-mapped) and the configured model of a step.
+    ``threads`` is accepted for the steps' uniform call and ignored: PyTorch runs with
+    :data:`TORCH_THREADS` whatever the job was granted (:func:`fix_torch_threads`)."""
     import numpy as np
     import pandas as pd
-    import torch
+    import torch  # noqa: F401 (imported before fixing its threads)
 
-    torch.set_num_threads(max(1, int(threads)))
+    fix_torch_threads()
     pairs = pd.read_parquet(input.pairs)
     images = np.load(input.images, mmap_mode="r")
     model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
