@@ -131,3 +131,118 @@ def test_fill_spec_reads_the_config_and_names_a_bad_fill():
         FillSpec.from_config({"fill": "mean"})
     with pytest.raises(ConfigError, match="roar.imputation_noise"):
         FillSpec.from_config({"imputation_noise": -1})
+
+
+# --- the ROAD metric ---------------------------------------------------------------------------
+
+
+class _BoxModel:
+    """A model whose similarity is known to depend on one region only: the mean intensity inside the
+    box ``R`` (rows 8..24, columns 30..46 of a 56 x 56 input), in [0, 1]."""
+
+    region = (slice(8, 24), slice(30, 46))
+
+    def preprocess(self, images_u8):
+        return torch.as_tensor(np.asarray(images_u8), dtype=torch.float64) / 255.0
+
+    def similarity(self, images, tokens):
+        return images[:, self.region[0], self.region[1]].mean(dim=(1, 2))
+
+
+def _box_film(n: int = 3, size: int = 56) -> np.ndarray:
+    """Dark noisy background (mean 60), bright noisy box at the model's region (mean 200)."""
+    rng = np.random.default_rng(0)
+    films = rng.normal(60, 6, (n, size, size))
+    films[:, 8:24, 30:46] = rng.normal(200, 6, (n, 16, 16))
+    return films.clip(0, 255).astype(np.uint8)
+
+
+def test_road_separates_the_right_place_from_a_constant_map_and_a_wrong_place():
+    from matex.metrics.road import road_curves, road_gap, road_lerf, road_morf
+
+    films = _box_film()
+    right = np.zeros(films.shape, np.float32)
+    right[:, 8:24, 30:46] = 1.0
+    yy, xx = np.mgrid[:56, :56]
+    # a graded map peaked at the opposite corner (as attribution maps are graded): the box is among
+    # its least relevant pixels. (A binary map of the wrong place scores about 0, like a constant
+    # one: its tied zeros go in a random scattered order, and scattered pixels are imputed back from
+    # their neighbours.)
+    wrong = np.broadcast_to(np.exp(-((yy - 42) ** 2 + (xx - 12) ** 2) / (2 * 10.0**2)), films.shape).astype(np.float32)
+    constant = np.full(films.shape, 0.3, np.float32)
+    seeds = [11, 12, 13]
+    scores = {}
+    for name, maps in (("right", right), ("constant", constant), ("wrong", wrong)):
+        curves = road_curves(_BoxModel(), films, None, maps, [0.1, 0.5], seeds)
+        scores[name] = (road_morf(curves), road_lerf(curves), road_gap(curves))
+    morf, lerf, gap = scores["right"]
+    assert (morf > 0.2).all() and (np.abs(lerf) < 0.02).all()  # the box's 140 levels go (0.55) vs nothing moves
+    c_morf, c_lerf, c_gap = scores["constant"]
+    np.testing.assert_array_equal(c_morf, c_lerf)  # the same pixels removed in both orders
+    assert (c_gap == 0).all()
+    assert (gap > 0.2).all() and (scores["wrong"][2] < -0.05).all()  # right > constant (0) > wrong place
+    w_morf, w_lerf, _ = scores["wrong"]
+    assert (np.abs(w_morf) < 0.02).all() and (w_lerf > lerf + 0.1).all()  # its "least relevant" pixels hold the box
+
+
+def test_road_is_seeded_per_pair_and_refuses_bad_input():
+    from matex.errors import MapError
+    from matex.metrics.road import road_curves
+
+    films = _box_film(2)
+    maps = np.random.default_rng(1).random(films.shape)
+    a = road_curves(_BoxModel(), films, None, maps, [0.3], [1, 2])
+    b = road_curves(_BoxModel(), films[1:], None, maps[1:], [0.3], [2])  # pair 2 alone: same values
+    np.testing.assert_allclose(a["morf"][1], b["morf"][0], atol=1e-3)
+    with pytest.raises(MapError, match="equal"):
+        road_curves(_BoxModel(), films, None, maps[:1], [0.3], [1, 2])
+    with pytest.raises(MapError, match="fractions"):
+        road_curves(_BoxModel(), films, None, maps, [], [1, 2])
+
+
+def test_evaluate_maps_writes_road_columns_at_roars_k_values(tmp_path):
+    """The per-pair table carries road_morf, road_lerf and road_gap, equal to road_columns with the
+    config's k grid (roar.retrain.fractions) and each pair's own seed."""
+    import open_clip
+    import pandas as pd
+
+    from matex.data.transforms import InputGeometry
+    from matex.io import write_npz
+    from matex.metrics.evaluate import evaluate_maps
+    from matex.metrics.faithfulness import pair_seed
+    from matex.metrics.road import road_columns
+    from matex.models.base import MatexModel
+
+    size = 56
+    torch.manual_seed(0)
+    clip = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg={"image_size": size, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    ).eval()
+    model = MatexModel(clip, open_clip.tokenizer.SimpleTokenizer(context_length=16), InputGeometry(size))
+    rng = np.random.default_rng(5)
+    images_u8 = rng.integers(0, 256, (2, size, size), dtype=np.uint8)
+    pairs = pd.DataFrame(
+        {
+            "pair_id": ["a", "b"],
+            "category": ["x", "y"],
+            "phrase": ["left effusion", "cardiomegaly"],
+            "boxes": [[[2.0, 2.0, 20.0, 20.0]], [[10.0, 10.0, 40.0, 30.0]]],
+        }
+    )
+    maps = {p: rng.random((size, size)).astype(np.float32) for p in ("a", "b")}
+    write_npz(tmp_path / "maps.npz", maps, {})
+    cfg = {"seed": 3, "evaluation": {"deletion": {"steps": 2}}, "roar": {"retrain": {"fractions": [0.5]}}}
+    df = evaluate_maps(model, "m", pairs, images_u8, tmp_path / "maps.npz", cfg, batch_size=2, progress=False)
+    want = road_columns(
+        model,
+        images_u8,
+        model.tokenize(pairs["phrase"].tolist()),
+        np.stack([maps["a"], maps["b"]]),
+        [pair_seed(3, "a"), pair_seed(3, "b")],
+        cfg,
+    )
+    for col in ("road_morf", "road_lerf", "road_gap"):
+        np.testing.assert_allclose(df[col].to_numpy(), want[col], atol=1e-6)
+    np.testing.assert_allclose(df["road_gap"], df["road_morf"] - df["road_lerf"], atol=1e-12)

@@ -157,6 +157,9 @@ def evaluate_maps(
         )
         curves = causal_curves(model, images, tokens, maps, seeds, **causal)
         rec.update(deletion_auc=curve_auc(curves["deletion"]), insertion_auc=curve_auc(curves["insertion"]))
+        from .road import road_columns  # ROAD (Rong et al. 2022): MoRF/LeRF with noisy linear imputation
+
+        rec.update(road_columns(model, images_u8[brow], tokens, maps, seeds, cfg))
         text_maps = [arrays.get(f"text/{p}") for p in bid]
         if all(t is not None for t in text_maps):
             s_t, s_txt = text_confidence(model, images, tokens, text_maps)

@@ -22,7 +22,7 @@ matrix product, started from the solution on a 2x coarser grid (coarse-to-fine).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -151,16 +151,25 @@ def _solve(z: torch.Tensor, removed: torch.Tensor, tol: float, max_iter: int) ->
 
 
 def noisy_linear_imputation(
-    images_u8: np.ndarray, removed: np.ndarray, seed: int, noise: float = DEFAULT_NOISE, batch: int = 64
+    images_u8: np.ndarray,
+    removed: np.ndarray,
+    seed: int = 0,
+    noise: float = DEFAULT_NOISE,
+    batch: int = 64,
+    seeds: Sequence[int] | None = None,
 ) -> np.ndarray:
     """uint8 images (N, H, W) with the ``removed`` pixels imputed by (1) plus Gaussian noise of std
-    ``noise`` x 255 (seeded), rounded and clipped to 0..255. Kept pixels are returned unchanged."""
+    ``noise`` x 255, rounded and clipped to 0..255. Kept pixels are returned unchanged. The noise is
+    drawn from ``seed``, or per image from ``seeds`` (one each: an image's fill then does not depend
+    on the batch it came in)."""
     images_u8 = np.asarray(images_u8)
     removed = np.asarray(removed, dtype=bool)
     if images_u8.shape != removed.shape or images_u8.ndim != 3:
         raise MapError(f"imputation: images {images_u8.shape} and masks {removed.shape} must be equal (N, H, W)")
     if noise < 0:
         raise ConfigError(f"config key roar.imputation_noise: must be >= 0, got {noise}")
+    if seeds is not None and len(seeds) != len(images_u8):
+        raise MapError(f"imputation: {len(images_u8)} images but {len(seeds)} seeds")
     generator = torch.Generator().manual_seed(int(seed))
     out = np.array(images_u8, copy=True)
     for s in range(0, len(out), batch):
@@ -169,7 +178,16 @@ def noisy_linear_imputation(
             continue
         x = torch.from_numpy(np.ascontiguousarray(images_u8[s : s + batch])).to(torch.float32) / 255.0
         filled = linear_imputation(x, rem)
-        filled = filled + noise * torch.randn(filled.shape, generator=generator) * rem
+        if seeds is None:
+            draws = torch.randn(filled.shape, generator=generator)
+        else:
+            draws = torch.stack(
+                [
+                    torch.randn(filled.shape[1:], generator=torch.Generator().manual_seed(int(q)))
+                    for q in seeds[s : s + batch]
+                ]
+            )
+        filled = filled + noise * draws * rem
         values = (filled * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
         out[s : s + batch][rem.numpy()] = values[rem.numpy()]
     return out
