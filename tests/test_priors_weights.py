@@ -35,11 +35,12 @@ def test_layering_bilateral_effusions_larger_on_the_right():
 
 
 @pytest.mark.parametrize("text", ["Interstitial edema has worsened.", "Interval increase in pulmonary edema."])
-def test_edema_is_both_lungs_perihilar_weighted(text):
+def test_edema_is_perihilar_and_basal_on_both_sides(text):
+    """Issue 25.6: edema's default is the perihilar regions and the bases, not the whole lungs."""
     w = weights(text)
-    assert set(w) == {"right_lung", "left_lung", "right_perihilar", "left_perihilar"}
-    assert top(text) == {"right_perihilar", "left_perihilar"}
-    assert w["right_lung"] == pytest.approx(0.6)
+    assert set(w) == {"right_perihilar", "left_perihilar", "right_lower_zone", "left_lower_zone"}
+    assert "right_lung" not in w and "left_upper_zone" not in w
+    assert set(w.values()) == {1.0}
 
 
 def test_opacities_most_pronounced_at_the_bases():
@@ -120,7 +121,7 @@ def test_explicit_location_wins_over_the_finding_default():
 def test_finding_defaults_are_data():
     defaults = load_finding_defaults()
     assert defaults["pleural effusion"] == {"{side}_lower_zone": 1.0, "{side}_costophrenic_angle": 1.0}
-    assert defaults["edema"]["{side}_perihilar"] > defaults["edema"]["{side}_lung"]
+    assert set(defaults["edema"]) == {"{side}_perihilar", "{side}_lower_zone"}
     assert {"cardiomegaly", "pericardial effusion", "pneumothorax"} <= set(defaults)
     assert 0 < W.diffuse < W.specific and 0 < W.hedged < 1 and 0 < W.deemphasised < 1
 

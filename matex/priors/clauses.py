@@ -1,9 +1,11 @@
 """From a phrase to clauses, and what each clause says (docs/method.md): text normalisation, sentence
 and clause splitting, and the reading of one clause (cues, findings, anatomy, sides).
 
-Negation scope: a status cue (resolved, improved, clear, normal, "is not seen") negates its whole
-clause; a negation cue ("no", "without", "negative for") governs what follows it in its clause, so
-the words before it stay positive ("lingular opacity without effusion" keeps the lingula)."""
+Negation scope: a status cue (resolved, clear, normal, "is not seen") negates its whole clause; a
+negation cue ("no", "without", "negative for") governs what follows it in its clause, so the words
+before it stay positive ("lingular opacity without effusion" keeps the lingula), and the parser
+carries it on over the rest of a coordinated list (``parser.py``). A change word (improved,
+decreased, residual) leaves its finding present; a change clause with no finding is a status."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ class Clause:
     negated: bool = False
     uncertain: bool = False
     emphasis: bool = False
+    narrowing: bool = False  # "predominantly basal": narrows the clause before it (with emphasis)
+    negation_cue: bool = False  # negated by a forward-scope cue ("no", "without"), not by a status
     sides: frozenset[str] = frozenset()
     anatomy: tuple[str, ...] = ()
     findings: tuple[tuple[str, str], ...] = ()
@@ -86,15 +90,23 @@ def read_clauses(body: str, joined_by: str) -> list[Clause]:
     rest = _blank(V.UNCERTAINTY, rest, hits)
     uncertain = bool(hits)
     rest = _blank(V.PSEUDO_NEGATION, rest)
+    changes: list[re.Match[str]] = []
+    rest = _blank(V.CHANGE, rest, changes)  # "improved opacity": still there
     if V.STATUS.search(rest):
         return [_read(body, rest, joined_by, negated=True, uncertain=uncertain)]
     cue = V.NEGATION.search(rest)
     if cue is None:
-        return [_read(body, rest, joined_by, negated=False, uncertain=uncertain)]
+        clause = _read(body, rest, joined_by, negated=False, uncertain=uncertain)
+        clause.negated = bool(changes) and not clause.findings  # "improved aeration at the base"
+        return [clause]
     head = _read(body, rest[: cue.start()], joined_by, negated=False, uncertain=uncertain)
     if not head.findings:  # "right costophrenic angle is free of fluid": the anatomy goes with it
-        return [_read(body, rest, joined_by, negated=True, uncertain=uncertain)]
-    return [head, _read(body, rest[cue.start() :], "neg", negated=True, uncertain=uncertain)]
+        head = _read(body, rest, joined_by, negated=True, uncertain=uncertain)
+        head.negation_cue = True
+        return [head]
+    tail = _read(body, rest[cue.start() :], "neg", negated=True, uncertain=uncertain)
+    tail.negation_cue = True
+    return [head, tail]
 
 
 def _read(body: str, rest: str, joined_by: str, *, negated: bool, uncertain: bool) -> Clause:
@@ -106,7 +118,8 @@ def _read(body: str, rest: str, joined_by: str, *, negated: bool, uncertain: boo
         words = _blank(pat, words, hits)
         findings.extend((name, m.group(0)) for m in hits)
     clause.findings = tuple(findings)
-    clause.emphasis = not findings and bool(V.EMPHASIS.search(rest))
+    clause.narrowing = not findings and bool(V.NARROWING.search(rest))
+    clause.emphasis = clause.narrowing or (not findings and bool(V.EMPHASIS.search(rest)))
 
     anatomy: list[str] = []  # "{side}" placeholder = resolve with the clause's sides
     sides: set[str] = set()  # a lobe's own side also counts, so an "and" fragment can lend it

@@ -5,15 +5,22 @@ boxes, finding defaults and weights: ``regions.yaml`` (``tables.py``).
 Composition, per sentence (sentences never share anything):
 
 * **negation and status** drop only the clauses they govern (``clauses.py``); negated, resolved,
-  improved, clear and normal statements never add regions;
+  clear and normal statements never add regions; a negation carries on over a coordinated list
+  ("no pneumothorax, effusion, or consolidation": all three), up to "but"/"with"/";", a hedge, or an
+  item saying its finding is there ("no pneumothorax, small left effusion"); a finding described as
+  improved, decreased or residual is still present where the sentence puts it;
 * **inheritance**: a finding-only clause joined by "and"/"with"/","/";" takes the full location
   (lobe, zone, side) of the clause before it when that location is pulmonary ("right middle lobe
-  scarring and atelectasis" -> right middle lobe); an anatomy fragment without a side takes the
-  side of the clause before it ("left upper and lower lobe");
+  scarring and atelectasis" -> right middle lobe), unless its finding has a place of its own: then
+  it takes only the side ("right lower lobe pneumonia and effusion" -> the right base and
+  costophrenic angle for the effusion); an anatomy fragment without a side takes the side of the
+  clause before it ("left upper and lower lobe");
 * **finding defaults**: a clause naming no anatomy of its own gets its finding's default regions on
   the named side(s), both sides if none (effusion -> lower zone and costophrenic angle; edema ->
-  both lungs, perihilar-weighted; cardiomegaly -> heart; pneumothorax -> apex and lateral pleura);
-  an explicit location always wins; a side alone with no default means that lung field;
+  perihilar and basal; cardiomegaly -> heart; pneumothorax -> apex and lateral pleura); an explicit
+  location always wins; a side alone with no default means that lung field;
+* **narrowing**: "predominantly basal", "mainly in the upper lobes" replaces the regions of the
+  clause before it by the zone named, on that clause's sides;
 * **weights**: a one-sided or unsided location weighs ``specific``, a two-sided one ``diffuse``,
   times the default's own weight, times ``hedged`` for a hedged clause; an emphasis clause ("most
   pronounced at the bases", "larger on the right") lifts its regions to ``specific`` and caps the
@@ -129,8 +136,14 @@ def _clause_regions(clause: Clause) -> dict[str, float]:
     return {n: v * scale for n, v in named.items()}
 
 
+def _sides_of(clause: Clause) -> frozenset[str]:
+    """The patient sides of a clause's regions (its named sides when it has no regions yet)."""
+    return frozenset(filter(None, (V.side_of_region(n) for n in clause.regions))) or clause.sides
+
+
 def _link(clause: Clause, previous: Clause | None) -> None:
-    """Inheritance inside a sentence: location for finding-only clauses, sides for fragments."""
+    """Inheritance inside a sentence: location for finding-only clauses (only the side when the
+    finding has a default place of its own), sides for anatomy fragments."""
     if previous is None or previous.negated or clause.negated or clause.sides:
         return
     if clause.anatomy:
@@ -142,6 +155,10 @@ def _link(clause: Clause, previous: Clause | None) -> None:
         and previous.has_location
         and not set(previous.anatomy) & V.NON_PULMONARY
     ):
+        defaults = load_finding_defaults()
+        if all(f in defaults for f, _ in clause.findings):  # "pneumonia and effusion": each its own place
+            clause.sides = _sides_of(previous)
+            return
         clause.anatomy, clause.sides = previous.anatomy, previous.sides
         if not previous.anatomy:  # "left effusion with adjacent atelectasis": the default's regions
             clause.inherited = tuple(previous.regions)
@@ -162,6 +179,38 @@ def _emphasise(weights: dict[str, float], clause: Clause, previous: Clause | Non
         weights[name] = w.specific
 
 
+def _narrow(clause: Clause, target: Clause) -> None:
+    """ "predominantly basal": the target clause's regions become the zone named, on its sides."""
+    w = load_weights()
+    names = resolve(clause.anatomy, clause.sides or _sides_of(target))
+    two_sided = {V.side_of_region(n) for n in names} >= {"right", "left"}
+    scale = (w.diffuse if two_sided else w.specific) * (w.hedged if target.uncertain else 1.0)
+    target.regions = {n: scale for n in names}
+
+
+def _continues_negated_list(clause: Clause, previous: Clause | None) -> bool:
+    """ "no pneumothorax" + ", effusion" + ", or consolidation": the negation scopes over the list."""
+    return (
+        previous is not None
+        and previous.negated
+        and previous.negation_cue
+        and not clause.negated
+        and clause.joined_by in V.LIST_JOINERS
+        and clause.has_content
+        and (previous.uncertain or not clause.uncertain)
+        and not V.PRESENCE.search(clause.text)
+    )
+
+
+def _merge(clauses: list[Clause]) -> dict[str, float]:
+    """Region -> largest weight over the positive clauses."""
+    weights: dict[str, float] = {}
+    for clause in clauses:
+        for name, weight in clause.regions.items():
+            weights[name] = max(weights.get(name, 0.0), weight)
+    return weights
+
+
 @functools.lru_cache(maxsize=8192)
 def parse_phrase(text: str) -> PhraseParse:
     """Parse a radiology phrase into weighted regions, negation, uncertainty and finding mentions.
@@ -175,8 +224,10 @@ def parse_phrase(text: str) -> PhraseParse:
     weights: dict[str, float] = {}
     mentions: list[FindingMention] = []
     positive_content = negative_content = uncertain = False
+    positives: list[Clause] = []
     for sentence in split_sentences(to_ascii_lower(text)):
         previous: Clause | None = None
+        target: Clause | None = None  # this sentence's last positive clause, for narrowing
         for sep, body in split_clauses(sentence):
             for clause in read_clauses(body, sep):
                 if previous is not None and not previous.has_content:
@@ -188,7 +239,9 @@ def parse_phrase(text: str) -> PhraseParse:
                     and not previous.findings
                     and clause.anatomy
                 ):
-                    clause.negated = True  # "no right upper" + "and middle lobe opacity"
+                    clause.negated = clause.negation_cue = True  # "no right upper" + "and middle lobe opacity"
+                elif _continues_negated_list(clause, previous):
+                    clause.negated = clause.negation_cue = True
                 _link(clause, previous)
                 mentions.extend(
                     FindingMention(f, words, clause.negated, clause.uncertain) for f, words in clause.findings
@@ -198,12 +251,17 @@ def parse_phrase(text: str) -> PhraseParse:
                     continue
                 if clause.negated:
                     negative_content = True
+                elif clause.narrowing and clause.anatomy and target is not None:
+                    _narrow(clause, target)
+                    weights = _merge(positives)
                 elif clause.emphasis and weights and clause.has_location:
                     _emphasise(weights, clause, previous)
                 else:
                     positive_content = True
                     uncertain = uncertain or clause.uncertain
                     clause.regions = _clause_regions(clause)
+                    positives.append(clause)
+                    target = clause
                     for name, weight in clause.regions.items():
                         weights[name] = max(weights.get(name, 0.0), weight)
                 previous = clause

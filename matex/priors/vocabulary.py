@@ -23,23 +23,39 @@ UNCERTAINTY = re.compile(
 # "no change", "not significantly changed": statements about change, not negations of the finding.
 PSEUDO_NEGATION = re.compile(
     r"\b(?:no|without) (?:(?:significant|appreciable|substantial|interval|definite|major) )*"
-    r"(?:change|progression|increase|worsening)\b|\bnot (?:significantly )?changed\b"
+    r"(?:change|progression|increase|decrease|worsening|improvement)\b|\bnot (?:significantly )?changed\b"
 )
-# Status statements (negated, resolved, improved, clear, normal): the whole clause adds no region,
-# wherever the cue sits ("the left effusion has resolved", "improved aeration at the bases").
+# Change statements (issue 25): a finding described as improved, decreasing, resolving or residual
+# is still there, where the sentence puts it ("improved right perihilar opacity"); a change clause
+# naming no finding is a status statement ("improved aeration at the bases" adds no region).
+CHANGE = re.compile(
+    r"\b(?:partially|partly|incompletely) (?:resolved|cleared)\b|\bpartial (?:resolution|clearing)\b|"
+    r"\b(?:improved|improvement|improving|decreased|decreasing|decrease|resolving|residual|smaller)\b"
+)
+# Status statements (negated, resolved, clear, normal): the whole clause adds no region, wherever
+# the cue sits ("the left effusion has resolved", "the costophrenic angles are clear").
 STATUS = re.compile(
     r"\b(?:(?:is |are )?not (?:seen|identified|visualized|visualised|present|evident|appreciated|"
-    r"demonstrated)|no longer|resolved|resolving|resolution|cleared|clearing|clear|improved|"
-    r"improvement|improving|normal|unremarkable|absent)\b"
+    r"demonstrated)|no longer|resolved|resolution|cleared|clearing|clear|normal|unremarkable|absent)\b"
 )
 # A negation cue governs what follows it in its clause (NegEx-style forward scope): "lingular
 # opacity without effusion" keeps the lingula.
-NEGATION = re.compile(r"\b(?:no|not|without|negative for|free of|absence of|lack of|none)\b")
+NEGATION = re.compile(r"\b(?:no|not|without|negative for|free of|absence of|lack of|none|nor)\b")
+# A negation scopes over a whole coordinated list (issue 25): "no pneumothorax, effusion, or
+# consolidation" negates all three. The list ends at "but"/"with"/";"/a sentence end, or at an item
+# that says the finding is there (a size or course word: "no pneumothorax, small left effusion").
+LIST_JOINERS = (",", "and")
+PRESENCE = re.compile(
+    r"\b(?:small|moderate|moderately|mild|mildly|trace|tiny|minimal|severe|persistent|persisting|"
+    r"persists|remains?|stable|unchanged|increased|increasing|worsening|worsened|there (?:is|are))\b"
+)
 # "most pronounced at the bases", "larger on the right": shifts the weight inside the phrase.
 EMPHASIS = re.compile(
-    r"\b(?:larger|greater|greatest|worse|worst|more|most|predominantly|predominant|predominates|"
-    r"especially|particularly|pronounced|marked)\b"
+    r"\b(?:larger|greater|greatest|worse|worst|more|most|especially|particularly|pronounced|marked)\b"
 )
+# "predominantly basal", "mainly in the upper lobes": narrows the clause before it to the zone named
+# (issue 25); a narrowing word with only a side ("predominantly on the right") is an emphasis.
+NARROWING = re.compile(r"\b(?:predominantly|predominant|predominates|mainly|mostly|chiefly|primarily|largely)\b")
 SIDE_COMPARISON = re.compile(r"\b(right|left) (?:greater|more|worse|larger) than (?:right|left)\b")
 
 FINDINGS: tuple[tuple[str, str], ...] = (  # order matters: earlier words are consumed first
