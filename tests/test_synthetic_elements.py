@@ -99,7 +99,8 @@ def test_the_old_course_would_have_crossed_the_pneumothorax():
     anatomy = sample_anatomy(np.random.default_rng(np.random.SeedSequence([0, i]).spawn(5)[0]), spec)
     distance = distance_transform_edt(~masks["lesion0"])
     same_side = drain_path(anatomy, np.random.default_rng(0), findings[0].side, route="apical")
-    assert not _path_clear(same_side, distance, drain_clearance_px(anatomy.width, anatomy.height))
+    clearance = drain_clearance_px(anatomy.width, anatomy.height)
+    assert not _path_clear(same_side, distance, clearance, (anatomy.width, anatomy.height))
 
 
 def test_generator_draws_drains_by_split_and_records_masks(tmp_path):

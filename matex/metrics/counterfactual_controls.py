@@ -83,6 +83,8 @@ def counterfactual_controls(pairs: pd.DataFrame, truths: Mapping[str, PairCounte
     columns (the other columns NaN: a ranking has no map)."""
     ids = list(truths)
     ts = [truths[p] for p in ids]
+    if not ts:
+        return pd.DataFrame(columns=["pair_id", "method", "category", "has_drain", "n_elements"])
     threshold = noise_threshold(ts)
     out = []
     for method, name in zip(ORACLES, ("lesion", "drain")):

@@ -304,13 +304,13 @@ def drain_path(an: Anatomy, rng: np.random.Generator, side: str, n: int = 160, r
     return np.concatenate([outside, inside]).astype(np.float32)
 
 
-def _path_clear(path: np.ndarray, lesion_distance: np.ndarray, clearance_px: float) -> bool:
-    """Whether every pixel a tube along ``path`` can mark lies ``clearance_px`` from a lesion:
-    ``lesion_distance`` (original pixels, H x W) at each path point must exceed the clearance plus
-    the widest tube's mask radius (its weight above BOX_THRESHOLD of its peak: sqrt(ln 5) half widths)
-    plus a pixel of upsampling."""
+def _path_clear(path: np.ndarray, lesion_distance: np.ndarray, clearance_px: float, film: tuple[int, int]) -> bool:
+    """Whether every pixel a tube along ``path`` can mark lies ``clearance_px`` from a lesion.
+    ``lesion_distance``: distance to the nearest lesion pixel in ORIGINAL pixels, sampled on any grid
+    over the film (``film``: its width, height); it must exceed the clearance plus the widest tube's
+    mask radius (its weight above BOX_THRESHOLD of its peak: sqrt(ln 5) half widths) at every point."""
     h, w = lesion_distance.shape
-    radius = math.sqrt(math.log(5.0)) * DRAIN_MAX_HALF_WIDTH * max(w, h) + 1.5
+    radius = math.sqrt(math.log(5.0)) * DRAIN_MAX_HALF_WIDTH * max(film) + 1.5
     cols = np.clip((path[:, 0] * w).astype(np.int64), 0, w - 1)
     rows = np.clip((path[:, 1] * h).astype(np.int64), 0, h - 1)
     return bool((lesion_distance[rows, cols] > clearance_px + radius).all())
@@ -321,14 +321,14 @@ def place_drain(
 ) -> tuple[str, np.ndarray] | None:
     """(side, path) of a drain course that keeps :func:`drain_clearance_px` from every lesion, or None
     when no candidate does. Candidates: on each side in turn (the side away from the lesions first),
-    the DRAIN_ROUTES courses in order; all drawn from ``rng``, so a seed always
-    gives the same drain. ``lesion_distance``: distance (original pixels) to the nearest lesion pixel,
-    None for a film without lesions."""
+    the DRAIN_ROUTES courses in order; all drawn from ``rng``, so a seed always gives the same drain.
+    ``lesion_distance``: distance (original pixels) to the nearest lesion pixel on a grid over the
+    film, None for a film without lesions."""
     clearance = drain_clearance_px(an.width, an.height)
     for side in sides:
         for route in DRAIN_ROUTES:
             path = drain_path(an, rng, side, route=route)
-            if lesion_distance is None or _path_clear(path, lesion_distance, clearance):
+            if lesion_distance is None or _path_clear(path, lesion_distance, clearance, (an.width, an.height)):
                 return side, path
     return None
 

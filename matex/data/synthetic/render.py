@@ -207,23 +207,28 @@ def _drain(
     g: Grid, an: Anatomy, rng: np.random.Generator, finding_weights: dict[int, list[np.ndarray]]
 ) -> np.ndarray | None:
     """The drain's blend weight on the working grid, on a course that keeps one model patch between
-    its pixels and every lesion's (the lesion masks as :func:`element_masks` makes them, drawn or
-    omitted alike, so a film re-rendered without an element keeps its drain); None when no course
-    clears (the film then has no drain). The side away from the lesions is tried first."""
+    its pixels and every lesion's (drawn or omitted alike, so a film re-rendered without an element
+    keeps its drain); None when no course clears (the film then has no drain). The side away from the
+    lesions is tried first.
+
+    The lesions' extent is taken on the working grid, conservatively: weight above 0.9 x
+    BOX_THRESHOLD of the peak (the masks' rule, :func:`element_masks`, at full size), and distances
+    shortened by two working pixels, which covers the bilinear upsampling to the film's pixels."""
     from scipy.ndimage import distance_transform_edt
 
     preferred = "right" if rng.random() < 0.5 else "left"
-    masks = element_masks({k: np.maximum.reduce(w) for k, w in finding_weights.items()}, an.width, an.height)
-    lesions = np.logical_or.reduce(list(masks.values())) if masks else None
+    lesions = np.zeros((g.height, g.width), bool)
+    for weights in finding_weights.values():
+        w = np.maximum.reduce(weights)
+        peak = float(w.max())
+        if peak > 1e-6:
+            lesions |= w > 0.9 * BOX_THRESHOLD * peak
     distance = None
-    if lesions is not None and lesions.any():
-        distance = distance_transform_edt(~lesions)
-    half = an.width // 2  # patient right = image left
-    load = (
-        {"right": 0, "left": 0}
-        if lesions is None
-        else {"right": lesions[:, :half].sum(), "left": lesions[:, half:].sum()}
-    )
+    if lesions.any():
+        scale = an.width / g.width  # original pixels per working pixel (the grid is 1/WORK_DOWNSAMPLE)
+        distance = (distance_transform_edt(~lesions) - 2.0) * scale
+    half = g.width // 2  # patient right = image left
+    load = {"right": lesions[:, :half].sum(), "left": lesions[:, half:].sum()}
     other = "left" if preferred == "right" else "right"
     sides = sorted([preferred, other], key=lambda sd: load[sd])  # stable: the drawn side wins a tie
     placed = place_drain(an, rng, sides, distance)
