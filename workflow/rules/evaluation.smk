@@ -138,7 +138,7 @@ rule aggregate:
 
 
 rule sanity:
-    """Cascading model-parameter randomisation (heads and final norms, then blocks from the top): |Spearman rho| and SSIM of each map with the trained model's."""
+    """Cascading re-initialisation of every parameter tensor (image tower top down to the stem, then the text tower, then both = "full"): |Spearman rho| and SSIM of each map with the trained model's."""
     input:
         unpack(model_input),
         pairs=f"{DS}/pairs.parquet",
