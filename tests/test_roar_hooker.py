@@ -49,7 +49,7 @@ def test_the_run_measures_a_model_retrained_on_degraded_train_on_degraded_val(mo
     """The images the retrain sees and those the measure sees both lost their top pixels."""
     seen = {}
 
-    def fake_retrain(cfg, base, images, texts, seed, threads, device="cpu"):
+    def fake_retrain(cfg, base, images, texts, seed, threads, device="cpu", categories=None):
         seen.setdefault("train", []).append(np.array(images))
         return None
 
@@ -233,6 +233,7 @@ def test_removing_the_label_evidence_hurts_the_retrained_model_more_than_smooth_
                 "embed_dim": 32,
                 "vision": {"layers": 2, "width": 64, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0, "stem_channels": 0},
                 "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8},
+                "epochs": 12,
                 "batch_size": 32,
                 "lr": 5e-4,
                 "weight_decay": 0.0,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from matex.data.transforms import InputGeometry
-from matex.errors import ConfigError
+from matex.errors import ConfigError, MapError
 from matex.models.augment import Augmentation
 from matex.models.loading import demo_model_cfg, load_model, save_checkpoint
 from matex.models.retrieval import _chance_any, evaluate_retrieval
@@ -106,3 +106,68 @@ def test_learning_curves_draw_the_targets_and_fall_back_for_old_logs():
     assert [round(v, 6) for v in retrieval.lines[0].get_ydata()] == [30.0]  # t2i in front, i2t lighter
     old = learning_curves({"epochs": [dict(row, r_at_5=0.2, r_at_5_chance=0.06)]})
     assert [round(v, 6) for v in old.axes[2].lines[0].get_ydata()] == [20.0]
+
+
+def test_roar_retraining_goes_through_the_demo_training_helper_with_the_demo_recipe(monkeypatch, tmp_path):
+    """train_demo and ROAR's retraining of the demo model (from init, and fine-tuning the explained
+    model) call the one helper with the same recipe: text aids, augmentation, and (from init) the
+    optimiser settings; the categories of the training pairs reach the category prompts."""
+    import pandas as pd
+
+    from matex.models import demo_training
+    from matex.roar import retrain as rt
+
+    calls = []
+
+    def fake_train_clip(model, images, texts, **kw):
+        calls.append({"n": len(texts), **kw})
+        return []
+
+    monkeypatch.setattr(demo_training, "train_clip", fake_train_clip)
+    demo = {
+        **TINY,
+        "epochs": 3,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "weight_decay": 0.05,
+        "warmup_steps": 2,
+        "category_prompt_fraction": 0.25,
+        "side_swap_negatives": True,
+        "augment": {"shift": 0.04, "contrast": 0.1},
+    }
+    cfg = {
+        "seed": 0,
+        "input": {"size": 56, "mode": "center_crop"},
+        "model": {"source": "demo", "name": "tiny", "demo": demo},
+        "roar": {"batch_size": 8, "retrain": {"epochs": 1, "mode": "from_init", "finetune_lr": 1e-4}},
+    }
+    cats = ["Edema", "Pneumothorax", "Edema", "Cardiomegaly", "Edema", "Pneumonia"]
+    pd.DataFrame(
+        {"phrase": [f"left finding {i}" for i in range(6)], "category": cats, "split": ["train"] * 4 + ["val"] * 2}
+    ).to_parquet(tmp_path / "pairs.parquet")
+    images = np.zeros((6, 56, 56), np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    demo_training.train_demo(
+        tmp_path / "pairs.parquet",
+        tmp_path / "images.npy",
+        cfg,
+        tmp_path / "m.pt",
+        tmp_path / "log.json",
+        progress=False,
+    )
+    texts = [f"right finding {i}" for i in range(4)]
+    rt.retrain(cfg, None, images[:4], texts, seed=1, threads=1, categories=cats[:4])
+    base = load_model("demo", demo=demo, geometry=InputGeometry(56), seed=0)
+    rt.retrain({**cfg, "roar": {**cfg["roar"], "retrain": {**cfg["roar"]["retrain"], "mode": "finetune"}}},
+               base, images[:4], texts, seed=1, threads=1, categories=cats[:4])  # fmt: skip
+    demo_call, from_init, finetune = calls
+    for key in ("category_prompt_fraction", "side_swap_negatives", "augment"):
+        assert demo_call[key] == from_init[key] == finetune[key], key
+    assert demo_call["augment"] is not None and demo_call["side_swap_negatives"] is True
+    for key in ("lr", "weight_decay"):
+        assert demo_call[key] == from_init[key]
+    assert finetune["lr"] == 1e-4 and finetune["weight_decay"] == 0.0  # ROAR's fine-tuning settings
+    assert demo_call["categories"] == cats[:4] and from_init["categories"] == cats[:4]
+    assert from_init["epochs"] == 1 and demo_call["epochs"] == 3  # ROAR's own epochs
+    with pytest.raises(MapError, match="category"):
+        rt.retrain(cfg, None, images[:4], texts, seed=1, threads=1)

@@ -4,7 +4,7 @@ checkpoint and the training log (learning curves, cost, machine)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,52 @@ import torch
 
 from .augment import Augmentation
 from .train import train_clip
+
+
+def demo_recipe(demo: Mapping[str, Any]) -> dict[str, Any]:
+    """The demo model's training recipe (``model.demo``) as :func:`~matex.models.train.train_clip`
+    keywords: optimiser settings, schedule, the two text aids (category prompts, side-swapped hard
+    negatives) and the augmentation. One definition, used by :func:`train_demo` and by ROAR's
+    retraining of the demo model (:func:`matex.roar.retrain.retrain`), so a retrained model is the
+    explained model's kind."""
+    return {
+        "epochs": int(demo["epochs"]),
+        "batch_size": int(demo["batch_size"]),
+        "lr": float(demo["lr"]),
+        "weight_decay": float(demo["weight_decay"]),
+        "warmup_steps": int(demo["warmup_steps"]),
+        "category_prompt_fraction": float(demo.get("category_prompt_fraction", 0.0)),
+        "side_swap_negatives": bool(demo.get("side_swap_negatives", False)),
+        "augment": Augmentation.from_config(demo.get("augment")),
+    }
+
+
+def train_with_recipe(
+    model,
+    images_u8: np.ndarray,
+    texts: Sequence[str],
+    categories: Sequence[str],
+    recipe: Mapping[str, Any],
+    *,
+    seed: int,
+    threads: int | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> list[dict]:
+    """Train ``model`` on (``images_u8``, ``texts``) with ``recipe`` (:func:`demo_recipe`), each pair's
+    category given for the category prompts; ``overrides`` (e.g. ROAR's epochs, or ``val``/``log``)
+    replace or add :func:`~matex.models.train.train_clip` keywords. The one training path of the
+    demo model and of its ROAR retrains."""
+    return train_clip(
+        model,
+        images_u8,
+        list(texts),
+        categories=list(categories),
+        seed=seed,
+        threads=threads,
+        progress=progress,
+        **{**recipe, **overrides},
+    )
 
 
 def train_demo(
@@ -85,24 +131,17 @@ def train_demo(
             [films[i] for i in val_rows] if films is not None else None,
         )
     threads = int(demo.get("threads") or 0) or None
-    history = train_clip(
+    history = train_with_recipe(
         model,
         train_images,
         [phrases[i] for i in train_rows],
-        epochs=int(demo["epochs"]),
-        batch_size=int(demo["batch_size"]),
-        lr=float(demo["lr"]),
-        weight_decay=float(demo["weight_decay"]),
-        warmup_steps=int(demo["warmup_steps"]),
+        [categories[i] for i in train_rows],
+        demo_recipe(demo),
         seed=seed,
         threads=threads,
         progress=progress,
         val=val,
         log=logger.info,
-        categories=[categories[i] for i in train_rows],
-        category_prompt_fraction=float(demo.get("category_prompt_fraction", 0.0)),
-        side_swap_negatives=bool(demo.get("side_swap_negatives", False)),
-        augment=Augmentation.from_config(demo.get("augment")),
     )
     final = (
         {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "steps", "elapsed_s", "cpu_s")}

@@ -143,22 +143,31 @@ def retrain(
     seed: int,
     threads: int | None,
     device: str = "cpu",
+    categories: Sequence[str] | None = None,
 ):
-    """A model trained on (``images_u8``, ``texts``) for ROAR. ``from_init``: a fresh demo model from
-    the demo's initialisation (seed ``cfg.seed + seed``), trained with the demo recipe (AdamW, lr,
-    weight decay, batch, warm-up + cosine) for ``roar.retrain.epochs``. ``finetune``: a copy of
-    ``base_model`` fine-tuned at ``roar.retrain.finetune_lr`` (no weight decay, no warm-up)."""
+    """A model trained on (``images_u8``, ``texts``) for ROAR, through the demo's one training helper
+    (:func:`matex.models.demo_training.train_with_recipe`). ``from_init``: a fresh demo model from the
+    demo's initialisation (seed ``cfg.seed + seed``) trained with the demo recipe (optimiser, schedule,
+    text aids, augmentation: ``model.demo``) for ``roar.retrain.epochs``. ``finetune``: a copy of
+    ``base_model`` trained at ``roar.retrain.finetune_lr`` (no weight decay, no warm-up); a demo
+    model keeps the recipe's text aids and augmentation, a hub model is fine-tuned plainly.
+    ``categories``: one per pair (the category prompts); required for a demo model."""
     import copy
 
     from ..data.transforms import InputGeometry
+    from ..models.demo_training import demo_recipe, train_with_recipe
     from ..models.loading import load_model
-    from ..models.train import train_clip
 
     rt = cfg["roar"]["retrain"]
     epochs = int(rt["epochs"])
     batch = retrain_batch_size(cfg)
+    demo = cfg["model"].get("demo") if cfg["model"].get("source", "demo") == "demo" else None
+    recipe = demo_recipe(demo) if demo is not None else {}
+    if recipe and categories is None:
+        raise MapError("ROAR retrain: the demo recipe's category prompts need each training pair's category")
+    cats = list(categories) if categories is not None else [""] * len(texts)
     if retrain_mode(cfg) == "from_init":
-        demo, inp = cfg["model"]["demo"], cfg["input"]
+        inp = cfg["input"]
         init_seed = int(cfg["seed"]) + int(seed)
         model = load_model(
             "demo",
@@ -173,34 +182,16 @@ def retrain(
         steps = epochs * max(1, len(texts) // batch)
         warmup = rt.get("warmup_steps")
         warmup = min(int(demo["warmup_steps"]), steps // 10) if warmup is None else int(warmup)
-        train_clip(
-            model,
-            images_u8,
-            texts,
-            epochs=epochs,
-            batch_size=batch,
-            lr=float(demo["lr"]),
-            weight_decay=float(demo["weight_decay"]),
-            warmup_steps=warmup,
-            seed=init_seed,
-            threads=threads,
-            progress=False,
-        )
+        train_with_recipe(
+            model, images_u8, texts, cats, recipe, seed=init_seed, threads=threads, progress=False,
+            epochs=epochs, batch_size=batch, warmup_steps=warmup,
+        )  # fmt: skip
         return model
     model = copy.deepcopy(base_model)
-    train_clip(
-        model,
-        images_u8,
-        texts,
-        epochs=epochs,
-        batch_size=batch,
-        lr=float(rt["finetune_lr"]),
-        weight_decay=0.0,
-        warmup_steps=0,
-        seed=int(seed),
-        threads=threads,
-        progress=False,
-    )
+    train_with_recipe(
+        model, images_u8, texts, cats, recipe, seed=int(seed), threads=threads, progress=False,
+        epochs=epochs, batch_size=batch, lr=float(rt["finetune_lr"]), weight_decay=0.0, warmup_steps=0,
+    )  # fmt: skip
     return model
 
 
@@ -244,6 +235,7 @@ def roar_retrain_runs(
     train_texts = [texts[i] for i in train_rows]
     val_texts = [texts[i] for i in val_rows]
     val_categories = pairs["category"].astype(str).iloc[val_rows].tolist()
+    train_categories = pairs["category"].astype(str).iloc[train_rows].tolist()
     fill = FillSpec.from_config(cfg["roar"], grey=grey_fill(train_u8))
     if variant == "random":
         grid = int(rt.get("random_grid") or patch_grid(base_model))
@@ -259,7 +251,7 @@ def roar_retrain_runs(
         if samples is not None:
             ids = pairs["pair_id"].iloc[train_rows[:n_samples]].tolist()
             samples.update({f"k{round(100 * fraction):02d}/{p}": train_deg[i] for i, p in enumerate(ids)})
-        model = retrain(cfg, base_model, train_deg, train_texts, seed, threads, device)
+        model = retrain(cfg, base_model, train_deg, train_texts, seed, threads, device, train_categories)
         row = {
             "variant": variant,
             "k": fraction,
