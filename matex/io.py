@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 
 META_KEY = "matex_meta"
+# Parquet schema-metadata key of the sha256 checksums of the artifacts an index table describes
+# ({file name: hex digest}); readers of those artifacts verify them (``verify_checksum``).
+CHECKSUM_KEY = "matex_checksums"
 
 
 def canonical_json(obj: Any) -> str:
@@ -101,8 +104,11 @@ def write_generated(path: str | os.PathLike, text: str, command: str, check: boo
     return 0
 
 
-def write_parquet(path: str | os.PathLike, df, meta: Mapping[str, Any] | None = None) -> None:
-    """Write a DataFrame to Parquet atomically, with ``meta`` stored in the schema metadata."""
+def write_parquet(
+    path: str | os.PathLike, df, meta: Mapping[str, Any] | None = None, checksums: Mapping[str, str] | None = None
+) -> None:
+    """Write a DataFrame to Parquet atomically, with ``meta`` stored in the schema metadata, and
+    ``checksums`` ({file name beside it: sha256}) of the artifacts this table indexes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -112,16 +118,111 @@ def write_parquet(path: str | os.PathLike, df, meta: Mapping[str, Any] | None = 
         md[META_KEY.encode()] = canonical_json(dict(meta)).encode()
         # pandas metadata embeds nothing run-specific, so byte-identical reruns stay identical
         table = table.replace_schema_metadata(md)
+    if checksums:
+        md = dict(table.schema.metadata or {})
+        md[CHECKSUM_KEY.encode()] = canonical_json(dict(checksums)).encode()
+        table = table.replace_schema_metadata(md)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def read_parquet_meta(path: str | os.PathLike) -> dict[str, Any]:
+def _damaged(kind: str, path: str | os.PathLike, exc: BaseException) -> str:
+    return f"{kind} {path} is damaged ({type(exc).__name__}: {exc}); delete it and rerun the step that makes it"
+
+
+def _schema_metadata(path: str | os.PathLike) -> dict[bytes, bytes]:
     import pyarrow.parquet as pq
 
-    md = pq.read_schema(path).metadata or {}
-    raw = md.get(META_KEY.encode())
+    from .errors import DataError
+
+    try:
+        return pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise DataError("table not found", file=str(path)) from None
+    except Exception as e:  # pyarrow raises ArrowInvalid / ArrowIOError / OSError on a damaged file
+        raise DataError(_damaged("table", path, e)) from None
+
+
+def read_parquet_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``meta`` a table was written with (a missing or damaged file is an error naming it)."""
+    raw = _schema_metadata(path).get(META_KEY.encode())
     return json.loads(raw) if raw else {}
+
+
+def read_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None):
+    """``pandas.read_parquet`` whose errors name the file: a missing or damaged table (truncated,
+    zeroed, not Parquet) is a DataError saying to delete it and rerun the step that makes it."""
+    import pandas as pd
+
+    from .errors import DataError
+
+    try:
+        return pd.read_parquet(path, columns=None if columns is None else list(columns))
+    except FileNotFoundError:
+        raise DataError("table not found", file=str(path)) from None
+    except Exception as e:  # pyarrow's errors (ArrowInvalid, OSError, ...) do not name the file
+        raise DataError(_damaged("table", path, e)) from None
+
+
+def read_npy(path: str | os.PathLike, mmap_mode: str | None = "r") -> np.ndarray:
+    """``np.load`` of an NPY artifact (memory-mapped by default) whose errors name the file."""
+    from .errors import DataError
+
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError("array file not found", file=str(path)) from None
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(_damaged("array file", path, e)) from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON artifact; a missing or damaged file is a DataError naming it."""
+    from .errors import DataError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError("JSON file not found", file=str(path)) from None
+    except (ValueError, OSError) as e:
+        raise DataError(_damaged("JSON file", path, e)) from None
+
+
+def checksums_of(*paths: str | os.PathLike) -> dict[str, str]:
+    """{file name: sha256} of the given artifacts, for ``write_parquet(..., checksums=...)``."""
+    return {Path(p).name: file_sha256(p) for p in paths}
+
+
+_VERIFIED: dict[tuple, bool] = {}  # (path, size, mtime, ctime, inode) of files whose checksum matched
+
+
+def verify_checksum(path: str | os.PathLike, index: str | os.PathLike | None = None) -> None:
+    """Check ``path`` against the sha256 recorded for it in its index table (default: the ``.parquet``
+    beside it with the same stem). A file changed after it was written (zeroed, truncated, replaced,
+    whatever its mtime says) is a MapError naming it; no index, or none recorded: nothing to check.
+    A match is remembered for the file's current size, times and inode, so it is hashed once."""
+    from .errors import MapError
+
+    path = Path(path)
+    index = path.with_suffix(".parquet") if index is None else Path(index)
+    if not path.is_file() or not index.is_file() or index == path:
+        return
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, str(index))
+    if key in _VERIFIED:
+        return
+    raw = _schema_metadata(index).get(CHECKSUM_KEY.encode())
+    expected = json.loads(raw).get(path.name) if raw else None
+    if expected is None:
+        return
+    actual = file_sha256(path)
+    if actual != expected:
+        raise MapError(
+            f"{path} does not match the sha256 recorded in {index} when it was written ({actual[:12]} != "
+            f"{expected[:12]}): the file was damaged or replaced; delete it (and {index.name}) and rerun "
+            "the step that makes it"
+        )
+    _VERIFIED[key] = True
 
 
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> None:
@@ -139,15 +240,17 @@ def _open_npz(path: str | os.PathLike) -> Iterator[Any]:
     """``np.load`` of an NPZ artifact; a missing or damaged file (also when an entry turns out damaged
     while it is read) is a MapError naming the file."""
     import zipfile
+    import zlib
 
     from .errors import MapError
 
+    verify_checksum(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             yield z
     except FileNotFoundError:
         raise MapError(f"map file not found: {path}") from None
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, json.JSONDecodeError) as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, json.JSONDecodeError) as e:
         raise MapError(
             f"map file {path} is damaged ({type(e).__name__}: {e}); delete it and rerun the step that makes it"
         ) from None
@@ -167,6 +270,12 @@ def read_npz_meta(path: str | os.PathLike) -> dict[str, Any]:
     """Only the metadata of an NPZ artifact (the maps are not read)."""
     with _open_npz(path) as z:
         return _meta_of(z)
+
+
+def npz_entries(path: str | os.PathLike) -> list[str]:
+    """The entry names of an NPZ artifact (nothing is decompressed), ``__meta__`` excluded."""
+    with _open_npz(path) as z:
+        return [k for k in z.files if k != "__meta__"]
 
 
 def read_npz_members(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarray]:

@@ -17,7 +17,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .errors import MapError
-from .io import read_npz, read_npz_members, read_npz_meta, write_npz, write_parquet
+from .io import (
+    checksums_of,
+    npz_entries,
+    read_npz,
+    read_npz_members,
+    read_npz_meta,
+    read_parquet,
+    write_npz,
+    write_parquet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +201,11 @@ def write_attribution(
     audit: Mapping[str, np.ndarray] | None = None,
     out_audit: str | Path | None = None,
 ) -> None:
+    """The maps NPZ, its index table (with the NPZ's sha256, verified whenever the maps are read:
+    ``io.verify_checksum``) and, when asked, the audit NPZ."""
     table = table.assign(config_hash=meta.get("config_hash", ""))
     write_npz(out_npz, maps, meta)
-    write_parquet(out_parquet, table, meta)
+    write_parquet(out_parquet, table, meta, checksums=checksums_of(out_npz))
     if out_audit is not None:
         write_npz(out_audit, dict(audit or {}), meta)
 
@@ -221,9 +232,9 @@ def merge_shards(
 ) -> None:
     """Concatenate shard artifacts (in shard order) into the method's artifacts."""
     maps, meta = _merge_npz(npz_paths)
-    table = pd.concat([pd.read_parquet(p) for p in parquet_paths], ignore_index=True)
+    table = pd.concat([read_parquet(p) for p in parquet_paths], ignore_index=True)
     write_npz(out_npz, maps, meta)
-    write_parquet(out_parquet, table, meta)
+    write_parquet(out_parquet, table, meta, checksums=checksums_of(out_npz))
     if out_audit is not None:
         audit, audit_meta = _merge_npz(audit_paths)
         write_npz(out_audit, audit, audit_meta)
@@ -233,10 +244,10 @@ def load_maps(npz_path: str | Path, pair_ids: Sequence[str] | None = None) -> tu
     """Image maps stacked as float32 (B, H, W) in the order of ``pair_ids`` (default: file order).
     Only the requested maps are decompressed."""
     meta = read_npz_meta(npz_path)
-    with np.load(npz_path, allow_pickle=False) as z:
-        present = set(z.files)
-        if pair_ids is None:
-            pair_ids = [k for k in z.files if k != "__meta__" and not k.startswith("text/")]
+    entries = npz_entries(npz_path)
+    present = set(entries)
+    if pair_ids is None:
+        pair_ids = [k for k in entries if not k.startswith("text/")]
     ids = list(pair_ids)
     missing = [p for p in ids if p not in present]
     if missing:
@@ -248,10 +259,10 @@ def load_maps(npz_path: str | Path, pair_ids: Sequence[str] | None = None) -> tu
 def load_token_maps(npz_path: str | Path, pair_ids: Sequence[str]) -> list[np.ndarray] | None:
     """Token maps (keys ``text/<pair_id>``) as float32 arrays in the order of ``pair_ids``; None when
     the file holds no token map at all (the method has no text side). Only those maps are read."""
-    with np.load(npz_path, allow_pickle=False) as z:
-        if not any(k.startswith("text/") for k in z.files):
-            return None
-        missing = [p for p in pair_ids if f"text/{p}" not in z.files]
+    entries = set(npz_entries(npz_path))
+    if not any(k.startswith("text/") for k in entries):
+        return None
+    missing = [p for p in pair_ids if f"text/{p}" not in entries]
     if missing:
         raise MapError(f"{npz_path} has no token map for pairs {missing[:5]}")
     arrays = read_npz_members(npz_path, [f"text/{p}" for p in pair_ids])

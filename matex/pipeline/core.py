@@ -126,13 +126,13 @@ def load_step_inputs(cfg: dict, input, threads: int | None = None):
     """The pairs table, the decoded images (memory-mapped) and the configured model of a step.
     ``threads`` is accepted for the steps' uniform call and ignored: PyTorch runs with
     :data:`TORCH_THREADS` whatever the job was granted (:func:`fix_torch_threads`)."""
-    import numpy as np
-    import pandas as pd
     import torch  # noqa: F401 (imported before fixing its threads)
 
+    from ..io import read_npy, read_parquet
+
     fix_torch_threads()
-    pairs = pd.read_parquet(input.pairs)
-    images = np.load(input.images, mmap_mode="r")
+    pairs = read_parquet(input.pairs)  # a damaged table or image array: an error naming the file
+    images = read_npy(input.images)
     model = load_configured_model(cfg, getattr(input, "checkpoint", None), cfg["attribution"]["device"])
     return pairs, images, model
 

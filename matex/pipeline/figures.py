@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..io import read_json, read_parquet
 from .core import step
 
 
 @step
 def figure_qualitative(cfg, input, output, params, wildcards, threads):
-    import numpy as np
-    import pandas as pd
 
     from ..figures.plots import pick_qualitative_pairs, qualitative_grid, save
-    from ..io import read_npz_members
+    from ..io import npz_entries, read_npy, read_npz_members, read_parquet
 
-    pairs = pd.read_parquet(input.pairs)
-    images = np.load(input.images, mmap_mode="r")
-    with np.load(input.maps[0], allow_pickle=False) as z:
-        explained = [k for k in z.files if k != "__meta__" and not k.startswith("text/")]
+    pairs = read_parquet(input.pairs)
+    images = read_npy(input.images)
+    explained = [k for k in npz_entries(input.maps[0]) if not k.startswith("text/")]
     fig_cfg = cfg["figures"]
     ids = pick_qualitative_pairs(
         pairs, explained, int(fig_cfg["qualitative_per_category"]), fig_cfg.get("qualitative_pairs")
@@ -30,20 +28,18 @@ def figure_qualitative(cfg, input, output, params, wildcards, threads):
 
 @step
 def figure_metrics(cfg, input, output, params, wildcards, threads):
-    import pandas as pd
 
     from ..figures.plots import metric_bars, save
 
-    save(metric_bars(pd.read_parquet(input.summary), cfg["attribution"]["methods"]), output)
+    save(metric_bars(read_parquet(input.summary), cfg["attribution"]["methods"]), output)
 
 
 @step
 def figure_ablation(cfg, input, output, params, wildcards, threads):
-    import pandas as pd
 
     from ..figures.plots import curves, save
 
-    df = pd.read_parquet(input.table)
+    df = read_parquet(input.table)
     long = df.melt(id_vars=["parameter", "value"], var_name="metric", value_name="score")
     weights = long[long["parameter"] != "prior_strength"]
     save(
@@ -70,7 +66,7 @@ def figure_sanity(cfg, input, output, params, wildcards, threads):
     from ..figures.plots import save
     from ..figures.sanity import sanity_cascade
 
-    df = pd.concat([pd.read_parquet(p) for p in input.tables], ignore_index=True)
+    df = pd.concat([read_parquet(p) for p in input.tables], ignore_index=True)
     save(sanity_cascade(df, cfg["attribution"]["methods"]), output)
 
 
@@ -80,29 +76,27 @@ def figure_runtime(cfg, input, output, params, wildcards, threads):
 
     from ..figures.plots import runtime_bars, save
 
-    df = pd.concat([pd.read_parquet(p) for p in input.tables], ignore_index=True)
+    df = pd.concat([read_parquet(p) for p in input.tables], ignore_index=True)
     df["runtime_ms"] = df["runtime_s"] * 1000.0
     save(runtime_bars(df, cfg["attribution"]["methods"]), output)
 
 
 @step
 def figure_roar(cfg, input, output, params, wildcards, threads):
-    import pandas as pd
 
     from ..figures.plots import save
     from ..figures.roar import roar_curve_figure
 
-    save(roar_curve_figure(pd.read_parquet(input.curve), cfg["roar"]["retrain"]["methods"]), output)
+    save(roar_curve_figure(read_parquet(input.curve), cfg["roar"]["retrain"]["methods"]), output)
 
 
 @step
 def figure_training(cfg, input, output, params, wildcards, threads):
-    import json
 
     from ..figures.plots import save
     from ..figures.training import learning_curves
 
-    save(learning_curves(json.loads(Path(input.log_json).read_text())), output)
+    save(learning_curves(read_json(input.log_json)), output)
 
 
 @step
@@ -112,5 +106,5 @@ def figure_counterfactual(cfg, input, output, params, wildcards, threads):
     from ..figures.counterfactual import lesion_vs_drain
     from ..figures.plots import save
 
-    metrics = pd.concat([pd.read_parquet(p) for p in input.metrics], ignore_index=True)
+    metrics = pd.concat([read_parquet(p) for p in input.metrics], ignore_index=True)
     save(lesion_vs_drain(metrics, cfg["attribution"]["methods"]), output)

@@ -3,6 +3,7 @@ and ROAR (Hooker et al. 2019: degrade train and validation, retrain, curve over 
 
 from __future__ import annotations
 
+from ..io import read_json, read_npy, read_parquet
 from .core import base_meta, load_configured_model, load_step_inputs, method_params, step
 
 
@@ -55,16 +56,14 @@ def roar_finetune_text(cfg, input, output, params, wildcards, threads):
 
 
 def _roar_finetune(cfg, input, output, wildcards, threads, modality: str) -> None:
-    import numpy as np
-    import pandas as pd
 
     from ..errors import ConfigError
     from ..io import write_json
     from ..mapstore import load_maps, load_token_maps, select_pairs
     from ..roar.finetune import roar_run
 
-    pairs = pd.read_parquet(input.pairs)
-    images = np.load(input.images, mmap_mode="r")
+    pairs = read_parquet(input.pairs)
+    images = read_npy(input.images)
     train_rows = roar_train_rows(cfg, pairs)
     val_rows = select_pairs(pairs, "val", None)
     train_ids = pairs["pair_id"].iloc[train_rows].tolist()
@@ -102,7 +101,6 @@ def _roar_finetune(cfg, input, output, wildcards, threads, modality: str) -> Non
 @step
 def roar_summary(cfg, input, output, params, wildcards, threads):
     """roar_runs.parquet (one row per run, image and text) and roar_summary.parquet (per modality, method)."""
-    import json
 
     import pandas as pd
 
@@ -110,7 +108,7 @@ def roar_summary(cfg, input, output, params, wildcards, threads):
     from ..roar.finetune import summarise_roar, with_modality
 
     paths = [*input.runs, *getattr(input, "text_runs", [])]
-    runs = with_modality(pd.DataFrame([{k: v for k, v in json.load(open(p)).items() if k != "history"} for p in paths]))
+    runs = with_modality(pd.DataFrame([{k: v for k, v in read_json(p).items() if k != "history"} for p in paths]))
     summary = summarise_roar(runs)
     meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
     write_parquet(output.runs, runs, meta)
@@ -130,8 +128,6 @@ def roar_eval_val_rows(cfg: dict, pairs):
 @step
 def roar_retrain(cfg, input, output, params, wildcards, threads):
     """ROAR (Hooker et al. 2019): one curve of one variant and seed, retraining at every k."""
-    import numpy as np
-    import pandas as pd
     import torch
 
     from ..errors import ConfigError
@@ -142,8 +138,8 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
     from .core import log
 
     torch.set_num_threads(max(1, int(threads)))
-    pairs = pd.read_parquet(input.pairs)
-    images = np.load(input.images, mmap_mode="r")
+    pairs = read_parquet(input.pairs)
+    images = read_npy(input.images)
     train_rows, val_rows = roar_train_rows(cfg, pairs), roar_eval_val_rows(cfg, pairs)
     if len(train_rows) < 2 or len(val_rows) < 2:
         raise ConfigError(
@@ -184,7 +180,6 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
 @step
 def roar_curve(cfg, input, output, params, wildcards, threads):
     """roar_curve.parquet (per method and k, mean/sd over seeds) and roar_auc.parquet (area per method)."""
-    import json
 
     import pandas as pd
 
@@ -192,7 +187,7 @@ def roar_curve(cfg, input, output, params, wildcards, threads):
     from ..roar.curve import auc_table
     from ..roar.curve import roar_curve as curve_of
 
-    runs = pd.DataFrame([r for p in input.runs for r in json.load(open(p))["runs"]])
+    runs = pd.DataFrame([r for p in input.runs for r in read_json(p)["runs"]])
     curve = curve_of(runs)
     meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
     write_parquet(output.runs, runs, meta)
