@@ -170,8 +170,13 @@ def test_sanity_figure_shows_every_step_by_tower_with_patient_intervals():
     table = cascade_table()
     fig = sanity_cascade(table, ["matex", "gradcam", "random"])
     assert len(fig.axes) == 2
-    ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["image: head", "image: + block 1", "text: head", "full"]
+    ax = fig.axes[0]  # |rho| above, SSIM below; the step labels sit under the lower panel
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == [
+        "image: head",
+        "image: + block 1",
+        "text: head",
+        "full",
+    ]
     assert list(ax.get_xticks()) == [0, 1, 3, 5]  # a gap between the towers' cascades
     lines = [line for line in ax.get_lines() if line.get_label() == "matex"]
     assert len(lines) == 1  # one legend entry; the text and full segments are unlabelled

@@ -60,15 +60,15 @@ def _steps(table: pd.DataFrame) -> pd.DataFrame:
 def sanity_cascade(
     table: pd.DataFrame, method_order: Sequence[str] = (), n_resamples: int = 1000, ci: float = 0.95, seed: int = 0
 ):
-    """Two panels (|rho|, SSIM): per method and cascade step the mean over pairs and its patient
+    """Two panels, one above the other (|rho|, SSIM): per method and cascade step the mean over pairs and its patient
     bootstrap interval (error bar; methods dodged sideways by up to 0.25), lines joining the steps within each
     tower's cascade; x ticks labelled by what has been randomised up to each step."""
     steps = _steps(table)
     stats = step_intervals(table, n_resamples, ci, seed).merge(steps, on="cascade_step")
     present = list(table["method"].unique())
     methods = [m for m in method_order if m in present] + [m for m in present if m not in method_order]
-    width = max(10.0, 0.45 * len(steps) * 2 + 3)
-    fig, axes = plt.subplots(1, 2, figsize=(width, 4.2), sharex=True)
+    width = max(8.0, 0.5 * len(steps) + 3)
+    fig, axes = plt.subplots(2, 1, figsize=(width, 6.8), sharex=True)
     dodge = np.linspace(-0.25, 0.25, len(methods)) if len(methods) > 1 else np.zeros(1)
     for ax, (column, label) in zip(axes, MEASURES):
         for offset, method in zip(dodge, methods):
@@ -89,9 +89,9 @@ def sanity_cascade(
             ax.axvline(x - 1, color="0.6", lw=0.8, ls=":")
         ax.set_xticks(steps["x"].to_numpy(), steps["randomized"].tolist(), rotation=55, ha="right", fontsize=6.5)
         ax.set_ylim(-0.02, 1.1)
-        ax.set_ylabel(f"{label} (lower = depends on the weights)", fontsize=8)
+        ax.set_ylabel(f"{label}\n(lower = depends on the weights)", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, frameon=False, bbox_to_anchor=(1.02, 1), loc="upper left")
+    axes[0].legend(fontsize=7, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
     pct = round(ci * 100)
     fig.suptitle(
         f"Cascading randomisation: maps of the randomised model vs the trained model's "
