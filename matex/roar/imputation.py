@@ -14,10 +14,13 @@ patch and no edge that would tell a model where the hole was. Gaussian noise is 
 imputed pixels (ROAD's default: std 0.01 of the intensity range), so the fill carries the local
 texture's grain instead of a glassy surface.
 
-The system is symmetric positive definite, (D - W) x = W_k z_k with D the in-image weight sums,
-and is solved here for a whole batch at once by conjugate gradients with 3x3 convolutions as the
-matrix product, started from the solution on a 2x coarser grid (coarse-to-fine). On a 2-core CPU a
-224 x 224 image costs about 10-40 ms, where a sparse direct solve costs 0.05-0.9 s (k = 10-90 %).
+The system is symmetric positive definite, (D - W) x = W_k z_k with D the in-image weight sums.
+It is solved for a whole batch at once by conjugate gradients preconditioned with a multigrid
+V-cycle (Jacobi smoothing, bilinear transfer), started from the solution on the 2x coarser grid,
+to a largest residual of 1e-4 of the intensity range: within 0.2-0.9 grey levels (of 255) of a
+direct sparse solve, below the noise that is added next. Measured on 224 x 224 images (smooth
+random blobs, k = 10-90 %), one thread of a shared 2-core VM: 45-60 ms CPU per image, where a
+direct sparse solve (scipy spsolve) took 0.05-0.9 s.
 """
 
 from __future__ import annotations
@@ -126,13 +129,27 @@ def _vcycle(r: torch.Tensor, m: torch.Tensor, sweeps: int = 2) -> torch.Tensor:
     return e
 
 
+def _coarse_start(z: torch.Tensor, removed: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
+    """A start for the removed pixels: the solution on the 2x coarser grid (a coarse cell is kept if
+    any of its pixels is, at their mean), interpolated bilinearly; zero below the coarsest grid."""
+    h, w = z.shape[-2:]
+    if min(h, w) <= 2 * _COARSEST or h % 2 or w % 2:
+        return torch.zeros_like(z)
+    kept = (~removed).to(z.dtype)[:, None]
+    total, count = F.avg_pool2d(z[:, None] * kept, 2)[:, 0], F.avg_pool2d(kept, 2)[:, 0]
+    coarse_removed = count == 0
+    coarse = torch.where(coarse_removed, torch.zeros_like(total), total / count.clamp_min(1e-12))
+    coarse = torch.where(coarse_removed, _solve(coarse, coarse_removed, tol, max_iter), coarse)
+    return F.interpolate(coarse[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+
+
 def _solve(z: torch.Tensor, removed: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
     """The removed pixels' solution of (D - W_rr) x = W_rk z_k: conjugate gradients preconditioned
-    by a multigrid V-cycle, batched (one step size per image), from x = 0."""
+    by a multigrid V-cycle, batched (one step size per image), started from the coarse-grid solution."""
     m = removed.to(z.dtype)
     diag = neighbour_sum(torch.ones_like(z[:1]))  # in-image weight sum D_i (1 inside, less at borders)
-    r = neighbour_sum(z * (1 - m)) * m
-    x = torch.zeros_like(z)
+    x = _coarse_start(z, removed, tol, max_iter) * m
+    r = neighbour_sum(z * (1 - m)) * m - _operator(x, diag, m)
     y = _vcycle(r, m)
     p = y.clone()
     ry = (r * y).flatten(1).sum(1)
