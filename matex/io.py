@@ -8,10 +8,13 @@ config hash that made it (Parquet: schema metadata; NPZ: a ``__meta__`` entry; J
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import secrets
+import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -43,15 +46,46 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # another user's process, or no way to tell: keep its file
+        return True
+    return True
+
+
+def _remove_dead_writers_temps(path: Path, suffix: str) -> None:
+    """Remove temporary files of ``path`` that a matex writer on this host left when it was killed:
+    named by ``_create_temp`` with this host and the id of a process that no longer runs. Anything
+    else beside the output (another live writer's file, an editor's swap file, files from other
+    hosts) is never touched."""
+    if os.name != "posix":
+        return
+    own = re.compile(
+        rf"\.{re.escape(path.name)}\.matex-{re.escape(_host_tag())}-(\d+)-[0-9a-f]{{12}}{re.escape(suffix)}"
+    )
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.matex-*"):
+        m = own.fullmatch(candidate.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            candidate.unlink(missing_ok=True)
+
+
 def _create_temp(path: Path, suffix: str) -> Path:
-    """Create a new, empty, uniquely named hidden file beside ``path`` and return it.
+    """Create a new, empty, uniquely named hidden file beside ``path`` and return it: named after
+    this host and process, so a later writer can tell a killed writer's leftover from a live one's.
 
     Opened with ``O_CREAT | O_EXCL`` and mode 0o666, so the process umask applies as for any
     ordinary file write (``tempfile.mkstemp`` would force 0600: a shared results folder would be
     unreadable to the rest of a group)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+        tmp = path.parent / f".{path.name}.matex-{_host_tag()}-{os.getpid()}-{secrets.token_hex(6)}{suffix}"
         try:
             fd = os.open(tmp, flags, 0o666)
         except FileExistsError:
@@ -65,14 +99,16 @@ def _create_temp(path: Path, suffix: str) -> Path:
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    Only the temporary file this call created is ever removed: concurrent writers of the same
-    output each write their own temporary file and the last rename wins, so the result is always
-    one complete file; other hidden files beside the output (an editor's ``.map.png.swp``, another
-    writer's temporary file) are left alone. The file gets the mode an ordinary write would give
-    (0o666 less the umask)."""
+    Concurrent writers of the same output each write their own temporary file and the last rename
+    wins, so the result is always one complete file. Besides its own temporary file, a write only
+    removes what a killed matex writer of the same output on this host left (its process is gone);
+    other hidden files beside the output (an editor's ``.map.png.swp``, a live writer's temporary
+    file) are left alone. The file gets the mode an ordinary write would give (0o666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _create_temp(path, suffix or path.suffix or ".tmp")
+    suffix = suffix or path.suffix or ".tmp"
+    _remove_dead_writers_temps(path, suffix)
+    tmp_path = _create_temp(path, suffix)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -95,3 +95,31 @@ def test_artifacts_honour_the_umask(tmp_path, umask, mode):
         os.umask(old)
     for name in ("maps.npz", "t.parquet", "map.png"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process ids and signals")
+def test_only_a_killed_writers_own_temp_file_is_removed(tmp_path):
+    """A temporary file named by a matex writer on this host whose process has gone is cleaned up by
+    the next write of the same output; a live writer's, another host's, another output's and a
+    user's hidden files are not."""
+    import subprocess
+    import sys
+
+    from matex.io import _host_tag
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = _host_tag()
+    names = {
+        "dead": f".maps.npz.matex-{host}-{gone.pid}-0123456789ab.npz",
+        "alive": f".maps.npz.matex-{host}-{os.getppid()}-0123456789ab.npz",
+        "other_host": f".maps.npz.matex-elsewhere{host}-{gone.pid}-0123456789ab.npz",
+        "other_output": f".other.npz.matex-{host}-{gone.pid}-0123456789ab.npz",
+        "swap": ".maps.npz.swp",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    write_npz(tmp_path / "maps.npz", {"a": np.ones(2)})
+    left = {p.name for p in tmp_path.iterdir()}
+    assert names["dead"] not in left
+    assert left == {"maps.npz", *(n for k, n in names.items() if k != "dead")}
