@@ -274,6 +274,56 @@ def test_chefer_options_start_layer_and_cosine_target(model, images):
     torch.testing.assert_close(last_cosine, default, atol=1e-5, rtol=0)
 
 
+# ----------------------------------------------------------------------------- rollout, RISE
+def attention_by_mha(clip, x) -> list[torch.Tensor]:
+    """Every vision block's attention probabilities (B, heads, T, T), from open_clip's own
+    nn.MultiheadAttention (need_weights) on each block's recorded input."""
+    blocks = clip.visual.transformer.resblocks
+    inputs = []
+    handles = [b.register_forward_pre_hook(lambda m, a: inputs.append(a[0])) for b in blocks]
+    with torch.no_grad():
+        clip.encode_image(x)
+        for h in handles:
+            h.remove()
+        out = []
+        for blk, t in zip(blocks, inputs):
+            h = blk.ln_1(t)
+            out.append(blk.attn(h, h, h, need_weights=True, average_attn_weights=False)[1])
+    return out
+
+
+def test_rollout_equals_abnar_zuidema_over_every_block(model, images):
+    """R = Π_l rownorm(½·mean_h A_l + ½·I) (later blocks on the left), row CLS, rows normalised
+    with keepdim (the fix of vit-explain's broadcast)."""
+    r = None
+    for a in attention_by_mha(model.clip, images):
+        a_bar = 0.5 * a.mean(1) + 0.5 * torch.eye(a.shape[-1])
+        a_bar = a_bar / a_bar.sum(-1, keepdim=True)
+        r = a_bar if r is None else a_bar @ r
+    expected = torch.stack([to_image(row) for row in r[:, 0, 1:]])
+    torch.testing.assert_close(explain(model, images, TEXTS, "rollout").image, expected, atol=1e-5, rtol=0)
+
+
+def test_rise_mean_fill_is_the_authors_masking_and_grey_differs(model, images):
+    """fill='mean' multiplies the normalised input by the mask (eclique/RISE: 0 = the mean colour);
+    the map is Σ_m S(x⊙m)·m / (N·p) with the same seeded masks; the default grey fill is another map."""
+    from matex.attribution.rise import rise_masks
+
+    n, p = 24, 0.1
+    masks = rise_masks(n, 8, p, (SIZE, SIZE), torch.Generator().manual_seed(0))
+    txt_f = F.normalize(model.clip.encode_text(model.tokenize(TEXTS)), dim=-1).detach()
+    with torch.no_grad():
+        sal = torch.zeros(len(TEXTS), SIZE, SIZE, dtype=torch.float64)
+        for m in masks:
+            s = (F.normalize(model.clip.encode_image(images * m), dim=-1) * txt_f).sum(-1)
+            sal += s.double()[:, None, None] * m.double()
+    expected = torch.stack([minmax(x) for x in (sal / (n * p)).float()])
+    mean_fill = explain(model, images, TEXTS, "rise", n_masks=n, batch=8, fill="mean").image
+    torch.testing.assert_close(mean_fill, expected, atol=1e-5, rtol=0)
+    grey = explain(model, images, TEXTS, "rise", n_masks=n, batch=8).image
+    assert (grey - mean_fill).abs().amax() > 0.01
+
+
 # ---------------------------------------------------------------------------- bias controls
 def pairs_table() -> pd.DataFrame:
     """Six pairs: four train (one without a box), two val; boxes (x0, y0, x1, y1) in input pixels."""

@@ -1,9 +1,13 @@
-"""RISE (Petsiuk et al. 2018; docs/method.md): random binary ``cells``×``cells`` grids, kept with
-probability ``p``, upsampled bilinearly with a random sub-cell shift; the map is
-Σ_m S(x⊙m)·m / (N·p). Masked-out pixels become the dataset's mean grey (the same value in every
-channel, as the faithfulness metrics fill removed pixels: no colour cast). The same
-seeded masks serve every pair, so a pair's map does not depend on the batch it is in. ``batch`` is
-the number of masked images per forward pass."""
+"""RISE (Petsiuk et al. 2018; docs/method.md, docs/fidelity.md): random binary ``cells``×``cells``
+grids, kept with probability ``p``, upsampled bilinearly with a random sub-cell shift; the map is
+Σ_m S(x⊙m)·m / (N·p). The same seeded masks serve every pair, so a pair's map does not depend on
+the batch it is in. ``batch`` is the number of masked images per forward pass.
+
+``fill``: what a removed pixel becomes. ``grey`` (default): the dataset's mean grey, the same value
+in every channel, as the faithfulness metrics fill removed pixels (a radiograph has no colour, so a
+coloured hole is out of distribution). ``mean``: the authors' code (eclique/RISE), which multiplies
+the normalised input by the mask: 0 in normalised space, the per-channel mean colour of the
+normalisation. The difference and its measured effect are in docs/fidelity.md."""
 
 from __future__ import annotations
 
@@ -33,8 +37,17 @@ def rise_masks(n_masks: int, cells: int, p: float, size: tuple[int, int], genera
 
 @register("rise", reference="Petsiuk, Das, Saenko, BMVC 2018")
 def rise(
-    ctx: ForwardContext, *, n_masks: int = 500, cells: int = 8, p: float = 0.1, batch: int = 100, seed: int = 0
+    ctx: ForwardContext,
+    *,
+    n_masks: int = 500,
+    cells: int = 8,
+    p: float = 0.1,
+    batch: int = 100,
+    seed: int = 0,
+    fill: str = "grey",
 ) -> ExplainOutput:
+    if fill not in ("grey", "mean"):
+        raise ConfigError(f"attribution.params.rise.fill={fill!r}; expected grey or mean")
     if n_masks < 1 or cells < 1 or not 0 < p <= 1 or batch < 1:
         raise ConfigError(
             f"attribution.params.rise: need n_masks>=1, cells>=1, 0<p<=1, batch>=1 "
@@ -45,7 +58,7 @@ def rise(
     from ..metrics.faithfulness import grey_fill
 
     x = ctx.images
-    grey = grey_fill(ctx.model).to(x.device)[0]  # (3, 1, 1)
+    grey = grey_fill(ctx.model).to(x.device)[0] if fill == "grey" else torch.zeros(3, 1, 1, device=x.device)
     b = ctx.batch
     per_pass = max(1, int(batch) // b)
     sal = torch.zeros(b, *ctx.size, dtype=torch.float64, device=x.device)
@@ -59,5 +72,5 @@ def rise(
     sal /= n_masks * p
     return ExplainOutput(
         image=minmax_norm(sal.float()),
-        meta={"options": {"masked_input": "image x mask + grey x (1 - mask)", "seed": int(seed)}},
+        meta={"options": {"masked_input": f"image x mask + {fill} x (1 - mask)", "seed": int(seed)}},
     )
