@@ -131,3 +131,38 @@ def test_stratified_selection_fills_the_quota_and_keeps_the_budget():
     np.testing.assert_array_equal(select_pairs(pairs, "val", None, priority, quota=4), np.arange(100))
     with pytest.raises(ValueError, match="one flag per pair"):
         select_pairs(pairs, "val", 20, priority[:10], quota=4)
+
+
+def test_evaluation_rows_draw_the_quota_from_pneumothorax_phrases_on_drained_films(tmp_path):
+    from matex.errors import MapError
+    from matex.mapstore import evaluation_rows
+
+    raw = tmp_path / "results" / "synthetic" / "raw"
+    raw.mkdir(parents=True)
+    films = [f"d{k}" for k in range(40)]
+    pd.DataFrame({"dicom_id": films, "drain": [k % 10 == 9 for k in range(40)]}).to_parquet(
+        raw / "synthetic_elements.parquet"
+    )
+    pairs = pd.DataFrame(
+        {
+            "dicom_id": films,
+            "split": "val",
+            "category": ["Pneumothorax" if k % 2 else "Edema" for k in range(40)],
+        }
+    )
+    cfg = {
+        "results_dir": str(tmp_path / "results"),
+        "dataset": "synthetic",
+        "data": {"source": "synthetic"},
+        "attribution": {"split": "val", "max_pairs": 10, "shortcut_pairs": 3},
+    }
+    rows = evaluation_rows(cfg, pairs)
+    assert len(rows) == 10 and {9, 19, 29} <= set(rows)  # the drained pneumothorax films d9, d19, d29
+    cfg["attribution"]["shortcut_pairs"] = 0
+    np.testing.assert_array_equal(evaluation_rows(cfg, pairs), np.arange(10))
+    cfg["attribution"]["shortcut_pairs"] = 3
+    cfg["data"]["source"] = "mscxr"  # no drains on real films: pair order
+    np.testing.assert_array_equal(evaluation_rows(cfg, pairs), np.arange(10))
+    cfg["data"]["source"], cfg["dataset"] = "synthetic", "elsewhere"
+    with pytest.raises(MapError, match="elements table"):
+        evaluation_rows(cfg, pairs)

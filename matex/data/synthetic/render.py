@@ -266,8 +266,9 @@ def render_case(
 
     With ``with_findings=False`` the same anatomy and noise are drawn without any lesion (the
     findings list is still returned, boxes left empty): the difference of the two renderings is
-    exactly what the findings drew. ``drain``: draw a chest drain (on the pneumothorax side when
-    there is one). ``omit``: element names (``lesion0``, ``drain``, ``ribs``, ``clavicles``) to leave
+    exactly what the findings drew (with ``drain``, the drain's course is then chosen as for a film
+    without lesions, so it may differ). ``drain``: draw a chest drain, at least one model patch away
+    from every lesion (none when no course keeps that clearance). ``omit``: element names (``lesion0``, ``drain``, ``ribs``, ``clavicles``) to leave
     out, everything else identical: the counterfactual x without e. ``return_elements``: also return
     the elements' boolean pixel masks (original size), ``(image, findings, masks)``. ``noise_draw``
     > 0: the same film with another draw of the quantum noise (the null change the counterfactual
