@@ -420,3 +420,17 @@ def test_matex_noprior_is_matex_without_prior_renormalised(model, images):
     torch.testing.assert_close(out.image, unscaled, atol=1e-5, rtol=0)
     with_prior = explain(model, images, TEXTS, "matex").image
     assert (with_prior[0] - out.image[0]).abs().amax() > 0.05  # "left basal" has a location
+
+
+# ------------------------------------------------------------------------ seed-to-seed agreement
+def test_seed_agreement_separates_noise_stochastic_and_deterministic_methods(model, images):
+    from matex.errors import ConfigError
+    from matex.metrics.seed_agreement import seed_agreement
+
+    noise = seed_agreement(model, images, TEXTS, "random")
+    assert noise.shape == (3,) and np.abs(noise).max() < 0.15  # two independent noise maps
+    rise = seed_agreement(model, images, TEXTS, "rise", n_masks=16, batch=8)
+    assert (rise < 0.999).all()  # another draw of masks, another map
+    assert np.allclose(seed_agreement(model, images, TEXTS, "nib", steps=2), 1.0)  # no seed: deterministic
+    with pytest.raises(ConfigError, match="two different seeds"):
+        seed_agreement(model, images, TEXTS, "rise", seeds=(0, 0))
