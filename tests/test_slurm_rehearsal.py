@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from matex.pipeline.slurm_check import seconds, slurm_config, status_query_problem
+from matex.pipeline.cluster import seconds, slurm_config, status_query_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 REHEARSAL = ROOT / "workflow" / ".test" / "slurm" / "rehearse.sh"
@@ -111,3 +111,19 @@ def test_slurm_dress_rehearsal(tmp_path, kind):
     assert res.returncode == 0, out[-6000:]
     assert f"REHEARSAL PASSED ({kind})" in out
     assert "0 differences" in out or "identical" in out, out[-3000:]
+
+
+def test_memory_and_time_grow_with_the_attempt():
+    """A retried job asks for attempt x the memory and time its rule declares; functions stay as they are."""
+    from types import SimpleNamespace
+
+    from matex.pipeline.cluster import grow_with_attempt
+
+    def own(wildcards, attempt):
+        return 7
+
+    rule = SimpleNamespace(resources={"mem_mb": 8000, "runtime": 240, "gpu": 1, "disk_mb": own})
+    grow_with_attempt([rule])
+    mem, runtime = rule.resources["mem_mb"], rule.resources["runtime"]
+    assert [mem(None, 1), mem(None, 2), runtime(None, 2)] == [8000, 16000, 480]
+    assert rule.resources["gpu"] == 1 and rule.resources["disk_mb"] is own

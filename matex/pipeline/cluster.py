@@ -1,4 +1,7 @@
-"""Fail fast when snakemake-executor-plugin-slurm could not learn its jobs' states.
+"""Cluster runs: retried jobs ask for more, and a SLURM run whose job states could not be read fails
+before submitting anything.
+
+Fail fast when snakemake-executor-plugin-slurm could not learn its jobs' states.
 
 The plugin polls job states with ``sacct`` (Slurm's accounting database, slurmdbd) or ``squeue`` (the
 controller's memory of recent jobs, kept ``MinJobAge`` seconds after a job ends). On a cluster without
@@ -12,6 +15,24 @@ from __future__ import annotations
 import re
 import subprocess
 from typing import Any
+
+
+def grow_with_attempt(rules: Any, names: tuple[str, ...] = ("mem_mb", "runtime")) -> None:
+    """Make each rule's fixed ``mem_mb`` and ``runtime`` the first attempt's: a retried job (the SLURM
+    profile's ``retries``) asks for ``attempt`` times as much, Snakemake's standard way, so a job killed
+    for lack of memory or time gets more. Rules whose value is already a function are left alone."""
+    for rule in rules:
+        for name in names:
+            base = rule.resources.get(name)
+            if isinstance(base, int) and not isinstance(base, bool):
+                rule.resources[name] = _times_attempt(base)
+
+
+def _times_attempt(base: int):
+    def resource(wildcards: Any, attempt: int) -> int:
+        return base * attempt
+
+    return resource
 
 
 class SlurmSetupError(RuntimeError):
