@@ -315,6 +315,15 @@ def test_end_to_end_tiny(tmp_path):
     assert rep.returncode == 0 and report.exists(), rep.stderr[-3000:]
     html = report.read_text(errors="ignore")
     assert "results.html" in html and "qualitative.png" in html and "pipeline_runtime.png" in html
+    # the Snakemake workflow catalog's standard report: a zip archive with report.html and the files
+    import zipfile
+
+    archive = tmp_path / "report.zip"
+    rep = _run(["--configfile", str(cfg_path), "--cores", "1", "-d", str(tmp_path), "--report", str(archive)])
+    assert rep.returncode == 0 and archive.exists(), rep.stderr[-3000:]
+    names = zipfile.ZipFile(archive).namelist()
+    assert any(n.endswith("/report.html") for n in names), names[:20]
+    assert any(n.endswith("results.html") for n in names) and any(n.endswith("qualitative.png") for n in names)
     # a rerun with unchanged inputs has nothing to do
     again = _run(["--configfile", str(cfg_path), "--cores", "1", "-n", "-d", str(tmp_path)])
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -381,3 +390,34 @@ def test_end_to_end_on_an_mscxr_shaped_csv(tmp_path):
     for figure in ("roar_curve", "sanity", "qualitative", "metrics"):
         assert (md / "figures" / f"{figure}.png").exists(), figure
     assert (md / "tables" / "localisation_by_phrase.parquet").exists()
+
+
+@pytest.mark.slow
+def test_results_do_not_depend_on_the_threads_a_job_gets(tmp_path):
+    """A SLURM job is granted a rule's `threads` (2), the local profile runs it on 1: the maps and metrics
+    must be the same (PyTorch's threads are fixed, matex.pipeline.core.TORCH_THREADS). Data and model are
+    made once and copied; MATEX's two attribution shards, their merge and the evaluation run with 1
+    thread in one copy and 2 in the other."""
+    import shutil
+
+    from matex.provenance import compare_runs
+
+    cfg = load_config(ROOT / ".test" / "config" / "config.yaml", {"results_dir": "results"})
+    cfg["attribution"]["methods"] = ["matex"]
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    one, two = tmp_path / "one", tmp_path / "two"
+    base = ["--configfile", str(path), "--cores", "2"]
+    res = _run([*base, "-d", str(one), "results/synthetic/demo/model.pt"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    shutil.copytree(one, two, symlinks=True)
+    target = "results/synthetic/demo/metrics/matex.parquet"
+    for workdir, n in ((one, 1), (two, 2)):
+        threads = [f"{rule}={n}" for rule in ("attribute", "merge_attribution", "evaluate")]
+        res = _run([*base, "-d", str(workdir), "--set-threads", *threads, "--", target])
+        assert res.returncode == 0, res.stderr[-3000:]
+        # the jobs really were granted n threads (Snakemake prints the line for more than one)
+        assert ("threads: 2" in res.stdout + res.stderr) == (n == 2)
+    diff = compare_runs(one / "results", two / "results")
+    assert diff["compared"] >= 10, diff
+    assert diff["differences"] == [] and diff["only_in_a"] == [] and diff["only_in_b"] == [], diff
