@@ -172,7 +172,7 @@ def test_a_curve_missing_a_k_has_no_area_and_the_table_column_says_so():
     out = with_roar_auc(table, curve)
     assert list(out.columns) == ["Img ROAR+ ↑", "ROAR AUC ↓", "AUROC ↑"]
     assert out["ROAR AUC ↓"].tolist()[0] == "–" and out["ROAR AUC ↓"].tolist()[2] == "–"
-    assert float(out.loc["random", "ROAR AUC ↓"]) > 0
+    assert float(out.loc["random", "ROAR AUC ↓"].split()[0]) > 0  # "mean [t-interval]" over the seeds
 
 
 def test_a_hub_model_cannot_be_retrained_from_init_and_defaults_to_finetuning():
@@ -191,13 +191,20 @@ def test_the_note_names_a_reduced_protocol():
         "model": {"source": "demo"},
         "roar": {
             "train_pairs": 400,
-            "retrain": {"methods": ["matex"], "fractions": [0.3, 0.7], "seeds": [0], "epochs": 4},
+            "retrain": {"methods": ["matex"], "fractions": [0.3, 0.7], "seeds": [0], "epochs": 4, "finetune_lr": 1e-4},
         },
     }
     note = roar_note(cfg)
     assert "Reduced protocol" in note and "k = 0, 30, 70 %" in note and "matex, random" in note
-    cfg["roar"]["retrain"]["fractions"] = [0.1, 0.3, 0.5, 0.7, 0.9]
-    assert "Full protocol" in roar_note(cfg)
+    assert "400 training pairs (full: all)" in note and "1 seed(s) (full: 5)" in note
+    assert "noisy linear imputation" in note and "no interval" in note
+    cfg["roar"]["retrain"].update(fractions=[0.1, 0.3, 0.5, 0.7, 0.9], seeds=[0, 1, 2, 3, 4])
+    cfg["roar"]["train_pairs"] = None
+    assert "Full protocol" in roar_note(cfg) and "t-interval] over 5 retraining seeds" in roar_note(cfg)
+    cfg["roar"]["retrain"]["mode"] = "finetune"
+    assert "not retrained from its initialisation" in roar_note(cfg)
+    cfg["roar"]["fill"] = "grey"
+    assert "fill: the dataset grey mean" in roar_note(cfg)
 
 
 # --- a tiny task where we know which pixels carry the label ----------------------------------
@@ -283,3 +290,34 @@ def test_the_figure_draws_one_curve_per_method_in_its_colour_with_integer_percen
     assert lines["random"].get_color() == method_color("random") and lines["random"].get_linestyle() == "--"
     assert list(lines["good"].get_xdata()) == [0, 30, 70]
     assert list(lines["good"].get_ydata()) == pytest.approx([80.0, 50.0, 10.0])
+
+
+def test_per_seed_areas_pair_each_seed_with_its_clean_run_and_the_table_shows_their_t_interval():
+    from scipy import stats
+
+    from matex.roar.curve import auc_over_seeds, per_seed_auc
+
+    runs = pd.DataFrame(
+        {
+            "variant": ["clean"] * 3 + ["m"] * 3 + ["prior_only"] * 2,
+            "k": [0.0] * 3 + [0.5] * 5,
+            "seed": [0, 1, 2, 0, 1, 2, 0, 1],
+            "zero_shot_accuracy": [0.6, 0.62, 0.58, 0.2, 0.3, 0.25, 0.5, 0.4],
+            "val_loss": [1.0] * 8,
+        }
+    )
+    per_seed = per_seed_auc(runs)
+    assert {"method", "seed"} <= set(per_seed.columns)
+    m = per_seed[per_seed["method"] == "m"].set_index("seed")["auc_zero_shot_accuracy"]
+    np.testing.assert_allclose(m.to_numpy(), [0.5 * (0.6 + 0.2) / 2, 0.5 * (0.62 + 0.3) / 2, 0.5 * (0.58 + 0.25) / 2])
+    stats_ = auc_over_seeds(per_seed).set_index("method")
+    half = stats.t.ppf(0.975, 2) * m.std(ddof=1) / np.sqrt(3)
+    assert stats_.at["m", "auc_lo"] == pytest.approx(m.mean() - half)
+    assert stats_.at["m", "auc_n_seeds"] == 3 and stats_.at["m", "auc_min"] == pytest.approx(m.min())
+    # prior_only has two seeds (seed 2 never ran): its interval uses those two
+    assert stats_.at["prior_only", "auc_n_seeds"] == 2
+    curve = roar_curve(runs)
+    table = with_roar_auc(pd.DataFrame(index=["m", "prior_only", "x"], data={"a": [1, 2, 3]}), curve)
+    cell = table.at["m", "ROAR AUC ↓"]
+    assert cell == f"{100 * m.mean():.2f} [{100 * (m.mean() - half):.2f}, {100 * (m.mean() + half):.2f}]"
+    assert table.at["x", "ROAR AUC ↓"] == "–"

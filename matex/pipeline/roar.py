@@ -127,7 +127,8 @@ def roar_eval_val_rows(cfg: dict, pairs):
 
 @step
 def roar_retrain(cfg, input, output, params, wildcards, threads):
-    """ROAR (Hooker et al. 2019): one curve of one variant and seed, retraining at every k."""
+    """ROAR (Hooker et al. 2019): the curves of one variant, retraining at every k once per seed
+    (``roar.retrain.seeds``) on images degraded once."""
     import torch
 
     from ..errors import ConfigError
@@ -138,6 +139,7 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
     from .core import log
 
     torch.set_num_threads(max(1, int(threads)))
+    seeds = [int(q) for q in cfg["roar"]["retrain"]["seeds"]]
     pairs = read_parquet(input.pairs)
     images = read_npy(input.images)
     train_rows, val_rows = roar_train_rows(cfg, pairs), roar_eval_val_rows(cfg, pairs)
@@ -163,33 +165,38 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
         wildcards.variant,
         train_maps,
         val_maps,
-        int(wildcards.seed),
+        seeds,
         threads=int(threads),
         device=device,
         log=log.info,
         samples=samples,
     )
     meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
-    write_npz(output.samples, samples, {**meta, "variant": wildcards.variant, "seed": int(wildcards.seed)})
+    write_npz(output.samples, samples, {**meta, "variant": wildcards.variant, "seeds": seeds})
     write_json(
-        output.json,
-        {**meta, "config_seed": meta["seed"], "variant": wildcards.variant, "seed": int(wildcards.seed), "runs": runs},
+        output.json, {**meta, "config_seed": meta["seed"], "variant": wildcards.variant, "seeds": seeds, "runs": runs}
     )
 
 
 @step
 def roar_curve(cfg, input, output, params, wildcards, threads):
-    """roar_curve.parquet (per method and k, mean/sd over seeds) and roar_auc.parquet (area per method)."""
-
+    """roar_curve.parquet (per method and k, mean/sd over seeds, with each method's area statistics
+    over seeds), roar_auc.parquet (area of the mean curve per method, with the same statistics) and
+    tables/roar.parquet (the area per method and retraining seed: ``method``, ``seed``)."""
     import pandas as pd
 
     from ..io import write_parquet
-    from ..roar.curve import auc_table
+    from ..roar.curve import auc_over_seeds, auc_table, per_seed_auc
     from ..roar.curve import roar_curve as curve_of
 
     runs = pd.DataFrame([r for p in input.runs for r in read_json(p)["runs"]])
     curve = curve_of(runs)
+    per_seed = per_seed_auc(runs)
+    first = runs.drop_duplicates("variant").set_index("variant")
+    keep = [c for c in ("fill", "retrain", "epochs", "n_train", "n_val") if c in first]
+    per_seed = per_seed.join(first[keep], on="method")  # the protocol beside each area
     meta = base_meta(cfg, "data", "input", "model", "attribution", "roar")
     write_parquet(output.runs, runs, meta)
     write_parquet(output.curve, curve, meta)
-    write_parquet(output.auc, auc_table(curve), meta)
+    write_parquet(output.auc, auc_table(curve).merge(auc_over_seeds(per_seed), on="method", how="left"), meta)
+    write_parquet(output.table, per_seed, meta)

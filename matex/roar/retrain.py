@@ -204,6 +204,9 @@ def measure(model, val_u8: np.ndarray, texts: Sequence[str], categories: Sequenc
     return out
 
 
+DEGRADE_SEED = 0  # ties, imputation noise and the random control's maps: one degraded data set per variant
+
+
 def roar_retrain_runs(
     cfg: Mapping[str, Any],
     base_model,
@@ -214,61 +217,58 @@ def roar_retrain_runs(
     variant: str,
     train_maps: np.ndarray | None,
     val_maps: np.ndarray | None,
-    seed: int,
+    seeds: int | Sequence[int],
     threads: int | None = None,
     device: str = "cpu",
     log=None,
     samples: dict | None = None,
     n_samples: int = 4,
 ) -> list[dict]:
-    """One ROAR curve: for each configured k (``clean``: k = 0 only), degrade both splits with
-    ``variant``'s maps (``random``: smooth random maps), retrain, measure. One row per k.
+    """ROAR curves of one variant: for each configured k (``clean``: k = 0 only), degrade both
+    splits with ``variant``'s maps (``random``: smooth random maps) once, then retrain and measure
+    once per retraining seed. One row per (k, seed). The degradation (tie-breaking, imputation
+    noise, the random control's maps) is drawn from ``DEGRADE_SEED``, so the seeds vary the
+    retrained model (initialisation, batch order), not the data, and one imputation serves them all.
 
     ``samples``: a dict to fill with the first ``n_samples`` degraded training images at each k
     (``k<percent>/<pair_id>``, uint8), so the removal can be seen."""
     import time
 
     rt = cfg["roar"]["retrain"]
+    seeds = [int(seeds)] if isinstance(seeds, (int, np.integer)) else [int(q) for q in seeds]
     train_u8 = np.ascontiguousarray(images_u8[train_rows])
     val_u8 = np.ascontiguousarray(images_u8[val_rows])
     texts = pairs["phrase"].astype(str).tolist()
-    train_texts = [texts[i] for i in train_rows]
-    val_texts = [texts[i] for i in val_rows]
-    val_categories = pairs["category"].astype(str).iloc[val_rows].tolist()
-    train_categories = pairs["category"].astype(str).iloc[train_rows].tolist()
+    train_texts, val_texts = [texts[i] for i in train_rows], [texts[i] for i in val_rows]
+    categories = pairs["category"].astype(str).to_numpy()
     fill = FillSpec.from_config(cfg["roar"], grey=grey_fill(train_u8))
     if variant == "random":
         grid = int(rt.get("random_grid") or patch_grid(base_model))
         size = train_u8.shape[1]
-        train_maps = smooth_random_maps(len(train_rows), size, grid, 1000 * seed + 1)
-        val_maps = smooth_random_maps(len(val_rows), size, grid, 1000 * seed + 2)
+        train_maps = smooth_random_maps(len(train_rows), size, grid, 1000 * DEGRADE_SEED + 1)
+        val_maps = smooth_random_maps(len(val_rows), size, grid, 1000 * DEGRADE_SEED + 2)
     fractions = [0.0] if variant == "clean" else [float(k) for k in rt["fractions"]]
     batch, mode = retrain_batch_size(cfg), retrain_mode(cfg)
+    common = {"n_train": len(train_rows), "n_val": len(val_rows), "fill": fill.kind, "fill_grey": fill.grey}
+    common.update(epochs=int(rt["epochs"]), retrain=mode)
     rows = []
     for fraction in fractions:
         t0 = time.perf_counter()
-        train_deg, val_deg = degrade_splits(train_u8, val_u8, train_maps, val_maps, fraction, fill, seed)
+        train_deg, val_deg = degrade_splits(train_u8, val_u8, train_maps, val_maps, fraction, fill, DEGRADE_SEED)
+        degrade_s = (time.perf_counter() - t0) / len(seeds)  # its share of one imputation
         if samples is not None:
             ids = pairs["pair_id"].iloc[train_rows[:n_samples]].tolist()
             samples.update({f"k{round(100 * fraction):02d}/{p}": train_deg[i] for i, p in enumerate(ids)})
-        model = retrain(cfg, base_model, train_deg, train_texts, seed, threads, device, train_categories)
-        row = {
-            "variant": variant,
-            "k": fraction,
-            "seed": int(seed),
-            **measure(model, val_deg, val_texts, val_categories, batch),
-            "n_train": int(len(train_rows)),
-            "n_val": int(len(val_rows)),
-            "fill": fill.kind,
-            "fill_grey": fill.grey,
-            "epochs": int(rt["epochs"]),
-            "retrain": mode,
-            "wall_s": round(time.perf_counter() - t0, 2),
-        }
-        rows.append(row)
-        if log is not None:
-            log(
-                f"ROAR {variant} k={fraction:.2f} seed={seed}: loss {row['val_loss']:.4f}, "
-                f"zero-shot {row.get('zero_shot_accuracy', float('nan')):.3f}, {row['wall_s']} s"
-            )
+        for seed in seeds:
+            t1 = time.perf_counter()
+            model = retrain(cfg, base_model, train_deg, train_texts, seed, threads, device, categories[train_rows])
+            row = {"variant": variant, "k": fraction, "seed": seed}
+            row.update(measure(model, val_deg, val_texts, list(categories[val_rows]), batch), **common)
+            row["wall_s"] = round(degrade_s + time.perf_counter() - t1, 2)
+            rows.append(row)
+            if log is not None:
+                log(
+                    f"ROAR {variant} k={fraction:.2f} seed={seed}: loss {row['val_loss']:.4f}, "
+                    f"zero-shot {row.get('zero_shot_accuracy', float('nan')):.3f}, {row['wall_s']} s"
+                )
     return rows

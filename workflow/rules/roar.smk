@@ -125,19 +125,18 @@ RETRAIN_VARIANTS = list(
 
 
 rule roar_retrain:
-    """ROAR curve of one variant and seed: degrade train and validation pairs at each k, retrain, measure."""
+    """ROAR curves of one variant: degrade train and validation pairs at each k once, retrain and measure once per seed."""
     input:
         unpack(roar_retrain_inputs),
     output:
-        json=f"{MD}/roar/retrain/{{variant}}.seed{{seed}}.json",
-        samples=f"{MD}/roar/retrain/{{variant}}.seed{{seed}}.samples.npz",
+        json=f"{MD}/roar/retrain/{{variant}}.json",
+        samples=f"{MD}/roar/retrain/{{variant}}.samples.npz",
     log:
-        f"{MD}/logs/roar_retrain/{{variant}}.seed{{seed}}.log",
+        f"{MD}/logs/roar_retrain/{{variant}}.log",
     benchmark:
-        f"{MD}/benchmarks/roar_retrain/{{variant}}.seed{{seed}}.tsv"
+        f"{MD}/benchmarks/roar_retrain/{{variant}}.tsv"
     wildcard_constraints:
         variant=r"[A-Za-z0-9_]+",
-        seed=r"\d+",
     conda:
         "../envs/model.yaml"
     threads: 2
@@ -152,13 +151,14 @@ rule roar_retrain:
 
 
 rule roar_curve:
-    """ROAR curves (per method and k, mean/sd over seeds) and their areas over k (trapezoid)."""
+    """ROAR curves (per method and k, mean/sd over seeds), their areas over k (trapezoid), and the ROAR table (area per method and seed)."""
     input:
-        runs=expand(f"{MD}/roar/retrain/{{variant}}.seed{{seed}}.json", variant=RETRAIN_VARIANTS, seed=RETRAIN["seeds"]),
+        runs=expand(f"{MD}/roar/retrain/{{variant}}.json", variant=RETRAIN_VARIANTS),
     output:
         runs=f"{MD}/roar/roar_retrain_runs.parquet",
         curve=f"{MD}/roar/roar_curve.parquet",
         auc=f"{MD}/roar/roar_auc.parquet",
+        table=f"{MD}/tables/roar.parquet",
     log:
         f"{MD}/logs/roar_curve.log",
     benchmark:
