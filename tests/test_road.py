@@ -246,3 +246,25 @@ def test_evaluate_maps_writes_road_columns_at_roars_k_values(tmp_path):
     for col in ("road_morf", "road_lerf", "road_gap"):
         np.testing.assert_allclose(df[col].to_numpy(), want[col], atol=1e-6)
     np.testing.assert_allclose(df["road_gap"], df["road_morf"] - df["road_lerf"], atol=1e-12)
+
+
+def test_road_fraction_scores_the_same_hash_drawn_pairs_for_every_method():
+    from matex.metrics.road import road_columns
+
+    films = _box_film(6)
+    seeds = [3, 5004, 9999, 12, 25001, 7600]  # mod 10 000: 3, 5004, 9999, 12, 5001, 7600
+    full = road_columns(
+        _BoxModel(), films, None, films.astype(np.float32), seeds, {"roar": {"retrain": {"fractions": [0.3]}}}
+    )
+    half = road_columns(
+        _BoxModel(),
+        films,
+        None,
+        films.astype(np.float32),
+        seeds,
+        {"roar": {"retrain": {"fractions": [0.3]}, "road_fraction": 0.5}},
+    )
+    scored = ~np.isnan(half["road_gap"])
+    assert scored.tolist() == [True, False, False, True, False, False]
+    np.testing.assert_allclose(half["road_gap"][scored], full["road_gap"][scored], atol=1e-3)
+    assert not np.isnan(full["road_gap"]).any()

@@ -94,11 +94,30 @@ def road_columns(
     model, images_u8: np.ndarray, tokens: torch.Tensor, maps: np.ndarray, seeds: Sequence[int], cfg
 ) -> dict[str, np.ndarray]:
     """The per-pair ROAD columns (``road_morf``, ``road_lerf``, ``road_gap``) at ROAR's k values
-    (``roar.retrain.fractions``) with ROAR's imputation noise (``roar.imputation_noise``)."""
+    (``roar.retrain.fractions``) with ROAR's imputation noise (``roar.imputation_noise``).
+
+    ``roar.road_fraction`` < 1 scores only that share of the pairs (a reduced protocol for a time
+    budget; the others get NaN): a pair is in when its seed (a hash of the config seed and the pair
+    id, the same for every method) falls in the lowest ``road_fraction`` of the hash range, so every
+    method is scored on the same pairs."""
     roar = cfg.get("roar") or {}
     fractions = (roar.get("retrain") or {}).get("fractions") or FULL_FRACTIONS
     noise = float(roar.get("imputation_noise", DEFAULT_NOISE))
+    share = float(roar.get("road_fraction", 1.0))
+    keep = np.array([(int(q) % 10_000) < share * 10_000 for q in seeds], dtype=bool)
+    out = {name: np.full(len(maps), np.nan) for name in ("road_morf", "road_lerf", "road_gap")}
+    if not keep.any():
+        return out
+    sub = [q for q, k in zip(seeds, keep) if k]
     curves = road_curves(
-        model, np.ascontiguousarray(images_u8), tokens, maps, [float(k) for k in fractions], seeds, noise
+        model,
+        np.ascontiguousarray(np.asarray(images_u8)[keep]),
+        tokens[torch.from_numpy(keep).to(tokens.device)] if tokens is not None else None,
+        np.asarray(maps)[keep],
+        [float(k) for k in fractions],
+        sub,
+        noise,
     )
-    return {"road_morf": road_morf(curves), "road_lerf": road_lerf(curves), "road_gap": road_gap(curves)}
+    for name, fn in (("road_morf", road_morf), ("road_lerf", road_lerf), ("road_gap", road_gap)):
+        out[name][keep] = fn(curves)
+    return out

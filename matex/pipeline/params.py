@@ -53,7 +53,7 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train_demo_model": ("data", "input", "model"),
     "attribute": _MAPS,
     "merge_attribution": (),
-    "evaluate": (*_MAPS, "evaluation", "roar.retrain.fractions", "roar.imputation_noise"),  # ROAD: ROAR's k grid and noise
+    "evaluate": (*_MAPS, "evaluation", "roar.retrain.fractions", "roar.imputation_noise", "roar.road_fraction"),  # ROAD
     "counterfactual_truth": (*_PAIRS_AND_MODEL, "evaluation"),
     "counterfactual": (*_MAPS, "evaluation"),
     "counterfactual_controls": (*_PAIRS_AND_MODEL, "evaluation"),
