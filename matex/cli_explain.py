@@ -102,7 +102,7 @@ def _did_you_mean(name: str, known: list[str]) -> str:
 def validate_request(method: str, params: Mapping[str, Any], phrase: str) -> None:
     """Check the method, its parameters and the phrase against the method catalogue (no torch, no
     model): a typo fails in a fraction of a second, with the nearest name suggested."""
-    from .methods_catalog import check_param_type, load_catalog
+    from .catalog import check_param_type, load_catalog
 
     catalog = load_catalog()
     if method not in catalog:
@@ -237,7 +237,7 @@ def _write_outputs(args: argparse.Namespace, out: Any, model: Any, out_path: Pat
 def print_methods() -> None:
     """One line per method: name, reference, then its parameters with their defaults (read from the
     method catalogue, so no torch import: answers in a fraction of a second)."""
-    from .methods_catalog import load_catalog
+    from .catalog import load_catalog
 
     for name, entry in sorted(load_catalog().items()):
         params = ", ".join(f"{k}={p['default']!r}" for k, p in entry["params"].items())

@@ -34,7 +34,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
             key = ".".join(str(p) for p in e.absolute_path) or "<top level>"
             lines.append(f"  config key {key}: {e.message}")
         raise ConfigError("invalid config:\n" + "\n".join(lines))
-    from .methods_catalog import method_problems
+    from .catalog import method_problems
 
     problems = method_problems(cfg)
     if problems:

@@ -77,8 +77,8 @@ def _cell(value: Any) -> str:
 
 
 def render(root: Path = ROOT) -> str:
+    from .catalog import load_catalog
     from .config import SCHEMA_PATH, deep_update
-    from .methods_catalog import load_catalog
 
     base_text = (root / "config" / "config.yaml").read_text()
     base = yaml.safe_load(base_text)

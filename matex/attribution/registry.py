@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..catalog import check_param_type  # torch-free, shared with the config checks
 from ..errors import ConfigError, MapError
-from ..methods_catalog import check_param_type  # noqa: F401  (torch-free, shared with config checks)
 from .common import check_finite
 
 

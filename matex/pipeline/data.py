@@ -74,7 +74,7 @@ def figure_prior(cfg, input, output, params, wildcards, threads):
 
     pairs = pd.read_parquet(input.pairs)
     images = np.load(input.images, mmap_mode="r")
-    from ..methods_catalog import load_catalog
+    from ..catalog import load_catalog
 
     defaults = {k: v["default"] for k, v in load_catalog()["matex"]["params"].items()}  # one source of defaults
     prior = {**defaults, **method_params(cfg, "matex")}
