@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -13,24 +13,35 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ..data.transforms import box_mask  # noqa: E402
+from .maps import qualitative_grid  # noqa: E402, F401  (the pipeline imports it from here)
 
 PALETTE = "colorblind"
+
+
+def finalise(fig, style: dict | None = None):
+    """``fig`` as ``save`` writes it: scaled to the configured column width when a style is set."""
+    from .style import active, fit_to_column
+
+    style = active() if style is None else style
+    if style is not None:
+        fit_to_column(fig, style)
+    return fig
 
 
 def save(fig, outputs: Sequence[str | Path], style: dict | None = None) -> None:
     """Save one figure to each requested path (format from the suffix), atomically. With ``style``
     (the ``figures.style`` config block) the figure is first scaled to the paper's column width."""
     from ..io import atomic_path
-    from .style import active, fit_to_column, style_settings
+    from .style import active, style_settings
 
     style = active() if style is None else style
-    if style is not None:
-        fit_to_column(fig, style)
+    finalise(fig, style)
     dpi = style_settings(style)["dpi"] if style is not None else 150
+    # a figure drawn for a column width is written at that width; others are trimmed to their content
+    bbox = None if getattr(fig, "matex_width", None) else "tight"
     for out in outputs:
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(out).suffix.lstrip("."))
+            fig.savefig(tmp, dpi=dpi, bbox_inches=bbox, format=Path(out).suffix.lstrip("."))
     plt.close(fig)
 
 
@@ -42,44 +53,6 @@ def pick_qualitative_pairs(
         return list(fixed)
     sub = pairs[pairs["pair_id"].isin(set(explained))]
     return [pid for _, grp in sub.groupby("category", sort=True) for pid in grp["pair_id"].head(per_category)]
-
-
-def qualitative_grid(
-    pairs: pd.DataFrame,
-    images_u8: np.ndarray,
-    maps: Mapping[str, Mapping[str, np.ndarray]],
-    pair_ids: Sequence[str],
-    show_images: bool = True,
-):
-    """Rows: pairs; columns: the image with its radiologist box, then each method's map overlaid.
-    ``show_images=False`` draws maps on a grey background and labels rows by finding category, so
-    neither the radiograph nor its report phrase ends up in the figure (MIMIC licence)."""
-    methods = list(maps)
-    row_of = {p: i for i, p in enumerate(pairs["pair_id"])}
-    fig, axes = plt.subplots(
-        len(pair_ids), len(methods) + 1, squeeze=False, figsize=(1.6 * (len(methods) + 1), 1.75 * len(pair_ids))
-    )
-    for r, pid in enumerate(pair_ids):
-        row = pairs.iloc[row_of[pid]]
-        img = images_u8[row_of[pid]]
-        mask = box_mask([tuple(b) for b in row["boxes"]], img.shape[0])
-        background = img if show_images else np.full_like(img, 128)
-        axes[r, 0].imshow(background, cmap="gray", vmin=0, vmax=255)
-        axes[r, 0].contour(mask, levels=[0.5], colors="#56B4E9", linewidths=1.0)
-        # MIMIC's licence covers the report phrases too: without images, label rows by category only
-        label = str(row["phrase"]) if show_images else str(row["category"])
-        axes[r, 0].set_title(label if len(label) < 34 else label[:31] + "...", fontsize=6)
-        for c, m in enumerate(methods, start=1):
-            axes[r, c].imshow(background, cmap="gray", vmin=0, vmax=255)
-            axes[r, c].imshow(maps[m][pid].astype(np.float32), cmap="viridis", alpha=0.55, vmin=0, vmax=1)
-            axes[r, c].contour(mask, levels=[0.5], colors="#E69F00", linewidths=0.8)
-            if r == 0:  # slanted: 17 method names side by side at a paper's width would overlap
-                axes[r, c].set_title(m, fontsize=7, rotation=35, ha="left", x=0.15)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig
 
 
 def metric_bars(summary: pd.DataFrame, method_order: Sequence[str]):

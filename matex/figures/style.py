@@ -108,12 +108,28 @@ def rc_params(style: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def new_figure(width: str, height: float, nrows: int = 1, ncols: int = 1, **kwargs: Any):
+    """A figure drawn for one paper column (``width="single"``, 3.5 in) or two (``"double"``, 7.16 in),
+    ``height`` inches tall, laid out by matplotlib's constrained layout (titles, labels and legends get
+    their room again whenever the figure is resized). Returns ``(fig, axes)`` like ``plt.subplots``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN_WIDTH_IN[width], height), layout="constrained", **kwargs)
+    fig.matex_width = width
+    return fig, axes
+
+
 def fit_to_column(fig, style: dict[str, Any] | None) -> None:
-    """Scale ``fig`` to the configured column width, keeping its aspect ratio (fonts keep their size
-    in points, so text reads the same in every figure)."""
+    """Scale ``fig`` to the configured column width. A figure made by :func:`new_figure` keeps the width
+    it was drawn at (its stated column and the configured width are then upper bounds: a two-column figure in a
+    one-column setting is narrowed and laid out again); any other keeps its aspect ratio (fonts keep
+    their size in points, so text reads the same in every figure)."""
     s = style_settings(style)
     w, h = fig.get_size_inches()
     target = COLUMN_WIDTH_IN[s["width"]]
+    if getattr(fig, "matex_width", None) in COLUMN_WIDTH_IN:
+        fig.set_size_inches(min(w, COLUMN_WIDTH_IN[fig.matex_width], target), h)
+        return
     fig.set_size_inches(target, h * target / w)
 
 
@@ -140,3 +156,134 @@ def use(style: dict[str, Any] | None) -> None:
 def active() -> dict[str, Any] | None:
     """The style set by :func:`use`, or None (figures keep their own sizes)."""
     return _ACTIVE
+
+
+# ------------------------------------------------------------------------------ legibility checks
+# A text counts as colliding when two boxes overlap by more than this many pixels (at 100 dpi) in
+# both directions: touching boxes (a tick label's edge on the next) do not count.
+_OVERLAP_TOL_PX = 0.5
+
+
+def drawn_texts(fig) -> list[tuple[Any, str]]:
+    """Every non-empty text artist that a draw of ``fig`` actually renders, with a short description
+    of what it is (suptitle, panel title, tick label, legend entry, ...). Draws the canvas."""
+    import matplotlib.text
+
+    drawn: dict[int, Any] = {}
+    original = matplotlib.text.Text.draw
+
+    def record(self, renderer):
+        if self.get_visible() and self.get_text().strip():
+            drawn[id(self)] = self
+        return original(self, renderer)
+
+    matplotlib.text.Text.draw = record
+    try:
+        fig.canvas.draw()
+    finally:
+        matplotlib.text.Text.draw = original
+    roles = _roles(fig)
+    return [(t, _describe(t, roles.get(id(t), "text"))) for t in drawn.values()]
+
+
+def _roles(fig) -> dict[int, str]:
+    """What each text of ``fig`` is (suptitle, panel title, ...), by the text's id."""
+    roles: dict[int, str] = {}
+    for k, ax in enumerate(fig.axes):
+        for t in ax.get_xticklabels() + ax.get_yticklabels():
+            roles[id(t)] = f"tick label of panel {k}"
+        roles.update({id(t): f"axis label of panel {k}" for t in (ax.xaxis.label, ax.yaxis.label)})
+        roles.update({id(t): f"title of panel {k}" for t in (ax.title, ax._left_title, ax._right_title)})
+        if ax.get_legend() is not None:
+            roles.update({id(t): f"legend of panel {k}" for t in ax.get_legend().get_texts()})
+    for legend in fig.legends:
+        roles.update({id(t): "figure legend" for t in legend.get_texts()})
+    if getattr(fig, "_suptitle", None) is not None:
+        roles[id(fig._suptitle)] = "suptitle"
+    return roles
+
+
+def _describe(t, role: str) -> str:
+    """What the text is and what it says, for an error message a person can act on."""
+    words = " ".join(t.get_text().split())
+    words = words if len(words) <= 40 else words[:37] + "..."
+    return f"{role} {words!r}"
+
+
+def _corners(t, renderer) -> Any:
+    """The four corners (pixels) of ``t``'s rotated text box: the rotated rectangle inscribed in its
+    axis-aligned window extent, so that slanted tick labels side by side are not counted as touching."""
+    import numpy as np
+
+    box = t.get_window_extent(renderer)
+    theta = float(t.get_rotation()) % 180.0
+    if theta > 90.0:
+        theta -= 180.0  # a rectangle turned by 180 degrees covers the same pixels
+    x0, y0, x1, y1 = box.x0, box.y0, box.x1, box.y1
+    if abs(theta) < 1e-6 or abs(abs(theta) - 90.0) < 1e-6:
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    rot = t.get_rotation()
+    t.set_rotation(0)
+    flat = t.get_window_extent(renderer)
+    t.set_rotation(rot)
+    w, h = flat.width, flat.height
+    s = abs(np.sin(np.radians(theta)))
+    if theta > 0:
+        return np.array([[x0 + h * s, y0], [x1, y0 + w * s], [x1 - h * s, y1], [x0, y1 - w * s]])
+    return np.array([[x1 - h * s, y0], [x1, y1 - w * s], [x0 + h * s, y1], [x0, y0 + w * s]])
+
+
+def _overlap(a, b, tol: float) -> bool:
+    """Whether two convex quadrilaterals overlap by more than ``tol`` along every separating axis."""
+    import numpy as np
+
+    for poly in (a, b):
+        for k in range(4):
+            edge = poly[(k + 1) % 4] - poly[k]
+            norm = np.hypot(*edge)
+            if norm == 0:
+                continue
+            axis = np.array([-edge[1], edge[0]]) / norm
+            pa, pb = a @ axis, b @ axis
+            if min(pa.max(), pb.max()) - max(pa.min(), pb.min()) <= tol:
+                return False
+    return True
+
+
+def text_collisions(fig) -> list[str]:
+    """Every pair of drawn texts of ``fig`` whose boxes overlap, and every text that leaves the canvas
+    (it would be cut, or widen the saved figure beyond its stated width), as readable lines; empty
+    when the figure's text is clear. Draws the canvas first (extents exist only after a draw)."""
+    import numpy as np
+
+    texts = drawn_texts(fig)
+    renderer = fig.canvas.get_renderer()
+    tol = _OVERLAP_TOL_PX * fig.dpi / 100.0
+    polys = [(_corners(t, renderer), what) for t, what in texts]
+    problems = []
+    width, height = fig.bbox.width, fig.bbox.height
+    for poly, what in polys:
+        if (
+            poly[:, 0].min() < -tol
+            or poly[:, 1].min() < -tol
+            or poly[:, 0].max() > width + tol
+            or poly[:, 1].max() > height + tol
+        ):
+            problems.append(f"{what} leaves the canvas")
+    if not polys:
+        return problems
+    lo = np.array([p.min(axis=0) for p, _ in polys])
+    hi = np.array([p.max(axis=0) for p, _ in polys])
+    # candidate pairs: upright boxes that overlap; the rotated boxes decide
+    near = (np.minimum(hi[:, None], hi[None]) - np.maximum(lo[:, None], lo[None]) > tol).all(axis=2)
+    for i, j in zip(*np.nonzero(np.triu(near, k=1))):
+        if _overlap(polys[i][0], polys[j][0], tol):
+            problems.append(f"{polys[i][1]} overlaps {polys[j][1]}")
+    return problems
+
+
+def small_texts(fig, min_points: float = 6.0) -> list[str]:
+    """Drawn texts set smaller than ``min_points`` (as printed at the figure's own width)."""
+    return [
+        f"{what} is {t.get_fontsize():.1f} pt" for t, what in drawn_texts(fig) if t.get_fontsize() < min_points - 1e-6
+    ]
