@@ -162,3 +162,13 @@ def test_tie_groups_are_relative_to_the_values_compared():
     assert g[0] == g[1]  # exact zeros
     assert g[2] == g[3] and g[1] < g[2] < g[4]  # tiny values keep their order, round-off merges
     assert g[5] == g[6] and g[7] < g[6]  # near the max: float32 round-off ties, 4 x rtol does not
+
+
+def test_constant_map_iou_at_5_percent_is_fp_over_f_plus_p_minus_fp_not_the_area_fraction():
+    size = 224
+    mask = box(size, size, slice(80, 140), slice(80, 140))[None]  # 3600 pixels: f = 7.2 %
+    f, p = mask.mean(), 0.05
+    assert f == pytest.approx(0.072, abs=5e-4)
+    got = iou_top_fraction(np.full((1, size, size), 0.5), mask, p)[0]
+    assert got == pytest.approx(f * p / (f + p - f * p), abs=1e-3)
+    assert got == pytest.approx(0.030, abs=1e-3) and got < f / 2

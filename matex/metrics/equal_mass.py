@@ -8,8 +8,12 @@ s on the untouched pair and the same grey fill (``faithfulness.masked_input``):
 
 - ``rank``: the map replaced by its normalised average ranks, (rank - 1) / (N - 1) in [0, 1]
   (tied values share their average rank, so a constant map becomes 0.5 everywhere);
-- ``top{p}``: a binary map keeping exactly ceil(p % of the pixels) highest ones (ties broken by a
-  random order seeded per pair, ``faithfulness.removal_rank``), every other pixel removed.
+- ``top{p}``: a binary map keeping exactly ceil(p % of the pixels) highest ones (ties at the
+  threshold broken by a random order seeded per pair), every other pixel removed.
+
+Only exactly equal values tie here (``localisation.tie_groups`` with rtol 0), which a strictly
+increasing transform preserves, so the invariance is exact; the sort is shared with the
+localisation metrics' tie groups.
 
 All variants of a batch of pairs are scored in one batched pass through the image tower.
 """
@@ -20,32 +24,52 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from ..errors import MapError
-from .faithfulness import Broadcast, DropVariant, _scorer, confidence_scores, grey_fill, masked_input, removal_rank
-from .localisation import top_k_count
+from .faithfulness import Broadcast, DropVariant, _scorer, confidence_scores, grey_fill, masked_input
+from .localisation import group_average_ranks, tie_groups, top_k_count
 
 
-def rank_normalise(maps) -> np.ndarray:
-    """(B, H, W) float32: each map's average ranks (ties share theirs), scaled to [0, 1] by
-    (rank - 1) / (N - 1). Depends only on the order of the values, so any strictly increasing
-    transform of a map leaves it unchanged."""
-    maps = np.asarray(maps, dtype=np.float64)
+def rank_normalise(maps, groups: np.ndarray | None = None) -> np.ndarray:
+    """(B, H, W) float32: each map's average ranks, scaled to [0, 1] by (rank - 1) / (N - 1).
+
+    Exactly equal values share their average rank, so a constant map becomes 0.5 everywhere.
+    Depends only on the order of the values: a strictly increasing transform of a map leaves it
+    unchanged. ``groups``: the maps' exact tie groups (``tie_groups(flat, rtol=0)``) when the
+    caller has them."""
+    maps = np.asarray(maps)
     if maps.ndim != 3 or not np.isfinite(maps).all():
         raise MapError(f"rank_normalise: maps must be finite (B, H, W), got shape {maps.shape}")
     b, h, w = maps.shape
-    ranks = rankdata(maps.reshape(b, -1), method="average", axis=1)
+    groups = tie_groups(maps.reshape(b, -1), rtol=0.0) if groups is None else groups
+    ranks = group_average_ranks(groups)
     return ((ranks - 1.0) / max(h * w - 1, 1)).reshape(b, h, w).astype(np.float32)
 
 
-def top_fraction_keep(maps, fractions: Sequence[float], seeds: Sequence[int]) -> np.ndarray:
+def top_fraction_keep(
+    maps, fractions: Sequence[float], seeds: Sequence[int], groups: np.ndarray | None = None
+) -> np.ndarray:
     """(K, B, H, W) float32 binary keep-maps: 1 on exactly ceil(f * H * W) highest pixels of each
-    map for each fraction f, ties broken by ``removal_rank``'s seeded random order."""
+    map for each fraction f. Pixels exactly tied at the threshold are chosen by a random key
+    seeded per pair (``seeds``), the same key for every fraction, so the kept sets are nested."""
     maps = np.asarray(maps)
+    if maps.ndim != 3 or len(seeds) != len(maps):
+        raise MapError(f"top_fraction_keep: maps {maps.shape} need one seed per map, got {len(seeds)}")
     b, h, w = maps.shape
-    rank = removal_rank(maps, seeds).reshape(b, h, w)
-    return np.stack([(rank < top_k_count(float(f), h * w)).astype(np.float32) for f in fractions])
+    groups = tie_groups(maps.reshape(b, -1), rtol=0.0) if groups is None else groups
+    keep = np.zeros((len(fractions), b, h * w), dtype=np.float32)
+    for i, (g, seed) in enumerate(zip(groups, seeds)):
+        key = np.random.default_rng(int(seed)).random(h * w)
+        for j, f in enumerate(fractions):
+            k = top_k_count(float(f), h * w)
+            kth = np.partition(g, h * w - k)[h * w - k]
+            above = g > kth
+            tied = np.flatnonzero(g == kth)
+            r = k - int(above.sum())
+            chosen = tied if r >= len(tied) else tied[np.argpartition(key[tied], r - 1)[:r]]
+            keep[j, i, above] = 1.0
+            keep[j, i, chosen] = 1.0
+    return keep.reshape(len(fractions), b, h, w)
 
 
 def fraction_label(fraction: float) -> str:
@@ -64,14 +88,17 @@ def equal_mass_similarity(
     rank: bool = True,
     broadcast: Broadcast = "full",
     batch_size: int = 64,
+    groups: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """s' (B,) of every equal-mass variant, keyed ``rank`` / ``top{p}``: the similarity of the
+    """s' (B,) of every equal-mass variant (``groups``: exact tie groups, see :func:`rank_normalise`), keyed ``rank`` / ``top{p}``: the similarity of the
     images masked by the rank-normalised map and by each top-k keep-map (grey fill, as M2IB's
     protocol). One image-tower pass per variant and pair, batched over variants and pairs."""
     if len({fraction_label(f) for f in fractions}) != len(fractions):
         raise MapError(f"evaluation.confidence.top_fractions {list(fractions)} repeat a fraction")
-    keeps = [rank_normalise(maps)] if rank else []
-    keeps += list(top_fraction_keep(maps, fractions, seeds)) if len(fractions) else []
+    maps = np.asarray(maps)
+    groups = tie_groups(maps.reshape(len(maps), -1), rtol=0.0) if groups is None else groups
+    keeps = [rank_normalise(maps, groups)] if rank else []
+    keeps += list(top_fraction_keep(maps, fractions, seeds, groups)) if len(fractions) else []
     names = (["rank"] if rank else []) + [fraction_label(f) for f in fractions]
     if not keeps:
         return {}
@@ -100,13 +127,14 @@ def equal_mass_confidence(
     broadcast: Broadcast = "full",
     variant: DropVariant = "absolute",
     batch_size: int = 64,
+    groups: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-pair ``img_conf_drop_rank`` / ``img_conf_increase_rank`` (when ``rank``) and
     ``img_conf_drop_top{p}`` / ``img_conf_increase_top{p}`` for every kept fraction, (B,) each,
     from ``s`` (the similarity of the untouched pairs, already computed by ``image_confidence``)
     and :func:`equal_mass_similarity`."""
     out = {}
-    masked = equal_mass_similarity(model, images, tokens, maps, seeds, fractions, rank, broadcast, batch_size)
+    masked = equal_mass_similarity(model, images, tokens, maps, seeds, fractions, rank, broadcast, batch_size, groups)
     for name, s_prime in masked.items():
         sc = confidence_scores(np.asarray(s), s_prime, variant=variant)
         out[f"img_conf_drop_{name}"] = sc["drop"]

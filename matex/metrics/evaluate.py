@@ -34,9 +34,15 @@ def per_box_masks(pairs: pd.DataFrame, size: int) -> list[np.ndarray]:
 
 
 def localisation_columns(
-    maps: np.ndarray, sub: pd.DataFrame, size: int, section: Mapping[str, Any], seeds: list[int]
+    maps: np.ndarray,
+    sub: pd.DataFrame,
+    size: int,
+    section: Mapping[str, Any],
+    seeds: list[int],
+    groups: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every localisation metric of one batch (docs/evaluation.md), from ``evaluation.localisation``."""
+    """Every localisation metric of one batch (docs/evaluation.md), from ``evaluation.localisation``;
+    ``groups``: the maps' ``tie_groups`` (computed here when not given)."""
     from .localisation import (
         MIOU_THRESHOLDS,
         auroc,
@@ -50,7 +56,7 @@ def localisation_columns(
     )
 
     masks = box_masks(sub, size)
-    groups = tie_groups(maps.reshape(len(maps), -1))  # one sort serves every tie rule
+    groups = tie_groups(maps.reshape(len(maps), -1)) if groups is None else groups
     frac = section.get("top_fraction", 0.05)
     tol = float(section.get("pointing_tolerance", 15))
     radius = float(section.get("peak_radius", 0.1)) * size
@@ -83,6 +89,7 @@ def check_cached_maps(arrays: Mapping[str, np.ndarray], ids, npz_path, shape: tu
             )
 
 
+@torch.no_grad()  # scores maps, never differentiates: no autograd graph for the forward passes
 def evaluate_maps(
     model,
     method: str,
@@ -103,6 +110,7 @@ def evaluate_maps(
         pair_seed,
         text_confidence,
     )
+    from .localisation import tie_groups
 
     arrays, _ = read_npz(npz_path)
     ids = [k for k in arrays if not k.startswith("text/")]
@@ -128,7 +136,10 @@ def evaluate_maps(
         maps = np.stack([arrays[p].astype(np.float32) for p in bid])
         seeds = [pair_seed(seed, p) for p in bid]
         rec = {"pair_id": bid, "method": method, "category": sub["category"].to_numpy()}
-        rec.update(localisation_columns(maps, sub, size, ev.get("localisation", {}), seeds))
+        flat = maps.reshape(len(maps), -1)
+        order = np.argsort(flat, axis=1)  # one sort serves every tie rule
+        groups, exact = tie_groups(flat, order=order), tie_groups(flat, rtol=0.0, order=order)
+        rec.update(localisation_columns(maps, sub, size, ev.get("localisation", {}), seeds, groups))
         images = model.preprocess(np.ascontiguousarray(images_u8[brow]))
         tokens = model.tokenize(sub["phrase"].tolist())
         s, s_img = image_confidence(
@@ -153,9 +164,10 @@ def evaluate_maps(
                 rank=bool(conf.get("rank_normalised", True)),
                 broadcast=conf.get("map_broadcast", "full"),
                 variant=conf.get("drop_variant", "absolute"),
+                groups=exact,
             )
         )
-        curves = causal_curves(model, images, tokens, maps, seeds, **causal)
+        curves = causal_curves(model, images, tokens, maps, seeds, s_image=np.asarray(s), **causal)
         rec.update(deletion_auc=curve_auc(curves["deletion"]), insertion_auc=curve_auc(curves["insertion"]))
         from .road import road_columns  # ROAD (Rong et al. 2022): MoRF/LeRF with noisy linear imputation
 

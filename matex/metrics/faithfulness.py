@@ -261,6 +261,7 @@ def causal_curves(
     blur_sigma: float = 5.0,
     grey_level: float | None = None,
     batch_size: int = 64,
+    s_image: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Deletion and insertion curves (Petsiuk et al. 2018, section 4.1), float64 (B, steps + 1).
 
@@ -268,7 +269,8 @@ def causal_curves(
     substrate, i.e. inserting into it) the round(k / steps * H * W) highest pixels of the map, in
     ``removal_rank`` order. Removed pixels take the substrate's value (``fill_images``). Both
     curves share their end points (the image, the substrate); every intermediate image of every
-    pair and both modes is scored in batches of ``batch_size`` images.
+    pair and both modes is scored in batches of ``batch_size`` images. ``s_image``: the
+    similarity of the untouched pairs when the caller has it (saves one pass per pair).
     """
     if int(steps) < 1:
         raise MapError(f"evaluation.deletion.steps must be >= 1, got {steps}")
@@ -280,7 +282,8 @@ def causal_curves(
         raise MapError(f"causal_curves: maps do not match images {tuple(images.shape)}")
     substrate = fill_images(model, images, fill, blur_sigma, grey_level)
     counts = torch.tensor([round(k / steps * h * w) for k in range(steps + 1)], device=model.device)
-    s_image = model.similarity(images, tokens).double().cpu().numpy()
+    if s_image is None:
+        s_image = model.similarity(images, tokens).double().cpu().numpy()
     s_fill = model.similarity(substrate, tokens).double().cpu().numpy()
     curves = {"deletion": np.empty((b, steps + 1)), "insertion": np.empty((b, steps + 1))}
     curves["deletion"][:, 0], curves["deletion"][:, -1] = s_image, s_fill

@@ -45,7 +45,7 @@ def _check(maps, masks, metric: str, non_negative: bool = False) -> tuple[np.nda
     return maps.reshape(b, -1), masks.reshape(b, -1)
 
 
-def tie_groups(flat: np.ndarray) -> np.ndarray:
+def tie_groups(flat: np.ndarray, rtol: float = TIE_RTOL, order: np.ndarray | None = None) -> np.ndarray:
     """(B, N) int64 tie-group index of every value, increasing with the value (0 = the smallest).
 
     Sorted by value, two neighbours fall into one group when they differ by at most ``TIE_RTOL``
@@ -53,13 +53,14 @@ def tie_groups(flat: np.ndarray) -> np.ndarray:
     never to the map's maximum. About 8 float32 ulps (eps = 1.19e-7), it merges the round-off that
     upsampling or normalising a flat region leaves behind, and never two distinct float16 values
     (their relative step is at least 2**-11 = 4.9e-4, also far below the maximum). Zero ties only
-    with zero. Every tie rule (pointing game, IoU@k, AUROC) reads these groups.
+    with zero. Every tie rule (pointing game, IoU@k, AUROC) reads these groups. ``rtol=0``: only
+    exactly equal values tie. ``order``: ``np.argsort(flat, axis=1)`` when the caller has it.
     """
     flat = np.asarray(flat)
-    order = np.argsort(flat, axis=1, kind="stable")
+    order = np.argsort(flat, axis=1) if order is None else order  # any order of equal values will do
     ordered = np.take_along_axis(flat, order, axis=1).astype(np.float64)
     scale = np.maximum(np.abs(ordered[:, 1:]), np.abs(ordered[:, :-1]))
-    new_group = (ordered[:, 1:] - ordered[:, :-1]) > TIE_RTOL * scale
+    new_group = (ordered[:, 1:] - ordered[:, :-1]) > rtol * scale
     sorted_groups = np.concatenate([np.zeros((len(flat), 1), dtype=np.int64), np.cumsum(new_group, axis=1)], axis=1)
     groups = np.empty_like(sorted_groups)
     np.put_along_axis(groups, order, sorted_groups, axis=1)
@@ -93,19 +94,28 @@ def pointing_game(maps, masks, tolerance: float = 0.0, groups: np.ndarray | None
     flat, inside = _check(maps, masks, "pointing_game")
     groups = tie_groups(flat) if groups is None else groups
     tied = groups == groups.max(axis=1, keepdims=True)
-    target = inside if tolerance <= 0 else _near_mask(np.asarray(masks, dtype=bool), tolerance)
-    hit = (tied & target).sum(axis=1) / tied.sum(axis=1).astype(np.float64)
+    if tolerance <= 0:
+        hit = (tied & inside).sum(axis=1) / tied.sum(axis=1).astype(np.float64)
+    else:
+        width = np.asarray(masks).shape[-1]
+        hit = np.array([_near_fraction(t, m, width, tolerance) for t, m in zip(tied, inside)])
     hit[~inside.any(axis=1)] = np.nan
     return hit
 
 
-def _near_mask(masks: np.ndarray, radius: float) -> np.ndarray:
-    """(B, H*W) bool: pixels within ``radius`` pixels (Euclidean) of each mask."""
-    near = np.zeros(masks.shape, dtype=bool)
-    for i, m in enumerate(masks):
-        if m.any():
-            near[i] = distance_transform_edt(~m) <= radius
-    return near.reshape(len(masks), -1)
+def _near_fraction(tied: np.ndarray, inside: np.ndarray, width: int, radius: float) -> float:
+    """Fraction of the ``tied`` pixels (flat bool) lying within ``radius`` pixels (Euclidean,
+    pixel centres) of a mask pixel; directly for a few tied pixels, by a distance transform else."""
+    if not inside.any():
+        return np.nan
+    idx = np.flatnonzero(tied)
+    if len(idx) > 64:
+        near = distance_transform_edt(~inside.reshape(-1, width)).ravel() <= radius
+        return float(near[idx].mean())
+    ty, tx = np.divmod(idx, width)
+    my, mx = np.divmod(np.flatnonzero(inside), width)
+    d2 = ((ty[:, None] - my[None, :]) ** 2 + (tx[:, None] - mx[None, :]) ** 2).min(axis=1)
+    return float((d2 <= radius**2).mean())
 
 
 def energy_in_box(maps, masks) -> np.ndarray:
@@ -286,15 +296,16 @@ def top_peaks(values: np.ndarray, n: int, radius: float, seed: int, groups: np.n
     seeded by ``seed``, never row-major. Fewer than ``n`` when the map runs out of pixels."""
     h, w = values.shape
     groups = tie_groups(values.reshape(1, -1))[0] if groups is None else np.asarray(groups).ravel()
-    order = np.lexsort((np.random.default_rng(int(seed)).random(h * w), -groups))
+    key = np.random.default_rng(int(seed)).random(h * w)
     rows, cols = np.divmod(np.arange(h * w), w)
     free = np.ones(h * w, dtype=bool)
     peaks = []
     for _ in range(n):
-        candidates = order[free[order]]
-        if not len(candidates):
+        if not free.any():
             break
-        p = int(candidates[0])
+        level = np.where(free, groups, -1)
+        tied = np.flatnonzero(level == level.max())
+        p = int(tied[np.argmin(key[tied])])
         peaks.append(p)
         free &= (rows - rows[p]) ** 2 + (cols - cols[p]) ** 2 > radius**2
     return np.array(peaks, dtype=np.int64)
