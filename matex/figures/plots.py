@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .maps import qualitative_grid  # noqa: E402, F401  (the pipeline imports it from here)
+from .style import new_figure  # noqa: E402
 
 PALETTE = "colorblind"
 
@@ -55,98 +57,152 @@ def pick_qualitative_pairs(
     return [pid for _, grp in sub.groupby("category", sort=True) for pid in grp["pair_id"].head(per_category)]
 
 
-def metric_bars(summary: pd.DataFrame, method_order: Sequence[str]):
-    """One panel per metric: mean with its bootstrap interval, per method (all findings)."""
-    from ..metrics.aggregate import METRICS
+# The metrics drawn in metrics.png (every metric is in the tables): the M2IB confidence protocol, the
+# causal curves, ROAD, localisation against the boxes, and the counterfactual lesion share.
+HEADLINE_METRICS = (
+    "img_conf_drop",
+    "img_conf_increase",
+    "txt_conf_drop",
+    "txt_conf_increase",
+    "deletion_auc",
+    "insertion_auc",
+    "road_gap",
+    "pointing_game",
+    "energy_in_box",
+    "iou_top5",
+    "auroc",
+    "lesion_share",
+)
 
-    overall = summary[summary["category"] == "all"]
-    metrics = [(c, label) for c, label, _ in METRICS if c in set(overall["metric"])]
-    cols = 3
-    rows = int(np.ceil(len(metrics) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+
+def metric_bars(
+    summary: pd.DataFrame, method_order: Sequence[str], metrics: Sequence[str] = HEADLINE_METRICS, per_row: int = 6
+):
+    """Two columns wide (7.16 in): one panel per metric of ``metrics`` present in ``summary`` (its label
+    from ``METRICS``), a horizontal bar per method with its bootstrap interval (all findings); methods
+    named once, on the left of each row of panels; controls hatched."""
+    from ..metrics.aggregate import METRICS
     from .style import is_control, method_color
 
-    for ax, (metric, label) in zip(axes.ravel(), metrics):
-        d = (
-            overall[overall["metric"] == metric]
-            .set_index("method")
-            .reindex([m for m in method_order if m in set(overall["method"])])
-        )
-        x = np.arange(len(d))
-        ax.bar(
-            x,
+    overall = summary[summary["category"] == "all"]
+    drawn = [c for c in metrics if c in set(overall["metric"])]
+    panels = [(c, label) for c, label, _ in METRICS if c in drawn]
+    methods = [m for m in method_order if m in set(overall["method"])]
+    per_row = min(per_row, max(1, len(panels)))
+    rows = max(1, -(-len(panels) // per_row))
+    height = rows * (0.1 * len(methods) + 0.6) + 0.1
+    fig, axes = new_figure("double", height, rows, per_row, sharey=True, squeeze=False)
+    y = np.arange(len(methods))
+    for ax, (metric, label) in zip(axes.ravel(), panels):
+        d = overall[overall["metric"] == metric].set_index("method").reindex(methods)
+        ax.barh(
+            y,
             d["mean"],
-            color=[method_color(m) for m in d.index],
-            hatch=["//" if is_control(m) else "" for m in d.index],
+            xerr=[d["mean"] - d["ci_low"], d["ci_high"] - d["mean"]],
+            color=[method_color(m) for m in methods],
+            hatch=["////" if is_control(m) else "" for m in methods],
             edgecolor="white",
             linewidth=0.3,
+            error_kw={"elinewidth": 0.6, "capsize": 1.2, "ecolor": "black"},
         )
-        ax.errorbar(
-            x,
-            d["mean"],
-            yerr=[d["mean"] - d["ci_low"], d["ci_high"] - d["mean"]],
-            fmt="none",
-            ecolor="black",
-            elinewidth=0.8,
-            capsize=2,
-        )
-        ax.set_xticks(x, d.index, rotation=60, ha="right", fontsize=7)
-        ax.set_title(label, fontsize=9)
-    for ax in axes.ravel()[len(metrics) :]:
+        ax.set_yticks(y, methods, fontsize=6.5)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(3))
+        ax.tick_params(axis="x", labelsize=6.5)
+        ax.set_title("\n".join(textwrap.wrap(label, 18)), fontsize=7)
+    axes[0, 0].invert_yaxis()  # the first method on top (the y axis is shared)
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
-    fig.tight_layout()
     return fig
 
 
+def _words(value) -> str:
+    """A metric's label from ``METRICS``, a fusion weight's name, else the value with spaces."""
+    from ..metrics.aggregate import METRICS
+
+    labels = {c: label for c, label, _ in METRICS} | WEIGHT_LABELS
+    return labels.get(value, str(value).replace("_", " ")) if isinstance(value, str) else f"{value:g}"
+
+
+# MATEX's fusion weights (docs/method.md): what each one weighs
+WEIGHT_LABELS = {
+    "alpha": "α (gradient × prior)",
+    "beta": "β (rollout)",
+    "gamma": "γ (gradient × consistency)",
+    "delta": "δ (prior)",
+    "prior_strength": "prior strength λ_s",
+}
+AXIS_WORDS = {"λ_s": r"prior strength $\lambda_s$"}
+
+
 def curves(df: pd.DataFrame, x: str, y: str, hue: str, title: str, xlabel: str, ylabel: str, col: str | None = None):
-    """Line plot with one line per ``hue`` (ablation, lambda sweep, sanity)."""
-    g = sns.relplot(
-        data=df,
-        x=x,
-        y=y,
-        hue=hue,
-        col=col,
-        kind="line",
-        marker="o",
-        palette=PALETTE,
-        height=2.8,
-        aspect=1.2,
-        facet_kws={"sharey": False},
+    """Lines of ``y`` against ``x``, one per ``hue`` value (ablation, λ sweep), in one panel per ``col``
+    value if given. Metric and weight identifiers are written as words (``METRICS`` labels). One
+    column wide (3.5 in) without ``col``; two (7.16 in, at most four panels a row) with it."""
+    facets = list(dict.fromkeys(df[col])) if col else [None]
+    per_row = min(4, len(facets))
+    rows = -(-len(facets) // per_row)
+    hues = list(dict.fromkeys(df[hue]))
+    fig, axes = new_figure(
+        "double" if col else "single", 1.75 * rows + 0.45 + 0.14 * len(hues), rows, per_row, squeeze=False
     )
-    g.set_axis_labels(xlabel, ylabel)
-    g.figure.suptitle(title, y=1.03, fontsize=10)
-    return g.figure
+    colours = dict(zip(hues, sns.color_palette(PALETTE, len(hues))))
+    for ax, facet in zip(axes.ravel(), facets):
+        sub = df if facet is None else df[df[col] == facet]
+        for h in hues:
+            line = sub[sub[hue] == h].groupby(x)[y].mean()
+            ax.plot(line.index, line.to_numpy(), marker="o", markersize=3, color=colours[h], label=_words(h))
+        if facet is not None:
+            ax.set_title(_words(facet), fontsize=7.5)
+        ax.set_xlabel(AXIS_WORDS.get(xlabel, xlabel))
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    for ax in axes.ravel()[len(facets) :]:
+        ax.axis("off")
+    ncol = min(len(hues), 4 if col else 2)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=ncol, frameon=False)
+    fig.suptitle("\n".join(textwrap.wrap(title, 95 if col else 48)), fontsize=8)
+    return fig
 
 
 def runtime_bars(runtime: pd.DataFrame, method_order: Sequence[str]):
-    """Milliseconds per pair per method (median over pairs, with the interquartile range)."""
+    """One column wide (3.5 in): milliseconds per pair per method (median over pairs, with the
+    interquartile range), horizontal bars on a log scale, the first method on top."""
+    from .style import method_color, new_figure
+
     stats = runtime.groupby("method")["runtime_ms"].quantile([0.25, 0.5, 0.75]).unstack()
     stats = stats.reindex([m for m in method_order if m in stats.index])
-    fig, ax = plt.subplots(figsize=(6, 3))
-    x = np.arange(len(stats))
-    from .style import method_color
-
-    ax.bar(x, stats[0.5], color=[method_color(m) for m in stats.index])
-    ax.errorbar(x, stats[0.5], yerr=[stats[0.5] - stats[0.25], stats[0.75] - stats[0.5]], fmt="none", ecolor="black")
-    ax.set_yscale("log")
-    ax.set_xticks(x, stats.index, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("ms per pair (log)")
+    fig, ax = new_figure("single", 0.13 * len(stats) + 0.9)
+    y = np.arange(len(stats))
+    ax.barh(y, stats[0.5], color=[method_color(m) for m in stats.index])
+    ax.errorbar(
+        stats[0.5],
+        y,
+        xerr=[stats[0.5] - stats[0.25], stats[0.75] - stats[0.5]],
+        fmt="none",
+        ecolor="black",
+        elinewidth=0.7,
+    )
+    ax.set_xscale("log")
+    ax.set_yticks(y, stats.index, fontsize=6.5)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per pair (log scale)")
     ax.set_title("Attribution runtime per pair")
-    fig.tight_layout()
     return fig
 
 
 def pipeline_runtime_bars(jobs: pd.DataFrame):
-    """Summed wall time per Snakemake rule (horizontal bars, slowest on top)."""
+    """One column wide (3.5 in): summed wall time per Snakemake rule (horizontal bars, slowest on top)."""
     from ..metrics.runtime import per_rule
+    from .style import new_figure
 
     table = per_rule(jobs).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(table) + 1.2))
+    fig, ax = new_figure("single", 0.16 * len(table) + 0.9)
     ax.barh(table.index, table["total_s"], color=sns.color_palette(PALETTE, 1)[0])
     for y, (total, n) in enumerate(zip(table["total_s"], table["jobs"])):
-        ax.text(total, y, f" {total:.0f} s ({n} job{'s' if n > 1 else ''})", va="center", fontsize=7)
+        ax.text(total, y, f" {total:.0f} s ({n} job{'s' if n > 1 else ''})", va="center", fontsize=6)
     ax.set_xlabel("summed job wall time (s)")
     ax.set_title("Pipeline wall time per rule")
-    ax.margins(x=0.25)
-    fig.tight_layout()
+    ax.tick_params(axis="y", labelsize=6.5)
+    ax.margins(x=0.45)
     return fig

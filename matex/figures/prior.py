@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -29,13 +28,18 @@ def prior_grid(
     input_mode: str = "center_crop",
     show_images: bool = True,
 ):
-    """One panel per pair: the input image (or a blank, when images may not be shown), the prior P as
-    a heat map with its contour, the radiologist boxes, and the parse (regions: weights)."""
+    """Two columns wide (7.16 in), four panels a row, one per pair: the input image (or a blank, when
+    images may not be shown), the prior P as a heat map with its contour, the radiologist boxes, R/L
+    marks (the patient's sides), the category and phrase above and the parse (regions and weights,
+    in words) below."""
+    from .maps import mark_sides
+    from .style import new_figure
+
     index = {pid: i for i, pid in enumerate(pairs["pair_id"])}
     n = len(pair_ids)
     cols = min(4, max(1, n))
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.9 * rows), squeeze=False)
+    fig, axes = new_figure("double", 2.55 * rows + 0.3, rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, pid in zip(axes.flat, pair_ids):
@@ -51,6 +55,7 @@ def prior_grid(
             input_mode=input_mode,
         )
         background = images_u8[i] if show_images else np.full(size, 255, np.uint8)
+        ax.axis("on")
         ax.imshow(background, cmap="gray", vmin=0, vmax=255)
         ax.imshow(prior, cmap="magma", alpha=0.45, vmin=1.0, vmax=max(strength, 1.0 + 1e-6))
         if prior.max() > 1.0:
@@ -59,13 +64,16 @@ def prior_grid(
             )
         boxes = box_mask([tuple(b) for b in pair["boxes"]], size)
         ax.contour(boxes, levels=[0.5], colors=["#00CC66"], linewidths=1.2)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.spines[:].set_visible(False)
+        mark_sides(ax)
         parse = parse_phrase(pair["phrase"])
-        read = ", ".join(f"{r.name} {w:.1f}" for r, w in zip(parse.regions, parse.weights)) or "flat (no location)"
+        read = ", ".join(f"{r.name.replace('_', ' ')} {w:.1f}" for r, w in zip(parse.regions, parse.weights))
         flags = "".join([" [negated]" if parse.negated else "", " [hedged]" if parse.uncertain else ""])
-        ax.set_title(f"{pair['category']}\n" + "\n".join(textwrap.wrap(f'"{pair["phrase"]}"', 34)[:2]), fontsize=8)
-        ax.text(
-            0.0, -0.02, "\n".join(textwrap.wrap(read + flags, 44)[:3]), transform=ax.transAxes, fontsize=6.5, va="top"
-        )
-    fig.suptitle("Text-guided spatial prior P per phrase (green: radiologist boxes)", fontsize=10)
-    fig.tight_layout()
+        phrase = textwrap.wrap(f'"{pair["phrase"]}"', 30)
+        phrase = phrase[:2] if len(phrase) <= 2 else [phrase[0], textwrap.shorten(" ".join(phrase[1:]), 30)]
+        ax.set_title(f"{pair['category']}\n" + "\n".join(phrase), fontsize=7)
+        ax.set_xlabel("\n".join(textwrap.wrap((read or "flat (no location)") + flags, 34)[:3]), fontsize=6.5)
+    fig.suptitle("Text-guided spatial prior P per phrase (green: radiologist boxes; R/L: patient's sides)", fontsize=8)
     return fig

@@ -10,9 +10,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
-from .style import integer_ticks
+from .style import integer_ticks, new_figure
 
 # (history key, chance key or fixed chance, title, target of the demo model, secondary key drawn lighter)
 PANELS = [
@@ -24,11 +23,11 @@ SECONDARY_LABEL = {"zero_shot_accuracy_pairs": "per pair", "r_at_5": "image-to-t
 
 
 def learning_curves(log: Mapping[str, Any]):
-    """One figure: training and validation loss, then one panel per held-out metric with its
+    """Two columns wide (7.16 in), 2 x 2 panels: training and validation loss, then one panel per held-out metric with its
     chance level (dotted) and the demo model's target (dashed)."""
     history = list(log.get("epochs", []))
     epochs = [row["epoch"] for row in history]
-    fig, grid = plt.subplots(2, 2, figsize=(7.0, 5.2))  # 2 x 2: readable at a paper's column width
+    fig, grid = new_figure("double", 4.6, 2, 2)  # 2 x 2, two columns wide
     axes = list(grid.flat)
     ax = axes[0]
     ax.plot(epochs, [row["train_loss"] for row in history], color="#333333", marker="o", markersize=3, label="train")
@@ -65,5 +64,4 @@ def learning_curves(log: Mapping[str, Any]):
         f"on {log.get('threads', '?')} thread(s)",
         fontsize="medium",
     )
-    fig.tight_layout()
     return fig
