@@ -235,6 +235,10 @@ def explain(model, images, texts: str | Sequence[str], method: str = "matex", **
     already-decoded images); this function only normalises the input forms and keeps the model
     inputs so that the result can draw itself.
 
+    Thread safety: calls on one model from several threads take turns (a per-model lock held for the
+    whole call), so they give the same maps as serial calls; the model is left exactly as found, also
+    when a call raises. For parallel throughput, load one model per thread.
+
     >>> import matex
     >>> model = matex.load_model("demo")
     >>> out = matex.explain(model, ["docs/img/example_chest.jpg"] * 2, ["left lower lobe consolidation",
