@@ -1,14 +1,17 @@
-"""Checkpoint files: reading any torch/safetensors file into a state dict, strict loading with
-mismatches reported by key, OpenAI-format CLIP state dicts (CheXzero), and the demo model's own
-``matex-clip-v1`` format, written atomically and byte-reproducibly."""
+"""Checkpoint files, owned here: reading any torch/safetensors file and telling what it holds (the
+demo model's own ``matex-clip-v1`` format, an OpenAI-format CLIP state dict such as CheXzero's, or
+another state dict), strict weight loading with mismatches reported by key, and writing the
+``matex-clip-v1`` format atomically and byte-reproducibly. :mod:`matex.models.loading` builds models
+and calls this module; this module never calls back into it."""
 
 from __future__ import annotations
 
 import copy
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -19,7 +22,41 @@ from .base import MatexModel
 CHECKPOINT_FORMAT = "matex-clip-v1"
 
 
-def _read_checkpoint(path: str | os.PathLike) -> Any:
+@dataclass(frozen=True)
+class CheckpointFile:
+    """What one checkpoint file holds.
+
+    kind: ``"matex"`` (written by :func:`save_checkpoint`), ``"openai"`` (an OpenAI-format CLIP state
+    dict: open_clip's key names, no config) or ``"state_dict"`` (any other state dict of tensors).
+    model_cfg: a matex file's open_clip model config, else None. meta: the metadata recorded beside the
+    state dict (a matex file's ``meta``), None when the file has none."""
+
+    path: str
+    kind: Literal["matex", "openai", "state_dict"]
+    state_dict: dict[str, torch.Tensor]
+    model_cfg: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+
+    @property
+    def trained(self) -> dict[str, Any]:
+        """The training record a matex file carries, without its per-epoch history (for model meta)."""
+        return {k: v for k, v in (self.meta or {}).items() if k != "history"}
+
+
+def read_checkpoint(path: str | os.PathLike) -> CheckpointFile:
+    """Read ``path`` and tell what it holds; a missing or unreadable file, or one without a state
+    dict of tensors, is a ConfigError naming the file."""
+    obj = _read_file(path)
+    state = _extract_state_dict(obj, path)
+    meta = obj.get("meta") if isinstance(obj, Mapping) else None
+    meta = dict(meta) if isinstance(meta, Mapping) else None
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        return CheckpointFile(str(path), "matex", state, obj.get("model_cfg"), meta)
+    return CheckpointFile(str(path), "openai" if _is_openai_state_dict(state) else "state_dict", state, None, meta)
+
+
+def _read_file(path: str | os.PathLike) -> Any:
+    """The object a torch or safetensors file holds."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint file not found: {path}")
@@ -45,10 +82,10 @@ def _extract_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, torch.Te
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-def _load_weights(clip: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Strictly load ``state`` into ``clip``; mismatches are reported by key, first few of each kind."""
+def load_weights(clip: torch.nn.Module, ckpt: CheckpointFile) -> None:
+    """Strictly load the file's weights into ``clip``; mismatches are reported by key, first few of each kind."""
     expected = clip.state_dict()
-    state = dict(state)
+    state, path = dict(ckpt.state_dict), ckpt.path
     for key in ("logit_scale", "logit_bias"):  # scalar vs 1-d parameter, as open_clip tolerates
         if (
             key in state
@@ -83,8 +120,9 @@ def _is_openai_state_dict(state: Mapping[str, torch.Tensor]) -> bool:
     return all(k in state for k in ("visual.proj", "visual.conv1.weight", "text_projection", "positional_embedding"))
 
 
-def _openai_clip(state: dict[str, torch.Tensor], path: str, arch_name: str) -> torch.nn.Module:
-    """Build the CLIP an OpenAI-format state dict describes (QuickGELU, heads = width / 64) in float32.
+def openai_clip(ckpt: CheckpointFile, arch_name: str) -> torch.nn.Module:
+    """Build the CLIP an OpenAI-format state dict describes (QuickGELU, heads = width / 64) in float32,
+    with the file's weights; ``arch_name`` is how messages name the architecture setting.
 
     open_clip's builder casts the weights to float16 before loading (OpenAI's release is float16);
     that cast is skipped here so float32 checkpoints (CheXzero's fine-tuned ones) keep their precision."""
@@ -94,10 +132,10 @@ def _openai_clip(state: dict[str, torch.Tensor], path: str, arch_name: str) -> t
 
     try:
         with mock.patch.object(oc_model, "convert_weights_to_fp16", lambda model: None):
-            return oc_model.build_model_from_openai_state_dict(dict(state), cast_dtype=None).float()
+            return oc_model.build_model_from_openai_state_dict(dict(ckpt.state_dict), cast_dtype=None).float()
     except Exception as e:  # noqa: BLE001 - shape inference or strict loading failed
         raise ConfigError(
-            f"{arch_name}: checkpoint file {path} is not a matex checkpoint and reading it as an "
+            f"{arch_name}: checkpoint file {ckpt.path} is not a matex checkpoint and reading it as an "
             f"OpenAI-format CLIP failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); name "
             "its open_clip architecture"
         ) from None

@@ -31,14 +31,8 @@ from ..data.transforms import CLIP_MEAN, CLIP_STD, InputGeometry
 from ..errors import ConfigError
 from ..io import file_sha256
 from .base import MatexModel
-from .checkpoints import (
-    CHECKPOINT_FORMAT,
-    _extract_state_dict,
-    _is_openai_state_dict,
-    _load_weights,
-    _openai_clip,
-    _read_checkpoint,
-)
+from .checkpoints import CHECKPOINT_FORMAT as CHECKPOINT_FORMAT  # re-exported for matex.models
+from .checkpoints import load_weights, openai_clip, read_checkpoint
 from .checkpoints import save_checkpoint as save_checkpoint  # re-exported: callers load and save here
 
 VOCAB_SIZE = 49408  # open_clip's SimpleTokenizer (bundled BPE vocabulary)
@@ -197,7 +191,6 @@ def load_model(
     seed: int = 0,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    _names: Mapping[str, str] | None = None,
 ) -> MatexModel:
     """Build the model handle, in eval mode on ``device``.
 
@@ -216,11 +209,43 @@ def load_model(
     >>> m.geometry.size, m.meta["source"]
     (224, 'demo')
     """
+    return _load_model(
+        model,
+        pretrained,
+        arch=arch,
+        checkpoint=checkpoint,
+        demo=demo,
+        geometry=geometry,
+        device=device,
+        name=name,
+        seed=seed,
+        mean=mean,
+        std=std,
+    )
+
+
+def _load_model(
+    model: str | os.PathLike = "demo",
+    pretrained: str | None = None,
+    *,
+    arch: str | None = None,
+    checkpoint: str | None = None,
+    demo: Mapping[str, Any] | None = None,
+    geometry: InputGeometry | None = None,
+    device: str = "cpu",
+    name: str | None = None,
+    seed: int = 0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    names: Mapping[str, str] = PYTHON_NAMES,
+) -> MatexModel:
+    """:func:`load_model`, with ``names`` saying how messages name each setting (the arguments of a
+    Python call, or the config keys when :func:`load_model_from_config` calls)."""
     import open_clip
 
     from .hub import create_from_hub
 
-    names = dict(_names or PYTHON_NAMES)
+    names = dict(names)
     source, arch, checkpoint, names = _resolve(model, arch, checkpoint, names)
     meta: dict[str, Any] = {
         "source": source,
@@ -239,23 +264,19 @@ def load_model(
         clip = _build_clip(model_cfg)
         meta.update(arch=None, model_cfg=model_cfg, seed=seed)
         if checkpoint is not None:
-            obj = _read_checkpoint(checkpoint)
-            if (
-                isinstance(obj, Mapping)
-                and obj.get("format") == CHECKPOINT_FORMAT
-                and obj.get("model_cfg") != model_cfg
-            ):
+            ckpt = read_checkpoint(checkpoint)
+            if ckpt.kind == "matex" and ckpt.model_cfg != model_cfg:
                 if demo_given:
                     raise ConfigError(
                         f"checkpoint file {checkpoint} was trained with a different model.demo/input.size "
-                        f"config: {obj.get('model_cfg')} != {model_cfg}"
+                        f"config: {ckpt.model_cfg} != {model_cfg}"
                     )
-                model_cfg = obj["model_cfg"]  # no demo config given: the checkpoint's own architecture
+                model_cfg = ckpt.model_cfg  # no demo config given: the checkpoint's own architecture
                 clip = _build_clip(model_cfg)
                 meta["model_cfg"] = model_cfg
-            _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
-            if isinstance(obj, Mapping) and isinstance(obj.get("meta"), Mapping):
-                meta["trained"] = {k: v for k, v in obj["meta"].items() if k != "history"}
+            load_weights(clip, ckpt)
+            if ckpt.meta is not None:
+                meta["trained"] = ckpt.trained
         tokenizer = _simple_tokenizer(model_cfg["text_cfg"]["context_length"])
     elif source == "hub":
         if not arch:
@@ -275,13 +296,13 @@ def load_model(
     else:  # checkpoint
         if not checkpoint:
             raise ConfigError(f"{names['checkpoint']}: required when model.source is checkpoint")
-        obj = _read_checkpoint(checkpoint)
-        if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
-            model_cfg = obj["model_cfg"]
+        ckpt = read_checkpoint(checkpoint)
+        if ckpt.kind == "matex":
+            model_cfg = ckpt.model_cfg
             clip = _build_clip(model_cfg)
-            file_meta = dict(obj.get("meta") or {})
+            file_meta = ckpt.meta or {}
             arch = arch or file_meta.get("arch")
-            meta.update(model_cfg=model_cfg, arch=arch, trained={k: v for k, v in file_meta.items() if k != "history"})
+            meta.update(model_cfg=model_cfg, arch=arch, trained=ckpt.trained)
             # the file's own text config decides the tokenizer (a config's model.arch, e.g. the default
             # ViT-B-32, must not impose another context length on a demo-architecture checkpoint)
             tokenizer = (
@@ -291,14 +312,15 @@ def load_model(
             )
             if file_meta.get("mean") and file_meta.get("std"):
                 pp_mean, pp_std = tuple(file_meta["mean"]), tuple(file_meta["std"])
-            _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
-        elif not arch and _is_openai_state_dict(state := _extract_state_dict(obj, checkpoint)):
-            clip = _openai_clip(state, str(checkpoint), names["arch"])
+            load_weights(clip, ckpt)
+        elif not arch and ckpt.kind == "openai":
+            clip = openai_clip(ckpt, names["arch"])
+            context_length = int(ckpt.state_dict["positional_embedding"].shape[0])
             meta.update(
                 arch="openai-format CLIP (architecture read from the state dict)",
-                model_cfg={"context_length": int(state["positional_embedding"].shape[0])},
+                model_cfg={"context_length": context_length},
             )
-            tokenizer = _simple_tokenizer(int(state["positional_embedding"].shape[0]))
+            tokenizer = _simple_tokenizer(context_length)
         else:
             if not arch:
                 raise ConfigError(
@@ -311,7 +333,7 @@ def load_model(
             meta["model_cfg"] = open_clip.get_model_config(arch)
             tokenizer = open_clip.get_tokenizer(arch)
             pp_mean, pp_std = _preprocess_mean_std(clip)
-            _load_weights(clip, _extract_state_dict(obj, checkpoint), checkpoint)
+            load_weights(clip, ckpt)
     if checkpoint is not None:
         meta.update(checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(checkpoint))
     if geometry is None:
@@ -339,7 +361,7 @@ def load_model_from_config(cfg: Mapping[str, Any], checkpoint: str | None = None
     if source == "demo" and m.get("demo") is None:
         raise ConfigError("config key model.demo: required when model.source is demo")
     geometry = InputGeometry.from_config(inp)  # size, mode, intensity mapping, pixel limit
-    return load_model(
+    return _load_model(
         source,
         pretrained=m.get("pretrained"),
         arch=m.get("arch"),
@@ -351,5 +373,5 @@ def load_model_from_config(cfg: Mapping[str, Any], checkpoint: str | None = None
         seed=int(cfg.get("seed", 0)),
         mean=inp.get("mean"),
         std=inp.get("std"),
-        _names=CONFIG_NAMES,
+        names=CONFIG_NAMES,
     )
