@@ -63,6 +63,11 @@ def test_oracle_maps_score_the_shortcut_test_s_ceiling_and_floor(drained_films):
         assert by.loc[("lesion_mask", pid), "shortcut_test"] == 0.0  # the floor: the drain is a patch away
         assert by.loc[("lesion_mask", pid), "lesion_share"] == 1.0
         assert by.loc[("drain_mask", pid), "drain_share"] == 1.0
+    # drain_mask is undefined on a film without a drain (its zero map would score as a uniform one)
+    pid, t = next(iter(truths.items()))
+    no_drain = {pid: _truth({n: m for n, m in zip(t.names, t.masks) if n != "drain"}, DELTA)}
+    row = counterfactual_controls(pairs[pairs["pair_id"] == pid], no_drain).set_index("method").loc["drain_mask"]
+    assert np.isnan(row[["lesion_share", "counterfactual_agreement", "shortcut_test"]].astype(float)).all()
     # a ranking has no map: no share, no shortcut test
     assert df.loc[df["method"] == "fixed_order", ["lesion_share", "shortcut_test"]].isna().all().all()
 

@@ -87,9 +87,13 @@ def counterfactual_controls(pairs: pd.DataFrame, truths: Mapping[str, PairCounte
         return pd.DataFrame(columns=["pair_id", "method", "category", "has_drain", "n_elements"])
     threshold = noise_threshold(ts)
     out = []
+    has_drain = np.array(["drain" in t.names for t in ts])
     for method, name in zip(ORACLES, ("lesion", "drain")):
         maps = np.stack([t.mask(t.lesion if name == "lesion" else "drain") for t in ts]).astype(np.float32)
-        out.append(_rows(method, ids, pairs, ts, counterfactual_metrics(maps, ts, threshold=threshold)))
+        rec = dict(counterfactual_metrics(maps, ts, threshold=threshold))
+        if name == "drain":  # no drain, no drain_mask: its zero map would score as a uniform one
+            rec = {k: v if k.startswith("delta_s") else np.where(has_drain, v, np.nan) for k, v in rec.items()}
+        out.append(_rows(method, ids, pairs, ts, rec))
     empty = counterfactual_metrics(np.zeros((len(ts), *ts[0].masks.shape[1:]), np.float32), ts, threshold=threshold)
     for method, scorer in zip(BASELINES, (fixed_order_scores, area_order_scores)):
         every, nonlesion = ranking_agreement(ts, scorer, threshold)
