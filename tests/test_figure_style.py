@@ -36,7 +36,7 @@ def test_a_method_keeps_its_colour_in_any_subset():
     def bar_colours(methods):
         fig = metric_bars(_summary(methods), methods)
         ax = fig.axes[0]
-        return {t.get_text(): to_hex(p.get_facecolor()) for t, p in zip(ax.get_xticklabels(), ax.patches)}
+        return {t.get_text(): to_hex(p.get_facecolor()) for t, p in zip(ax.get_yticklabels(), ax.patches)}
 
     a = bar_colours(["matex", "random", "chefer"])
     b = bar_colours(["chefer", "gradcam", "matex"])
