@@ -269,7 +269,7 @@ def test_every_figure_is_legible_at_its_stated_width(name, demo_style):
     try:
         width = fig.get_size_inches()[0]
         assert width <= style.COLUMN_WIDTH_IN["double"] + 0.01, f"{name}: {width:.2f} in wide"
-        problems = style.text_collisions(fig) + style.small_texts(fig)
+        problems = style.text_collisions(fig, min_points=6.0)
         assert not problems, f"{name}.png:\n" + "\n".join(problems)
     finally:
         plt.close(fig)

@@ -250,17 +250,18 @@ def _overlap(a, b, tol: float) -> bool:
     return True
 
 
-def text_collisions(fig) -> list[str]:
+def text_collisions(fig, min_points: float | None = None) -> list[str]:
     """Every pair of drawn texts of ``fig`` whose boxes overlap, and every text that leaves the canvas
-    (it would be cut, or widen the saved figure beyond its stated width), as readable lines; empty
-    when the figure's text is clear. Draws the canvas first (extents exist only after a draw)."""
+    (it would be cut, or widen the saved figure beyond its stated width), as readable lines; with
+    ``min_points`` also every text set smaller (see :func:`small_texts`); empty when the figure's text
+    is clear. Draws the canvas once (extents exist only after a draw)."""
     import numpy as np
 
     texts = drawn_texts(fig)
+    problems = [] if min_points is None else _small(texts, min_points)
     renderer = fig.canvas.get_renderer()
     tol = _OVERLAP_TOL_PX * fig.dpi / 100.0
     polys = [(_corners(t, renderer), what) for t, what in texts]
-    problems = []
     width, height = fig.bbox.width, fig.bbox.height
     for poly, what in polys:
         if (
@@ -284,6 +285,8 @@ def text_collisions(fig) -> list[str]:
 
 def small_texts(fig, min_points: float = 6.0) -> list[str]:
     """Drawn texts set smaller than ``min_points`` (as printed at the figure's own width)."""
-    return [
-        f"{what} is {t.get_fontsize():.1f} pt" for t, what in drawn_texts(fig) if t.get_fontsize() < min_points - 1e-6
-    ]
+    return _small(drawn_texts(fig), min_points)
+
+
+def _small(texts: list[tuple[Any, str]], min_points: float) -> list[str]:
+    return [f"{what} is {t.get_fontsize():.1f} pt" for t, what in texts if t.get_fontsize() < min_points - 1e-6]
