@@ -23,19 +23,14 @@ from matex.attribution import explain
 from matex.config import deep_update, load_config
 from matex.errors import DataError, MapError
 from matex.io import read_npz, write_npz
-from matex.models.loading import demo_model_cfg, load_model, save_checkpoint
+from matex.models.loading import demo_model_cfg, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_DEMO = {
-    "embed_dim": 32,
-    "vision": {"layers": 1, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0, "stem_channels": 0},
-    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
-}
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model("demo", demo=TINY_DEMO, seed=0)
+def model(make_tiny_model):
+    return make_tiny_model(layers=1)  # tests/conftest.py: the tiny demo model, one vision layer
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +133,13 @@ def _run_evaluate_step(tmp_path, model_ckpt, cfg, npz):
 
 
 @pytest.fixture
-def step_env(tmp_path, model, image_u8):
+def step_env(tmp_path, model, image_u8, make_tiny_demo):
+    demo = make_tiny_demo(layers=1)
     cfg = deep_update(
-        load_config(ROOT / "config" / "config.yaml"), {"results_dir": str(tmp_path), "model": {"demo": TINY_DEMO}}
+        load_config(ROOT / "config" / "config.yaml"), {"results_dir": str(tmp_path), "model": {"demo": demo}}
     )
     ckpt = tmp_path / "synthetic" / "demo" / "model.pt"
-    save_checkpoint(model, ckpt, demo_model_cfg(TINY_DEMO, 224), {"seed": 0})
+    save_checkpoint(model, ckpt, demo_model_cfg(demo, 224), {"seed": 0})
     pairs = pd.DataFrame(
         {
             "pair_id": ["p0", "p1"],
