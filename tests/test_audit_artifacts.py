@@ -8,18 +8,11 @@ import pytest
 from matex.errors import MapError
 from matex.io import read_npz, read_npz_members
 from matex.mapstore import attribute_rows, load_maps, write_attribution
-from matex.models.loading import load_model
-
-DEMO = {
-    "embed_dim": 32,
-    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 32, "stem_channels": 0},
-    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
-}
 
 
 @pytest.fixture(scope="module")
-def explained(tmp_path_factory):
-    model = load_model("demo", demo=DEMO, seed=0)
+def explained(tmp_path_factory, tiny_model):
+    model = tiny_model  # tests/conftest.py
     pairs = pd.DataFrame(
         {
             "pair_id": ["a", "b"],
