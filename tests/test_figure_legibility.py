@@ -256,12 +256,7 @@ def demo_style():
     matplotlib.rcdefaults()
 
 
-# sanity.py belongs to the sanity-check work in progress: its suptitle and first tick label leave the
-# canvas (strict: this fails as soon as the figure is fixed, so the mark is removed then)
-SANITY_OPEN = pytest.mark.xfail(strict=True, reason="sanity.png: suptitle and a tick label leave the canvas")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=SANITY_OPEN) if n == "sanity" else n for n in FIGURES])
+@pytest.mark.parametrize("name", list(FIGURES))
 def test_every_figure_is_legible_at_its_stated_width(name, demo_style):
     from matex.figures.plots import finalise
 

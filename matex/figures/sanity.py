@@ -11,12 +11,11 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from ..metrics.stats import PatientBootstrap
-from .style import method_style
+from .style import method_style, new_figure
 
 MEASURES = (("abs_spearman", "|Spearman ρ|"), ("ssim", "SSIM"))
 TOWER_TITLES = {"image": "image tower cascade", "text": "text tower cascade", "full": "full"}
@@ -67,8 +66,7 @@ def sanity_cascade(
     stats = step_intervals(table, n_resamples, ci, seed).merge(steps, on="cascade_step")
     present = list(table["method"].unique())
     methods = [m for m in method_order if m in present] + [m for m in present if m not in method_order]
-    width = max(8.0, 0.5 * len(steps) + 3)
-    fig, axes = plt.subplots(2, 1, figsize=(width, 6.8), sharex=True)
+    fig, axes = new_figure("double", 6.8, 2, 1, sharex=True)  # two columns wide, constrained layout
     dodge = np.linspace(-0.25, 0.25, len(methods)) if len(methods) > 1 else np.zeros(1)
     for ax, (column, label) in zip(axes, MEASURES):
         for offset, method in zip(dodge, methods):
@@ -94,9 +92,8 @@ def sanity_cascade(
     axes[0].legend(fontsize=7, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
     pct = round(ci * 100)
     fig.suptitle(
-        f"Cascading randomisation: maps of the randomised model vs the trained model's "
+        f"Cascading randomisation: maps of the randomised model vs the trained model's\n"
         f"(mean, {pct} % patient-bootstrap interval)",
-        fontsize=10,
+        fontsize=9,
     )
-    fig.tight_layout()
     return fig
