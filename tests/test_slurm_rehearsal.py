@@ -88,9 +88,15 @@ def test_deterministic_errors_fail_before_any_job_is_submitted(tmp_path, overlay
     assert submitted == [], submitted
 
 
+@pytest.fixture(scope="module")
+def local_reference_run(tmp_path_factory):
+    """One local run of the rehearsal's subset, made by the first rehearsal and reused by the second."""
+    return tmp_path_factory.mktemp("local_reference")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["noaccounting", "accounting"])
-def test_slurm_dress_rehearsal(tmp_path, kind):
+def test_slurm_dress_rehearsal(tmp_path, kind, local_reference_run):
     """A real one-node Slurm cluster (installed from the OS packages when missing): the demo subset through
     workflow/profiles/slurm, interrupted with SIGINT while jobs are queued (all cancelled), resumed, and
     compared artifact by artifact with a local run (see rehearse.sh)."""
@@ -101,7 +107,7 @@ def test_slurm_dress_rehearsal(tmp_path, kind):
         capture_output=True,
         text=True,
         timeout=1200,
-        env={**os.environ, "PYTHON": sys.executable},
+        env={**os.environ, "PYTHON": sys.executable, "REHEARSAL_LOCAL": str(local_reference_run)},
     )
     out = res.stdout + res.stderr
     print(out[-4000:])

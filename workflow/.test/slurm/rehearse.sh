@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Dress rehearsal of a cluster run, as root, on a one-node Slurm cluster on loopback (cluster.sh):
 #   workflow/.test/slurm/rehearse.sh accounting|noaccounting [WORKDIR]
+#   (REHEARSAL_LOCAL=DIR: where the local reference run is made, or found finished)
 # 1. checks that Snakemake refuses a config error before submitting any job, and (without accounting)
 #    the plugin's sacct status query before it could hang;
 # 2. runs a subset of the demo DAG on the tiny config (.test/config/config.yaml) locally:
@@ -74,8 +75,9 @@ if [ "$kind" = noaccounting ]; then
     phase "sacct status query refused before any job was submitted"
 fi
 
-# 2. the local reference run
-"${smk[@]}" --profile workflow/profiles/local -d "$work/local" "$target" > "$work/local.log" 2>&1 \
+# 2. the local reference run (REHEARSAL_LOCAL: a folder shared by rehearsals, finished once)
+local_run=${REHEARSAL_LOCAL:-$work/local}
+"${smk[@]}" --profile workflow/profiles/local -d "$local_run" "$target" > "$work/local.log" 2>&1 \
     || fail "local run: $(tail -20 "$work/local.log")"
 phase "local run done"
 
@@ -112,12 +114,24 @@ phase "queue empty: every job cancelled"
 "${slurm[@]}" -d "$work/slurm" "$target" > "$work/slurm-resumed.log" 2>&1 \
     || fail "resumed SLURM run: $(tail -30 "$work/slurm-resumed.log")"
 phase "resumed SLURM run done"
-scontrol -o show job | sed -E 's/.*JobId=([0-9]+).*JobState=([A-Z]+).*Partition=([a-z]+).*Comment=([^ ]*).*/   job \1 \2 partition=\3 \4/' \
-    | sed -E 's/_wildcards.*//' || true
-scontrol -o show job | grep -c "gres/gpu" | sed 's/^/   jobs with gres\/gpu: /' || true
+# the jobs SLURM still remembers (MinJobAge): model rules on the gpu partition with one GPU, the rest on cpu
+scontrol -o show job > "$work/jobs.txt"
+awk '{ id = st = part = rule = gpu = ""
+       for (i = 1; i <= NF; i++) { split($i, kv, "=")
+           if (kv[1] == "JobId") id = kv[2]; else if (kv[1] == "JobState") st = kv[2]
+           else if (kv[1] == "Partition") part = kv[2]; else if (kv[1] == "Comment") rule = kv[2]
+           else if (kv[1] == "TresPerJob") gpu = kv[2] }
+       sub(/_wildcards.*/, "", rule)
+       print "   job " id " " st " " rule " partition=" part (gpu ? " " gpu : "") }' "$work/jobs.txt" | tee "$work/jobs-summary.txt"
+if grep -E "rule_(attribute|evaluate) " "$work/jobs-summary.txt" | grep -v "partition=gpu gres:gpu:1" | grep -q .; then
+    fail "a model job did not ask for a GPU on the gpu partition"
+fi
+if grep -E "rule_merge_attribution " "$work/jobs-summary.txt" | grep -v "partition=cpu$" | grep -q .; then
+    fail "a CPU job went elsewhere than the cpu partition or asked for a GPU"
+fi
 
 # 4. identical artifacts
-"$py" -m matex.cli compare-runs "$work/local/results" "$work/slurm/results" > "$work/compare.txt" 2>&1 \
+"$py" -m matex.cli compare-runs "$local_run/results" "$work/slurm/results" > "$work/compare.txt" 2>&1 \
     || fail "local and SLURM artifacts differ: $(cat "$work/compare.txt")"
 sed 's/^/   /' "$work/compare.txt" | head -5
 phase "REHEARSAL PASSED ($kind): local and SLURM artifacts identical; logs in $work"
