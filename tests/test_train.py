@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from matex.data.transforms import InputGeometry
 from matex.models.demo_training import train_demo
-from matex.models.loading import load_model, load_model_from_config
+from matex.models.loading import load_model_from_config
 from matex.models.train import (
     contrastive_loss,
     evaluate_retrieval,
@@ -19,11 +18,6 @@ from matex.models.train import (
     validation_loss,
 )
 
-TINY_DEMO = {
-    "embed_dim": 32,
-    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0, "stem_channels": 0},
-    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 8},
-}
 SIDES, ZONES = ("left", "right"), ("upper", "lower")
 
 
@@ -44,14 +38,16 @@ def blob_pairs(n: int, seed: int):
     return images, texts
 
 
-def tiny_model(seed=0):
-    return load_model("demo", demo=TINY_DEMO, geometry=InputGeometry(56), seed=seed)
+@pytest.fixture
+def new_model(make_tiny_model):
+    """new_model(seed=0): a fresh random tiny model (tests/conftest.py) at 56 px, context length 8."""
+    return lambda seed=0: make_tiny_model(input_size=56, context_length=8, seed=seed)
 
 
-def test_contrastive_loss_is_clip_loss_for_distinct_phrases():
+def test_contrastive_loss_is_clip_loss_for_distinct_phrases(new_model):
     import open_clip
 
-    model = tiny_model()
+    model = new_model()
     images = model.preprocess(blob_pairs(4, 0)[0])
     tokens = model.tokenize(["one", "two", "three", "four"])
     with torch.no_grad():
@@ -62,11 +58,11 @@ def test_contrastive_loss_is_clip_loss_for_distinct_phrases():
     assert torch.allclose(ours, reference, atol=1e-6)
 
 
-def test_training_is_deterministic_for_a_seed():
+def test_training_is_deterministic_for_a_seed(new_model):
     images, texts = blob_pairs(48, 1)
     weights = []
     for seed in (0, 0, 1):
-        model = tiny_model()
+        model = new_model()
         history = train_clip(
             model,
             images,
@@ -86,8 +82,8 @@ def test_training_is_deterministic_for_a_seed():
     assert not torch.equal(weights[0], weights[2])  # the seed drives the shuffling
 
 
-def test_validation_loss_is_fixed_and_gradient_free():
-    model = tiny_model()
+def test_validation_loss_is_fixed_and_gradient_free(new_model):
+    model = new_model()
     images, texts = blob_pairs(40, 2)
     a = validation_loss(model, images, texts, batch_size=16, seed=0)
     b = validation_loss(model, images, texts, batch_size=16, seed=0)
@@ -111,8 +107,8 @@ def test_validation_loss_is_fixed_and_gradient_free():
     assert a == pytest.approx(sum(loss * n for loss, n in direct) / sum(n for _, n in direct), rel=1e-5)
 
 
-def test_retrieval_chance_levels():
-    model = tiny_model()
+def test_retrieval_chance_levels(new_model):
+    model = new_model()
     images = np.random.default_rng(0).integers(0, 256, (130, 56, 56), dtype=np.uint8)
     distinct = [f"phrase {i}" for i in range(130)]
     out = evaluate_retrieval(model, images, distinct, ["A", "b", "C", "a"] * 32 + ["b", "c"])
@@ -124,10 +120,10 @@ def test_retrieval_chance_levels():
 
 
 @pytest.mark.slow
-def test_tiny_model_learns_blob_location():
+def test_tiny_model_learns_blob_location(new_model):
     train_images, train_texts = blob_pairs(200, 0)
     val_images, val_texts = blob_pairs(60, 1)
-    model = tiny_model()
+    model = new_model()
     before = evaluate_retrieval(model, val_images, val_texts, val_texts)
     before_laterality = laterality_accuracy(model, val_images, val_texts)
     history = train_clip(
@@ -154,7 +150,7 @@ def test_tiny_model_learns_blob_location():
     assert final["laterality_accuracy"] >= 0.75 > before_laterality["laterality_accuracy"], (final, before_laterality)
 
 
-def test_train_demo_writes_checkpoint_and_log(tmp_path):
+def test_train_demo_writes_checkpoint_and_log(tmp_path, make_tiny_demo):
     images, texts = blob_pairs(40, 3)
     pairs = pd.DataFrame(
         {
@@ -166,7 +162,15 @@ def test_train_demo_writes_checkpoint_and_log(tmp_path):
     )
     pairs.to_parquet(tmp_path / "pairs.parquet")
     np.save(tmp_path / "images.npy", images)
-    demo = dict(TINY_DEMO, epochs=2, batch_size=16, lr=1e-3, weight_decay=0.05, warmup_steps=2, threads=1)
+    demo = dict(
+        make_tiny_demo(input_size=56, context_length=8),
+        epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        weight_decay=0.05,
+        warmup_steps=2,
+        threads=1,
+    )
     cfg = {
         "seed": 0,
         "data": {"source": "synthetic"},
@@ -209,8 +213,8 @@ def test_swap_sides_and_lateralised_phrases():
     assert not _lateralised("bibasilar atelectasis") and not _lateralised("left and right effusions")
 
 
-def test_side_swapped_hard_negatives_raise_the_loss_and_masked_ones_do_not():
-    model = tiny_model()
+def test_side_swapped_hard_negatives_raise_the_loss_and_masked_ones_do_not(new_model):
+    model = new_model()
     images = model.preprocess(blob_pairs(4, 0)[0])
     texts = ["left upper", "right lower", "left lower", "right upper"]
     tokens = model.tokenize(texts)
