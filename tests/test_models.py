@@ -12,11 +12,6 @@ from matex.errors import ConfigError
 from matex.io import file_sha256
 from matex.models.loading import demo_model_cfg, load_model, load_model_from_config, resolve_device, save_checkpoint
 
-TINY_DEMO = {
-    "embed_dim": 32,
-    "vision": {"layers": 2, "width": 32, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0, "stem_channels": 0},
-    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
-}
 GEOMETRY = InputGeometry(56)
 TEXTS = ["left upper opacity", "right lower effusion", "cardiomegaly"]
 TINY_ARCH = "matex-test-tiny-vit"
@@ -37,6 +32,12 @@ def _similarity(model):
 
 
 @pytest.fixture
+def tiny56(make_tiny_demo):
+    """The tiny demo config (tests/conftest.py) at 56 px: patch 8, the 7x7 grid."""
+    return make_tiny_demo(input_size=56)
+
+
+@pytest.fixture
 def tiny_arch(monkeypatch):
     import open_clip
 
@@ -44,8 +45,8 @@ def tiny_arch(monkeypatch):
     return TINY_ARCH
 
 
-def test_demo_model_has_vit_b32_grid_and_scores_pairs():
-    model = load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY)
+def test_demo_model_has_vit_b32_grid_and_scores_pairs(tiny56):
+    model = load_model("demo", demo=tiny56, geometry=GEOMETRY)
     assert tuple(model.clip.visual.grid_size) == (7, 7)
     assert not model.clip.training
     assert model.tokenize(TEXTS).shape == (3, 16)
@@ -68,40 +69,40 @@ def test_default_demo_config_is_7x7_at_224():
 
 
 @pytest.mark.parametrize("patch", [16, 9])
-def test_bad_patch_size_names_the_key(patch):
-    demo = copy.deepcopy(TINY_DEMO)
+def test_bad_patch_size_names_the_key(patch, tiny56):
+    demo = copy.deepcopy(tiny56)
     demo["vision"]["patch_size"] = patch
     with pytest.raises(ConfigError, match=r"argument demo\.vision\.patch_size"):
         load_model("demo", demo=demo, geometry=GEOMETRY)
 
 
-def test_demo_seed_controls_initialisation():
-    a = load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY, seed=1)
-    b = load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY, seed=1)
-    c = load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY, seed=2)
+def test_demo_seed_controls_initialisation(tiny56):
+    a = load_model("demo", demo=tiny56, geometry=GEOMETRY, seed=1)
+    b = load_model("demo", demo=tiny56, geometry=GEOMETRY, seed=1)
+    c = load_model("demo", demo=tiny56, geometry=GEOMETRY, seed=2)
     assert torch.equal(_similarity(a), _similarity(b))
     assert not torch.equal(_similarity(a), _similarity(c))
 
 
-def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
-    model = load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY, seed=3)
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, tiny56):
+    model = load_model("demo", demo=tiny56, geometry=GEOMETRY, seed=3)
     path = tmp_path / "sub" / "model.pt"
-    save_checkpoint(model, path, demo_model_cfg(TINY_DEMO, 56), {"config_hash": "abc", "history": [{"epoch": 1}]})
+    save_checkpoint(model, path, demo_model_cfg(tiny56, 56), {"config_hash": "abc", "history": [{"epoch": 1}]})
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left behind
     for loaded in (
         load_model("checkpoint", checkpoint=str(path), geometry=GEOMETRY),
-        load_model("demo", demo=TINY_DEMO, checkpoint=str(path), geometry=GEOMETRY, seed=99),
+        load_model("demo", demo=tiny56, checkpoint=str(path), geometry=GEOMETRY, seed=99),
     ):
         assert torch.equal(_similarity(loaded), _similarity(model))
         assert loaded.meta["checkpoint_sha256"] == file_sha256(path)
         assert loaded.meta["trained"]["config_hash"] == "abc" and "history" not in loaded.meta["trained"]
 
 
-def test_demo_checkpoint_from_other_config_is_refused(tmp_path):
-    model = load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY)
+def test_demo_checkpoint_from_other_config_is_refused(tmp_path, tiny56):
+    model = load_model("demo", demo=tiny56, geometry=GEOMETRY)
     path = tmp_path / "model.pt"
-    save_checkpoint(model, path, demo_model_cfg(TINY_DEMO, 56), {})
-    other = copy.deepcopy(TINY_DEMO)
+    save_checkpoint(model, path, demo_model_cfg(tiny56, 56), {})
+    other = copy.deepcopy(tiny56)
     other["vision"]["layers"] = 3
     with pytest.raises(ConfigError, match="model.pt"):
         load_model("demo", demo=other, checkpoint=str(path), geometry=GEOMETRY)
@@ -146,7 +147,7 @@ def test_hub_errors_name_the_argument(tiny_arch):
         load_model("onnx")
 
 
-def test_wrong_files_give_clear_errors(tmp_path, tiny_arch):
+def test_wrong_files_give_clear_errors(tmp_path, tiny_arch, tiny56):
     missing = tmp_path / "absent.pt"
     with pytest.raises(ConfigError, match="absent.pt"):
         load_model("checkpoint", arch=tiny_arch, checkpoint=str(missing))
@@ -155,7 +156,7 @@ def test_wrong_files_give_clear_errors(tmp_path, tiny_arch):
     with pytest.raises(ConfigError, match="notes.pt"):
         load_model("checkpoint", arch=tiny_arch, checkpoint=str(text_file))
     # a demo model's weights under a different architecture: keys and shapes do not match
-    demo = load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY)
+    demo = load_model("demo", demo=tiny56, geometry=GEOMETRY)
     foreign = tmp_path / "foreign.pt"
     torch.save(demo.clip.state_dict(), foreign)
     with pytest.raises(ConfigError, match=r"foreign\.pt.*(unexpected keys|shape mismatches).*visual\.transformer"):
@@ -164,7 +165,7 @@ def test_wrong_files_give_clear_errors(tmp_path, tiny_arch):
         load_model("checkpoint", checkpoint=str(foreign))
 
 
-def test_load_model_from_config_uses_input_section(tmp_path):
+def test_load_model_from_config_uses_input_section(tmp_path, tiny56):
     cfg = {
         "seed": 4,
         "input": {"size": 56, "mode": "letterbox", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
@@ -174,7 +175,7 @@ def test_load_model_from_config_uses_input_section(tmp_path):
             "arch": "ViT-B-32",
             "pretrained": None,
             "checkpoint": None,
-            "demo": TINY_DEMO,
+            "demo": tiny56,
         },
     }
     model = load_model_from_config(cfg)
@@ -182,7 +183,7 @@ def test_load_model_from_config_uses_input_section(tmp_path):
     assert tuple(model.mean) == (0.5, 0.5, 0.5) and tuple(model.std) == (0.25, 0.25, 0.25)
     assert torch.equal(
         _similarity(model),
-        _similarity(load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY, seed=4, mean=[0.5] * 3, std=[0.25] * 3)),
+        _similarity(load_model("demo", demo=tiny56, geometry=GEOMETRY, seed=4, mean=[0.5] * 3, std=[0.25] * 3)),
     )
 
 
@@ -193,10 +194,10 @@ def test_resolve_device():
         resolve_device("tpu")
 
 
-def test_checkpoints_of_the_same_model_are_byte_identical(tmp_path):
+def test_checkpoints_of_the_same_model_are_byte_identical(tmp_path, tiny56):
     """The checkpoint's sha256 goes into every artifact's metadata, so saving must be deterministic."""
-    model = load_model("demo", demo=TINY_DEMO, geometry=GEOMETRY)
-    cfg = demo_model_cfg(TINY_DEMO, 56)
+    model = load_model("demo", demo=tiny56, geometry=GEOMETRY)
+    cfg = demo_model_cfg(tiny56, 56)
     save_checkpoint(model, tmp_path / "a.pt", cfg, {"seed": 0})
     save_checkpoint(model, tmp_path / "b.pt", cfg, {"seed": 0})
     assert file_sha256(tmp_path / "a.pt") == file_sha256(tmp_path / "b.pt")
