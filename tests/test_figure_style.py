@@ -62,3 +62,18 @@ def test_style_scales_to_the_column_width(tmp_path):
         matplotlib.rcdefaults()
     with pytest.raises(ConfigError, match="figures.style.width"):
         style.style_settings({"width": "triple"})
+
+
+def test_a_figure_keeps_the_width_it_is_drawn_for_and_the_config_bounds_it(tmp_path):
+    from PIL import Image
+
+    for configured, drawn, expected in (
+        ("double", "single", 3.5),
+        ("double", "double", 7.16),
+        ("single", "double", 3.5),
+    ):
+        fig, ax = style.new_figure(drawn, 2.0)
+        ax.plot([0, 1], [0, 1])
+        save(fig, [tmp_path / "f.png"], style={"width": configured, "dpi": 100})
+        w, h = Image.open(tmp_path / "f.png").size
+        assert (w, h) == (round(expected * 100), 200), (configured, drawn)
