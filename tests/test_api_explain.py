@@ -21,17 +21,12 @@ from matex.models.loading import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "img" / "example_chest.jpg"
-TINY_DEMO = {
-    "embed_dim": 32,
-    "vision": {"layers": 3, "width": 32, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0, "stem_channels": 0},
-    "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 16},
-}
 PHRASE = "focal consolidation in the left mid zone"
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model("demo", demo=TINY_DEMO, seed=0)
+def model(make_tiny_model):
+    return make_tiny_model(layers=3)  # tests/conftest.py: the tiny demo model with three vision layers
 
 
 @pytest.fixture(scope="module")
