@@ -78,7 +78,8 @@ class TinyDataset:
 
     csv / image_root: the MS-CXR-format CSV and its image folder; pairs_path / images_path: the
     prepared pairs (Parquet) and model inputs (uint8 ``(n, 224, 224)`` .npy). ``pairs`` and ``images``
-    read them afresh (``images`` read-only), so no test sees another's changes."""
+    read them afresh (``images`` memory-mapped read-only: ``np.array(...)`` makes a writable copy), so no
+    test sees another's changes."""
 
     def __init__(self, folder):
         from matex.data.mscxr import prepare_dataset
