@@ -362,16 +362,12 @@ def test_unknown_architecture_names_the_architecture_key_even_with_weights_given
         )
 
 
-def test_a_matex_checkpoint_keeps_its_context_length_whatever_arch_the_config_names(tmp_path):
+def test_a_matex_checkpoint_keeps_its_context_length_whatever_arch_the_config_names(tmp_path, make_tiny_demo):
     """A config's model.arch (ViT-B-32 by default, context 77) must not replace the checkpoint's own
     tokenizer: a demo-architecture checkpoint with context 32 tokenises to 32."""
     from matex.models.loading import demo_model_cfg, load_model, save_checkpoint
 
-    demo = {
-        "embed_dim": 32,
-        "vision": {"layers": 1, "width": 32, "heads": 2, "patch_size": 32, "stem_channels": 0},
-        "text": {"layers": 1, "width": 32, "heads": 2, "context_length": 32},
-    }
+    demo = make_tiny_demo(layers=1, context_length=32)  # tests/conftest.py; ViT-B-32's context is 77
     path = tmp_path / "tiny.pt"
     save_checkpoint(load_model("demo", demo=demo, seed=0), path, demo_model_cfg(demo, 224), {"seed": 0})
     model = load_model("checkpoint", checkpoint=str(path), arch="ViT-B-32")

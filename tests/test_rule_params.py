@@ -85,17 +85,13 @@ def test_key_order_of_a_config_file_does_not_matter():
     )
 
 
-def test_a_checkpoint_trained_with_other_settings_is_refused(tmp_path):
+def test_a_checkpoint_trained_with_other_settings_is_refused(tmp_path, make_tiny_demo):
     """The model edge: steps that load the demo checkpoint check the settings it was trained with."""
     from matex.data.transforms import InputGeometry
     from matex.models.loading import demo_model_cfg, load_model, save_checkpoint
     from matex.pipeline.core import load_configured_model
 
-    tiny = {
-        "embed_dim": 16,
-        "vision": {"layers": 1, "width": 16, "heads": 2, "patch_size": 32, "mlp_ratio": 2.0, "stem_channels": 0},
-        "text": {"layers": 1, "width": 16, "heads": 2, "context_length": 8},
-    }
+    tiny = make_tiny_demo(layers=1, context_length=8)  # tests/conftest.py
     cfg = deep_update(CFG, {"model": {"demo": tiny}})
     path = tmp_path / "model.pt"
     model = load_model("demo", demo=tiny, geometry=InputGeometry(224), seed=0)
