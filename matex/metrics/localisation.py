@@ -1,13 +1,16 @@
-"""Localisation metrics of attribution maps against box masks (docs/evaluation.md, lessons in 7).
+"""Localisation metrics of attribution maps against box masks (docs/evaluation.md).
 
 Every function takes ``maps`` (B, H, W) float and ``masks`` (B, H, W) bool (the union of a pair's
-boxes, aligned to the model input) and returns one float per pair, shape (B,). A pair whose mask
-cannot define the metric (an empty box mask; for AUROC also a full one) gets NaN, so aggregation
-excludes it instead of silently counting it as a hit or a miss.
+boxes, aligned to the model input) and returns one float per pair, shape (B,); ``box_recall``
+takes one mask per box instead. A pair whose mask cannot define the metric (an empty box mask; for
+AUROC and CNR also a full one) gets NaN, so aggregation excludes it instead of silently counting
+it as a hit or a miss. MS-CXR's grounding metrics (``cnr``, ``miou``) and their published values
+(``GROUNDING_ANCHORS``) are at the end.
 
 Ties are scored by expectation (docs/evaluation.md): a method is credited with what a uniformly
 random tie-break would give it, never with the tie-break most favourable to it or with row-major
-order, so constant, all-zero and plateau maps score chance rather than a hit.
+order, so constant, all-zero and plateau maps score chance rather than a hit. Which values tie is
+defined once, relative to the values compared (``tie_groups``).
 """
 
 from __future__ import annotations
