@@ -19,8 +19,9 @@ It is solved for a whole batch at once by conjugate gradients preconditioned wit
 V-cycle (Jacobi smoothing, bilinear transfer), started from the solution on the 2x coarser grid,
 to a largest residual of 1e-4 of the intensity range: within 0.2-0.9 grey levels (of 255) of a
 direct sparse solve, below the noise that is added next. Measured on 224 x 224 images (smooth
-random blobs, k = 10-90 %), one thread of a shared 2-core VM: 45-60 ms CPU per image, where a
-direct sparse solve (scipy spsolve) took 0.05-0.9 s.
+random blobs, k = 10-90 %), one thread of a shared 2-core VM: 40-60 ms CPU per image, where a
+direct sparse solve (scipy spsolve) took 0.05-0.9 s. It runs on one thread whatever torch's
+setting: with two, the many small steps cost 5-10x the CPU in thread synchronisation.
 """
 
 from __future__ import annotations
@@ -187,6 +188,18 @@ def noisy_linear_imputation(
         raise ConfigError(f"config key roar.imputation_noise: must be >= 0, got {noise}")
     if seeds is not None and len(seeds) != len(images_u8):
         raise MapError(f"imputation: {len(images_u8)} images but {len(seeds)} seeds")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small elementwise steps: more threads cost 5-10x the CPU in synchronisation
+    try:
+        return _impute_batches(images_u8, removed, seed, noise, batch, seeds)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _impute_batches(
+    images_u8: np.ndarray, removed: np.ndarray, seed: int, noise: float, batch: int, seeds: Sequence[int] | None
+) -> np.ndarray:
+    """:func:`noisy_linear_imputation`'s loop over batches."""
     generator = torch.Generator().manual_seed(int(seed))
     out = np.array(images_u8, copy=True)
     for s in range(0, len(out), batch):
