@@ -256,3 +256,28 @@ def test_aggregate_step_writes_every_table_from_the_pairs_table(tmp_path):
     assert "Sanity abs ρ ↓" in md and "Sanity SSIM ↓" in md
     assert set(pd.read_parquet(out.localisation)["subset"]) == {"all", "location", "no_location"}
     assert "<table" in out.html.read_text() and r"\begin{table}" in out.latex.read_text()
+
+
+def test_mscxr_localisation_table_prints_the_published_anchors_without_intervals():
+    from matex.metrics.localisation import GROUNDING_ANCHORS
+
+    tables, pairs = _metrics_tables(60, np.random.default_rng(7))
+    for t in tables:  # CNR and mIoU columns as the per-pair evaluation writes them
+        t["cnr"], t["miou"] = 0.5, 0.1
+    tidy = tidy_metrics(tables, pair_info(pairs))
+    overall = summarise_tidy(tidy, ["method"], 100, 0.95, 0)
+    by_phrase = localisation_by_phrase(tidy, 100, 0.95, 0)
+    per_cat = summarise_tidy(tidy, ["category", "method"], 100, 0.95, 0)
+    order = ["matex", "prior_only", "random"]
+
+    def loc_table(anchors):
+        out = {n: (t, note) for n, t, note in result_tables(overall, per_cat, by_phrase, None, order, anchors)}
+        return out["All findings: localisation against the boxes"]
+
+    plain, _ = loc_table(False)
+    table, note = loc_table(True)
+    assert not any("published" in str(i) for i in plain.index)
+    row = table.loc["BioViL (published)"]
+    assert row["CNR ↑ (n=60)"] == f"{GROUNDING_ANCHORS['BioViL']['cnr']:.3g}" and "[" not in row["CNR ↑ (n=60)"]
+    assert row["mIoU ↑ (n=60)"] == f"{GROUNDING_ANCHORS['BioViL']['miou']:.3g}"
+    assert row["Pointing ↑ (n=60)"] == "–" and "not re-run" in note

@@ -360,15 +360,39 @@ def _grouped_metrics(present: set[str]) -> list[tuple[str, list[str], str]]:
     return out
 
 
+def with_published_anchors(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The localisation table with one row per published MS-CXR result (``GROUNDING_ANCHORS``): CNR and
+    mIoU as the papers print them, no interval, every other cell "–"; and the note that says what they are."""
+    from .localisation import GROUNDING_ANCHORS
+
+    cols = {c: next((k for k, lab, _ in METRICS if c.startswith(lab)), None) for c in table.columns}
+    rows = {
+        f"{name} (published)": [
+            f"{anchor[cols[c]]:.3g}" if cols[c] in ("cnr", "miou") and cols[c] in anchor else "–" for c in table.columns
+        ]
+        for name, anchor in GROUNDING_ANCHORS.items()
+    }
+    out = pd.concat([table, pd.DataFrame.from_dict(rows, orient="index", columns=table.columns)])
+    sources = sorted({str(a["source"]) for a in GROUNDING_ANCHORS.values()})
+    note = (
+        "Rows '(published)': the CNR and mIoU that the MS-CXR literature reports for its own models' "
+        f"similarity maps ({'; '.join(sources)}), printed for orientation, not re-run here; their mIoU "
+        "thresholds a cosine-similarity map where ours thresholds the min-max normalised map (docs/evaluation.md)."
+    )
+    return out, note
+
+
 def result_tables(
     overall: pd.DataFrame,
     per_cat: pd.DataFrame,
     by_phrase: pd.DataFrame,
     roar: pd.DataFrame | None,
     method_order: Sequence[str],
+    published_anchors: bool = False,
 ) -> list[tuple[str, pd.DataFrame, str]]:
     """(title, table, note) of every results table: the overall tables one per question (TABLE_GROUPS;
-    the first with ROAR+ when ``roar`` is given), the paired differences to MATEX and to random,
+    the first with ROAR+ when ``roar`` is given; the localisation one with the published MS-CXR
+    results when ``published_anchors``), the paired differences to MATEX and to random,
     localisation by phrase subset with the gain over prior_only, and one table per finding. Every
     cell under MIN_CELL_PAIRS pairs carries a dagger and every column its n. A table without columns
     (e.g. no MATEX or random run) is left out."""
@@ -377,6 +401,9 @@ def result_tables(
         t = wide_table(overall, method_order, metrics=metrics)
         if k == 0 and roar is not None:
             t = with_roar(t, roar)
+        if published_anchors and title == _LOCALISATION and t.shape[1]:
+            t, anchor_note = with_published_anchors(t)
+            note = " ".join(x for x in (note, anchor_note) if x)
         tables.append((title, t, " ".join(x for x in (note, DAGGER_NOTE) if x)))
     tables += [
         ("Δ vs MATEX (paired)", wide_table(overall, method_order, "vs_matex"), NOTES["vs_matex"]),

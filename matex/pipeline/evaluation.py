@@ -85,20 +85,21 @@ def aggregate(cfg, input, output, params, wildcards, threads):
             "Counterfactual columns (lesion share, drain share, counterfactual agreement, shortcut test) "
             "need the synthetic generator's re-rendering and are absent on this dataset."
         )
-    tables = result_tables(overall, per_cat, by_phrase, roar, order)
+    tables = result_tables(overall, per_cat, by_phrase, roar, order, cfg["data"]["source"] == "mscxr")
     from ..roar.curve import roar_note, with_roar_auc  # ROAR (Hooker et al.): its column, its note under the table
 
     first, first_note = tables[0][1], tables[0][2]
-    tables[0] = (tables[0][0], with_roar_auc(first, pd.read_parquet(input.roar_curve)), f"{first_note} {roar_note(cfg)}")
+    tables[0] = (
+        tables[0][0],
+        with_roar_auc(first, pd.read_parquet(input.roar_curve)),
+        f"{first_note} {roar_note(cfg)}",
+    )
     title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
     md = [f"# {title}\n", *[f"{line}\n" for line in notes], *[to_markdown(t, name, note) for name, t, note in tables]]
     from ..metrics.claims import claims_markdown, ranked_metrics  # every ranking sentence, from the paired intervals
 
     md.insert(1 + len(notes), claims_markdown(tidy, ranked_metrics(tidy), order, "matex", n, ci, seed))
-    tex = [
-        to_latex(t, f"{cfg['dataset']}: {name}. {note}".strip())
-        for name, t, note in tables
-    ]
+    tex = [to_latex(t, f"{cfg['dataset']}: {name}. {note}".strip()) for name, t, note in tables]
     write_text(output.markdown, "\n".join(md))
     write_text(output.html, to_html(tables, title, notes))
     write_text(output.latex, "\n".join(tex))
