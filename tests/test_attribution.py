@@ -25,6 +25,8 @@ FAST = {
     "rise": {"n_masks": 40, "batch": 30},
     "m2ib": {"steps": 3, "n_noise": 2},
     "m2ib_token": {"steps": 3, "n_noise": 2},
+    "m2ib_cxr": {"steps": 3, "n_noise": 2},
+    "nib": {"steps": 3},
 }
 # what the bias controls (mean_box, category_box) read besides the pairs: training boxes and categories
 CATEGORIES = ["Pleural effusion", "Cardiomegaly", "Consolidation"]

@@ -24,6 +24,8 @@ METHOD_COLORS: dict[str, str] = {
     "rise": "#332288",
     "m2ib": "#117733",
     "m2ib_token": "#44AA99",
+    "m2ib_cxr": "#228833",  # M2IB's family
+    "nib": "#004488",
     "legrad": "#AA4499",
     "grad_eclip": "#DDCC77",
 }
@@ -36,11 +38,16 @@ CONTROL_COLORS: dict[str, str] = {
     "mean_box": "#636363",
     "category_box": "#969696",
     "clean": "#BDBDBD",
+    # the ground-truth study's oracles and map-free orderings (synthetic films)
+    "lesion_mask": "#2F2F2F",
+    "drain_mask": "#8C8C8C",
+    "fixed_order": "#B0B0B0",
+    "area_order": "#737373",
 }
 
 # Methods a figure may show that are not listed above get a colour from this spare list, chosen by
 # a stable hash of the name (never by their position in a figure).
-_SPARE = ["#6699CC", "#997700", "#994455", "#EE99AA", "#004488", "#BBBBBB", "#66CCEE", "#228833"]
+_SPARE = ["#6699CC", "#997700", "#994455", "#EE99AA", "#BBBBBB", "#66CCEE"]
 
 
 def is_control(name: str) -> bool:
