@@ -16,6 +16,11 @@ from matex.roar.finetune import summarise_roar
 SOT, EOT = 49406, 49407  # open_clip's start and end ids; EOT is the largest, so argmax finds it
 
 
+def _tiny(make_tiny_model):
+    """tiny_model(seed=0): a fresh random tiny CLIP at 56 px, context length 8 (tests/conftest.py)."""
+    return lambda seed=0: make_tiny_model(input_size=56, context_length=8, seed=seed)
+
+
 def test_top_fraction_removes_exactly_k_pixels_even_with_ties():
     maps = np.zeros((2, 10, 10), dtype=np.float32)  # all tied
     mask = top_fraction_masks(maps, 0.1)
@@ -87,16 +92,19 @@ def test_roar_plus_formula_and_seed_pairing():
 
 
 @pytest.mark.slow
-def test_roar_plus_of_random_maps_is_near_the_random_control_and_an_oracle_is_far():
+def test_roar_plus_of_random_maps_is_near_the_random_control_and_an_oracle_is_far(make_tiny_model):
     """Real fine-tuning of a tiny CLIP that has learned where a bright blob is. Removing the top 10 %
     of a random map is the same intervention as the random-removal control (with other noise), so
     their ROAR+ must agree; removing the blob itself (an oracle map) must hurt far more. The bound
     compares the two gaps measured in the same run, not a fixed number."""
     import copy
 
-    from test_train import blob_pairs, tiny_model, train_clip
+    from test_train import blob_pairs
 
+    from matex.models.train import train_clip
     from matex.roar.finetune import random_control_maps, roar_run
+
+    tiny_model = _tiny(make_tiny_model)
 
     images, texts = blob_pairs(260, 0)
     model = tiny_model()
@@ -255,8 +263,10 @@ def test_roar_table_has_image_and_text_columns_in_paper_order():
     assert out["Txt ROAR+ ↑"].tolist() == ["3.00", "–"]
 
 
-def test_train_clip_on_tokens_equals_train_clip_on_the_strings():
-    from test_train import blob_pairs, tiny_model
+def test_train_clip_on_tokens_equals_train_clip_on_the_strings(make_tiny_model):
+    from test_train import blob_pairs
+
+    tiny_model = _tiny(make_tiny_model)
 
     from matex.models.train import train_clip
 
@@ -282,10 +292,12 @@ def test_train_clip_on_tokens_equals_train_clip_on_the_strings():
     assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
 
 
-def test_text_roar_run_degrades_the_texts_only_and_records_modality(monkeypatch):
+def test_text_roar_run_degrades_the_texts_only_and_records_modality(monkeypatch, make_tiny_model):
     """A text run trains on the untouched images and the degraded tokens (spied on train_clip) and
     says so in its record; the clean run is labelled as shared by both sides."""
-    from test_train import blob_pairs, tiny_model
+    from test_train import blob_pairs
+
+    tiny_model = _tiny(make_tiny_model)
 
     import matex.models.train as train
     from matex.roar.finetune import roar_run
