@@ -40,6 +40,7 @@ def aggregate(cfg, input, output, params, wildcards, threads):
         to_latex,
         to_markdown,
     )
+    from ..roar.imputation import FillSpec
 
     info = pair_info(pd.read_parquet(input.pairs))
     tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
@@ -76,10 +77,19 @@ def aggregate(cfg, input, output, params, wildcards, threads):
         ),
         (
             f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
-            "image: top pixels of each map removed, text: top word tokens removed (both against the same "
-            "clean run); 'random' is the random-removal control."
+            f"image: the top {cfg['roar']['top_fraction']:.0%} pixels of each map removed (fill: "
+            f"{FillSpec.from_config(cfg['roar']).describe()}), text: top word tokens removed (both against the "
+            "same clean run); image 'random' = smooth random maps (patch-grid noise, upsampled, like the "
+            "methods' maps), text 'random' = random tokens removed."
         ),
     ]
+    road_share = float(cfg["roar"].get("road_fraction", 1.0))
+    if road_share < 1.0:
+        notes.append(
+            f"ROAD (MoRF, LeRF and their gap) is scored on {road_share:.0%} of the evaluation pairs (the same pairs "
+            "for every method, chosen by a hash of the pair id): a reduced protocol for the demo's time budget; "
+            "config/mscxr.yaml scores every pair."
+        )
     if not getattr(input, "counterfactual", []):
         notes.append(
             "Counterfactual columns (lesion share, drain share, counterfactual agreement, shortcut test) "
