@@ -49,8 +49,8 @@ METRICS: list[tuple[str, str, float]] = [
     # counterfactual ground truth (synthetic data only; metrics/counterfactual.py)
     ("lesion_share", "Lesion share ↑", 100.0),
     ("drain_share", "Drain share", 100.0),
-    ("counterfactual_agreement", "CF agreement ρ ↑", 1.0),
-    ("counterfactual_agreement_nonlesion", "CF agreement ρ, non-lesion ↑", 1.0),
+    ("counterfactual_agreement", "CF concordance ↑", 1.0),
+    ("counterfactual_agreement_nonlesion", "CF concordance, non-lesion ↑", 1.0),
     ("shortcut_test", "Shortcut test ↑", 100.0),
     ("runtime_ms", "ms / pair", 1.0),
 ]
