@@ -100,6 +100,9 @@ def run_section(model_dir: Path, machine: str | None, commit: str | None) -> str
         lines += [text.replace("\n# ", "\n### ").replace("\n## ", "\n### "), ""]
     else:
         lines += ["(no `tables/results.md` in this run yet: the `aggregate` rule has not run)", ""]
+    intervention = model_dir / "tables" / "shortcut_intervention.md"
+    if intervention.is_file():  # synthetic only: does the score follow the drain on the shortcut films?
+        lines += [intervention.read_text().strip().replace("\n# ", "\n### ").replace("\n## ", "\n### "), ""]
     runtime = model_dir / "tables" / "pipeline_runtime.md"
     if runtime.is_file():
         lines += ["<details><summary>Time per rule</summary>", "", runtime.read_text().strip(), "", "</details>", ""]
