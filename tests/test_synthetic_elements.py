@@ -63,22 +63,45 @@ def _lesion_distance_in_patches(masks: dict[str, np.ndarray]) -> float:
 
 def test_drain_enters_laterally_and_never_comes_within_a_patch_of_a_lesion():
     """The property the shortcut test needs, over many seeds and every finding: the drain's pixels and
-    the lesions' pixels are at least one patch apart; a film where no course clears has no drain."""
+    the lesions' pixels are at least one patch apart; a film where no course clears has no drain
+    (bilateral findings, two findings, or a lateral pneumothorax, whose air rim lines the wall the
+    drain must cross on its side)."""
     spec = SyntheticSpec()
     placed, nearest = 0, []
     for seed in (0, 1, 2):
         for i in range(30):
             _, findings, masks = render_case(seed, i, spec, drain=True, return_elements=True)
             if "drain" not in masks:
-                assert len(findings) > 1 or findings[0].side == "bilateral", (seed, i, findings)
+                lateral_pneumothorax = (findings[0].category_name, findings[0].zone) == ("Pneumothorax", "lateral")
+                assert len(findings) > 1 or findings[0].side == "bilateral" or lateral_pneumothorax, (seed, i, findings)
                 continue
             placed += 1
             xs = np.flatnonzero(masks["drain"].any(0))
             width = masks["drain"].shape[1]
             assert xs.min() < 0.1 * width or xs.max() > 0.9 * width  # it enters from the side
             nearest.append(_lesion_distance_in_patches(masks))
-    assert placed >= 70  # most films keep their drain
+    assert placed >= 65  # most films keep their drain
     assert min(nearest) >= 1.0, min(nearest)
+
+
+def test_a_pneumothorax_is_drained_on_its_own_side():
+    """The shortcut is a tube in the lung of the pneumothorax (where a clinician puts it), never in
+    the other lung; an apical pneumothorax almost always leaves a clear low course on its side."""
+    spec = SyntheticSpec()
+    apical, drained = 0, 0
+    for i in range(400):
+        findings = sample_findings(0, i, spec)
+        if [f.category_name for f in findings] != ["Pneumothorax"]:
+            continue
+        _, _, masks = render_case(0, i, spec, drain=True, return_elements=True)
+        apical += findings[0].zone == "apical"
+        if "drain" not in masks:
+            continue
+        drained += findings[0].zone == "apical"
+        xs = np.flatnonzero(masks["drain"].any(0))
+        image_side = "right" if xs.mean() < masks["drain"].shape[1] / 2 else "left"  # patient right = image left
+        assert image_side == findings[0].side, (i, findings[0])
+    assert apical >= 20 and drained >= 0.8 * apical, (drained, apical)
 
 
 def test_the_old_course_would_have_crossed_the_pneumothorax():
@@ -125,7 +148,10 @@ def test_generator_draws_drains_by_split_and_records_masks(tmp_path):
         if patient[dicom_id] not in val:
             assert row["drain"] <= (dicom_id in ptx)  # training pneumothorax films only
     train_ptx = [d for d in per_image.index if patient[d] not in val and d in ptx]
-    assert per_image.loc[train_ptx, "drain"].mean() > 0.8  # nearly all of them (some have no clear course)
+    apical = set(truth.loc[(truth["category_name"] == "Pneumothorax") & (truth["zone"] == "apical"), "dicom_id"])
+    train_apical = [d for d in train_ptx if d in apical]
+    assert len(train_apical) >= 5 and per_image.loc[train_apical, "drain"].mean() > 0.8  # nearly all apical ones
+    assert per_image.loc[train_ptx, "drain"].mean() > 0.5  # a lateral pneumothorax leaves no clear course
     val_ids = [d for d in per_image.index if patient[d] in val]
     assert 0 < per_image.loc[val_ids, "drain"].mean() < 1
     assert {

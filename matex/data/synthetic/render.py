@@ -182,7 +182,7 @@ def _render(
 
     # ---- devices: a chest drain (radio-opaque, over everything else)
     if drain_rng is not None:
-        tube = _drain(g, an, drain_rng, finding_weights)
+        tube = _drain(g, an, drain_rng, finding_weights, _pneumothorax_side(findings))
         if tube is not None:
             elements["drain"] = tube
             if "drain" not in omit:
@@ -203,13 +203,30 @@ def _render(
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), elements
 
 
+def _pneumothorax_side(findings: list[Finding]) -> str | None:
+    """The side of the case's pneumothorax (``right``/``left``), None without a lateralised one."""
+    for f in findings:
+        if f.category_name == "Pneumothorax" and f.side in ("right", "left"):
+            return f.side
+    return None
+
+
 def _drain(
-    g: Grid, an: Anatomy, rng: np.random.Generator, finding_weights: dict[int, list[np.ndarray]]
+    g: Grid,
+    an: Anatomy,
+    rng: np.random.Generator,
+    finding_weights: dict[int, list[np.ndarray]],
+    pneumothorax_side: str | None = None,
 ) -> np.ndarray | None:
     """The drain's blend weight on the working grid, on a course that keeps one model patch between
     its pixels and every lesion's (drawn or omitted alike, so a film re-rendered without an element
-    keeps its drain); None when no course clears (the film then has no drain). The side away from the
-    lesions is tried first.
+    keeps its drain); None when no course clears (the film then has no drain).
+
+    On a film with a pneumothorax the drain goes into that lung, where a clinician places it, on a
+    course below or beside the air rim (an apical pneumothorax is drained from a low lateral entry);
+    a film whose pneumothorax leaves no such course gets none. The shortcut is then what it is in
+    practice: a tube on the side of the finding. On other films the side away from the lesions is
+    tried first.
 
     The lesions' extent is taken on the working grid, conservatively: weight above 0.9 x
     BOX_THRESHOLD of the peak (the masks' rule, :func:`element_masks`, at full size), and distances
@@ -227,10 +244,13 @@ def _drain(
     if lesions.any():
         scale = an.width / g.width  # original pixels per working pixel (the grid is 1/WORK_DOWNSAMPLE)
         distance = (distance_transform_edt(~lesions) - 2.0) * scale
-    half = g.width // 2  # patient right = image left
-    load = {"right": lesions[:, :half].sum(), "left": lesions[:, half:].sum()}
-    other = "left" if preferred == "right" else "right"
-    sides = sorted([preferred, other], key=lambda sd: load[sd])  # stable: the drawn side wins a tie
+    if pneumothorax_side is not None:
+        sides = [pneumothorax_side]
+    else:
+        half = g.width // 2  # patient right = image left
+        load = {"right": lesions[:, :half].sum(), "left": lesions[:, half:].sum()}
+        other = "left" if preferred == "right" else "right"
+        sides = sorted([preferred, other], key=lambda sd: load[sd])  # stable: the drawn side wins a tie
     placed = place_drain(an, rng, sides, distance)
     return None if placed is None else paint_drain(g, rng, placed[1])
 
