@@ -35,16 +35,40 @@ def default_config_path(path: str | None = None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``matex`` command; the exit status (1 on a MatexError or differing runs)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         from .bench import main as bench_main
 
         bench_main(argv[1:])
         return 0
+    args = _build_parser().parse_args(argv)
+    try:
+        return _run_command(args)
+    except MatexError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    """The ``matex`` parser with one subparser per command."""
     ap = argparse.ArgumentParser(
         prog="matex", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_explain_command(sub)
+    sub.add_parser("methods", help="list the attribution methods with their references and parameters")
+    _add_check_config_command(sub)
+    d = sub.add_parser("download", help="download MS-CXR and the MIMIC-CXR-JPG images it references")
+    d.add_argument("dest")
+    d.add_argument("--csv-name", default="MS_CXR_Local_Alignment_v1.0.0.csv")
+    sub.add_parser("bench", help="attribution benchmark (see python -m matex.bench --help)")
+    _add_compare_runs_command(sub)
+    return ap
+
+
+def _add_explain_command(sub: argparse._SubParsersAction) -> None:
+    """``matex explain IMAGE PHRASE``: the inputs, the model, the output and how the image is read."""
     e = sub.add_parser(
         "explain",
         help="explain one image-phrase pair and write the overlay picture",
@@ -57,6 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     e.add_argument("phrase", help='the phrase to explain, e.g. "left lower lobe consolidation"')
     e.add_argument("--method", default="matex", help="attribution method (see: matex methods); default matex")
+    _add_explain_model_options(e)
+    _add_explain_output_options(e)
+    e.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method parameter (YAML value), e.g. --param alpha=0.6; repeatable",
+    )
+    e.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    _add_explain_image_reading_options(e)
+
+
+def _add_explain_model_options(e: argparse.ArgumentParser) -> None:
+    """Which model ``matex explain`` loads: --model, --pretrained, --arch, --config."""
     e.add_argument(
         "--model",
         default="demo",
@@ -70,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="pipeline config whose results the demo model is read from (default config/config.yaml)",
     )
+
+
+def _add_explain_output_options(e: argparse.ArgumentParser) -> None:
+    """What ``matex explain`` writes and draws: -o, --npy, --components, --box."""
     e.add_argument("-o", "--output", default=None, help="output PNG (default: IMAGE-STEM_METHOD.png here)")
     e.add_argument("--npy", default=None, help="also save the map as a (H, W) float32 .npy file")
     e.add_argument(
@@ -85,14 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="draw a box given in original image pixels (x, y top-left, width, height; MS-CXR style)",
     )
-    e.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a method parameter (YAML value), e.g. --param alpha=0.6; repeatable",
-    )
-    e.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+
+
+def _add_explain_image_reading_options(e: argparse.ArgumentParser) -> None:
+    """How ``matex explain`` turns the file into grey levels: --intensity, --window, --max-image-pixels."""
     e.add_argument(
         "--intensity",
         choices=("minmax", "percentile"),
@@ -116,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         help="refuse images of more than N pixels (decompression-bomb guard; default 178956970, or the "
         "environment variable MATEX_MAX_IMAGE_PIXELS, or the config's input.max_image_pixels)",
     )
-    sub.add_parser("methods", help="list the attribution methods with their references and parameters")
+
+
+def _add_check_config_command(sub: argparse._SubParsersAction) -> None:
+    """``matex check-config PATH [--base B | --no-base]``."""
     c = sub.add_parser(
         "check-config",
         help="validate a config file against the schema",
@@ -129,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         "--base", default=None, help="the config the file is merged onto (default: config/config.yaml of this checkout)"
     )
     c.add_argument("--no-base", action="store_true", help="check the file alone, merged onto nothing")
-    d = sub.add_parser("download", help="download MS-CXR and the MIMIC-CXR-JPG images it references")
-    d.add_argument("dest")
-    d.add_argument("--csv-name", default="MS_CXR_Local_Alignment_v1.0.0.csv")
-    sub.add_parser("bench", help="attribution benchmark (see python -m matex.bench --help)")
+
+
+def _add_compare_runs_command(sub: argparse._SubParsersAction) -> None:
+    """``matex compare-runs RUN_A RUN_B [--results-dirs DIR_A DIR_B]``."""
     r = sub.add_parser(
         "compare-runs",
         help="compare the maps, tables and records of two result folders "
@@ -148,46 +190,50 @@ def main(argv: list[str] | None = None) -> int:
         help="the two runs' results_dir values, when they differ (e.g. results results_b): "
         "paths recorded in the artifacts are then compared with DIR_B read as DIR_A",
     )
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "explain":
-            from .cli_explain import run_explain
 
-            run_explain(args)
-        elif args.cmd == "methods":
-            from .cli_explain import print_methods
 
-            print_methods()
-        elif args.cmd == "check-config":
-            from .cli_explain import check_config
+def _run_command(args: argparse.Namespace) -> int:
+    """Dispatch the parsed command (bench is run before parsing); its exit status."""
+    if args.cmd == "explain":
+        from .cli_explain import run_explain
 
-            print(check_config(args.path, base=None if args.no_base else (args.base or default_config_path(args.path))))
-        elif args.cmd == "download":
-            from .data.download import download_mscxr
+        run_explain(args)
+    elif args.cmd == "methods":
+        from .cli_explain import print_methods
 
-            print(download_mscxr(args.dest, csv_name=args.csv_name))
-        elif args.cmd == "compare-runs":
-            from .provenance import compare_runs
+        print_methods()
+    elif args.cmd == "check-config":
+        from .cli_explain import check_config
 
-            res = compare_runs(args.run_a, args.run_b, tuple(args.results_dirs) if args.results_dirs else None)
-            excused = "wall-clock columns" + (" and the results folder in recorded paths" if args.results_dirs else "")
-            print(
-                f"{res['compared']} artifacts compared, {res['identical_bytes']} byte-identical, the others equal "
-                f"apart from {excused}"
-                if not (res["differences"] or res["only_in_a"] or res["only_in_b"])
-                else f"{res['compared']} artifacts compared"
-            )
-            for path, reason in res["differences"]:
-                print(f"DIFFERENT {path}: {reason}")
-            for path in res["only_in_a"]:
-                print(f"ONLY IN {args.run_a}: {path}")
-            for path in res["only_in_b"]:
-                print(f"ONLY IN {args.run_b}: {path}")
-            return 1 if (res["differences"] or res["only_in_a"] or res["only_in_b"]) else 0
-    except MatexError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(check_config(args.path, base=None if args.no_base else (args.base or default_config_path(args.path))))
+    elif args.cmd == "download":
+        from .data.download import download_mscxr
+
+        print(download_mscxr(args.dest, csv_name=args.csv_name))
+    elif args.cmd == "compare-runs":
+        return _compare_runs(args)
     return 0
+
+
+def _compare_runs(args: argparse.Namespace) -> int:
+    """``matex compare-runs``: print the comparison; 1 when the runs differ, else 0."""
+    from .provenance import compare_runs
+
+    res = compare_runs(args.run_a, args.run_b, tuple(args.results_dirs) if args.results_dirs else None)
+    excused = "wall-clock columns" + (" and the results folder in recorded paths" if args.results_dirs else "")
+    print(
+        f"{res['compared']} artifacts compared, {res['identical_bytes']} byte-identical, the others equal "
+        f"apart from {excused}"
+        if not (res["differences"] or res["only_in_a"] or res["only_in_b"])
+        else f"{res['compared']} artifacts compared"
+    )
+    for path, reason in res["differences"]:
+        print(f"DIFFERENT {path}: {reason}")
+    for path in res["only_in_a"]:
+        print(f"ONLY IN {args.run_a}: {path}")
+    for path in res["only_in_b"]:
+        print(f"ONLY IN {args.run_b}: {path}")
+    return 1 if (res["differences"] or res["only_in_a"] or res["only_in_b"]) else 0
 
 
 if __name__ == "__main__":
