@@ -184,9 +184,23 @@ def build_pairs(
     csv_path, image_root = Path(csv_path), Path(image_root)
     bad = _BadRows(csv_path, on_bad_row)
     df = read_mscxr_csv(csv_path)
+    kept, n_clipped, n_dropped = _check_rows(df, image_root, geometry, bad, on_image, progress)
+    records = _group_pairs(kept, bad)
+    out = _pairs_table(records, val_fraction, seed, csv_path)
+    return out, _report(df, out, bad.skipped, n_clipped, n_dropped, geometry)
 
-    # images: decode each distinct (path, size) once
-    image_reason: dict[tuple[str, int, int], str | None] = {}
+
+def _check_rows(
+    df: pd.DataFrame,
+    image_root: Path,
+    geometry: InputGeometry,
+    bad: _BadRows,
+    on_image: Callable[[str, Image.Image], None] | None,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Check every CSV row in order; the usable box rows (box mapped to the model input, a dropped box
+    recorded as a bad row but kept) and the numbers of clipped and dropped boxes."""
+    image_reason: dict[tuple[str, int, int], str | None] = {}  # images: decode each distinct (path, size) once
     rows_iter = range(len(df))
     if progress:
         from tqdm import tqdm
@@ -197,68 +211,88 @@ def build_pairs(
     identity = Identity()
     n_clipped = n_dropped = 0
     for i in rows_iter:
-        r = df.iloc[i]
-        line, dicom_id, rel = int(r["_line"]), str(r["dicom_id"]).strip(), str(r["path"]).strip()
-        phrase = " ".join(str(r["label_text"]).split())
-        if not dicom_id:
-            bad(i, line, dicom_id, rel, "empty dicom_id")
+        row = _check_row(i, df.iloc[i], image_root, geometry, bad, identity, image_reason, on_image)
+        if row is None:
             continue
-        if not phrase:
-            bad(i, line, dicom_id, rel, "empty phrase (label_text)")
-            continue
-        outside = contained(rel)
-        if outside is not None:
-            bad(i, line, dicom_id, rel, outside)
-            continue
-        conflict = identity.conflict(dicom_id, rel, line)
-        if conflict is not None:
-            bad(i, line, dicom_id, rel, conflict)
-            continue
-        patient, study = _PATIENT_RE.search(rel), _STUDY_RE.search(rel)
-        if patient is None or study is None:
-            bad(i, line, dicom_id, rel, "path has no patient id (p + 8 digits) or study id (s + 8 digits)")
-            continue
+        if row["status"] == "dropped":
+            x, y, w, h = row["box_orig"]
+            reason = _drop_reason(x, y, w, h, row["image_width"], row["image_height"], geometry)
+            bad(i, row["line"], row["dicom_id"], row["image_path"], reason)
+            n_dropped += 1
+        elif row["status"] == "clipped":
+            n_clipped += 1
+        kept.append(row)
+    return kept, n_clipped, n_dropped
+
+
+def _check_row(
+    i: int,
+    r: pd.Series,
+    image_root: Path,
+    geometry: InputGeometry,
+    bad: _BadRows,
+    identity: Identity,
+    image_reason: dict[tuple[str, int, int], str | None],
+    on_image: Callable[[str, Image.Image], None] | None,
+) -> dict[str, Any] | None:
+    """One CSV row: its first problem (fields, then image) goes to ``bad`` and gives None; else the
+    row with its box mapped to the model input."""
+    line, dicom_id, rel = int(r["_line"]), str(r["dicom_id"]).strip(), str(r["path"]).strip()
+    phrase = " ".join(str(r["label_text"]).split())
+    problem = _fields_problem(r, line, dicom_id, rel, phrase, identity)
+    if problem is None:
         width, height = _positive_int(r["image_width"]), _positive_int(r["image_height"])
-        if width is None or height is None:
-            bad(
-                i,
-                line,
-                dicom_id,
-                rel,
-                f"image_width/image_height are not positive integers ({r['image_width']!r}, {r['image_height']!r})",
-            )
-            continue
         key = (rel, width, height)
         if key not in image_reason:
             callback = (lambda img, p=rel: on_image(p, img)) if on_image is not None else None
             image_reason[key] = check_image(image_root / rel, width, height, geometry, callback)
-        if image_reason[key] is not None:
-            bad(i, line, dicom_id, rel, image_reason[key])
-            continue
-        x, y, w, h = (_float(r[c]) for c in ("x", "y", "w", "h"))
-        box, status = geometry.map_box(x, y, w, h, width, height)
-        row = {
-            "row": i,
-            "line": line,
-            "dicom_id": dicom_id,
-            "phrase": phrase,
-            "category": str(r["category_name"]).strip(),
-            "image_path": rel,
-            "patient_id": patient.group(1),
-            "study_id": study.group(1),
-            "image_width": width,
-            "image_height": height,
-            "box_orig": [x, y, w, h],
-            "box": None if box is None else [float(v) for v in box],
-            "status": status,
-        }
-        if status == "dropped":
-            bad(i, line, dicom_id, rel, _drop_reason(x, y, w, h, width, height, geometry))
-            n_dropped += 1
-        elif status == "clipped":
-            n_clipped += 1
-        kept.append(row)
+        problem = image_reason[key]
+    if problem is not None:
+        bad(i, line, dicom_id, rel, problem)
+        return None
+    x, y, w, h = (_float(r[c]) for c in ("x", "y", "w", "h"))
+    box, status = geometry.map_box(x, y, w, h, width, height)
+    return {
+        "row": i,
+        "line": line,
+        "dicom_id": dicom_id,
+        "phrase": phrase,
+        "category": str(r["category_name"]).strip(),
+        "image_path": rel,
+        "patient_id": _PATIENT_RE.search(rel).group(1),
+        "study_id": _STUDY_RE.search(rel).group(1),
+        "image_width": width,
+        "image_height": height,
+        "box_orig": [x, y, w, h],
+        "box": None if box is None else [float(v) for v in box],
+        "status": status,
+    }
 
+
+def _fields_problem(r: pd.Series, line: int, dicom_id: str, rel: str, phrase: str, identity: Identity) -> str | None:
+    """The first problem of a row's fields, checked in this order: empty dicom_id or phrase, a path
+    outside the image root, a dicom_id/path contradicting an earlier row (``identity`` records the row
+    when it agrees), no patient or study id in the path, a stated size that is not positive integers."""
+    if not dicom_id:
+        return "empty dicom_id"
+    if not phrase:
+        return "empty phrase (label_text)"
+    outside = contained(rel)
+    if outside is not None:
+        return outside
+    conflict = identity.conflict(dicom_id, rel, line)
+    if conflict is not None:
+        return conflict
+    if _PATIENT_RE.search(rel) is None or _STUDY_RE.search(rel) is None:
+        return "path has no patient id (p + 8 digits) or study id (s + 8 digits)"
+    if _positive_int(r["image_width"]) is None or _positive_int(r["image_height"]) is None:
+        return f"image_width/image_height are not positive integers ({r['image_width']!r}, {r['image_height']!r})"
+    return None
+
+
+def _group_pairs(kept: list[dict[str, Any]], bad: _BadRows) -> list[dict[str, Any]]:
+    """One pair record per (image, phrase, category), in first-seen order; a pair whose every box was
+    dropped is a bad row (only reachable with ``on_bad_row="skip"``)."""
     pairs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in kept:  # one pair per (image, phrase, category)
         pairs.setdefault((row["dicom_id"], row["phrase"], row["category"]), []).append(row)
@@ -292,7 +326,12 @@ def build_pairs(
                 "box_status": [row["status"] for row in rows],
             }
         )
+    return records
 
+
+def _pairs_table(records: list[dict[str, Any]], val_fraction: float, seed: int, csv_path: Path) -> pd.DataFrame:
+    """The pairs table: each record's patient split (train/val), ``PAIR_COLUMNS``, sorted by pair id;
+    a pair-id collision within one image is an error, never a silent merge."""
     val_patients = split_patients([rec["patient_id"] for rec in records], val_fraction, seed)
     for rec in records:
         rec["split"] = "val" if rec["patient_id"] in val_patients else "train"
@@ -301,7 +340,7 @@ def build_pairs(
     if out["pair_id"].duplicated().any():  # a sha1 prefix collision within one image: never silently merge
         dup = out.loc[out["pair_id"].duplicated(), "pair_id"].iloc[0]
         raise DataError(f"two (phrase, category) pairs of one image share pair id {dup}", file=str(csv_path))
-    return out, _report(df, out, bad.skipped, n_clipped, n_dropped, geometry)
+    return out
 
 
 def _drop_reason(x: float, y: float, w: float, h: float, width: int, height: int, geometry: InputGeometry) -> str:
