@@ -77,17 +77,57 @@ def train_demo(
     training log (per-epoch history, final metrics with chance levels, wall time)."""
     import logging
 
-    import pandas as pd
-
-    from .. import __version__
     from ..config import section_hash
-    from ..data.transforms import InputGeometry
-    from ..errors import ConfigError, DataError
     from ..io import write_json
-    from .loading import demo_model_cfg, load_model, save_checkpoint
+    from .loading import demo_model_cfg, save_checkpoint
 
     logger = logging.getLogger("matex.train")
     t0 = time.perf_counter()
+    pairs, images = _read_training_data(pairs_parquet, images_npy, cfg)
+    size = int(cfg["input"]["size"])
+    demo = cfg["model"]["demo"]
+    seed = int(cfg["seed"])
+    model = _new_demo_model(cfg, size, seed)
+    model_cfg = demo_model_cfg(demo, size)
+    train, val, n_train, n_val = _train_val_split(pairs, images, pairs_parquet)
+    threads = int(demo.get("threads") or 0) or None
+    history = train_with_recipe(
+        model,
+        *train,
+        demo_recipe(demo),
+        seed=seed,
+        threads=threads,
+        progress=progress,
+        val=val,
+        log=logger.info,
+    )
+    chash = section_hash(cfg, "data", "input", "model")
+    meta = _checkpoint_meta(chash, seed, model.name, n_train, n_val, settings, history)
+    save_checkpoint(model, out_checkpoint, model_cfg, meta)
+    log = {
+        "config_hash": chash,
+        "seed": seed,
+        "matex_version": meta["matex_version"],
+        "model_cfg": model_cfg,
+        "n_train": n_train,
+        "n_val": n_val,
+        "threads": threads,
+        "machine": _machine(),
+        "epochs": history,
+        "final": _final_metrics(history),
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+        "checkpoint": str(out_checkpoint),
+    }
+    write_json(out_log, log)
+    return log
+
+
+def _read_training_data(pairs_parquet, images_npy, cfg: Mapping[str, Any]) -> tuple[Any, np.ndarray]:
+    """The pairs table and the memory-mapped model inputs, checked against each other and ``input.size``."""
+    import pandas as pd
+
+    from ..errors import DataError
+
     pairs = pd.read_parquet(pairs_parquet)
     missing = [c for c in ("phrase", "category", "split") if c not in pairs.columns]
     if missing:
@@ -101,19 +141,30 @@ def train_demo(
         )
     if len(images) != len(pairs):
         raise DataError(f"{len(images)} images but {len(pairs)} pairs in {pairs_parquet}", file=str(images_npy))
-    demo = cfg["model"]["demo"]
-    seed = int(cfg["seed"])
-    geometry = InputGeometry(size, cfg["input"].get("mode", "center_crop"))
-    model = load_model(
+    return pairs, images
+
+
+def _new_demo_model(cfg: Mapping[str, Any], size: int, seed: int):
+    """The untrained demo model of ``model.demo``, initialised from ``seed``."""
+    from ..data.transforms import InputGeometry
+    from .loading import load_model
+
+    return load_model(
         "demo",
-        demo=demo,
-        geometry=geometry,
+        demo=cfg["model"]["demo"],
+        geometry=InputGeometry(size, cfg["input"].get("mode", "center_crop")),
         seed=seed,
         name=cfg["model"].get("name", "demo"),
         mean=cfg["input"].get("mean"),
         std=cfg["input"].get("std"),
     )
-    model_cfg = demo_model_cfg(demo, size)
+
+
+def _train_val_split(pairs, images: np.ndarray, pairs_parquet) -> tuple[tuple, tuple | None, int, int]:
+    """``((train_images, train_phrases, train_categories), val, n_train, n_val)`` by the ``split``
+    column; ``val`` (images, phrases, categories, film ids or None) only with at least 2 val pairs."""
+    from ..errors import ConfigError
+
     split = pairs["split"].astype(str).to_numpy()
     train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     if len(train_rows) < 2:
@@ -130,60 +181,52 @@ def train_demo(
             [categories[i] for i in val_rows],
             [films[i] for i in val_rows] if films is not None else None,
         )
-    threads = int(demo.get("threads") or 0) or None
-    history = train_with_recipe(
-        model,
-        train_images,
-        [phrases[i] for i in train_rows],
-        [categories[i] for i in train_rows],
-        demo_recipe(demo),
-        seed=seed,
-        threads=threads,
-        progress=progress,
-        val=val,
-        log=logger.info,
-    )
-    final = (
-        {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "steps", "elapsed_s", "cpu_s")}
-        if history
-        else {}
-    )
-    chash = section_hash(cfg, "data", "input", "model")
-    meta = {
+    train = (train_images, [phrases[i] for i in train_rows], [categories[i] for i in train_rows])
+    return train, val, len(train_rows), len(val_rows)
+
+
+def _final_metrics(history: list[dict]) -> dict:
+    """The last epoch's metrics (without its epoch number, learning rate, step count and times)."""
+    if not history:
+        return {}
+    return {k: v for k, v in history[-1].items() if k not in ("epoch", "lr", "steps", "elapsed_s", "cpu_s")}
+
+
+def _checkpoint_meta(
+    chash: str,
+    seed: int,
+    name: str,
+    n_train: int,
+    n_val: int,
+    settings: Mapping[str, Any] | None,
+    history: list[dict],
+) -> dict:
+    """The checkpoint's meta: config hash, seed, version, sizes, the rule's settings and the history."""
+    from .. import __version__
+
+    return {
         "config_hash": chash,
         "seed": seed,
         "matex_version": __version__,
         "source": "demo",
-        "name": model.name,
-        "n_train": len(train_rows),
-        "n_val": len(val_rows),
+        "name": name,
+        "n_train": n_train,
+        "n_val": n_val,
         **({"settings": dict(settings)} if settings is not None else {}),
         # without the run's wall/CPU times, so the same config gives a byte-identical checkpoint (and so
         # identical checkpoint hashes in every downstream artifact); the times are in train_log.json
         "history": [{k: v for k, v in row.items() if k not in ("elapsed_s", "cpu_s")} for row in history],
     }
-    save_checkpoint(model, out_checkpoint, model_cfg, meta)
+
+
+def _machine() -> dict:
+    """The machine the training ran on, for the log's cost figures."""
     import os
     import platform
 
-    log = {
-        "config_hash": chash,
-        "seed": seed,
-        "matex_version": __version__,
-        "model_cfg": model_cfg,
-        "n_train": len(train_rows),
-        "n_val": len(val_rows),
-        "threads": threads,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "load_average_1min": round(os.getloadavg()[0], 2),
-        },
-        "epochs": history,
-        "final": final,
-        "wall_time_s": round(time.perf_counter() - t0, 2),
-        "checkpoint": str(out_checkpoint),
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
-    write_json(out_log, log)
-    return log
