@@ -20,10 +20,12 @@ Loading failures (missing file, unknown architecture, mismatched keys or shapes)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, NamedTuple
 
 import torch
 
@@ -178,6 +180,32 @@ def _resolve(model: str, arch: str | None, checkpoint: str | None, names: dict[s
     )
 
 
+# how messages name the settings in the current load_model call: the arguments of a Python call, or the
+# config keys while load_model_from_config calls (one signature for both, no private parameter)
+_MESSAGE_NAMES: ContextVar[Mapping[str, str]] = ContextVar("matex_load_model_names", default=PYTHON_NAMES)
+
+
+@contextlib.contextmanager
+def _messages_naming(names: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, :func:`load_model`'s errors name each setting as ``names`` does."""
+    token = _MESSAGE_NAMES.set(names)
+    try:
+        yield
+    finally:
+        _MESSAGE_NAMES.reset(token)
+
+
+class _Built(NamedTuple):
+    """A source's model before the common finish: the open_clip module, its tokenizer, the
+    normalisation its preprocess config or file gives (None: none given) and the architecture name."""
+
+    clip: torch.nn.Module
+    tokenizer: Any
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    arch: str | None
+
+
 def load_model(
     model: str | os.PathLike = "demo",
     pretrained: str | None = None,
@@ -209,44 +237,7 @@ def load_model(
     >>> m.geometry.size, m.meta["source"]
     (224, 'demo')
     """
-    return _load_model(
-        model,
-        pretrained,
-        arch=arch,
-        checkpoint=checkpoint,
-        demo=demo,
-        geometry=geometry,
-        device=device,
-        name=name,
-        seed=seed,
-        mean=mean,
-        std=std,
-    )
-
-
-def _load_model(
-    model: str | os.PathLike = "demo",
-    pretrained: str | None = None,
-    *,
-    arch: str | None = None,
-    checkpoint: str | None = None,
-    demo: Mapping[str, Any] | None = None,
-    geometry: InputGeometry | None = None,
-    device: str = "cpu",
-    name: str | None = None,
-    seed: int = 0,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    names: Mapping[str, str] = PYTHON_NAMES,
-) -> MatexModel:
-    """:func:`load_model`, with ``names`` saying how messages name each setting (the arguments of a
-    Python call, or the config keys when :func:`load_model_from_config` calls)."""
-    import open_clip
-
-    from .hub import create_from_hub
-
-    names = dict(names)
-    source, arch, checkpoint, names = _resolve(model, arch, checkpoint, names)
+    source, arch, checkpoint, names = _resolve(model, arch, checkpoint, dict(_MESSAGE_NAMES.get()))
     meta: dict[str, Any] = {
         "source": source,
         "arch": arch,
@@ -255,98 +246,166 @@ def _load_model(
         "checkpoint_sha256": None,
         "model_cfg": None,
     }
-    pp_mean = pp_std = None
     if source == "demo":
-        demo_given = demo is not None
         geometry = geometry or InputGeometry(224)
-        model_cfg = demo_model_cfg(demo if demo_given else DEMO_ARCH, geometry.size, names["demo"])
-        torch.manual_seed(seed)
-        clip = _build_clip(model_cfg)
-        meta.update(arch=None, model_cfg=model_cfg, seed=seed)
-        if checkpoint is not None:
-            ckpt = read_checkpoint(checkpoint)
-            if ckpt.kind == "matex" and ckpt.model_cfg != model_cfg:
-                if demo_given:
-                    raise ConfigError(
-                        f"checkpoint file {checkpoint} was trained with a different model.demo/input.size "
-                        f"config: {ckpt.model_cfg} != {model_cfg}"
-                    )
-                model_cfg = ckpt.model_cfg  # no demo config given: the checkpoint's own architecture
-                clip = _build_clip(model_cfg)
-                meta["model_cfg"] = model_cfg
-            load_weights(clip, ckpt)
-            if ckpt.meta is not None:
-                meta["trained"] = ckpt.trained
-        tokenizer = _simple_tokenizer(model_cfg["text_cfg"]["context_length"])
+        built = _build_demo(demo, geometry, seed, checkpoint, arch, names, meta)
     elif source == "hub":
-        if not arch:
-            raise ConfigError(f"{names['arch']}: required when model.source is hub")
-        schema = arch.startswith(("hf-hub:", "local-dir:"))  # the repository or folder holds the weights
-        clip = create_from_hub(
-            arch, pretrained, names["pretrained"] if pretrained and not schema else names["arch"], names["arch"]
-        )
-        tokenizer = open_clip.get_tokenizer(arch)
-        pp_mean, pp_std = _preprocess_mean_std(clip)
-        try:
-            meta["model_cfg"] = open_clip.get_model_config(arch)
-        except Exception:  # noqa: BLE001 - an hf-hub config read from the cache only: not worth a failure
-            meta["model_cfg"] = None
-        if pretrained and os.path.isfile(pretrained):
-            meta.update(checkpoint=str(pretrained), checkpoint_sha256=file_sha256(pretrained))
+        built = _build_hub(arch, pretrained, names, meta)
     else:  # checkpoint
-        if not checkpoint:
-            raise ConfigError(f"{names['checkpoint']}: required when model.source is checkpoint")
-        ckpt = read_checkpoint(checkpoint)
-        if ckpt.kind == "matex":
-            model_cfg = ckpt.model_cfg
-            clip = _build_clip(model_cfg)
-            file_meta = ckpt.meta or {}
-            arch = arch or file_meta.get("arch")
-            meta.update(model_cfg=model_cfg, arch=arch, trained=ckpt.trained)
-            # the file's own text config decides the tokenizer (a config's model.arch, e.g. the default
-            # ViT-B-32, must not impose another context length on a demo-architecture checkpoint)
-            tokenizer = (
-                open_clip.get_tokenizer(arch)
-                if model_cfg["text_cfg"].get("hf_tokenizer_name") and arch and open_clip.get_model_config(arch)
-                else _simple_tokenizer(model_cfg["text_cfg"].get("context_length", 77))
-            )
-            if file_meta.get("mean") and file_meta.get("std"):
-                pp_mean, pp_std = tuple(file_meta["mean"]), tuple(file_meta["std"])
-            load_weights(clip, ckpt)
-        elif not arch and ckpt.kind == "openai":
-            clip = openai_clip(ckpt, names["arch"])
-            context_length = int(ckpt.state_dict["positional_embedding"].shape[0])
-            meta.update(
-                arch="openai-format CLIP (architecture read from the state dict)",
-                model_cfg={"context_length": context_length},
-            )
-            tokenizer = _simple_tokenizer(context_length)
-        else:
-            if not arch:
-                raise ConfigError(
-                    f"{names['arch']}: checkpoint file {checkpoint} is neither a matex checkpoint nor "
-                    "an OpenAI-format CLIP state dict, so the open_clip architecture must be named"
-                )
-            if open_clip.get_model_config(arch) is None:
-                raise ConfigError(f"{names['arch']}: unknown open_clip architecture {arch!r}")
-            clip = open_clip.create_model(arch, pretrained=None)
-            meta["model_cfg"] = open_clip.get_model_config(arch)
-            tokenizer = open_clip.get_tokenizer(arch)
-            pp_mean, pp_std = _preprocess_mean_std(clip)
-            load_weights(clip, ckpt)
+        built = _build_from_checkpoint(checkpoint, arch, names, meta)
     if checkpoint is not None:
         meta.update(checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(checkpoint))
+    return _finish(built, geometry, mean, std, device, name or built.arch or source, names, meta)
+
+
+def _build_demo(
+    demo: Mapping[str, Any] | None,
+    geometry: InputGeometry,
+    seed: int,
+    checkpoint: str | None,
+    arch: str | None,
+    names: Mapping[str, str],
+    meta: dict[str, Any],
+) -> _Built:
+    """The demo architecture (``demo``, else :data:`DEMO_ARCH`) initialised from ``seed``, with a
+    checkpoint's weights when one is named; a matex checkpoint of another architecture is refused
+    when ``demo`` is given, else its own architecture is built. Fills ``meta``."""
+    demo_given = demo is not None
+    model_cfg = demo_model_cfg(demo if demo_given else DEMO_ARCH, geometry.size, names["demo"])
+    torch.manual_seed(seed)
+    clip = _build_clip(model_cfg)
+    meta.update(arch=None, model_cfg=model_cfg, seed=seed)
+    if checkpoint is not None:
+        ckpt = read_checkpoint(checkpoint)
+        if ckpt.kind == "matex" and ckpt.model_cfg != model_cfg:
+            if demo_given:
+                raise ConfigError(
+                    f"checkpoint file {checkpoint} was trained with a different model.demo/input.size "
+                    f"config: {ckpt.model_cfg} != {model_cfg}"
+                )
+            model_cfg = ckpt.model_cfg  # no demo config given: the checkpoint's own architecture
+            clip = _build_clip(model_cfg)
+            meta["model_cfg"] = model_cfg
+        load_weights(clip, ckpt)
+        if ckpt.meta is not None:
+            meta["trained"] = ckpt.trained
+    return _Built(clip, _simple_tokenizer(model_cfg["text_cfg"]["context_length"]), None, None, arch)
+
+
+def _build_hub(arch: str | None, pretrained: str | None, names: Mapping[str, str], meta: dict[str, Any]) -> _Built:
+    """open_clip's ``arch`` with ``pretrained`` weights (a tag, a file, or those of an hf-hub:/local-dir:
+    name) and its preprocess normalisation. Fills ``meta``."""
+    import open_clip
+
+    from .hub import create_from_hub
+
+    if not arch:
+        raise ConfigError(f"{names['arch']}: required when model.source is hub")
+    schema = arch.startswith(("hf-hub:", "local-dir:"))  # the repository or folder holds the weights
+    clip = create_from_hub(
+        arch, pretrained, names["pretrained"] if pretrained and not schema else names["arch"], names["arch"]
+    )
+    tokenizer = open_clip.get_tokenizer(arch)
+    pp_mean, pp_std = _preprocess_mean_std(clip)
+    try:
+        meta["model_cfg"] = open_clip.get_model_config(arch)
+    except Exception:  # noqa: BLE001 - an hf-hub config read from the cache only: not worth a failure
+        meta["model_cfg"] = None
+    if pretrained and os.path.isfile(pretrained):
+        meta.update(checkpoint=str(pretrained), checkpoint_sha256=file_sha256(pretrained))
+    return _Built(clip, tokenizer, pp_mean, pp_std, arch)
+
+
+def _build_from_checkpoint(
+    checkpoint: str | None, arch: str | None, names: Mapping[str, str], meta: dict[str, Any]
+) -> _Built:
+    """The model a checkpoint file holds, by what the file is: a matex checkpoint (its own config), an
+    OpenAI-format state dict (architecture read from it, when no ``arch`` is named) or an open_clip
+    state dict for the named ``arch``. Fills ``meta``."""
+    if not checkpoint:
+        raise ConfigError(f"{names['checkpoint']}: required when model.source is checkpoint")
+    ckpt = read_checkpoint(checkpoint)
+    if ckpt.kind == "matex":
+        return _build_matex_checkpoint(ckpt, arch, meta)
+    if not arch and ckpt.kind == "openai":
+        clip = openai_clip(ckpt, names["arch"])
+        context_length = int(ckpt.state_dict["positional_embedding"].shape[0])
+        meta.update(
+            arch="openai-format CLIP (architecture read from the state dict)",
+            model_cfg={"context_length": context_length},
+        )
+        return _Built(clip, _simple_tokenizer(context_length), None, None, arch)
+    return _build_open_clip_checkpoint(ckpt, checkpoint, arch, names, meta)
+
+
+def _build_matex_checkpoint(ckpt: Any, arch: str | None, meta: dict[str, Any]) -> _Built:
+    """A matex checkpoint: the model its config describes, its weights, and the tokenizer and
+    normalisation the file records. Fills ``meta``."""
+    import open_clip
+
+    model_cfg = ckpt.model_cfg
+    clip = _build_clip(model_cfg)
+    file_meta = ckpt.meta or {}
+    arch = arch or file_meta.get("arch")
+    meta.update(model_cfg=model_cfg, arch=arch, trained=ckpt.trained)
+    # the file's own text config decides the tokenizer (a config's model.arch, e.g. the default
+    # ViT-B-32, must not impose another context length on a demo-architecture checkpoint)
+    tokenizer = (
+        open_clip.get_tokenizer(arch)
+        if model_cfg["text_cfg"].get("hf_tokenizer_name") and arch and open_clip.get_model_config(arch)
+        else _simple_tokenizer(model_cfg["text_cfg"].get("context_length", 77))
+    )
+    pp_mean = pp_std = None
+    if file_meta.get("mean") and file_meta.get("std"):
+        pp_mean, pp_std = tuple(file_meta["mean"]), tuple(file_meta["std"])
+    load_weights(clip, ckpt)
+    return _Built(clip, tokenizer, pp_mean, pp_std, arch)
+
+
+def _build_open_clip_checkpoint(
+    ckpt: Any, checkpoint: str, arch: str | None, names: Mapping[str, str], meta: dict[str, Any]
+) -> _Built:
+    """An open_clip checkpoint or raw state dict: the named open_clip ``arch`` with the file's
+    weights. Fills ``meta``."""
+    import open_clip
+
+    if not arch:
+        raise ConfigError(
+            f"{names['arch']}: checkpoint file {checkpoint} is neither a matex checkpoint nor "
+            "an OpenAI-format CLIP state dict, so the open_clip architecture must be named"
+        )
+    if open_clip.get_model_config(arch) is None:
+        raise ConfigError(f"{names['arch']}: unknown open_clip architecture {arch!r}")
+    clip = open_clip.create_model(arch, pretrained=None)
+    meta["model_cfg"] = open_clip.get_model_config(arch)
+    tokenizer = open_clip.get_tokenizer(arch)
+    pp_mean, pp_std = _preprocess_mean_std(clip)
+    load_weights(clip, ckpt)
+    return _Built(clip, tokenizer, pp_mean, pp_std, arch)
+
+
+def _finish(
+    built: _Built,
+    geometry: InputGeometry | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    device: str,
+    name: str,
+    names: Mapping[str, str],
+    meta: dict[str, Any],
+) -> MatexModel:
+    """The handle: the input geometry (the model's own input size when none is given) checked against
+    the model, the normalisation (given, else the source's, else OpenAI CLIP's), eval mode on ``device``."""
+    clip = built.clip
     if geometry is None:
         size = getattr(clip.visual, "image_size", 224)
         geometry = InputGeometry(int(size[0] if isinstance(size, (tuple, list)) else size))
-    _check_image_size(clip, geometry, f"model {arch or 'demo'}", names["size"])
-    mean = tuple(mean) if mean is not None else (pp_mean or CLIP_MEAN)
-    std = tuple(std) if std is not None else (pp_std or CLIP_STD)
+    _check_image_size(clip, geometry, f"model {built.arch or 'demo'}", names["size"])
+    mean = tuple(mean) if mean is not None else (built.mean or CLIP_MEAN)
+    std = tuple(std) if std is not None else (built.std or CLIP_STD)
     meta.update(mean=list(mean), std=list(std), input_size=geometry.size, input_mode=geometry.mode)
     clip = clip.to(device).eval()
-    return MatexModel(
-        clip=clip, tokenizer=tokenizer, geometry=geometry, mean=mean, std=std, name=name or arch or source, meta=meta
-    )
+    return MatexModel(clip=clip, tokenizer=built.tokenizer, geometry=geometry, mean=mean, std=std, name=name, meta=meta)
 
 
 def load_model_from_config(cfg: Mapping[str, Any], checkpoint: str | None = None, device: str = "cpu") -> MatexModel:
@@ -361,17 +420,17 @@ def load_model_from_config(cfg: Mapping[str, Any], checkpoint: str | None = None
     if source == "demo" and m.get("demo") is None:
         raise ConfigError("config key model.demo: required when model.source is demo")
     geometry = InputGeometry.from_config(inp)  # size, mode, intensity mapping, pixel limit
-    return _load_model(
-        source,
-        pretrained=m.get("pretrained"),
-        arch=m.get("arch"),
-        checkpoint=checkpoint or m.get("checkpoint"),
-        demo=m.get("demo"),
-        geometry=geometry,
-        device=device,
-        name=m.get("name"),
-        seed=int(cfg.get("seed", 0)),
-        mean=inp.get("mean"),
-        std=inp.get("std"),
-        names=CONFIG_NAMES,
-    )
+    with _messages_naming(CONFIG_NAMES):
+        return load_model(
+            source,
+            pretrained=m.get("pretrained"),
+            arch=m.get("arch"),
+            checkpoint=checkpoint or m.get("checkpoint"),
+            demo=m.get("demo"),
+            geometry=geometry,
+            device=device,
+            name=m.get("name"),
+            seed=int(cfg.get("seed", 0)),
+            mean=inp.get("mean"),
+            std=inp.get("std"),
+        )
