@@ -7,7 +7,7 @@ Each step logs to the rule's ``log:`` file (its error and traceback too) and wri
 
 from __future__ import annotations
 
-from . import attribution, data, evaluation, figures, model, provenance, roar  # noqa: F401  (register the steps)
+from . import attribution, data, evaluation, figures, model, provenance, roar, seed_agreement  # noqa: F401  (register the steps)
 from .core import STEPS, run_step
 
 __all__ = ["STEPS", "run_step"]

@@ -109,6 +109,9 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     from ..metrics.claims import claims_markdown, ranked_metrics  # every ranking sentence, from the paired intervals
 
     md.insert(1 + len(notes), claims_markdown(tidy, ranked_metrics(tidy), order, "matex", n, ci, seed))
+    from .seed_agreement import seed_agreement_summary  # the stochastic methods' seed-to-seed ρ, its own table
+
+    md.append(seed_agreement_summary(cfg, input, output, meta, n, ci, seed))
     tex = [to_latex(t, f"{cfg['dataset']}: {name}. {note}".strip()) for name, t, note in tables]
     write_text(output.markdown, "\n".join(md))
     write_text(output.html, to_html(tables, title, notes))

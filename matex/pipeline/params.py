@@ -58,6 +58,7 @@ RULE_SECTIONS: dict[str, tuple[str, ...]] = {
     "counterfactual": (*_MAPS, "evaluation"),
     "counterfactual_controls": (*_PAIRS_AND_MODEL, "evaluation"),
     "sanity": (*_MAPS, "evaluation"),
+    "seed_agreement": (*_PAIRS_AND_MODEL, "attribution.params", "evaluation.seed_agreement"),
     "ablation": (*_MAPS, "evaluation", "figures.ablation_pairs", "figures.lambda_sweep"),
     "aggregate": ("data", "input", "model", "attribution", "evaluation", "roar"),
     "attribute_roar_train": (*_MAPS, "roar"),

@@ -113,6 +113,7 @@ rule aggregate:
         pairs=f"{DS}/pairs.parquet",
         sanity=expand(f"{MD}/sanity/{{method}}.parquet", method=sanity_methods()),
         counterfactual=counterfactual_metrics(),
+        seed_agreement=seed_agreement_tables(),
     output:
         tidy=f"{MD}/tables/metrics_tidy.parquet",
         summary=f"{MD}/tables/summary.parquet",
@@ -121,6 +122,8 @@ rule aggregate:
         latex=f"{MD}/tables/results.tex",
         roar=f"{MD}/tables/roar_plus.parquet",
         localisation=f"{MD}/tables/localisation_by_phrase.parquet",
+        seed_agreement=f"{MD}/tables/seed_agreement.parquet",
+        seed_agreement_md=f"{MD}/tables/seed_agreement.md",
     log:
         f"{MD}/logs/aggregate.log",
     benchmark:
