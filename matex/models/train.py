@@ -9,9 +9,11 @@ gradient, and the loss floor is the mean log of the number of copies instead of 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -117,73 +119,134 @@ def train_clip(
     lateralised phrase with left and right exchanged as a hard negative (:func:`contrastive_loss`).
     ``augment``: random affine and exposure changes of each training image, per step (never a flip).
     """
-    from tqdm.auto import tqdm
-
     if len(images_u8) != len(texts):
         raise ValueError(f"train_clip: {len(images_u8)} images but {len(texts)} texts")
     if len(images_u8) < 2:
         raise ValueError("train_clip: need at least 2 pairs for a contrastive batch")
-    clip = model.clip
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        device = model.device
+    with _torch_threads(threads), _eval_mode_after(model.clip):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         tokens_all = texts.cpu() if isinstance(texts, torch.Tensor) else model.tokenizer(list(texts))  # CPU, per batch
         aids = _TextAids.build(model, texts, categories, category_prompt_fraction, side_swap_negatives)
-        steps_per_epoch = len(_batches(len(texts), batch_size, None))
-        total_steps = max(1, epochs * steps_per_epoch)
-        optimizer = torch.optim.AdamW(_param_groups(clip, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+        total_steps = max(1, epochs * len(_batches(len(texts), batch_size, None)))
+        optimizer = torch.optim.AdamW(_param_groups(model.clip, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+        schedule = functools.partial(_lr_at, base_lr=lr, warmup_steps=warmup_steps, total_steps=total_steps)
         history: list[dict] = []
         step = 0
         t_start, cpu_start = time.perf_counter(), time.process_time()  # learning curves carry their cost
         for epoch in range(1, epochs + 1):
-            clip.train()
-            losses, sizes = [], []
             batches = _batches(len(texts), batch_size, generator)
-            bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
-            for idx in bar:
-                current_lr = _lr_at(step, lr, warmup_steps, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = current_lr
-                batch = torch.as_tensor(np.asarray(images_u8[idx.numpy()]))
-                if augment is not None:
-                    batch = augment.apply(batch.to(torch.float32).div_(255.0), generator).mul_(255.0)
-                images = normalize_batch(batch, model.mean, model.std).to(device)
-                if aids is None:
-                    loss = contrastive_loss(model, images, tokens_all[idx].to(device))
-                else:
-                    tokens, negatives, mask = aids.batch(idx, tokens_all, generator)
-                    loss = contrastive_loss(model, images, tokens.to(device), negatives, mask)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    clip.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
-                losses.append(float(loss.detach()))
-                sizes.append(len(idx))
-                step += 1
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            clip.eval()
-            row: dict[str, Any] = {
-                "epoch": epoch,
-                "train_loss": float(np.average(losses, weights=sizes)),
-                "lr": current_lr,
-                "steps": step,
-                "elapsed_s": round(time.perf_counter() - t_start, 2),
-                "cpu_s": round(time.process_time() - cpu_start, 2),
-            }
+            losses, sizes, step, current_lr = _train_epoch(
+                model, optimizer, schedule, step, batches, images_u8, tokens_all, aids, augment, generator,
+                desc=f"epoch {epoch}/{epochs}", progress=progress,
+            )  # fmt: skip
+            row = _history_row(epoch, losses, sizes, current_lr, step, t_start, cpu_start)
             if val is not None:
                 row.update(validation_metrics(model, *val, batch_size=batch_size))
             history.append(row)
             if log is not None:
                 log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         return history
+
+
+def _history_row(
+    epoch: int, losses: list[float], sizes: list[int], lr: float, step: int, t_start: float, cpu_start: float
+) -> dict[str, Any]:
+    """An epoch's history row: its size-weighted mean training loss, last learning rate, step count
+    and the wall and CPU seconds since training began."""
+    return {
+        "epoch": epoch,
+        "train_loss": float(np.average(losses, weights=sizes)),
+        "lr": lr,
+        "steps": step,
+        "elapsed_s": round(time.perf_counter() - t_start, 2),
+        "cpu_s": round(time.process_time() - cpu_start, 2),
+    }
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch's thread count set to ``threads`` (when given) within the block, restored after."""
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+@contextlib.contextmanager
+def _eval_mode_after(clip: torch.nn.Module) -> Iterator[None]:
+    """The model is left in eval mode however the block ends."""
+    try:
+        yield
     finally:
         clip.eval()
-        torch.set_num_threads(previous_threads)
+
+
+def _train_epoch(
+    model: MatexModel,
+    optimizer: torch.optim.Optimizer,
+    schedule: Callable[[int], float],
+    step: int,
+    batches: list[torch.Tensor],
+    images_u8: np.ndarray,
+    tokens_all: torch.Tensor,
+    aids: _TextAids | None,
+    augment: Augmentation | None,
+    generator: torch.Generator,
+    *,
+    desc: str,
+    progress: bool,
+) -> tuple[list[float], list[int], int, float]:
+    """One pass over ``batches`` in train mode (eval mode after): per batch, the scheduled learning rate,
+    one AdamW step on :func:`contrastive_loss` and the temperature clamp. Returns the batch losses,
+    the batch sizes, the global step count after the epoch and the last learning rate."""
+    from tqdm.auto import tqdm
+
+    clip = model.clip
+    clip.train()
+    losses, sizes = [], []
+    bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
+    for idx in bar:
+        current_lr = schedule(step)
+        for group in optimizer.param_groups:
+            group["lr"] = current_lr
+        loss = _batch_loss(model, idx, images_u8, tokens_all, aids, augment, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            clip.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+        losses.append(float(loss.detach()))
+        sizes.append(len(idx))
+        step += 1
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    clip.eval()
+    return losses, sizes, step, current_lr
+
+
+def _batch_loss(
+    model: MatexModel,
+    idx: torch.Tensor,
+    images_u8: np.ndarray,
+    tokens_all: torch.Tensor,
+    aids: _TextAids | None,
+    augment: Augmentation | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The contrastive loss of the pairs ``idx``: images augmented (when ``augment``) and normalised,
+    texts with the text aids (category prompts, side-swapped negatives) when ``aids``."""
+    device = model.device
+    batch = torch.as_tensor(np.asarray(images_u8[idx.numpy()]))
+    if augment is not None:
+        batch = augment.apply(batch.to(torch.float32).div_(255.0), generator).mul_(255.0)
+    images = normalize_batch(batch, model.mean, model.std).to(device)
+    if aids is None:
+        return contrastive_loss(model, images, tokens_all[idx].to(device))
+    tokens, negatives, mask = aids.batch(idx, tokens_all, generator)
+    return contrastive_loss(model, images, tokens.to(device), negatives, mask)
 
 
 class _TextAids:
