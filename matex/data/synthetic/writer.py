@@ -95,8 +95,55 @@ def generate_synthetic(
     clearance, e.g. with bilateral findings, gets none, and its ``drain`` column says so). Training and validation are the
     patient split ``prepare`` will make (same ``val_fraction`` and seed). ``workers`` > 1 renders the
     cases in that many processes; the files are the same bytes whatever the number of workers."""
-    import pandas as pd
+    spec = _checked_spec(
+        n_images, jpeg_quality, width, height, no_location_fraction, second_finding_fraction, conspicuity
+    )
+    for key, value in (
+        ("drain_pneumothorax_train_fraction", drain_pneumothorax_train_fraction),
+        ("drain_eval_fraction", drain_eval_fraction),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"data.synthetic.{key} must lie in [0, 1], got {value}")
+    out_dir = Path(out_dir)
+    layout = _layout(seed, n_images)
+    val_patients = split_patients([p for p, _, _ in layout], val_fraction, seed)
+    write_case = functools.partial(
+        _write_case, out_dir, seed, spec, drain_pneumothorax_train_fraction, drain_eval_fraction, int(jpeg_quality)
+    )
+    cases = [(i, layout[i], layout[i][0] in val_patients) for i in range(n_images)]
+    rows, truth, element_rows = _concatenate(_map_cases(write_case, cases, workers, progress))
+    truth_meta = {
+        "generator": "matex.data.synthetic",
+        "seed": seed,
+        "n_images": n_images,
+        "width": list(spec.width),
+        "height": list(spec.height),
+        "no_location_fraction": spec.no_location_fraction,
+        "second_finding_fraction": spec.second_finding_fraction,
+        "jpeg_quality": jpeg_quality,
+    }
+    elements_meta = {
+        "generator": "matex.data.synthetic",
+        "seed": seed,
+        "conspicuity": spec.conspicuity,
+        "drain_pneumothorax_train_fraction": drain_pneumothorax_train_fraction,
+        "drain_eval_fraction": drain_eval_fraction,
+        "val_fraction": val_fraction,
+    }
+    return _write_tables(out_dir, rows, truth, element_rows, truth_meta, elements_meta)
 
+
+def _checked_spec(
+    n_images: int,
+    jpeg_quality: int,
+    width: tuple[int, int],
+    height: tuple[int, int],
+    no_location_fraction: float,
+    second_finding_fraction: float,
+    conspicuity: float,
+) -> SyntheticSpec:
+    """The per-case settings, after checking the image count, the JPEG quality and the spec (errors
+    name the ``data.synthetic`` key)."""
     if n_images < 1:
         raise ConfigError(f"data.synthetic.n_images must be >= 1, got {n_images}")
     if not 1 <= jpeg_quality <= 100:
@@ -109,58 +156,32 @@ def generate_synthetic(
         conspicuity=float(conspicuity),
     )
     spec.validate()
-    for key, value in (
-        ("drain_pneumothorax_train_fraction", drain_pneumothorax_train_fraction),
-        ("drain_eval_fraction", drain_eval_fraction),
-    ):
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"data.synthetic.{key} must lie in [0, 1], got {value}")
-    out_dir = Path(out_dir)
-    layout = _layout(seed, n_images)
-    val_patients = split_patients([p for p, _, _ in layout], val_fraction, seed)
-    write_case = functools.partial(
-        _write_case,
-        out_dir,
-        seed,
-        spec,
-        drain_pneumothorax_train_fraction,
-        drain_eval_fraction,
-        int(jpeg_quality),
-    )
-    cases = [(i, layout[i], layout[i][0] in val_patients) for i in range(n_images)]
+    return spec
+
+
+def _concatenate(results) -> tuple[list, list, list]:
+    """The cases' CSV rows, truth rows and element rows, each concatenated in case order."""
     rows, truth, element_rows = [], [], []
-    for case_rows, case_truth, case_elements in _map_cases(write_case, cases, workers, progress):
+    for case_rows, case_truth, case_elements in results:
         rows += case_rows
         truth += case_truth
         element_rows += case_elements
+    return rows, truth, element_rows
+
+
+def _write_tables(
+    out_dir: Path, rows: list, truth: list, element_rows: list, truth_meta: dict, elements_meta: dict
+) -> Path:
+    """Write the MS-CXR-format CSV, the truth table and the elements table (atomically, with their
+    metadata); return the CSV's path."""
+    import pandas as pd
+
     csv_path = out_dir / CSV_NAME
     with atomic_path(csv_path) as tmp:
         pd.DataFrame(rows, columns=list(CSV_COLUMNS)).to_csv(tmp, index=False)
+    write_parquet(out_dir / TRUTH_NAME, pd.DataFrame(truth, columns=list(TRUTH_COLUMNS)), meta=truth_meta)
     write_parquet(
-        out_dir / TRUTH_NAME,
-        pd.DataFrame(truth, columns=list(TRUTH_COLUMNS)),
-        meta={
-            "generator": "matex.data.synthetic",
-            "seed": seed,
-            "n_images": n_images,
-            "width": list(spec.width),
-            "height": list(spec.height),
-            "no_location_fraction": spec.no_location_fraction,
-            "second_finding_fraction": spec.second_finding_fraction,
-            "jpeg_quality": jpeg_quality,
-        },
-    )
-    write_parquet(
-        out_dir / ELEMENTS_NAME,
-        pd.DataFrame(element_rows, columns=list(ELEMENT_COLUMNS)),
-        meta={
-            "generator": "matex.data.synthetic",
-            "seed": seed,
-            "conspicuity": spec.conspicuity,
-            "drain_pneumothorax_train_fraction": drain_pneumothorax_train_fraction,
-            "drain_eval_fraction": drain_eval_fraction,
-            "val_fraction": val_fraction,
-        },
+        out_dir / ELEMENTS_NAME, pd.DataFrame(element_rows, columns=list(ELEMENT_COLUMNS)), meta=elements_meta
     )
     return csv_path
 
