@@ -35,7 +35,7 @@ def roar_run(
     training texts (``maps``: one token-score array per training pair). The clean run removes
     nothing, so one clean run per seed serves both sides; it records modality ``both``. Returns
     losses before and after fine-tuning."""
-    from ..models.train import train_clip, validation_loss
+    from ..models.train import validation_loss
 
     if modality not in MODALITIES:
         raise ValueError(f"ROAR+ modality must be one of {MODALITIES}, got {modality!r}")
@@ -45,40 +45,18 @@ def roar_run(
     if variant == "clean":
         degraded, train_tokens = train_imgs, train_texts
     elif modality == "image":
-        if variant == "random":
-            maps = random_control_maps(model, roar_cfg, len(train_imgs), train_imgs.shape[1], seed)
-        if maps is None or maps.shape != train_imgs.shape:
-            raise ValueError(f"ROAR+ {variant}: need one map per training pair of shape {train_imgs.shape[1:]}")
-        fill = FillSpec.from_config(roar_cfg, grey=float(train_imgs.mean()))
-        degraded, train_tokens = degrade_images(train_imgs, maps, fraction, fill, seed), train_texts
+        degraded, train_tokens = (
+            _degrade_image_side(model, train_imgs, variant, maps, roar_cfg, fraction, seed),
+            train_texts,
+        )
     else:
-        tokens = model.tokenizer(train_texts)
-        if variant == "random":
-            maps = random_token_maps(tokens, seed)
-        if maps is None or len(maps) != len(train_texts):
-            raise ValueError(
-                f"ROAR+ text {variant}: need one token map per training pair ({len(train_texts)}), "
-                f"got {'none' if maps is None else len(maps)}"
-            )
-        degraded, train_tokens = train_imgs, degrade_tokens(tokens, maps, fraction)
+        degraded, train_tokens = train_imgs, _degrade_text_side(model, train_texts, variant, maps, fraction, seed)
     val_imgs = np.ascontiguousarray(images_u8[val_rows])
     val_texts = pairs["phrase"].iloc[val_rows].tolist()
     bs = int(roar_cfg["batch_size"])
     # the explained model's own loss is the same for every variant and seed: measured once, with the clean run
     loss_before = validation_loss(model, val_imgs, val_texts, batch_size=bs, seed=0) if variant == "clean" else None
-    history = train_clip(
-        model,
-        degraded,
-        train_tokens,
-        epochs=int(roar_cfg["epochs"]),
-        batch_size=bs,
-        lr=float(roar_cfg["lr"]),
-        weight_decay=0.0,
-        warmup_steps=0,
-        seed=seed,
-        threads=threads,
-        progress=progress,
-    )
+    history = _fine_tune(model, degraded, train_tokens, roar_cfg, seed, threads, progress)
     loss_after = validation_loss(model, val_imgs, val_texts, batch_size=bs, seed=0)
     return {
         "variant": variant,
@@ -91,6 +69,62 @@ def roar_run(
         "removed_fraction": 0.0 if variant == "clean" else fraction,
         "history": history,
     }
+
+
+def _fine_tune(
+    model, images: np.ndarray, texts, roar_cfg: Mapping[str, Any], seed: int, threads: int | None, progress: bool
+) -> list[dict]:
+    """ROAR+'s fine-tuning: ``roar.epochs`` at the constant learning rate ``roar.lr``, no weight decay."""
+    from ..models.train import train_clip
+
+    return train_clip(
+        model,
+        images,
+        texts,
+        epochs=int(roar_cfg["epochs"]),
+        batch_size=int(roar_cfg["batch_size"]),
+        lr=float(roar_cfg["lr"]),
+        weight_decay=0.0,
+        warmup_steps=0,
+        seed=seed,
+        threads=threads,
+        progress=progress,
+    )
+
+
+def _degrade_image_side(
+    model,
+    train_imgs: np.ndarray,
+    variant: str,
+    maps: np.ndarray | None,
+    roar_cfg: Mapping[str, Any],
+    fraction: float,
+    seed: int,
+) -> np.ndarray:
+    """The training images with the top ``roar.top_fraction`` of each map's pixels removed (``random``: the
+    smooth random control maps)."""
+    if variant == "random":
+        maps = random_control_maps(model, roar_cfg, len(train_imgs), train_imgs.shape[1], seed)
+    if maps is None or maps.shape != train_imgs.shape:
+        raise ValueError(f"ROAR+ {variant}: need one map per training pair of shape {train_imgs.shape[1:]}")
+    fill = FillSpec.from_config(roar_cfg, grey=float(train_imgs.mean()))
+    return degrade_images(train_imgs, maps, fraction, fill, seed)
+
+
+def _degrade_text_side(
+    model, train_texts: list[str], variant: str, maps: Sequence[np.ndarray] | None, fraction: float, seed: int
+):
+    """The training texts' token ids with the top ``fraction`` of each text's word tokens removed
+    (``random``: random token maps)."""
+    tokens = model.tokenizer(train_texts)
+    if variant == "random":
+        maps = random_token_maps(tokens, seed)
+    if maps is None or len(maps) != len(train_texts):
+        raise ValueError(
+            f"ROAR+ text {variant}: need one token map per training pair ({len(train_texts)}), "
+            f"got {'none' if maps is None else len(maps)}"
+        )
+    return degrade_tokens(tokens, maps, fraction)
 
 
 def random_control_maps(model, roar_cfg: Mapping[str, Any], n: int, size: int, seed: int) -> np.ndarray:
