@@ -243,10 +243,7 @@ def roar_retrain_runs(
     categories = pairs["category"].astype(str).to_numpy()
     fill = FillSpec.from_config(cfg["roar"], grey=grey_fill(train_u8))
     if variant == "random":
-        grid = int(rt.get("random_grid") or patch_grid(base_model))
-        size = train_u8.shape[1]
-        train_maps = smooth_random_maps(len(train_rows), size, grid, 1000 * DEGRADE_SEED + 1)
-        val_maps = smooth_random_maps(len(val_rows), size, grid, 1000 * DEGRADE_SEED + 2)
+        train_maps, val_maps = _random_control_maps(rt, base_model, train_u8.shape[1], len(train_rows), len(val_rows))
     fractions = [0.0] if variant == "clean" else [float(k) for k in rt["fractions"]]
     batch, mode = retrain_batch_size(cfg), retrain_mode(cfg)
     common = {"n_train": len(train_rows), "n_val": len(val_rows), "fill": fill.kind, "fill_grey": fill.grey}
@@ -267,8 +264,24 @@ def roar_retrain_runs(
             row["wall_s"] = round(degrade_s + time.perf_counter() - t1, 2)
             rows.append(row)
             if log is not None:
-                log(
-                    f"ROAR {variant} k={fraction:.2f} seed={seed}: loss {row['val_loss']:.4f}, "
-                    f"zero-shot {row.get('zero_shot_accuracy', float('nan')):.3f}, {row['wall_s']} s"
-                )
+                log(_progress_line(row))
     return rows
+
+
+def _random_control_maps(
+    rt: Mapping[str, Any], base_model, size: int, n_train: int, n_val: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The random control's smooth maps of both splits, on ``roar.retrain.random_grid`` or the
+    model's patch grid, drawn from ``DEGRADE_SEED`` (its own stream per split)."""
+    grid = int(rt.get("random_grid") or patch_grid(base_model))
+    train_maps = smooth_random_maps(n_train, size, grid, 1000 * DEGRADE_SEED + 1)
+    val_maps = smooth_random_maps(n_val, size, grid, 1000 * DEGRADE_SEED + 2)
+    return train_maps, val_maps
+
+
+def _progress_line(row: Mapping[str, Any]) -> str:
+    """The log line of one retrained (variant, k, seed): loss, zero-shot accuracy and wall time."""
+    return (
+        f"ROAR {row['variant']} k={row['k']:.2f} seed={row['seed']}: loss {row['val_loss']:.4f}, "
+        f"zero-shot {row.get('zero_shot_accuracy', float('nan')):.3f}, {row['wall_s']} s"
+    )
