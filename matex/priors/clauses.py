@@ -110,20 +110,47 @@ def read_clauses(body: str, joined_by: str) -> list[Clause]:
 
 
 def _read(body: str, rest: str, joined_by: str, *, negated: bool, uncertain: bool) -> Clause:
+    """One clause's findings, cues, anatomy and sides from ``rest`` (its text with cue words blanked)."""
     clause = Clause(text=body.strip(), joined_by=joined_by, negated=negated, uncertain=uncertain)
-    words = rest
-    findings: list[tuple[str, str]] = []
-    for name, pat in V.FINDING_PATTERNS:
-        hits: list[re.Match[str]] = []
-        words = _blank(pat, words, hits)
-        findings.extend((name, m.group(0)) for m in hits)
+    findings = _read_findings(rest)
     clause.findings = tuple(findings)
     clause.narrowing = not findings and bool(V.NARROWING.search(rest))
     clause.emphasis = clause.narrowing or (not findings and bool(V.EMPHASIS.search(rest)))
 
     anatomy: list[str] = []  # "{side}" placeholder = resolve with the clause's sides
     sides: set[str] = set()  # a lobe's own side also counts, so an "and" fragment can lend it
-    hits = []
+    rest = _read_lobes(rest, anatomy, sides)
+    rest = _read_structures(rest, anatomy, sides)
+    hits: list[re.Match[str]] = []
+    rest = _blank(V.LATERALITY, rest, hits)
+    for m in hits:
+        word = m.group(1) or m.group(2)
+        sides |= {"right", "left"} if word in ("bilateral", "bilaterally", "both") else {V.SIDE_OF[word]}
+    for zone, pat in V.ZONES:
+        if pat.search(rest):
+            anatomy.append(f"{{side}}_{zone}_zone")
+    clause.mentions_lungs = bool(V.GENERIC_ANATOMY.search(rest))
+    clause.sides = frozenset(sides)
+    clause.anatomy = tuple(dict.fromkeys(anatomy))
+    return clause
+
+
+def _read_findings(rest: str) -> list[tuple[str, str]]:
+    """(finding, words) for every finding pattern's matches, in vocabulary order; a pattern sees the
+    text with the earlier patterns' matches blanked, so words count for one finding only."""
+    words = rest
+    findings: list[tuple[str, str]] = []
+    for name, pat in V.FINDING_PATTERNS:
+        hits: list[re.Match[str]] = []
+        words = _blank(pat, words, hits)
+        findings.extend((name, m.group(0)) for m in hits)
+    return findings
+
+
+def _read_lobes(rest: str, anatomy: list[str], sides: set[str]) -> str:
+    """Add the lobes (named, abbreviated, the lingula) and the biapical/bibasal zones to ``anatomy``
+    and their sides to ``sides``; return ``rest`` with them blanked."""
+    hits: list[re.Match[str]] = []
     rest = _blank(V.LOBE, rest, hits)
     for m in hits:
         zone = V.ZONE_OF_LOBE_WORD[m.group(2)]
@@ -149,7 +176,13 @@ def _read(body: str, rest: str, joined_by: str, *, negated: bool, uncertain: boo
     for m in hits:
         sides |= {"right", "left"}
         anatomy.append("{side}_apex" if m.group(1).startswith("biapical") else "{side}_lower_zone")
-    hits = []
+    return rest
+
+
+def _read_structures(rest: str, anatomy: list[str], sides: set[str]) -> str:
+    """Add the upper abdomen, the sided structures and the unsided ones to ``anatomy`` (an upper
+    abdomen's named side to ``sides``); return ``rest`` with them blanked."""
+    hits: list[re.Match[str]] = []
     rest = _blank(V.UPPER_ABDOMEN, rest, hits)
     for m in hits:
         anatomy.append("{side}_upper_abdomen")
@@ -165,18 +198,7 @@ def _read(body: str, rest: str, joined_by: str, *, negated: bool, uncertain: boo
         rest = _blank(pat, rest, hits)
         if hits:
             anatomy.extend(names)
-    hits = []
-    rest = _blank(V.LATERALITY, rest, hits)
-    for m in hits:
-        word = m.group(1) or m.group(2)
-        sides |= {"right", "left"} if word in ("bilateral", "bilaterally", "both") else {V.SIDE_OF[word]}
-    for zone, pat in V.ZONES:
-        if pat.search(rest):
-            anatomy.append(f"{{side}}_{zone}_zone")
-    clause.mentions_lungs = bool(V.GENERIC_ANATOMY.search(rest))
-    clause.sides = frozenset(sides)
-    clause.anatomy = tuple(dict.fromkeys(anatomy))
-    return clause
+    return rest
 
 
 def resolve(anatomy: tuple[str, ...], sides: frozenset[str]) -> list[str]:
