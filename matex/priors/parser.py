@@ -230,18 +230,7 @@ def parse_phrase(text: str) -> PhraseParse:
         target: Clause | None = None  # this sentence's last positive clause, for narrowing
         for sep, body in split_clauses(sentence):
             for clause in read_clauses(body, sep):
-                if previous is not None and not previous.has_content:
-                    clause.uncertain = clause.uncertain or previous.uncertain  # "possibly, with ..."
-                elif (
-                    previous is not None
-                    and clause.joined_by == "and"
-                    and previous.negated
-                    and not previous.findings
-                    and clause.anatomy
-                ):
-                    clause.negated = clause.negation_cue = True  # "no right upper" + "and middle lobe opacity"
-                elif _continues_negated_list(clause, previous):
-                    clause.negated = clause.negation_cue = True
+                _carry_over(clause, previous)
                 _link(clause, previous)
                 mentions.extend(
                     FindingMention(f, words, clause.negated, clause.uncertain) for f, words in clause.findings
@@ -265,7 +254,37 @@ def parse_phrase(text: str) -> PhraseParse:
                     for name, weight in clause.regions.items():
                         weights[name] = max(weights.get(name, 0.0), weight)
                 previous = clause
+    return _phrase_parse(text, table, weights, negative_content and not positive_content, uncertain, mentions)
 
+
+def _carry_over(clause: Clause, previous: Clause | None) -> None:
+    """What ``clause`` takes from the clause before it in the sentence: the hedge of a clause with no
+    content ("possibly, with ..."), or the negation of a negated anatomy fragment ("no right upper"
+    + "and middle lobe opacity") or of a coordinated list it continues."""
+    if previous is not None and not previous.has_content:
+        clause.uncertain = clause.uncertain or previous.uncertain  # "possibly, with ..."
+    elif (
+        previous is not None
+        and clause.joined_by == "and"
+        and previous.negated
+        and not previous.findings
+        and clause.anatomy
+    ):
+        clause.negated = clause.negation_cue = True  # "no right upper" + "and middle lobe opacity"
+    elif _continues_negated_list(clause, previous):
+        clause.negated = clause.negation_cue = True
+
+
+def _phrase_parse(
+    text: str,
+    table: dict[str, Region],
+    weights: dict[str, float],
+    negated: bool,
+    uncertain: bool,
+    mentions: list[FindingMention],
+) -> PhraseParse:
+    """The parse: the regions' boxes (every region must be in the table) with their weights divided
+    by the largest."""
     missing = [n for n in weights if n not in table]
     if missing:  # a vocabulary entry without a box: a bug in this package or regions.yaml
         raise DataError(f"parser produced regions {missing} that the region table lacks", file=REGIONS_FILE)
@@ -273,7 +292,7 @@ def parse_phrase(text: str) -> PhraseParse:
     return PhraseParse(
         text=text,
         regions=tuple(table[n] for n in weights),
-        negated=negative_content and not positive_content,
+        negated=negated,
         uncertain=uncertain,
         findings=tuple(mentions),
         weights=tuple(round(v / top, 4) for v in weights.values()),
