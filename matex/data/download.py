@@ -376,23 +376,11 @@ def _download(
     workers: int,
     progress: bool,
 ) -> dict[str, Any]:
+    """:func:`download_mscxr`'s work, in order: the CSV, the checksum list of the images, the images."""
     dest_root.mkdir(parents=True, exist_ok=True)
-    csv_sums = _project_sums(sess, base_url, mscxr_project, dest_root) if verify else {}
-    if verify and csv_in_project not in csv_sums:
-        raise DownloadError(f"{csv_in_project} is not listed in {base_url}/{mscxr_project}/{SUMS_NAME}")
-    csv_path = dest_root / csv_name
-    log.info("fetching %s/%s/%s", _public_url(base_url), mscxr_project, csv_in_project)
-    _fetch(sess, f"{base_url}/{mscxr_project}/{csv_in_project}", csv_path, csv_sums.get(csv_in_project))
-
+    csv_path = _fetch_csv(sess, dest_root, base_url, mscxr_project, csv_in_project, csv_name, verify)
     images = referenced_images(csv_path)
-    img_sums = _project_sums(sess, base_url, images_project, dest_root) if verify else {}
-    if verify:
-        unlisted = [p for p in images if p not in img_sums]
-        if unlisted:
-            raise DownloadError(
-                f"{len(unlisted)} image(s) referenced by {csv_path} are not listed in "
-                f"{base_url}/{images_project}/{SUMS_NAME}, e.g. {unlisted[0]}"
-            )
+    img_sums = _listed_image_sums(sess, dest_root, base_url, images_project, images, csv_path) if verify else {}
     log.info(
         "fetching %d referenced images from %s/%s with %d workers",
         len(images),
@@ -400,6 +388,64 @@ def _download(
         images_project,
         workers,
     )
+    _fetch_images(sess, dest_root, base_url, images_project, images, img_sums, workers, progress)
+    summary = {
+        "csv": str(csv_path),
+        "images": len(images),
+        "fetched": sess.fetched,
+        "skipped": sess.skipped,
+        "bytes": sess.bytes,
+    }
+    log.info("download finished: %s", summary)
+    return summary
+
+
+def _fetch_csv(
+    sess: _Session,
+    dest_root: Path,
+    base_url: str,
+    mscxr_project: str,
+    csv_in_project: str,
+    csv_name: str,
+    verify: bool,
+) -> Path:
+    """Fetch the MS-CXR CSV to ``dest_root/csv_name`` (checked against the project's checksum list
+    when ``verify``); its path."""
+    csv_sums = _project_sums(sess, base_url, mscxr_project, dest_root) if verify else {}
+    if verify and csv_in_project not in csv_sums:
+        raise DownloadError(f"{csv_in_project} is not listed in {base_url}/{mscxr_project}/{SUMS_NAME}")
+    csv_path = dest_root / csv_name
+    log.info("fetching %s/%s/%s", _public_url(base_url), mscxr_project, csv_in_project)
+    _fetch(sess, f"{base_url}/{mscxr_project}/{csv_in_project}", csv_path, csv_sums.get(csv_in_project))
+    return csv_path
+
+
+def _listed_image_sums(
+    sess: _Session, dest_root: Path, base_url: str, images_project: str, images: list[str], csv_path: Path
+) -> dict[str, str]:
+    """The images project's checksums; every image the CSV references must be listed."""
+    img_sums = _project_sums(sess, base_url, images_project, dest_root)
+    unlisted = [p for p in images if p not in img_sums]
+    if unlisted:
+        raise DownloadError(
+            f"{len(unlisted)} image(s) referenced by {csv_path} are not listed in "
+            f"{base_url}/{images_project}/{SUMS_NAME}, e.g. {unlisted[0]}"
+        )
+    return img_sums
+
+
+def _fetch_images(
+    sess: _Session,
+    dest_root: Path,
+    base_url: str,
+    images_project: str,
+    images: list[str],
+    img_sums: dict[str, str],
+    workers: int,
+    progress: bool,
+) -> None:
+    """Fetch every image to ``dest_root/<path>`` in ``workers`` threads; the first failure stops the
+    run (finished files stay for the next resume)."""
     bar = None
     if progress:
         from tqdm import tqdm
@@ -419,12 +465,3 @@ def _download(
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
-    summary = {
-        "csv": str(csv_path),
-        "images": len(images),
-        "fetched": sess.fetched,
-        "skipped": sess.skipped,
-        "bytes": sess.bytes,
-    }
-    log.info("download finished: %s", summary)
-    return summary
