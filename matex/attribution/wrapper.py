@@ -205,40 +205,14 @@ class ForwardContext:
             n_blocks = len(vrec.attention)
             if len(vrec.inputs) != n_blocks:
                 raise MatexError(f"recorded {len(vrec.inputs)} block inputs but {n_blocks} attention maps")
-            vision = TowerTrace(_detach_all(vrec.attention), [vrec.tokens(i).detach() for i in range(n_blocks)])
-            text_trace = None
-            if trec is not None:
-                text_trace = TowerTrace(
-                    _detach_all(trec.attention), [trec.tokens(i).detach() for i in range(len(trec.inputs))]
-                )
+            vision = _tower_trace(vrec, n_blocks)
+            text_trace = _tower_trace(trec, len(trec.inputs)) if trec is not None else None
             input_g = None
             if backward:
-                wanted: list[tuple[str, int, torch.Tensor]] = []
-                for rec, name in ((vrec, "vision"), (trec, "text")):
-                    if rec is None:
-                        continue
-                    if attention_grads:
-                        wanted += [(name + ".attention", i, a) for i, a in enumerate(rec.attention)]
-                    wanted += [
-                        (name + ".tokens", i, rec.inputs[i]) for i in _grad_blocks(token_grads, name, len(rec.inputs))
-                    ]
-                if input_grad:
-                    wanted.append(("input", 0, x))
+                wanted = _wanted_grads(vrec, trec, attention_grads, token_grads, x if input_grad else None)
                 grads = torch.autograd.grad(sim.sum(), [w[2] for w in wanted], allow_unused=True)
                 grads = [torch.zeros_like(w[2]) if g is None else g for w, g in zip(wanted, grads)]
-                for (name, i, _), g in zip(wanted, grads):
-                    tower, _, kind = name.partition(".")
-                    target = vision if tower == "vision" else text_trace
-                    if name == "input":
-                        input_g = g.detach()
-                        continue
-                    rec = vrec if tower == "vision" else trec
-                    if kind == "tokens" and not rec.batch_first:
-                        g = g.transpose(0, 1)
-                    lst = "attention_grads" if kind == "attention" else "token_grads"
-                    if getattr(target, lst) is None:
-                        setattr(target, lst, [None] * len(target.attention))
-                    getattr(target, lst)[i] = g.detach()
+                input_g = _store_grads(wanted, grads, vrec, trec, vision, text_trace)
         query, last = self.text_positions()
         return Trace(
             similarity=sim.detach(), vision=vision, text=text_trace, input_grad=input_g, eot=last, text_query=query
@@ -327,3 +301,57 @@ class ForwardContext:
         for blk in blocks:
             x = blk(x, attn_mask=mask)
         return x if batch_first else x.transpose(0, 1)
+
+
+def _tower_trace(rec: TowerRecord, n_blocks: int) -> TowerTrace:
+    """A tower's recorded attention maps and block input tokens, detached (gradients filled later)."""
+    return TowerTrace(_detach_all(rec.attention), [rec.tokens(i).detach() for i in range(n_blocks)])
+
+
+def _wanted_grads(
+    vrec: TowerRecord,
+    trec: TowerRecord | None,
+    attention_grads: bool,
+    token_grads: bool | Mapping[str, Iterable[int]],
+    x: torch.Tensor | None,
+) -> list[tuple[str, int, torch.Tensor]]:
+    """The tensors :meth:`ForwardContext.trace` differentiates, as ``(name, block, tensor)``: each
+    traced tower's attention maps (``attention_grads``) and requested block inputs, then the input
+    images ``x`` when given."""
+    wanted: list[tuple[str, int, torch.Tensor]] = []
+    for rec, name in ((vrec, "vision"), (trec, "text")):
+        if rec is None:
+            continue
+        if attention_grads:
+            wanted += [(name + ".attention", i, a) for i, a in enumerate(rec.attention)]
+        wanted += [(name + ".tokens", i, rec.inputs[i]) for i in _grad_blocks(token_grads, name, len(rec.inputs))]
+    if x is not None:
+        wanted.append(("input", 0, x))
+    return wanted
+
+
+def _store_grads(
+    wanted: list[tuple[str, int, torch.Tensor]],
+    grads: list[torch.Tensor],
+    vrec: TowerRecord,
+    trec: TowerRecord | None,
+    vision: TowerTrace,
+    text_trace: TowerTrace | None,
+) -> torch.Tensor | None:
+    """Put each gradient in its tower trace's ``attention_grads`` / ``token_grads`` (token gradients
+    batch-first; blocks not asked for stay None); return the input gradient, or None."""
+    input_g = None
+    for (name, i, _), g in zip(wanted, grads):
+        tower, _, kind = name.partition(".")
+        target = vision if tower == "vision" else text_trace
+        if name == "input":
+            input_g = g.detach()
+            continue
+        rec = vrec if tower == "vision" else trec
+        if kind == "tokens" and not rec.batch_first:
+            g = g.transpose(0, 1)
+        lst = "attention_grads" if kind == "attention" else "token_grads"
+        if getattr(target, lst) is None:
+            setattr(target, lst, [None] * len(target.attention))
+        getattr(target, lst)[i] = g.detach()
+    return input_g
