@@ -173,43 +173,55 @@ def run_m2ib(
     if readout not in ("capacity", "gate"):
         raise ConfigError(f"attribution.params.{name}.readout={readout!r}; expected capacity or gate")
     fit = dict(beta=beta, steps=steps, lr=lr, n_noise=n_noise, init=init)
-    # image side: bottleneck after a vision block, text embedding fixed
     block = scaled_block(layer, len(ctx.vision_blocks), f"attribution.params.{name}.layer")
-    tokens = ctx.vision_tokens_after(block)
-    dtype = tokens.dtype
-    h = tokens.float()
-    b, t, d = h.shape
-
-    def image_similarity(z: torch.Tensor) -> torch.Tensor:
-        return ctx.image_similarity(ctx.vision_features_from(z.to(dtype), block + 1), repeat=n_noise)
-
-    every = torch.ones(b, t, dtype=torch.bool, device=h.device)
-    alpha = fit_bottleneck(h, image_similarity, every, noise=draw_noise(seed, steps, n_noise, t, d), **fit)
-    image = grid_to_image(readout_scores(h, alpha, readout)[:, 1:], ctx.size)
+    image = _image_side(ctx, block, fit, readout, seed)
     options = {
         "block": block,
         "noise": "N(0, 1) on the raw block output, one draw per step shared by the batch",
         "readout": f"{readout} summed over features, gates of the last forward pass",
         "seed": int(seed),
     }
-
     text_scores = None
     if text_side and ctx.text_tower_kind == "open_clip":  # a BERT text tower (BiomedCLIP): image side only
         n_text = len(ctx.clip.transformer.resblocks)
         tblock = scaled_block(text_layer, n_text, f"attribution.params.{name}.text_layer", text_published)
-        ttokens = ctx.text_tokens_after(tblock)
-        tdtype = ttokens.dtype
-        th = ttokens.float()
-        n = th.shape[1]
-        eot = ctx.tokens.argmax(dim=-1).to(th.device)
-        real = torch.arange(n, device=th.device).unsqueeze(0) <= eot.unsqueeze(1)
-
-        def text_similarity(z: torch.Tensor) -> torch.Tensor:
-            return ctx.text_similarity(ctx.text_features_from(z.to(tdtype), tblock + 1, repeat=n_noise), repeat=n_noise)
-
-        tnoise = draw_noise(seed, steps, n_noise, ctx.tokens.shape[1], th.shape[2])[:, :, :n]
-        talpha = fit_bottleneck(th, text_similarity, real, noise=tnoise, **fit)
-        scores = masked_minmax(readout_scores(th, talpha, readout), real).cpu().numpy().astype(np.float32)
-        text_scores = [scores[i, : int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
+        text_scores = _text_side(ctx, tblock, fit, readout, seed)
         options["text_block"] = tblock
     return ExplainOutput(image=image, text=text_scores, meta={"options": options})
+
+
+def _image_side(ctx: ForwardContext, block: int, fit: dict, readout: str, seed: int) -> torch.Tensor:
+    """The image map: a bottleneck fitted on the tokens after vision block ``block`` (the text
+    embedding fixed), read out per patch and upsampled to the input."""
+    tokens = ctx.vision_tokens_after(block)
+    dtype = tokens.dtype
+    h = tokens.float()
+    b, t, d = h.shape
+    n_noise = fit["n_noise"]
+
+    def image_similarity(z: torch.Tensor) -> torch.Tensor:
+        return ctx.image_similarity(ctx.vision_features_from(z.to(dtype), block + 1), repeat=n_noise)
+
+    every = torch.ones(b, t, dtype=torch.bool, device=h.device)
+    alpha = fit_bottleneck(h, image_similarity, every, noise=draw_noise(seed, fit["steps"], n_noise, t, d), **fit)
+    return grid_to_image(readout_scores(h, alpha, readout)[:, 1:], ctx.size)
+
+
+def _text_side(ctx: ForwardContext, tblock: int, fit: dict, readout: str, seed: int) -> list[np.ndarray]:
+    """Per text, one min-max normalised score per real token (SOT..EOT): a bottleneck fitted on the
+    tokens after text block ``tblock`` (the image embedding fixed)."""
+    ttokens = ctx.text_tokens_after(tblock)
+    tdtype = ttokens.dtype
+    th = ttokens.float()
+    n = th.shape[1]
+    n_noise = fit["n_noise"]
+    eot = ctx.tokens.argmax(dim=-1).to(th.device)
+    real = torch.arange(n, device=th.device).unsqueeze(0) <= eot.unsqueeze(1)
+
+    def text_similarity(z: torch.Tensor) -> torch.Tensor:
+        return ctx.text_similarity(ctx.text_features_from(z.to(tdtype), tblock + 1, repeat=n_noise), repeat=n_noise)
+
+    tnoise = draw_noise(seed, fit["steps"], n_noise, ctx.tokens.shape[1], th.shape[2])[:, :, :n]
+    talpha = fit_bottleneck(th, text_similarity, real, noise=tnoise, **fit)
+    scores = masked_minmax(readout_scores(th, talpha, readout), real).cpu().numpy().astype(np.float32)
+    return [scores[i, : int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
