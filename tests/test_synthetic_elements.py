@@ -44,10 +44,27 @@ def test_omitting_an_element_changes_only_its_pixels():
 
 def test_without_the_drain_is_exactly_the_film_never_given_one():
     spec = SyntheticSpec(**SMALL)
-    i = _case_with("Pneumothorax")
+    i = _case_with("Consolidation")
     without, _ = render_case(0, i, spec, drain=True, omit={"drain"})
     never, _ = render_case(0, i, spec)
     assert np.array_equal(without, never)
+
+
+def test_a_drained_apical_pneumothorax_is_partly_re_expanded():
+    """A film given a drain shows a treated pneumothorax: the same lesion, a thinner air rim (the
+    reason a drain is a shortcut in practice); the counterfactual without the drain keeps that rim."""
+    spec = SyntheticSpec()
+    i = next(
+        j
+        for j in range(300)
+        if [(f.category_name, f.zone) for f in sample_findings(0, j, spec)] == [("Pneumothorax", "apical")]
+    )
+    _, _, untreated = render_case(0, i, spec, return_elements=True)
+    _, _, treated = render_case(0, i, spec, drain=True, return_elements=True)
+    assert "drain" in treated
+    assert 0.2 < treated["lesion0"].sum() / untreated["lesion0"].sum() < 0.8
+    _, _, without_drain = render_case(0, i, spec, drain=True, omit={"drain"}, return_elements=True)
+    assert np.array_equal(without_drain["lesion0"], treated["lesion0"])
 
 
 def _lesion_distance_in_patches(masks: dict[str, np.ndarray]) -> float:

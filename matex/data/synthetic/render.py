@@ -123,7 +123,8 @@ def _render(
     for k, f in enumerate(findings if with_findings else []):
         if f.category_name == "Pneumothorax":
             own_lung = lung_shapes[f.side] * above_diaphragm
-            rim, line = paint_pneumothorax(g, an, findings_rng, f.side, f.zone, own_lung)
+            treated = drain_rng is not None  # a drain is asked for: the film shows a treated pneumothorax
+            rim, line = paint_pneumothorax(g, an, findings_rng, f.side, f.zone, own_lung, treated=treated)
             if conspicuity != 1.0:
                 rim, line = (
                     np.clip(conspicuity * rim, 0, 1),
