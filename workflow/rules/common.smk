@@ -66,6 +66,13 @@ def sanity_methods():
     return config["evaluation"]["sanity"].get("methods") or config["attribution"]["methods"]
 
 
+def seed_agreement_tables():
+    """rules/seed_agreement.smk's per-pair tables: one per stochastic method of the run (none when it has none)."""
+    from matex.pipeline.seed_agreement import seed_agreement_methods
+
+    return expand(f"{MD}/metrics/seed_agreement/{{method}}.parquet", method=seed_agreement_methods(config))
+
+
 def figure_outputs(name):
     return expand(f"{MD}/figures/{name}.{{ext}}", ext=config["figures"]["formats"])
 

@@ -1,11 +1,6 @@
 # Seed-to-seed agreement of the stochastic methods (RISE, M2IB, NIB, random): each pair explained
-# under two seeds with the run's own settings; the aggregate rule makes tables/seed_agreement from it.
-from matex.pipeline.seed_agreement import seed_agreement_methods
-
-
-def seed_agreement_tables():
-    """One per-pair table per stochastic method of the run (none when it has none)."""
-    return expand(f"{MD}/metrics/seed_agreement/{{method}}.parquet", method=seed_agreement_methods(config))
+# under two seeds with the run's own settings; the jobs are those of seed_agreement_tables() (common.smk),
+# which the aggregate rule reads to make tables/seed_agreement.
 
 
 rule seed_agreement:
