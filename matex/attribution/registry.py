@@ -166,12 +166,7 @@ def explain(
 
     spec = get_method(method)
     used = resolve_params(spec, params)
-    if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
-        raise DataError("texts must be a list of strings, one phrase per image")
-    texts = list(texts)
-    empty = [i for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise DataError(f"texts {empty} are empty: a phrase is needed to explain an image-text match")
+    texts = _checked_texts(texts)
     x = model.preprocess(images)
     if x.ndim != 4 or x.shape[0] != len(texts):
         raise DataError(f"method {method!r}: {x.shape[0] if x.ndim == 4 else '?'} images but {len(texts)} texts")
@@ -187,8 +182,28 @@ def explain(
             categories=None if categories is None else [str(c) for c in categories],
         )
         out = spec.fn(ctx, **used)
+    return _checked_output(out, (x.shape[0], x.shape[2], x.shape[3]), method, used)
+
+
+def _checked_texts(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list: one non-empty string per image, else a DataError."""
+    from ..errors import DataError
+
+    if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
+        raise DataError("texts must be a list of strings, one phrase per image")
+    texts = list(texts)
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise DataError(f"texts {empty} are empty: a phrase is needed to explain an image-text match")
+    return texts
+
+
+def _checked_output(
+    out: ExplainOutput, expected: tuple[int, int, int], method: str, used: Mapping[str, Any]
+) -> ExplainOutput:
+    """A method's output on the CPU as float32: maps of the ``expected`` (B, H, W) shape, finite and
+    clamped to [0, 1], finite components, and the meta (method, parameters used, options)."""
     image = out.image.detach().to("cpu", torch.float32)
-    expected = (x.shape[0], x.shape[2], x.shape[3])
     if tuple(image.shape) != expected:
         raise MapError(f"method {method!r} returned maps of shape {tuple(image.shape)}, expected {expected}")
     check_finite(image, method)
