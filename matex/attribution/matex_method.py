@@ -180,22 +180,8 @@ def matex(
     grad_layers = layer_set(gradient_layers, n_blocks, "attribution.params.matex.gradient_layers", last_k=True)
     # gradients only where they are read: the last k vision blocks and the text tower's first block
     tr = ctx.trace(text=use_text, token_grads={"vision": grad_layers, "text": [0]})
-    b, t = tr.vision.tokens[0].shape[:2]
     device = tr.vision.tokens[0].device
-    patches = torch.ones(b, t, dtype=torch.bool, device=device)
-    patches[:, 0] = False
-    cls = torch.zeros(b, dtype=torch.long, device=device)
-    comp = token_components(
-        tr.vision.attention,
-        tr.vision.tokens,
-        tr.vision.token_grads,
-        cls,
-        patches,
-        roll_layers,
-        grad_layers,
-        tau,
-        consistency_eps,
-    )
+    comp = _vision_components(tr, roll_layers, grad_layers, tau, consistency_eps)
     size = ctx.size
     rollout = upsample(tokens_to_grid(comp["rollout"][:, 1:]), size)
     consistency = upsample(tokens_to_grid(comp["consistency"][:, 1:]), size)
@@ -212,31 +198,9 @@ def matex(
     # fusion (docs/method.md), accumulated in place (full-size maps: every temporary costs a pass over B x H x W)
     fused = components["grad_prior"].mul(alpha).add_(rollout, alpha=beta)
     fused = minmax_norm(fused.add_(components["grad_consistency"], alpha=gamma).add_(prior.normalised, alpha=delta))
-
     text_scores = None
     if use_text and tr.text is not None:
-        eot = tr.eot.to(device)  # last real token (EOT; [SEP] for a BERT tower)
-        query = tr.text_query.to(device) if tr.text_query is not None else eot  # the pooled token
-        n_text = len(tr.text.attention)
-        real = torch.arange(tr.text.tokens[0].shape[1], device=device).unsqueeze(0) <= eot.unsqueeze(1)
-        tcomp = token_components(
-            tr.text.attention,
-            tr.text.tokens,
-            tr.text.token_grads,
-            query,
-            real,
-            list(range(n_text)),
-            [0],
-            tau,
-            consistency_eps,
-        )
-        g = masked_minmax(tcomp["gradient"], real)
-        scores = masked_minmax(
-            alpha * g + beta * tcomp["rollout"] + gamma * masked_minmax(tcomp["gradient"] * tcomp["consistency"], real),
-            real,
-        )
-        scores = scores.cpu().numpy().astype(np.float32)
-        text_scores = [scores[i, : int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
+        text_scores = _text_scores(tr, device, (alpha, beta, gamma), tau, consistency_eps)
 
     present = prior.present
     return ExplainOutput(
@@ -253,3 +217,39 @@ def matex(
             }
         },
     )
+
+
+def _vision_components(tr, roll_layers: list[int], grad_layers: list[int], tau: float, eps: float) -> dict:
+    """The vision tower's per-token rollout, consistency and gradient (:func:`token_components`),
+    read from the [CLS] row over the patch tokens."""
+    b, t = tr.vision.tokens[0].shape[:2]
+    device = tr.vision.tokens[0].device
+    patches = torch.ones(b, t, dtype=torch.bool, device=device)
+    patches[:, 0] = False
+    cls = torch.zeros(b, dtype=torch.long, device=device)
+    return token_components(
+        tr.vision.attention, tr.vision.tokens, tr.vision.token_grads, cls, patches, roll_layers, grad_layers, tau, eps
+    )
+
+
+def _text_scores(
+    tr, device: torch.device, weights: tuple[float, float, float], tau: float, eps: float
+) -> list[np.ndarray]:
+    """Per text, one score per real token (SOT..EOT): the same fusion on the text tower, rollout from
+    the pooled token's row over every text block, gradient x token embedding at its first block
+    (``weights``: MATEX's alpha, beta, gamma)."""
+    alpha, beta, gamma = weights
+    eot = tr.eot.to(device)  # last real token (EOT; [SEP] for a BERT tower)
+    query = tr.text_query.to(device) if tr.text_query is not None else eot  # the pooled token
+    n_text = len(tr.text.attention)
+    real = torch.arange(tr.text.tokens[0].shape[1], device=device).unsqueeze(0) <= eot.unsqueeze(1)
+    tcomp = token_components(
+        tr.text.attention, tr.text.tokens, tr.text.token_grads, query, real, list(range(n_text)), [0], tau, eps
+    )
+    g = masked_minmax(tcomp["gradient"], real)
+    scores = masked_minmax(
+        alpha * g + beta * tcomp["rollout"] + gamma * masked_minmax(tcomp["gradient"] * tcomp["consistency"], real),
+        real,
+    )
+    scores = scores.cpu().numpy().astype(np.float32)
+    return [scores[i, : int(e) + 1].copy() for i, e in enumerate(eot.tolist())]
