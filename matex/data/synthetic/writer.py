@@ -67,6 +67,7 @@ def _layout(seed: int, n_images: int) -> list[tuple[str, str, str]]:
     return out
 
 
+# 64 lines, 28 of them its parameters and docstring: the steps are _checked_spec, _write_case, _write_tables
 def generate_synthetic(
     out_dir: str | Path,
     n_images: int = 3000,
