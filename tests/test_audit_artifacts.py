@@ -7,7 +7,7 @@ import pytest
 
 from matex.errors import MapError
 from matex.io import read_npz, read_npz_members
-from matex.mapstore import attribute_rows, load_maps, write_attribution
+from matex.maps.store import attribute_rows, load_maps, write_attribution
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from matex.attribution.m2ib import scaled_block
 from matex.attribution.mean_box import TrainingBoxes
 from matex.data.transforms import InputGeometry
 from matex.errors import DataError
-from matex.mapstore import attribute_rows
+from matex.maps.store import attribute_rows
 from matex.models.base import MatexModel
 
 SIZE = 56

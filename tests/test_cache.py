@@ -9,7 +9,7 @@ import torch
 from matex.data.transforms import InputGeometry
 from matex.errors import MapError
 from matex.io import read_npz
-from matex.mapstore import attribute_rows, load_maps, merge_shards, select_pairs, shard_rows, write_attribution
+from matex.maps.store import attribute_rows, load_maps, merge_shards, select_pairs, shard_rows, write_attribution
 from matex.models.base import MatexModel
 
 

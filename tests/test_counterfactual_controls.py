@@ -10,7 +10,7 @@ import pytest
 
 from matex.data.synthetic import SyntheticSpec, render_case, sample_findings
 from matex.data.transforms import InputGeometry
-from matex.mapstore import select_pairs
+from matex.maps.store import select_pairs
 from matex.metrics.counterfactual import PairCounterfactual, _mask_to_input
 from matex.metrics.counterfactual_controls import (
     counterfactual_controls,
@@ -140,7 +140,7 @@ def test_stratified_selection_fills_the_quota_and_keeps_the_budget():
 
 def test_evaluation_rows_draw_the_quota_from_pneumothorax_phrases_on_drained_films(tmp_path):
     from matex.errors import MapError
-    from matex.mapstore import evaluation_rows
+    from matex.maps.store import evaluation_rows
 
     raw = tmp_path / "results" / "synthetic" / "raw"
     raw.mkdir(parents=True)

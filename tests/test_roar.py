@@ -374,7 +374,7 @@ def test_text_roar_step_names_a_method_without_token_maps(tmp_path):
 
 def test_load_token_maps_in_pair_order_none_without_text_side(tmp_path):
     from matex.io import write_npz
-    from matex.mapstore import load_token_maps
+    from matex.maps.store import load_token_maps
 
     image = np.zeros((4, 4), np.float32)
     write_npz(

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .errors import MapError
-from .io import (
+from ..errors import MapError
+from ..io import (
     checksums_of,
     npz_entries,
     read_npz,
@@ -95,7 +95,7 @@ def shard_rows(rows: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
 def training_boxes_of(pairs: pd.DataFrame, size: int):
     """The train split's aligned boxes, which the bias controls (mean_box, category_box) read; None
     when the table lacks the columns. Masks are only computed when a method asks for them."""
-    from .attribution.mean_box import TrainingBoxes
+    from ..attribution.mean_box import TrainingBoxes
 
     if not {"split", "boxes", "category"} <= set(pairs.columns):
         return None
@@ -106,7 +106,7 @@ def explain_batch(model, method: str, params: Mapping[str, Any], batch: pd.DataF
     """Explain one batch of pairs as every step does: the phrases, each film's original size (so the
     prior is laid through the same geometry as the boxes), the training boxes and categories (read by
     the bias controls)."""
-    from .attribution import explain
+    from ..attribution import explain
 
     sizes = (
         list(zip(batch["image_height"], batch["image_width"]))
@@ -185,7 +185,7 @@ def attribute_rows(
                 }
             )
         if audit is not None and out.text is not None:
-            from .models.tokens import token_strings
+            from ..models.tokens import token_strings
 
             for pair_id, toks in zip(batch["pair_id"], token_strings(model, texts, [len(t) for t in out.text])):
                 audit[f"tokens/{pair_id}"] = np.array(toks, dtype=str)

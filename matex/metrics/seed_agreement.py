@@ -71,7 +71,7 @@ def seed_agreement_rows(
     parameters ``params``, batches of ``batch_size``, each film's original size, the training boxes):
     one row per pair with ``pair_id``, ``patient`` (the pair itself when the table has no
     ``patient_id``), ``method`` and ``rho``, the Spearman ρ between its maps under the two seeds."""
-    from ..mapstore import explain_batch, training_boxes_of
+    from ..maps.store import explain_batch, training_boxes_of
     from .sanity import spearman_maps
 
     per_seed = _seeded_params(method, params, seeds)

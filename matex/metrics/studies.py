@@ -23,7 +23,7 @@ def _explain_rows(
     rows: np.ndarray,
     batch_size: int,
 ) -> np.ndarray:
-    from ..mapstore import explain_batch, training_boxes_of
+    from ..maps.store import explain_batch, training_boxes_of
 
     out = []
     boxes = training_boxes_of(pairs, model.geometry.size)  # read by mean_box / category_box only

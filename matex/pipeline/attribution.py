@@ -9,7 +9,7 @@ from .core import base_meta, load_step_inputs, method_params, recorded_settings,
 def attribute(cfg, input, output, params, wildcards, threads):
 
     from ..io import config_hash
-    from ..mapstore import attribute_rows, evaluation_rows, shard_rows, write_attribution
+    from ..maps.store import attribute_rows, evaluation_rows, shard_rows, write_attribution
 
     att = cfg["attribution"]
     method, shard, n_shards = wildcards.method, int(getattr(wildcards, "shard", 0)), int(att["shards"])
@@ -50,6 +50,6 @@ def attribute(cfg, input, output, params, wildcards, threads):
 
 @step
 def merge_attribution(cfg, input, output, params, wildcards, threads):
-    from ..mapstore import merge_shards
+    from ..maps.store import merge_shards
 
     merge_shards(input.npz, input.parquet, output.npz, output.parquet, input.audit, output.audit)

@@ -119,7 +119,7 @@ def aggregate(cfg, input, output, params, wildcards, threads):
 
 
 def _eval_rows(cfg: dict, pairs, cap: int | None):
-    from ..mapstore import evaluation_rows
+    from ..maps.store import evaluation_rows
 
     rows = evaluation_rows(cfg, pairs)
     return rows[:cap] if cap else rows

@@ -8,7 +8,7 @@ from .core import base_meta, load_configured_model, load_step_inputs, method_par
 
 
 def roar_train_rows(cfg: dict, pairs):
-    from ..mapstore import select_pairs
+    from ..maps.store import select_pairs
 
     return select_pairs(pairs, "train", cfg["roar"].get("train_pairs"))
 
@@ -18,7 +18,7 @@ def attribute_roar_train(cfg, input, output, params, wildcards, threads):
     """Maps of the ROAR+ training pairs (the images that will be degraded)."""
 
     from ..io import config_hash
-    from ..mapstore import attribute_rows, write_attribution
+    from ..maps.store import attribute_rows, write_attribution
 
     att = cfg["attribution"]
     pairs, images, model = load_step_inputs(cfg, input, threads)
@@ -59,7 +59,7 @@ def _roar_finetune(cfg, input, output, wildcards, threads, modality: str) -> Non
 
     from ..errors import ConfigError
     from ..io import write_json
-    from ..mapstore import load_maps, load_token_maps, select_pairs
+    from ..maps.store import load_maps, load_token_maps, select_pairs
     from ..roar.finetune import roar_run
 
     pairs = read_parquet(input.pairs)
@@ -119,7 +119,7 @@ def roar_eval_val_rows(cfg: dict, pairs):
     """The validation pairs that have evaluation maps (``maps/{method}.npz``: the attribution split,
     capped at attribution.max_pairs), in pair order."""
 
-    from ..mapstore import evaluation_rows
+    from ..maps.store import evaluation_rows
 
     rows = evaluation_rows(cfg, pairs)
     return rows[pairs["split"].to_numpy()[rows] == "val"]
@@ -133,7 +133,7 @@ def roar_retrain(cfg, input, output, params, wildcards, threads):
 
     from ..errors import ConfigError
     from ..io import write_json, write_npz
-    from ..mapstore import load_maps
+    from ..maps.store import load_maps
     from ..models.loading import resolve_device
     from ..roar.retrain import roar_retrain_runs
     from .core import log

@@ -34,7 +34,7 @@ def seed_agreement(cfg, input, output, params, wildcards, threads):
     """Per pair: Spearman ρ between the method's maps under two seeds, with the run's parameters, on
     the first ``max_pairs`` evaluation pairs (the pairs every step explains, ``evaluation_rows``)."""
     from ..io import write_parquet
-    from ..mapstore import evaluation_rows
+    from ..maps.store import evaluation_rows
     from ..metrics.seed_agreement import seed_agreement_rows
 
     seeds, cap = seed_agreement_settings(cfg)
