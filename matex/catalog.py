@@ -3,7 +3,7 @@ defaults, without importing torch.
 
 Config validation, ``matex check-config``, ``matex methods`` and Snakemake's DAG build read this file,
 so they answer in a fraction of a second. The file is written from the method registry by
-``python -m matex.methods_catalog`` (a test fails when it is out of date). This module sits below
+``python -m matex.docgen.methods_catalog`` (a test fails when it is out of date). This module sits below
 every other layer of the package (it needs only :mod:`matex.errors`), so the attribution registry and
 the config checks share its parameter check without importing each other.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from matex.attribution import registry
 from matex.catalog import method_problems
-from matex.methods_catalog import generate_catalog
+from matex.docgen.methods_catalog import generate_catalog
 
 
 def _method(ctx, *, alpha: float = 0.5, _scratch: int = 3):  # pragma: no cover - never run

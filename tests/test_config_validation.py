@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from matex.catalog import CATALOG_PATH, load_catalog, method_problems
 from matex.cli import main as cli_main
 from matex.config import deep_update, load_config
+from matex.docgen.methods_catalog import generate_catalog
 from matex.errors import ConfigError
-from matex.methods_catalog import CATALOG_PATH, generate_catalog, load_catalog, method_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,9 +39,9 @@ BAD = {
 
 def test_catalogue_matches_the_registry():
     """matex/methods.yaml is generated from the methods' signatures: regenerate it after adding a method
-    or changing a parameter (python -m matex.methods_catalog)."""
+    or changing a parameter (python -m matex.docgen.methods_catalog)."""
     assert load_catalog() == yaml.safe_load(yaml.safe_dump(generate_catalog())), (
-        f"{CATALOG_PATH} is out of date: run python -m matex.methods_catalog"
+        f"{CATALOG_PATH} is out of date: run python -m matex.docgen.methods_catalog"
     )
 
 
@@ -80,9 +81,9 @@ def test_snakemake_dry_run_fails_at_dag_build(tmp_path, case):
 
 
 def test_config_readme_is_current():
-    """config/README.md documents every key; regenerate it with python -m matex.config_doc."""
-    from matex.config_doc import render
+    """config/README.md documents every key; regenerate it with python -m matex.docgen.config_doc."""
+    from matex.docgen.config_doc import render
 
     assert (ROOT / "config" / "README.md").read_text() == render(ROOT), (
-        "config/README.md is out of date: run python -m matex.config_doc"
+        "config/README.md is out of date: run python -m matex.docgen.config_doc"
     )

@@ -113,7 +113,7 @@ def test_numbered_notebooks_state_their_question_first():
 
 
 def test_api_page_is_generated_from_the_docstrings():
-    from matex.report_docs import API_OBJECTS, api_markdown
+    from matex.docgen.report_docs import API_OBJECTS, api_markdown
 
     text = api_markdown()
     assert all(f"## `{name}`" in text for name in API_OBJECTS)
@@ -122,7 +122,7 @@ def test_api_page_is_generated_from_the_docstrings():
 
 def test_results_page_is_generated_from_the_artifacts(tmp_path):
     """Two fake runs: the page carries each run's own table and the spread between them."""
-    from matex.report_docs import results_markdown
+    from matex.docgen.report_docs import results_markdown
 
     runs = []
     for k, value in enumerate([30.0, 34.5]):

@@ -15,7 +15,7 @@ from matex.figures.plots import metric_bars, save  # noqa: E402
 
 
 def test_every_registered_method_has_its_own_colour():
-    from matex.methods_catalog import load_catalog
+    from matex.catalog import load_catalog
 
     names = sorted(load_catalog())
     colours = [style.method_color(n) for n in names]

@@ -58,8 +58,8 @@ def _copy_package(tmp_path: Path) -> Path:
         # the other old circle: the registry importing the catalogue generator (inside a function)
         (
             "attribution/registry.py",
-            "def _planted():\n    from ..methods_catalog import generate_catalog\n\n    return generate_catalog\n",
-            "matex.attribution.registry -> matex.methods_catalog",
+            "def _planted():\n    from ..docgen.methods_catalog import generate_catalog\n\n    return generate_catalog\n",
+            "matex.attribution.registry -> matex.docgen.methods_catalog",
         ),
         # checkpoint reading calling back into model loading (the second contract)
         (

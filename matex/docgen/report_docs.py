@@ -1,7 +1,7 @@
 """Regenerate the documentation pages that come from artifacts or docstrings.
 
-    python -m matex.report_docs results RESULTS_DIR [MORE_RUNS ...] [--out docs/results.md] [--machine TEXT]
-    python -m matex.report_docs api [--out docs/api.md]
+    python -m matex.docgen.report_docs results RESULTS_DIR [MORE_RUNS ...] [--out docs/results.md] [--machine TEXT]
+    python -m matex.docgen.report_docs api [--out docs/api.md]
 
 ``results`` writes the demo's tables from a finished run's model folder (``results/synthetic/demo``):
 the run's own ``tables/results.md``, the demo model's training record, the per-rule runtime, and the
@@ -26,7 +26,7 @@ These tables are regenerated from a finished run's artifacts by a script, never 
 
 ```bash
 ./run.sh pipeline
-.venv/bin/python -m matex.report_docs results results/synthetic/demo --machine "describe the machine"
+.venv/bin/python -m matex.docgen.report_docs results results/synthetic/demo --machine "describe the machine"
 ```
 
 The numbers depend on the machine (CPU kind and thread count change floating-point reductions, so
@@ -194,7 +194,7 @@ def api_markdown(names: Sequence[str] = API_OBJECTS) -> str:
     lines = [
         "# API reference",
         "",
-        "Generated from the docstrings by `python -m matex.report_docs api`; the examples are doctests",
+        "Generated from the docstrings by `python -m matex.docgen.report_docs api`; the examples are doctests",
         "run by the test suite. `help(matex)` shows the same in a Python session.",
         "",
     ]
@@ -224,7 +224,9 @@ def api_markdown(names: Sequence[str] = API_OBJECTS) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m matex.report_docs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m matex.docgen.report_docs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = ap.add_subparsers(dest="what", required=True)
     r = sub.add_parser("results", help="docs/results.md from one or more runs' model folders")
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("api", help="docs/api.md from the docstrings")
     a.add_argument("--out", default="docs/api.md")
     args = ap.parse_args(argv)
-    from .io import write_text
+    from ..io import write_text
 
     if args.what == "results":
         archive = Path(args.archive).read_text() if args.archive else None
