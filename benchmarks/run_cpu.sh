@@ -13,4 +13,4 @@ PY=${PY:-.venv/bin/python}
 # The newer CLIP explainers beside MATEX, Chefer and Grad-CAM (ratios to MATEX in the same run)
 "$PY" -m matex.bench --models demo vitb32 --methods matex chefer gradcam legrad grad_eclip --batch-sizes 1 8 \
     --repeats 5 --threads 1 --out benchmarks/results_cpu_sota.md
-"$PY" -m matex.bench_maps --pairs 1000 --methods 12   # one pair read from a 1000-pair, 12-method run (docs/benchmarks.md)
+"$PY" -m matex.bench.maps --pairs 1000 --methods 12   # one pair read from a 1000-pair, 12-method run (docs/benchmarks.md)

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from matex.bench import steal_fraction, target_summary, to_markdown
+from matex.bench.methods import steal_fraction, target_summary, to_markdown
 
 
 def _table() -> pd.DataFrame:

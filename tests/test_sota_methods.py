@@ -231,7 +231,7 @@ def test_batch_equals_one_by_one(model, images, method):
 def test_benchmark_reports_newer_methods_as_ratios_to_matex():
     import pandas as pd
 
-    from matex.bench import target_summary
+    from matex.bench.methods import target_summary
 
     rows = [
         ("demo", 1, "matex", 20.0, 40),

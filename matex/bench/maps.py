@@ -1,4 +1,4 @@
-"""Benchmark: memory and time to read one pair's maps from a large run (``python -m matex.bench_maps``).
+"""Benchmark: memory and time to read one pair's maps from a large run (``python -m matex.bench.maps``).
 
 An auditor opens one pair at a time. This writes a run-shaped folder of map files (``--pairs`` pairs
 per method, ``--methods`` methods, smooth 224x224 float32 maps as the methods make them), then, each in a
@@ -22,14 +22,14 @@ def _smooth_maps(n: int, seed: int):
     import numpy as np
     import torch
 
-    from .attribution.common import minmax_norm, upsample
+    from ..attribution.common import minmax_norm, upsample
 
     g = torch.Generator().manual_seed(seed)
     return minmax_norm(upsample(torch.rand(n, 7, 7, generator=g), (224, 224))).numpy().astype(np.float32)
 
 
 def write_run(folder: Path, n_pairs: int, n_methods: int) -> list[Path]:
-    from .io import write_npz
+    from ..io import write_npz
 
     paths = []
     for m in range(n_methods):
@@ -58,7 +58,7 @@ def _peak_kb() -> int:
 def _read(q, paths: list[str], pair: str, whole: bool) -> None:
     import numpy as np  # noqa: F401  (imports before the baseline reading)
 
-    from .io import read_npz, read_npz_members
+    from ..io import read_npz, read_npz_members
 
     base = _peak_kb()
     t0 = time.perf_counter()
@@ -80,7 +80,7 @@ def measure(paths: list[Path], pair: str, whole: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
-        prog="python -m matex.bench_maps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m matex.bench.maps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--pairs", type=int, default=1000)
     ap.add_argument("--methods", type=int, default=12)

@@ -37,12 +37,12 @@ def _build(model_name: str, device: str):
     import open_clip
     import torch
 
-    from .data.transforms import InputGeometry
-    from .models.base import MatexModel
+    from ..data.transforms import InputGeometry
+    from ..models.base import MatexModel
 
     torch.manual_seed(0)
     if model_name == "demo":
-        from .models.loading import load_model
+        from ..models.loading import load_model
 
         return load_model("demo", demo=DEMO, device=device)
     clip = open_clip.create_model("ViT-B-32", pretrained=None)
@@ -62,7 +62,7 @@ def _measure(
 ) -> None:
     import torch
 
-    from .attribution import explain
+    from ..attribution import explain
 
     torch.set_num_threads(threads)
     model = _build(model_name, device)
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("\n" + text)
     if args.out:
-        from .io import write_text
+        from ..io import write_text
 
         write_text(args.out, text)
 
