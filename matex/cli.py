@@ -217,7 +217,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
 def _compare_runs(args: argparse.Namespace) -> int:
     """``matex compare-runs``: print the comparison; 1 when the runs differ, else 0."""
-    from .provenance import compare_runs
+    from .pipeline.records import compare_runs
 
     res = compare_runs(args.run_a, args.run_b, tuple(args.results_dirs) if args.results_dirs else None)
     excused = "wall-clock columns" + (" and the results folder in recorded paths" if args.results_dirs else "")

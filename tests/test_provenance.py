@@ -10,7 +10,7 @@ from test_workflow import ROOT
 from matex.config import load_config
 from matex.io import write_json, write_npz, write_parquet
 from matex.metrics.runtime import collect_benchmarks, per_rule, runtime_markdown
-from matex.provenance import compare_runs, model_fingerprint, provenance_record
+from matex.pipeline.records import compare_runs, model_fingerprint, provenance_record
 
 
 def _run(root, runtime=0.5, value=1.0, map_value=0.25):

@@ -277,7 +277,7 @@ def test_end_to_end_tiny(tmp_path):
     resumed; every map, table and record must equal the first, uninterrupted run."""
     import shutil
 
-    from matex.provenance import compare_runs
+    from matex.pipeline.records import compare_runs
 
     cfg_path = tiny_config(tmp_path)
     res = subprocess.run(_pipeline(cfg_path, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=1500)
@@ -400,7 +400,7 @@ def test_results_do_not_depend_on_the_threads_a_job_gets(tmp_path):
     thread in one copy and 2 in the other."""
     import shutil
 
-    from matex.provenance import compare_runs
+    from matex.pipeline.records import compare_runs
 
     cfg = load_config(ROOT / ".test" / "config" / "config.yaml", {"results_dir": "results"})
     cfg["attribution"]["methods"] = ["matex"]

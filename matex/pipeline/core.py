@@ -104,7 +104,7 @@ def base_meta(cfg: dict, *sections: str) -> dict:
 
     meta = {"config_hash": section_hash(cfg, *sections), "seed": cfg["seed"], "matex_version": __version__}
     if "model" in sections:
-        from ..provenance import model_fingerprint
+        from .records import model_fingerprint
 
         meta["model_checkpoint_sha256"] = model_fingerprint(cfg)["checkpoint_sha256"]
     return meta

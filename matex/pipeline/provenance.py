@@ -8,7 +8,7 @@ from .core import base_meta, step
 @step
 def provenance(cfg, input, output, params, wildcards, threads):
     from ..io import write_json
-    from ..provenance import provenance_record
+    from .records import provenance_record
 
     write_json(output.json, provenance_record(cfg, {k: v for k, v in input.items()}))
 

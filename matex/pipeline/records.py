@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import config_hash, file_sha256
+from ..io import config_hash, file_sha256
 
 TIMING_COLUMNS = ("runtime_s", "runtime_ms", "wall_s")
 TIMING_METRICS = ("runtime_ms",)  # rows of the tidy/summary tables that hold wall-clock time
@@ -92,8 +92,8 @@ def library_versions() -> dict[str, str]:
 def provenance_record(cfg: Mapping[str, Any], inputs: Mapping[str, str | os.PathLike]) -> dict[str, Any]:
     """The run's provenance: everything needed to say what produced its artifacts (no timestamps, so
     two identical runs write identical records)."""
-    from . import __version__
-    from .config import section_hash
+    from .. import __version__
+    from ..config import section_hash
 
     sections = ("data", "input", "model", "attribution", "evaluation", "roar", "figures", "report")
     return {
@@ -164,7 +164,7 @@ def compare_file(a: Path, b: Path, results_dirs: tuple[str, str] | None = None) 
         ja, jb = json.loads(a.read_text()), _aliased(json.loads(b.read_text()), results_dirs)
         return None if _strip_timing_json(ja) == _strip_timing_json(jb) else "JSON content differs"
     if a.suffix == ".npz":
-        from .io import read_npz
+        from ..io import read_npz
 
         (arr_a, meta_a), (arr_b, meta_b) = read_npz(a), read_npz(b)
         if meta_a != _aliased(meta_b, results_dirs):
