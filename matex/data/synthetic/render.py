@@ -15,24 +15,26 @@ from .anatomy import (
     Anatomy,
     Grid,
     SyntheticSpec,
-    bbox,
-    diaphragm_row,
-    ellipse_mask,
     lung_shape,
     ramp,
     sample_anatomy,
     smooth_noise,
     upsample,
 )
-from .findings import (
-    Finding,
-    paint_drain,
-    paint_effusion,
-    paint_opacity,
-    paint_pneumothorax,
-    place_drain,
-    plan_findings,
+from .film import (
+    Film,
+    bones,
+    dense_findings,
+    exposure,
+    heart_shape,
+    lesion_name,
+    lungs,
+    mediastinum_and_heart,
+    pneumothoraces,
+    record_boxes,
+    soft_tissue,
 )
+from .findings import Finding, paint_drain, place_drain, plan_findings
 from .phrases import report_language
 
 # Anatomy and findings are drawn on a grid this many times coarser than the image, then upsampled
@@ -53,155 +55,43 @@ def _render(
     omit: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(uint8 image, element weights on the working grid). Omitted elements are computed (the
-    random streams advance identically) but not drawn."""
+    random streams advance identically) but not drawn. The steps draw from the streams in this
+    order: anatomy textures, cardiomegaly, pneumothorax, density-adding findings, drain, noise."""
     g = Grid(-(-an.width // WORK_DOWNSAMPLE), -(-an.height // WORK_DOWNSAMPLE))
-    s = an.scale
-    u, v = g.u, g.v
     if not with_findings:
         omit = omit | {lesion_name(k) for k in range(len(findings))}
     # with_findings=False draws nothing from the findings stream (as it always has)
-    cats = {f.category_name for f in findings} if with_findings else set()
-    finding_weights: dict[int, list[np.ndarray]] = {}
-    elements: dict[str, np.ndarray] = {}
+    film = Film(g, an, findings if with_findings else [], findings_rng, conspicuity, omit)
 
-    # ---- anatomy textures first, always drawn in the same order (same stream with or without findings)
+    # anatomy textures first, always drawn in the same order (same stream with or without findings)
     markings_coarse = smooth_noise(anatomy_rng, g.height, g.width, 16)
     markings_fine = smooth_noise(anatomy_rng, g.height, g.width, 36)
     tissue_noise = smooth_noise(anatomy_rng, g.height, g.width, 5)
 
-    # ---- soft tissue: thorax with shoulders; abdomen below the diaphragm
-    d_mid = np.abs(u - an.cx)
-    body = ellipse_mask(g, an.cx, 0.58, 0.5 * s, 0.72, 4)
-    diaphragm = diaphragm_row(g, an)
-    below_diaphragm = ramp((v - diaphragm) / (2 * g.px))
-    img = 0.03 + body * (an.soft_level - 0.03 + 0.08 * v + 0.06 * (tissue_noise - 0.5))
-    img = img + body * below_diaphragm * np.clip(1.25 - d_mid / (0.4 * s), 0, 1) * 0.2
-
-    # ---- mediastinum and heart (patient's left = image right), both resting on the diaphragm
-    hu, hv, ha, hb = an.heart
-    cardiomegaly = (
-        next((f for f in findings if f.category_name == "Cardiomegaly"), None) if "Cardiomegaly" in cats else None
-    )
-    if cardiomegaly is not None:
-        grow = {"small": 1.2, "moderate": 1.3, "large": 1.4}[cardiomegaly.params["size"]] * findings_rng.uniform(
-            0.97, 1.03
-        )
-        if conspicuity != 1.0:
-            grow = 1 + conspicuity * (grow - 1)
-        k_cardio = findings.index(cardiomegaly)
-        if lesion_name(k_cardio) not in omit:
-            hu, ha, hb = (
-                hu + 0.35 * (grow - 1) * ha,
-                ha * grow,
-                hb * (1 + 0.4 * (grow - 1)),
-            )
-    heart = ellipse_mask(g, hu, hv, ha, hb, 2)
-    top = an.lungs["right"].apex_y - 0.08
-    med_half = an.mediastinum_half * (1 + 0.25 * np.clip((v - top) / 0.45, 0, 1))
-    mediastinum = ramp((med_half - d_mid) / (2 * g.px)) * (v > top)
-    aortic_knob = ellipse_mask(g, an.cx + 0.055 * s, an.lungs["left"].apex_y + 0.16 * s, 0.04 * s, 0.032 * s)
-    mediastinum = np.maximum(mediastinum, aortic_knob)
+    img, below_diaphragm = soft_tissue(film, tissue_noise)
+    img, heart, dense = mediastinum_and_heart(film, img, heart_shape(film), below_diaphragm)
     above_diaphragm = 1 - below_diaphragm
-    # below the diaphragm the heart merges into the abdomen's density (no visible lower border)
-    dense = np.maximum(mediastinum, heart * above_diaphragm)
-    img = img * (1 - dense) + dense * (an.heart_level - 0.05 * (1 - heart))
-
-    # ---- lungs: superellipses cut by the diaphragm, the heart and the mediastinum
+    # lungs: superellipses cut by the diaphragm, the heart and the mediastinum
     lung_shapes = {side: ramp((1 - lung_shape(g, lung)) / (6 * g.px)) for side, lung in an.lungs.items()}
     lung_field = np.maximum(lung_shapes["right"], lung_shapes["left"]) * above_diaphragm * (1 - dense)
-    lung_level = (
-        an.lung_level
-        + 0.06 * np.clip((v - an.lungs["right"].apex_y) / 0.6, 0, 1)
-        + 0.06 * np.exp(-(((d_mid - 0.06) / 0.1) ** 2))
-    )
-    # vascular markings: strongest at the hila, fading towards the periphery
-    hila = np.exp(-(((d_mid - 0.1 * s) / 0.16) ** 2 + ((v - hv + 0.12) / 0.22) ** 2))
-    markings = (0.04 + 0.12 * hila) * markings_coarse**2 + 0.035 * markings_fine
+    treated = drain_rng is not None  # a drain is asked for: the film shows a treated pneumothorax
+    air, pleural_line = pneumothoraces(film, lung_shapes, above_diaphragm, lung_field, treated)
+    img = lungs(film, img, lung_field, air, pleural_line, markings_coarse, markings_fine)
+    img = dense_findings(film, img, heart * above_diaphragm, lung_field)
+    img = bones(film, img, below_diaphragm)
 
-    air = np.zeros_like(img)
-    pleural_line = np.zeros_like(img)
-    for k, f in enumerate(findings if with_findings else []):
-        if f.category_name == "Pneumothorax":
-            own_lung = lung_shapes[f.side] * above_diaphragm
-            treated = drain_rng is not None  # a drain is asked for: the film shows a treated pneumothorax
-            rim, line = paint_pneumothorax(g, an, findings_rng, f.side, f.zone, own_lung, treated=treated)
-            if conspicuity != 1.0:
-                rim, line = (
-                    np.clip(conspicuity * rim, 0, 1),
-                    np.clip(conspicuity * line, 0, 1),
-                )
-            if lesion_name(k) not in omit:
-                air = np.maximum(air, rim)
-                pleural_line = np.maximum(pleural_line, line)
-            finding_weights[k] = [np.maximum(rim, 0.5 * line) * (lung_field > 0.05)]
-    lung_img = lung_level * (1 - 0.6 * air) + markings * (1 - air) + 0.2 * pleural_line * (1 - air)
-    img = img * (1 - lung_field) + lung_img * lung_field
-
-    # ---- findings that add density (blend towards fluid)
-    fluid_level = min(0.95, an.heart_level + 0.02)
-    for k, f in enumerate(findings if with_findings else []):
-        cat = f.category_name
-        if cat == "Pneumothorax":
-            continue
-        if cat == "Cardiomegaly":
-            finding_weights[k] = [heart * above_diaphragm]
-            continue
-        sides = ["right", "left"] if f.side == "bilateral" else [f.side]
-        weights = []
-        for side in sides:
-            if cat == "Pleural Effusion":
-                w = paint_effusion(g, an, findings_rng, side, f.params["size"], lung_field)
-            else:
-                w = paint_opacity(g, an, findings_rng, f, side, lung_field)
-            if conspicuity != 1.0:
-                w = np.clip(conspicuity * w, 0, 1).astype(np.float32)
-            weights.append(w)
-            if lesion_name(k) not in omit:
-                img = img * (1 - w) + fluid_level * w
-        finding_weights[k] = weights
-
-    # ---- bones: ribs (posterior, curved bands; fainter anterior ones), clavicles, spine
-    d = d_mid / (0.42 * s)  # 0 at the spine, 1 at the chest wall
-    rib_v = v - an.rib_y0 - an.rib_curve * d**2 - 0.03 * d
-    phase = rib_v / an.rib_spacing
-    ribs = (0.5 + 0.5 * np.cos(2 * np.pi * phase)) ** 6 * ((phase > -0.3) & (phase < 9.5))
-    ant_phase = (v - an.rib_y0 - 0.05 + 0.08 * d**2) / (an.rib_spacing * 1.15)
-    ant_ribs = (0.5 + 0.5 * np.cos(2 * np.pi * ant_phase)) ** 8 * ((ant_phase > 0.5) & (ant_phase < 6))
-    cage = ramp((1.02 - d) / (3 * g.px / (0.42 * s))) * (d > 0.08)
-    rib_shadow = cage * (0.08 * ribs + 0.03 * ant_ribs) * (1 - 0.6 * below_diaphragm)
-    elements["ribs"] = rib_shadow / 0.11
-    if "ribs" not in omit:
-        img = img + rib_shadow
-    clav_d = np.clip((d_mid - 0.05 * s) / (0.3 * s), 0, 1)
-    clav_v = an.clavicle_y - 0.06 * clav_d + 0.015 * np.sin(np.pi * clav_d)
-    clavicles = np.exp(-(((v - clav_v) / (0.014 * s)) ** 2)) * ((d_mid > 0.04 * s) & (d_mid < 0.37 * s))
-    elements["clavicles"] = clavicles
-    if "clavicles" not in omit:
-        img = img + 0.14 * clavicles
-    spine = ramp((0.03 * s - d_mid) / (2 * g.px))
-    img = img + spine * (0.03 + 0.02 * np.cos(2 * np.pi * v / (0.045 * s)))
-
-    # ---- devices: a chest drain (radio-opaque, over everything else)
+    # devices: a chest drain (radio-opaque, over everything else)
     if drain_rng is not None:
-        tube = _drain(g, an, drain_rng, finding_weights, _pneumothorax_side(findings))
+        tube = _drain(g, an, drain_rng, film.finding_weights, _pneumothorax_side(findings))
         if tube is not None:
-            elements["drain"] = tube
+            film.elements["drain"] = tube
             if "drain" not in omit:
                 img = img * (1 - tube) + 0.95 * tube
 
-    # ---- exposure: vignetting, gain, gamma; upsample; quantum noise at full resolution
-    r2 = ((u - 0.5) ** 2 + (v - 0.5) ** 2) / 0.5
-    img = np.clip(img * an.gain * (1 - 0.18 * r2), 0, 1) ** an.gamma
-    img = upsample(img, an.width, an.height)
-    img = img + noise_rng.normal(0.0, an.noise_sigma, size=img.shape).astype(np.float32)
-
-    for k, weights in finding_weights.items():
-        full = [upsample(w, an.width, an.height) for w in weights]
-        if not with_findings:
-            continue
-        findings[k].boxes = [b for b in (bbox(w) for w in full) if b is not None]
-        elements[lesion_name(k)] = np.maximum.reduce(weights)
-    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), elements
+    img = exposure(film, img, noise_rng)
+    if with_findings:
+        record_boxes(film, findings)
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), film.elements
 
 
 def _pneumothorax_side(findings: list[Finding]) -> str | None:
@@ -254,11 +144,6 @@ def _drain(
         sides = sorted([preferred, other], key=lambda sd: load[sd])  # stable: the drawn side wins a tie
     placed = place_drain(an, rng, sides, distance)
     return None if placed is None else paint_drain(g, rng, placed[1])
-
-
-def lesion_name(k: int) -> str:
-    """The element name of finding ``k`` of a case (``lesion0``, ``lesion1``)."""
-    return f"lesion{k}"
 
 
 def element_masks(elements: dict[str, np.ndarray], width: int, height: int) -> dict[str, np.ndarray]:
