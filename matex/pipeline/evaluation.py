@@ -28,21 +28,43 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     import pandas as pd
 
     from ..io import write_parquet, write_text
-    from ..metrics.aggregate import (
-        SANITY_COLUMNS,
-        attach_pair_info,
-        localisation_by_phrase,
-        pair_info,
-        result_tables,
-        summarise_tidy,
-        tidy_metrics,
-        to_html,
-        to_latex,
-        to_markdown,
-    )
-    from ..roar.imputation import FillSpec
+    from ..metrics.aggregate import localisation_by_phrase, pair_info, summarise_tidy, to_html, to_latex
 
     info = pair_info(pd.read_parquet(input.pairs))
+    tidy = _tidy_table(input, info)
+    n, ci, seed = _bootstrap_settings(cfg)
+    overall = summarise_tidy(tidy, ["method"], n, ci, seed)
+    per_cat = summarise_tidy(tidy, ["category", "method"], n, ci, seed)
+    by_phrase = localisation_by_phrase(tidy, n, ci, seed)
+    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
+    write_parquet(output.tidy, tidy, meta)
+    write_parquet(output.summary, pd.concat([overall.assign(category="all"), per_cat], ignore_index=True), meta)
+    write_parquet(output.localisation, by_phrase, meta)
+    roar = pd.read_parquet(input.roar)
+    write_parquet(output.roar, roar, meta)
+    notes = _table_notes(cfg, input, info, tidy, n, ci)
+    tables = _result_tables(cfg, input, overall, per_cat, by_phrase, roar)
+    title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
+    md = _results_markdown(cfg, input, output, meta, title, notes, tables, tidy, (n, ci, seed))
+    tex = [to_latex(t, f"{cfg['dataset']}: {name}. {note}".strip()) for name, t, note in tables]
+    write_text(output.markdown, md)
+    write_text(output.html, to_html(tables, title, notes))
+    write_text(output.latex, "\n".join(tex))
+
+
+def _bootstrap_settings(cfg) -> tuple[int, float, int]:
+    """(resamples, interval level, seed) of the patient bootstrap."""
+    boot = cfg["evaluation"].get("bootstrap", {})
+    return int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95)), cfg["seed"]
+
+
+def _tidy_table(input, info):
+    """Every per-pair metric as one tidy table (pair_id, method, category, metric, value) with the
+    pairs' patient and phrase columns: the evaluate jobs', the sanity columns, the counterfactual ones."""
+    import pandas as pd
+
+    from ..metrics.aggregate import SANITY_COLUMNS, attach_pair_info, tidy_metrics
+
     tidy = tidy_metrics([pd.read_parquet(p) for p in input.metrics])
     # sanity columns: the measures at the last cascade step run ("full": every parameter of both towers
     # re-initialised; lower = the map depends on the model)
@@ -54,19 +76,14 @@ def aggregate(cfg, input, output, params, wildcards, threads):
         if col in full.columns
     ]
     counterfactual = _counterfactual_tidy(getattr(input, "counterfactual", []))
-    tidy = attach_pair_info(pd.concat([tidy, *sanity_rows, *counterfactual], ignore_index=True), info)
-    boot = cfg["evaluation"].get("bootstrap", {})
-    n, ci, seed = int(boot.get("n_resamples", 1000)), float(boot.get("ci", 0.95)), cfg["seed"]
-    overall = summarise_tidy(tidy, ["method"], n, ci, seed)
-    per_cat = summarise_tidy(tidy, ["category", "method"], n, ci, seed)
-    by_phrase = localisation_by_phrase(tidy, n, ci, seed)
-    meta = base_meta(cfg, "data", "input", "model", "attribution", "evaluation")
-    write_parquet(output.tidy, tidy, meta)
-    write_parquet(output.summary, pd.concat([overall.assign(category="all"), per_cat], ignore_index=True), meta)
-    write_parquet(output.localisation, by_phrase, meta)
-    order = cfg["attribution"]["methods"]
-    roar = pd.read_parquet(input.roar)
-    write_parquet(output.roar, roar, meta)
+    return attach_pair_info(pd.concat([tidy, *sanity_rows, *counterfactual], ignore_index=True), info)
+
+
+def _table_notes(cfg, input, info, tidy, n: int, ci: float) -> list[str]:
+    """The notes above the result tables: intervals, the ROAR+ protocol, a reduced ROAD protocol and
+    absent counterfactual columns where they apply."""
+    from ..roar.imputation import FillSpec
+
     pct = f"{round(ci * 100)} %"
     scored = info[info["pair_id"].isin(set(tidy["pair_id"]))]  # the evaluated pairs, not the whole table
     notes = [
@@ -95,27 +112,41 @@ def aggregate(cfg, input, output, params, wildcards, threads):
             "Counterfactual columns (lesion share, drain share, counterfactual agreement, shortcut test) "
             "need the synthetic generator's re-rendering and are absent on this dataset."
         )
-    tables = result_tables(overall, per_cat, by_phrase, roar, order, cfg["data"]["source"] == "mscxr")
-    from ..roar.curve import roar_note, with_roar_auc  # ROAR (Hooker et al.): its column, its note under the table
+    return notes
 
+
+def _result_tables(cfg, input, overall, per_cat, by_phrase, roar) -> list:
+    """The (name, table, note) result tables in report order; the first carries the ROAR AUC column
+    (ROAR, Hooker et al.) and its note."""
+    import pandas as pd
+
+    from ..metrics.aggregate import result_tables
+    from ..roar.curve import roar_note, with_roar_auc
+
+    order = cfg["attribution"]["methods"]
+    tables = result_tables(overall, per_cat, by_phrase, roar, order, cfg["data"]["source"] == "mscxr")
     first, first_note = tables[0][1], tables[0][2]
     tables[0] = (
         tables[0][0],
         with_roar_auc(first, pd.read_parquet(input.roar_curve)),
         f"{first_note} {roar_note(cfg)}",
     )
-    title = f"Results: {cfg['dataset']} / {cfg['model']['name']}"
+    return tables
+
+
+def _results_markdown(cfg, input, output, meta, title, notes, tables, tidy, bootstrap) -> str:
+    """results.md: title, notes, the ranking sentences (every one from the paired intervals), the
+    tables, and the stochastic methods' seed-to-seed agreement (whose own table this writes)."""
+    from ..metrics.aggregate import to_markdown
+    from ..metrics.claims import claims_markdown, ranked_metrics
+    from .seed_agreement import seed_agreement_summary
+
+    n, ci, seed = bootstrap
+    order = cfg["attribution"]["methods"]
     md = [f"# {title}\n", *[f"{line}\n" for line in notes], *[to_markdown(t, name, note) for name, t, note in tables]]
-    from ..metrics.claims import claims_markdown, ranked_metrics  # every ranking sentence, from the paired intervals
-
     md.insert(1 + len(notes), claims_markdown(tidy, ranked_metrics(tidy), order, "matex", n, ci, seed))
-    from .seed_agreement import seed_agreement_summary  # the stochastic methods' seed-to-seed ρ, its own table
-
     md.append(seed_agreement_summary(cfg, input, output, meta, n, ci, seed))
-    tex = [to_latex(t, f"{cfg['dataset']}: {name}. {note}".strip()) for name, t, note in tables]
-    write_text(output.markdown, "\n".join(md))
-    write_text(output.html, to_html(tables, title, notes))
-    write_text(output.latex, "\n".join(tex))
+    return "\n".join(md)
 
 
 def _eval_rows(cfg: dict, pairs, cap: int | None):
