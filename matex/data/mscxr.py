@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,7 +33,20 @@ from PIL import Image
 
 from ..errors import DataError
 from ..io import atomic_path, write_json, write_parquet
-from .mscxr_rows import Identity, check_image, contained
+from .mscxr_rows import (
+    BAD_ROW_POLICIES as BAD_ROW_POLICIES,  # the on_bad_row choices, importable from here
+)
+from .mscxr_rows import (
+    PATIENT_RE,
+    STUDY_RE,
+    BadRows,
+    Identity,
+    check_image,
+    drop_reason,
+    fields_problem,
+    float_or_nan,
+    positive_int,
+)
 from .transforms import InputGeometry
 
 REQUIRED_COLUMNS = [
@@ -64,10 +76,6 @@ PAIR_COLUMNS = [
     "box_status",
     "split",
 ]
-BAD_ROW_POLICIES = ("error", "skip")
-
-_PATIENT_RE = re.compile(r"(?<![0-9A-Za-z])(p\d{8})(?!\d)")
-_STUDY_RE = re.compile(r"(?<![0-9A-Za-z])(s\d{8})(?!\d)")
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -125,42 +133,6 @@ def split_patients(patients: list[str], val_fraction: float, seed: int) -> set[s
     return set(ranked[:n_val])
 
 
-class _BadRows:
-    """Applies the bad-row policy: raise naming file, row, line and image, or record and go on."""
-
-    def __init__(self, csv_path: Path, policy: str):
-        if policy not in BAD_ROW_POLICIES:
-            raise DataError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {policy!r}", file=str(csv_path))
-        self.csv_path, self.policy, self.skipped = csv_path, policy, []
-
-    def __call__(self, row: int, line: int, dicom_id: str, image_path: str, reason: str) -> None:
-        if self.policy == "error":
-            raise DataError(
-                f"bad MS-CXR row {row} (CSV line {line}, image {image_path}): {reason}; "
-                f"set data.on_bad_row: skip to drop such rows and record them in the report",
-                file=str(self.csv_path),
-                row=row,
-            )
-        self.skipped.append(
-            {"row": int(row), "line": int(line), "dicom_id": dicom_id, "path": image_path, "reason": reason}
-        )
-
-
-def _positive_int(value: str) -> int | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(f) if np.isfinite(f) and f > 0 and f == int(f) else None
-
-
-def _float(value: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
 def build_pairs(
     csv_path: str | Path,
     image_root: str | Path,
@@ -182,7 +154,7 @@ def build_pairs(
     contradict an earlier row are bad rows (naming the CSV line).
     """
     csv_path, image_root = Path(csv_path), Path(image_root)
-    bad = _BadRows(csv_path, on_bad_row)
+    bad = BadRows(csv_path, on_bad_row)
     df = read_mscxr_csv(csv_path)
     kept, n_clipped, n_dropped = _check_rows(df, image_root, geometry, bad, on_image, progress)
     records = _group_pairs(kept, bad)
@@ -194,7 +166,7 @@ def _check_rows(
     df: pd.DataFrame,
     image_root: Path,
     geometry: InputGeometry,
-    bad: _BadRows,
+    bad: BadRows,
     on_image: Callable[[str, Image.Image], None] | None,
     progress: bool,
 ) -> tuple[list[dict[str, Any]], int, int]:
@@ -216,7 +188,7 @@ def _check_rows(
             continue
         if row["status"] == "dropped":
             x, y, w, h = row["box_orig"]
-            reason = _drop_reason(x, y, w, h, row["image_width"], row["image_height"], geometry)
+            reason = drop_reason(x, y, w, h, row["image_width"], row["image_height"], geometry)
             bad(i, row["line"], row["dicom_id"], row["image_path"], reason)
             n_dropped += 1
         elif row["status"] == "clipped":
@@ -230,7 +202,7 @@ def _check_row(
     r: pd.Series,
     image_root: Path,
     geometry: InputGeometry,
-    bad: _BadRows,
+    bad: BadRows,
     identity: Identity,
     image_reason: dict[tuple[str, int, int], str | None],
     on_image: Callable[[str, Image.Image], None] | None,
@@ -239,9 +211,9 @@ def _check_row(
     row with its box mapped to the model input."""
     line, dicom_id, rel = int(r["_line"]), str(r["dicom_id"]).strip(), str(r["path"]).strip()
     phrase = " ".join(str(r["label_text"]).split())
-    problem = _fields_problem(r, line, dicom_id, rel, phrase, identity)
+    problem = fields_problem(r, line, dicom_id, rel, phrase, identity)
     if problem is None:
-        width, height = _positive_int(r["image_width"]), _positive_int(r["image_height"])
+        width, height = positive_int(r["image_width"]), positive_int(r["image_height"])
         key = (rel, width, height)
         if key not in image_reason:
             callback = (lambda img, p=rel: on_image(p, img)) if on_image is not None else None
@@ -250,7 +222,7 @@ def _check_row(
     if problem is not None:
         bad(i, line, dicom_id, rel, problem)
         return None
-    x, y, w, h = (_float(r[c]) for c in ("x", "y", "w", "h"))
+    x, y, w, h = (float_or_nan(r[c]) for c in ("x", "y", "w", "h"))
     box, status = geometry.map_box(x, y, w, h, width, height)
     return {
         "row": i,
@@ -259,8 +231,8 @@ def _check_row(
         "phrase": phrase,
         "category": str(r["category_name"]).strip(),
         "image_path": rel,
-        "patient_id": _PATIENT_RE.search(rel).group(1),
-        "study_id": _STUDY_RE.search(rel).group(1),
+        "patient_id": PATIENT_RE.search(rel).group(1),
+        "study_id": STUDY_RE.search(rel).group(1),
         "image_width": width,
         "image_height": height,
         "box_orig": [x, y, w, h],
@@ -269,28 +241,7 @@ def _check_row(
     }
 
 
-def _fields_problem(r: pd.Series, line: int, dicom_id: str, rel: str, phrase: str, identity: Identity) -> str | None:
-    """The first problem of a row's fields, checked in this order: empty dicom_id or phrase, a path
-    outside the image root, a dicom_id/path contradicting an earlier row (``identity`` records the row
-    when it agrees), no patient or study id in the path, a stated size that is not positive integers."""
-    if not dicom_id:
-        return "empty dicom_id"
-    if not phrase:
-        return "empty phrase (label_text)"
-    outside = contained(rel)
-    if outside is not None:
-        return outside
-    conflict = identity.conflict(dicom_id, rel, line)
-    if conflict is not None:
-        return conflict
-    if _PATIENT_RE.search(rel) is None or _STUDY_RE.search(rel) is None:
-        return "path has no patient id (p + 8 digits) or study id (s + 8 digits)"
-    if _positive_int(r["image_width"]) is None or _positive_int(r["image_height"]) is None:
-        return f"image_width/image_height are not positive integers ({r['image_width']!r}, {r['image_height']!r})"
-    return None
-
-
-def _group_pairs(kept: list[dict[str, Any]], bad: _BadRows) -> list[dict[str, Any]]:
+def _group_pairs(kept: list[dict[str, Any]], bad: BadRows) -> list[dict[str, Any]]:
     """One pair record per (image, phrase, category), in first-seen order; a pair whose every box was
     dropped is a bad row (only reachable with ``on_bad_row="skip"``)."""
     pairs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -341,17 +292,6 @@ def _pairs_table(records: list[dict[str, Any]], val_fraction: float, seed: int, 
         dup = out.loc[out["pair_id"].duplicated(), "pair_id"].iloc[0]
         raise DataError(f"two (phrase, category) pairs of one image share pair id {dup}", file=str(csv_path))
     return out
-
-
-def _drop_reason(x: float, y: float, w: float, h: float, width: int, height: int, geometry: InputGeometry) -> str:
-    box = f"box x={x}, y={y}, w={w}, h={h}"
-    if not all(np.isfinite([x, y, w, h])):
-        return f"{box} has a missing or non-numeric coordinate"
-    if not (w > 0 and h > 0):
-        return f"{box} has zero or negative area"
-    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-        return f"{box} lies entirely outside the {width}x{height} image"
-    return f"{box} lies entirely outside the model input ({geometry.mode} to {geometry.size} px)"
 
 
 def _report(

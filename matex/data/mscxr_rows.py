@@ -1,17 +1,26 @@
-"""Row checks of the MS-CXR loader that concern the film a row names: the path stays inside the image
-root, one film per ``dicom_id`` and one ``dicom_id`` per film, and the film decodes at the size the CSV
-states (any format :func:`~matex.data.images.read_image` reads)."""
+"""Row checks of the MS-CXR loader: the bad-row policy, the row's fields (ids, phrase, stated size),
+and the film the row names: the path stays inside the image root, one film per ``dicom_id`` and one
+``dicom_id`` per film, and the film decodes at the size the CSV states (any format
+:func:`~matex.data.images.read_image` reads)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+import numpy as np
+import pandas as pd
 from PIL import Image
 
 from ..errors import DataError
 from .images import read_image
 from .transforms import InputGeometry
+
+BAD_ROW_POLICIES = ("error", "skip")
+
+PATIENT_RE = re.compile(r"(?<![0-9A-Za-z])(p\d{8})(?!\d)")
+STUDY_RE = re.compile(r"(?<![0-9A-Za-z])(s\d{8})(?!\d)")
 
 
 def check_image(
@@ -59,3 +68,74 @@ class Identity:
         if known_id[0] != dicom_id:
             return f"path {rel} is dicom_id {known_id[0]} on CSV line {known_id[1]} and {dicom_id} here"
         return None
+
+
+class BadRows:
+    """Applies the bad-row policy: raise naming file, row, line and image, or record and go on."""
+
+    def __init__(self, csv_path: Path, policy: str):
+        if policy not in BAD_ROW_POLICIES:
+            raise DataError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {policy!r}", file=str(csv_path))
+        self.csv_path, self.policy, self.skipped = csv_path, policy, []
+
+    def __call__(self, row: int, line: int, dicom_id: str, image_path: str, reason: str) -> None:
+        if self.policy == "error":
+            raise DataError(
+                f"bad MS-CXR row {row} (CSV line {line}, image {image_path}): {reason}; "
+                f"set data.on_bad_row: skip to drop such rows and record them in the report",
+                file=str(self.csv_path),
+                row=row,
+            )
+        self.skipped.append(
+            {"row": int(row), "line": int(line), "dicom_id": dicom_id, "path": image_path, "reason": reason}
+        )
+
+
+def positive_int(value: str) -> int | None:
+    """The CSV field as a positive integer (``"512"``, ``"512.0"``), or None."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if np.isfinite(f) and f > 0 and f == int(f) else None
+
+
+def float_or_nan(value: str) -> float:
+    """The CSV field as a float; NaN when it is not a number (the box check reports it)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def fields_problem(r: pd.Series, line: int, dicom_id: str, rel: str, phrase: str, identity: Identity) -> str | None:
+    """The first problem of a row's fields, checked in this order: empty dicom_id or phrase, a path
+    outside the image root, a dicom_id/path contradicting an earlier row (``identity`` records the row
+    when it agrees), no patient or study id in the path, a stated size that is not positive integers."""
+    if not dicom_id:
+        return "empty dicom_id"
+    if not phrase:
+        return "empty phrase (label_text)"
+    outside = contained(rel)
+    if outside is not None:
+        return outside
+    conflict = identity.conflict(dicom_id, rel, line)
+    if conflict is not None:
+        return conflict
+    if PATIENT_RE.search(rel) is None or STUDY_RE.search(rel) is None:
+        return "path has no patient id (p + 8 digits) or study id (s + 8 digits)"
+    if positive_int(r["image_width"]) is None or positive_int(r["image_height"]) is None:
+        return f"image_width/image_height are not positive integers ({r['image_width']!r}, {r['image_height']!r})"
+    return None
+
+
+def drop_reason(x: float, y: float, w: float, h: float, width: int, height: int, geometry: InputGeometry) -> str:
+    """Why a box was dropped: a missing coordinate, no area, outside the image or the model input."""
+    box = f"box x={x}, y={y}, w={w}, h={h}"
+    if not all(np.isfinite([x, y, w, h])):
+        return f"{box} has a missing or non-numeric coordinate"
+    if not (w > 0 and h > 0):
+        return f"{box} has zero or negative area"
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return f"{box} lies entirely outside the {width}x{height} image"
+    return f"{box} lies entirely outside the model input ({geometry.mode} to {geometry.size} px)"
