@@ -50,8 +50,8 @@ def test_without_the_drain_is_exactly_the_film_never_given_one():
     assert np.array_equal(without, never)
 
 
-def test_a_drained_apical_pneumothorax_is_partly_re_expanded():
-    """A film given a drain shows a treated pneumothorax: the same lesion, a thinner air rim (the
+def test_a_drained_apical_pneumothorax_is_mostly_re_expanded():
+    """A film given a drain shows a treated (mostly re-expanded) pneumothorax: the same lesion, a thinner air rim (the
     reason a drain is a shortcut in practice); the counterfactual without the drain keeps that rim."""
     spec = SyntheticSpec()
     i = next(

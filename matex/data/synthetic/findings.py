@@ -216,10 +216,10 @@ def paint_effusion(
     return (rng.uniform(0.8, 0.9) * fluid * lung_field * side_mask).astype(np.float32)
 
 
-# A drained (treated) apical pneumothorax has partly re-expanded: its lung edge is pulled away from
-# the apex by this fraction of an untreated one's. This is why a chest drain is a shortcut in practice
+# A drained (treated) apical pneumothorax has mostly re-expanded (a residual pneumothorax): its lung
+# edge is pulled away from the apex by this fraction of an untreated one's (its mask: ~40 % of the area). This is why a chest drain is a shortcut in practice
 # (Oakden-Rayner et al. 2020): on treated films the tube is conspicuous and the air rim is thin.
-TREATED_PNEUMOTHORAX_SHRINK = 0.5
+TREATED_PNEUMOTHORAX_SHRINK = 0.25
 
 
 def paint_pneumothorax(
@@ -232,7 +232,7 @@ def paint_pneumothorax(
     treated: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(air rim weight, pleural line weight): the lung edge pulled away from the apex/lateral wall.
-    ``treated``: the film has a chest drain; an apical pneumothorax is then partly re-expanded
+    ``treated``: the film has a chest drain; an apical pneumothorax is then mostly re-expanded
     (TREATED_PNEUMOTHORAX_SHRINK; the same random draws, so only the size changes)."""
     lung = an.lungs[side]
     shrink = rng.uniform(0.07, 0.12) if zone == "apical" else rng.uniform(0.14, 0.22)
