@@ -143,6 +143,7 @@ def test_slurm_profile_dry_run_places_gpu_and_cpu_jobs(tmp_path):
         "roar_finetune",
         "roar_finetune_text",
         "roar_retrain",
+        "seed_agreement",
     }
     assert {r for r, _ in jobs} >= gpu_rules | {"prepare", "download_mscxr", "aggregate", "figure_metrics"}
     assert len(jobs) > 100
