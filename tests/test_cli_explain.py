@@ -127,7 +127,7 @@ def test_demo_model_is_found_from_another_folder_through_its_config(project, tmp
 
 
 def test_typos_are_caught_before_the_model_loads_with_a_suggestion(project, monkeypatch, capsys):
-    import matex.cli_explain as ce
+    import matex.cli.explain as ce
 
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before the request was validated")

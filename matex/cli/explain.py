@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 
 def _project_root(config: Path) -> Path:
@@ -27,7 +27,7 @@ def demo_candidates(config_path: str | Path | None) -> list[Path]:
     ``config/config.yaml`` of the working directory, then that of the checkout matex runs from."""
     if config_path:
         return [Path(config_path)]
-    here, checkout = Path("config/config.yaml"), Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+    here, checkout = Path("config/config.yaml"), Path(__file__).resolve().parents[2] / "config" / "config.yaml"
     found = [p for p in (here, checkout) if p.is_file()]
     return list(dict.fromkeys(p.resolve() for p in found))
 
@@ -37,7 +37,7 @@ def demo_checkpoint(config_path: str | Path | None) -> tuple[Path, dict | None, 
     of the first config of :func:`demo_candidates` that has one, a relative ``results_dir`` read from
     the config's checkout (not the working directory). Returns that path, its config (None when no
     config was found) and every path looked at (the first is returned when none exists)."""
-    from .config import load_config, model_dir
+    from ..config import load_config, model_dir
 
     looked: list[tuple[Path, dict | None]] = []
     for config in demo_candidates(config_path):
@@ -63,7 +63,7 @@ def load_cli_model(
 ):
     """The model ``--model`` names: ``demo`` (the pipeline's trained checkpoint), a checkpoint file, or
     an open_clip hub name (``ViT-B-32`` with ``--pretrained``, ``hf-hub:ORG/REPO``)."""
-    from .models.loading import load_model, load_model_from_config, resolve_device
+    from ..models.loading import load_model, load_model_from_config, resolve_device
 
     device = resolve_device(device)
     if name == "demo":
@@ -102,7 +102,7 @@ def _did_you_mean(name: str, known: list[str]) -> str:
 def validate_request(method: str, params: Mapping[str, Any], phrase: str) -> None:
     """Check the method, its parameters and the phrase against the method catalogue (no torch, no
     model): a typo fails in a fraction of a second, with the nearest name suggested."""
-    from .catalog import check_param_type, load_catalog
+    from ..catalog import check_param_type, load_catalog
 
     catalog = load_catalog()
     if method not in catalog:
@@ -127,7 +127,7 @@ def cli_geometry(model_geometry: Any, args: argparse.Namespace, cfg: Mapping[str
     ``--max-image-pixels``, else the config's ``input.intensity``/``input.max_image_pixels``."""
     from dataclasses import replace
 
-    from .data.transforms import Intensity
+    from ..data.transforms import Intensity
 
     inp = dict((cfg or {}).get("input") or {})
     intensity = dict(inp.get("intensity") or {})
@@ -209,7 +209,7 @@ def _describe_input(info: Mapping[str, Any]) -> str:
 
 def _write_outputs(args: argparse.Namespace, out: Any, model: Any, out_path: Path) -> None:
     """The overlay (or the components row) with the optional --box, and the optional .npy map."""
-    from .io import atomic_path
+    from ..io import atomic_path
 
     box = None
     if args.box is not None:
@@ -237,7 +237,7 @@ def _write_outputs(args: argparse.Namespace, out: Any, model: Any, out_path: Pat
 def print_methods() -> None:
     """One line per method: name, reference, then its parameters with their defaults (read from the
     method catalogue, so no torch import: answers in a fraction of a second)."""
-    from .catalog import load_catalog
+    from ..catalog import load_catalog
 
     for name, entry in sorted(load_catalog().items()):
         params = ", ".join(f"{k}={p['default']!r}" for k, p in entry["params"].items())
@@ -261,7 +261,7 @@ def _read_mapping(path: str | Path) -> dict:
 def check_config(path: str, base: str | None) -> str:
     """Validate ``path`` merged onto ``base`` (as ``snakemake --configfile path`` merges it onto the
     Snakefile's config); returns the one-line verdict, raises ConfigError naming the bad key."""
-    from .config import deep_update, validate_config
+    from ..config import deep_update, validate_config
 
     override = _read_mapping(path)
     if base is None:

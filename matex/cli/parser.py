@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import MatexError
+from ..errors import MatexError
 
 
 def default_config_path(path: str | None = None) -> str | None:
@@ -22,7 +22,7 @@ def default_config_path(path: str | None = None) -> str | None:
     else the checkout matex runs from; None when there is none (an installed wheel, elsewhere)."""
     from pathlib import Path
 
-    from .config import default_config_for
+    from ..config import default_config_for
 
     here = Path("config/config.yaml")
     if here.is_file():
@@ -30,7 +30,7 @@ def default_config_path(path: str | None = None) -> str | None:
     near = default_config_for(path) if path else None
     if near is not None:
         return str(near)
-    checkout = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+    checkout = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
     return str(checkout) if checkout.is_file() else None
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one ``matex`` command; the exit status (1 on a MatexError or differing runs)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
+        from ..bench import main as bench_main
 
         bench_main(argv[1:])
         return 0
@@ -195,19 +195,19 @@ def _add_compare_runs_command(sub: argparse._SubParsersAction) -> None:
 def _run_command(args: argparse.Namespace) -> int:
     """Dispatch the parsed command (bench is run before parsing); its exit status."""
     if args.cmd == "explain":
-        from .cli_explain import run_explain
+        from .explain import run_explain
 
         run_explain(args)
     elif args.cmd == "methods":
-        from .cli_explain import print_methods
+        from .explain import print_methods
 
         print_methods()
     elif args.cmd == "check-config":
-        from .cli_explain import check_config
+        from .explain import check_config
 
         print(check_config(args.path, base=None if args.no_base else (args.base or default_config_path(args.path))))
     elif args.cmd == "download":
-        from .data.download import download_mscxr
+        from ..data.download import download_mscxr
 
         print(download_mscxr(args.dest, csv_name=args.csv_name))
     elif args.cmd == "compare-runs":
@@ -217,7 +217,7 @@ def _run_command(args: argparse.Namespace) -> int:
 
 def _compare_runs(args: argparse.Namespace) -> int:
     """``matex compare-runs``: print the comparison; 1 when the runs differ, else 0."""
-    from .pipeline.records import compare_runs
+    from ..pipeline.records import compare_runs
 
     res = compare_runs(args.run_a, args.run_b, tuple(args.results_dirs) if args.results_dirs else None)
     excused = "wall-clock columns" + (" and the results folder in recorded paths" if args.results_dirs else "")
