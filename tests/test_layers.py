@@ -1,7 +1,7 @@
 """The package's layering (pyproject.toml, [tool.importlinter]) holds, and breaking it fails.
 
 ``lint-imports`` reads every import of ``matex`` (module-level and function-level alike) and checks that
-no module imports from a layer above its own: data -> priors -> attribution -> models -> metrics -> roar
+no module imports from a layer above its own: data -> priors -> attribution -> models -> maps -> metrics -> roar
 -> figures -> pipeline, with the API and the command line on top. A second test plants upward imports
 in a copy of the package and shows that the same command then fails, naming the import."""
 
