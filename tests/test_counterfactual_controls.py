@@ -41,7 +41,11 @@ def drained_films():
     crop), with a model that relies more on the drain than on the lesion."""
     spec, geometry = SyntheticSpec(), InputGeometry(224)
     truths, rows = {}, []
-    cases = [i for i in range(200) if sample_findings(5, i, spec)[0].category_name == "Pneumothorax"][:8]
+    cases = [
+        i
+        for i in range(300)
+        if [(f.category_name, f.zone) for f in sample_findings(5, i, spec)] == [("Pneumothorax", "apical")]
+    ][:8]  # a lateral pneumothorax leaves no course for a drain on its side
     for i in cases:
         _, _, masks = render_case(5, i, spec, drain=True, return_elements=True)
         if "drain" not in masks:
