@@ -21,6 +21,7 @@ rule attribute:
         f"{MD}/logs/attribute/{ATTRIBUTE_JOB}.log",
     benchmark:
         f"{MD}/benchmarks/attribute/{ATTRIBUTE_JOB}.tsv"
+    priority: 1
     conda:
         "../envs/model.yaml"
     threads: 2

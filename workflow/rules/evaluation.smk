@@ -178,6 +178,7 @@ rule ablation:
         f"{MD}/logs/ablation.log",
     benchmark:
         f"{MD}/benchmarks/ablation.tsv"
+    priority: 1
     conda:
         "../envs/model.yaml"
     threads: 2

@@ -137,6 +137,7 @@ rule roar_retrain:
         f"{MD}/benchmarks/roar_retrain/{{variant}}.tsv"
     wildcard_constraints:
         variant=r"[A-Za-z0-9_]+",
+    priority: 2
     conda:
         "../envs/model.yaml"
     threads: 2

@@ -15,6 +15,7 @@ rule seed_agreement:
         f"{MD}/logs/seed_agreement/{{method}}.log",
     benchmark:
         f"{MD}/benchmarks/seed_agreement/{{method}}.tsv"
+    priority: 2
     conda:
         "../envs/model.yaml"
     threads: 2
