@@ -427,3 +427,21 @@ def test_summarise_roar_refuses_runs_that_share_a_seed():
     )
     with pytest.raises(ValueError, match="more than one run per"):
         summarise_roar(runs)
+
+
+def test_roar_table_leaves_out_a_side_that_was_not_run():
+    """The demo runs no text ROAR+ (empty roar.text_methods): no all-dash Txt ROAR+ column, and the
+    note says the text side was not run."""
+    from matex.metrics.aggregate import with_roar
+    from matex.pipeline.evaluation import _roar_plus_note
+
+    table = pd.DataFrame({"Img conf. drop ↓": ["1"], "Txt conf. drop ↓": ["5"]}, index=["matex"])
+    roar = pd.DataFrame(
+        {"modality": ["image"], "method": ["matex"], "roar_plus_mean": [1.0], "roar_plus_sd": [0.5], "n_seeds": [2]}
+    )
+    assert list(with_roar(table, roar).columns) == ["Img conf. drop ↓", "Img ROAR+ ↑", "Txt conf. drop ↓"]
+    cfg = {"roar": {"seeds": [0], "top_fraction": 0.1, "text_methods": []}}
+    assert "Text ROAR+ was not run" in _roar_plus_note(cfg, "grey")
+    cfg["roar"]["text_methods"] = ["matex"]
+    note = _roar_plus_note(cfg, "grey")
+    assert "not run" not in note and "top word tokens removed" in note

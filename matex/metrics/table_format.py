@@ -156,11 +156,14 @@ def to_html(tables: Sequence[tuple], title: str, notes: Sequence[str] = ()) -> s
 def with_roar(table, roar):
     """Insert the image and text ROAR+ columns (mean ± sd over seeds), paper order: each after its
     side's confidence columns (Img conf. drop, Img conf. incr., Img ROAR+, Txt conf. ..., Txt ROAR+).
-    A method without a run on a side shows "–"."""
+    A method without a run on a side shows "–"; a side that was not run at all (e.g. the demo's empty
+    ``roar.text_methods``) gets no column."""
     table = table.copy()
     pos = 0
     for modality, prefix in (("image", "Img"), ("text", "Txt")):
         side = roar[roar["modality"] == modality].set_index("method")
+        if side.empty:
+            continue
         col = [_roar_cell(side.loc[m]) if m in side.index else "–" for m in table.index]
         last = [i for i, c in enumerate(table.columns) if c.startswith(f"{prefix} conf.")]
         pos = last[-1] + 1 if last else pos

@@ -52,6 +52,22 @@ def aggregate(cfg, input, output, params, wildcards, threads):
     write_text(output.latex, "\n".join(tex))
 
 
+def _roar_plus_note(cfg, fill: str) -> str:
+    """The ROAR+ columns' note; says when the text side was not run (empty ``roar.text_methods``)."""
+    seeds = len(cfg["roar"]["seeds"])
+    image = f"image: the top {cfg['roar']['top_fraction']:.0%} pixels of each map removed (fill: {fill})"
+    random_maps = "image 'random' = smooth random maps (patch-grid noise, upsampled, like the methods' maps)"
+    if not cfg["roar"].get("text_methods"):
+        return (
+            f"ROAR+: mean ± sd over {seeds} seed(s) of 100 (L_deg - L_clean)/L_clean; {image}; {random_maps}. "
+            "Text ROAR+ was not run (roar.text_methods is empty: a reduced protocol; config/mscxr.yaml runs it)."
+        )
+    return (
+        f"ROAR+: mean ± sd over {seeds} seed(s) of 100 (L_deg - L_clean)/L_clean; {image}, text: top word "
+        f"tokens removed (both against the same clean run); {random_maps}, text 'random' = random tokens removed."
+    )
+
+
 def _bootstrap_settings(cfg) -> tuple[int, float, int]:
     """(resamples, interval level, seed) of the patient bootstrap."""
     boot = cfg["evaluation"].get("bootstrap", {})
@@ -92,13 +108,7 @@ def _table_notes(cfg, input, info, tidy, n: int, ci: float) -> list[str]:
             f"percentile bootstrap resampling patients ({n} resamples; {scored['patient_id'].nunique()} patients, "
             f"{len(scored)} pairs), so pairs of one patient move together."
         ),
-        (
-            f"ROAR+: mean ± sd over {len(cfg['roar']['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
-            f"image: the top {cfg['roar']['top_fraction']:.0%} pixels of each map removed (fill: "
-            f"{FillSpec.from_config(cfg['roar']).describe()}), text: top word tokens removed (both against the "
-            "same clean run); image 'random' = smooth random maps (patch-grid noise, upsampled, like the "
-            "methods' maps), text 'random' = random tokens removed."
-        ),
+        _roar_plus_note(cfg, FillSpec.from_config(cfg["roar"]).describe()),
     ]
     road_share = float(cfg["roar"].get("road_fraction", 1.0))
     if road_share < 1.0:
