@@ -173,6 +173,18 @@ def test_a_curve_missing_a_k_has_no_area_and_the_table_column_says_so():
     assert list(out.columns) == ["Img ROAR+ ↑", "ROAR AUC ↓", "AUROC ↑"]
     assert out["ROAR AUC ↓"].tolist()[0] == "–" and out["ROAR AUC ↓"].tolist()[2] == "–"
     assert float(out.loc["random", "ROAR AUC ↓"].split()[0]) > 0  # "mean [t-interval]" over the seeds
+    # without text ROAR+ (the demo) the column still follows the whole confidence block
+    table = pd.DataFrame(
+        {"Img conf. drop ↓": ["1"] * 3, "Img ROAR+ ↑": ["1"] * 3, "Txt conf. drop ↓": ["5"] * 3, "AUROC ↑": ["x"] * 3},
+        index=["good", "random", "other"],
+    )
+    assert list(with_roar_auc(table, curve).columns) == [
+        "Img conf. drop ↓",
+        "Img ROAR+ ↑",
+        "Txt conf. drop ↓",
+        "ROAR AUC ↓",
+        "AUROC ↑",
+    ]
 
 
 def test_a_hub_model_cannot_be_retrained_from_init_and_defaults_to_finetuning():

@@ -170,7 +170,8 @@ def with_roar_auc(table: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
     """``table`` (methods x columns) with a "ROAR AUC ↓" column: area under the zero-shot accuracy
     curve x100 (k as a fraction), as "mean [t-interval]" over retraining seeds when the curve carries
     :func:`auc_over_seeds` columns and has more than one seed, else the area of the mean curve; "–"
-    for a method without a curve. Inserted after the ROAR+ columns when present, else appended."""
+    for a method without a curve. Inserted after the confidence and ROAR+ columns (the last of the
+    image and text sides) when present, else appended."""
     aucs = auc_table(curve).set_index("method")[f"auc_{TABLE_MEASURE}"]
     stats = curve.drop_duplicates("method").set_index("method") if "auc_mean" in curve else None
 
@@ -182,7 +183,7 @@ def with_roar_auc(table: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
 
     col = [cell(m) for m in table.index]
     table = table.copy()
-    after = [i for i, c in enumerate(table.columns) if "ROAR+" in str(c)]
+    after = [i for i, c in enumerate(table.columns) if "ROAR+" in str(c) or " conf. " in str(c)]
     table.insert(after[-1] + 1 if after else len(table.columns), TABLE_COLUMN, col)
     return table
 
