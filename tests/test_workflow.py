@@ -101,10 +101,15 @@ def _job_files(dry_run_output: str, rule: str) -> list[tuple[list[str], list[str
 
 def test_dry_run_has_text_roar_jobs_for_matex_and_random_per_seed(tmp_path):
     """Text ROAR+: one job per (matex | random, seed) under roar/runs/text/, matex's reading the maps of
-    the ROAR+ training pairs, all feeding roar_summary; none when roar.text_methods is empty."""
+    the ROAR+ training pairs, all feeding roar_summary; none when roar.text_methods is empty (the demo,
+    for its time budget; the paper config runs MATEX's)."""
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    assert cfg["roar"]["text_methods"] == ["matex"]
-    res = _run(["-n", "--configfile", "config/config.yaml", "--cores", "1", "-d", str(tmp_path)])
+    assert cfg["roar"]["text_methods"] == []
+    assert load_config(ROOT / "config" / "mscxr.yaml")["roar"]["text_methods"] == ["matex"]
+    cfg["roar"]["text_methods"] = ["matex"]
+    with_text = tmp_path / "with_text.yaml"
+    with_text.write_text(yaml.safe_dump(cfg))
+    res = _run(["-n", "--configfile", str(with_text), "--cores", "1", "-d", str(tmp_path)])
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr
     jobs = _job_files(out, "roar_finetune_text")
@@ -117,10 +122,7 @@ def test_dry_run_has_text_roar_jobs_for_matex_and_random_per_seed(tmp_path):
     summary_inputs = _job_files(out, "roar_summary")[0][0]
     assert {o for _, o in names.values()} <= set(summary_inputs)
     assert not any("/runs/text/clean" in f for f in summary_inputs)  # one clean run per seed, shared
-    cfg["roar"]["text_methods"] = []
-    path = tmp_path / "no_text.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    res = _run(["-n", "--configfile", str(path), "--cores", "1", "-d", str(tmp_path)])
+    res = _run(["-n", "--configfile", "config/config.yaml", "--cores", "1", "-d", str(tmp_path)])
     assert res.returncode == 0, res.stderr[-3000:]
     assert "roar_finetune_text" not in dict(_job_counts(res.stdout)) and "roar_finetune" in dict(
         _job_counts(res.stdout)
