@@ -221,3 +221,22 @@ def test_console_script_runs(project):
     )
     assert res.returncode == 0, res.stderr
     assert (project / "cli.png").is_file() and "wrote cli.png" in res.stdout
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`matex methods | head -1`: the pipe closes while matex still writes; it exits quietly (141,
+    as a shell reports a closed pipe), without a BrokenPipeError traceback."""
+    import os
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "matex.cli", "methods"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout.read(20)  # the first bytes of the list
+    proc.stdout.close()  # the reader goes away, as head does
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
+    assert proc.returncode == 141

@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     except MatexError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader stopped early (`matex methods | head`): no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141  # what a shell reports for a pipe closed by its reader (128 + SIGPIPE)
 
 
 def _build_parser() -> argparse.ArgumentParser:
