@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attribution.registry import ExplainOutput, available_methods, get_method
+from .attribution.registry import ExplainOutput, available_methods, checked_texts, get_method
 from .errors import DataError
 
 __all__ = ["Explanation", "explain", "methods", "overlay_image"]
@@ -204,16 +204,8 @@ def _array_to_pil(a: np.ndarray, index: int):
 
 
 def _as_texts(texts: Any) -> list[str]:
-    """One phrase or a list of phrases -> a list of non-empty strings (errors name the phrase)."""
-    if isinstance(texts, str):
-        texts = [texts]
-    elif isinstance(texts, bytes) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
-        raise DataError("texts must be a phrase or a list of strings, one phrase per image")
-    texts = list(texts)
-    empty = [k for k, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise DataError(f"texts {empty} are empty: a phrase is needed to explain an image-text match")
-    return texts
+    """One phrase or a list of phrases -> a list of non-empty strings (errors name the empty ones)."""
+    return checked_texts([texts] if isinstance(texts, str) else texts)
 
 
 def explain(model, images, texts: str | Sequence[str], method: str = "matex", **params: Any) -> Explanation:

@@ -88,6 +88,7 @@ def test_wrong_array_and_object_types(model):
         (["", ""], r"texts \[0, 1\] are empty"),
         ("left effusion", "list of strings"),
         (["ok", None], "list of strings"),
+        (42, "list of strings"),  # not a sequence at all: a DataError, not a TypeError from iterating it
     ],
 )
 def test_bad_texts_are_named(model, image_u8, texts, match):

@@ -166,7 +166,7 @@ def explain(
 
     spec = get_method(method)
     used = resolve_params(spec, params)
-    texts = _checked_texts(texts)
+    texts = checked_texts(texts)
     x = model.preprocess(images)
     if x.ndim != 4 or x.shape[0] != len(texts):
         raise DataError(f"method {method!r}: {x.shape[0] if x.ndim == 4 else '?'} images but {len(texts)} texts")
@@ -185,11 +185,12 @@ def explain(
     return _checked_output(out, (x.shape[0], x.shape[2], x.shape[3]), method, used)
 
 
-def _checked_texts(texts: Sequence[str]) -> list[str]:
-    """``texts`` as a list: one non-empty string per image, else a DataError."""
+def checked_texts(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list: one non-empty string per image, else a DataError naming the empty ones.
+    The one check of the phrases (``matex.explain`` wraps a single phrase in a list first)."""
     from ..errors import DataError
 
-    if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
         raise DataError("texts must be a list of strings, one phrase per image")
     texts = list(texts)
     empty = [i for i, t in enumerate(texts) if not t.strip()]
