@@ -54,17 +54,20 @@ def aggregate(cfg, input, output, params, wildcards, threads):
 
 def _roar_plus_note(cfg, fill: str) -> str:
     """The ROAR+ columns' note; says when the text side was not run (empty ``roar.text_methods``)."""
-    seeds = len(cfg["roar"]["seeds"])
-    image = f"image: the top {cfg['roar']['top_fraction']:.0%} pixels of each map removed (fill: {fill})"
+    roar = cfg["roar"]
+    image = (
+        f"ROAR+: mean ± sd over {len(roar['seeds'])} seed(s) of 100 (L_deg - L_clean)/L_clean; "
+        f"image: the top {roar['top_fraction']:.0%} pixels of each map removed (fill: {fill})"
+    )
     random_maps = "image 'random' = smooth random maps (patch-grid noise, upsampled, like the methods' maps)"
-    if not cfg["roar"].get("text_methods"):
+    if not roar.get("text_methods"):
         return (
-            f"ROAR+: mean ± sd over {seeds} seed(s) of 100 (L_deg - L_clean)/L_clean; {image}; {random_maps}. "
-            "Text ROAR+ was not run (roar.text_methods is empty: a reduced protocol; config/mscxr.yaml runs it)."
+            f"{image}; {random_maps}. Text ROAR+ was not run (roar.text_methods is empty: a reduced protocol; "
+            "config/mscxr.yaml runs it)."
         )
     return (
-        f"ROAR+: mean ± sd over {seeds} seed(s) of 100 (L_deg - L_clean)/L_clean; {image}, text: top word "
-        f"tokens removed (both against the same clean run); {random_maps}, text 'random' = random tokens removed."
+        f"{image}, text: top word tokens removed (both against the same clean run); {random_maps}, "
+        "text 'random' = random tokens removed."
     )
 
 
